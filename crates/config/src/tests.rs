@@ -1,0 +1,202 @@
+use std::path::Path;
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "DASHSCOPE_API_KEY" => Some("sk-seed-secret".into()),
+        "MCP_TOKEN" => Some("mcp-seed-token".into()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Loaded, ConfigError> {
+    load_str(text, Path::new("test.yaml"), Path::new("."), env)
+}
+
+fn seed_text() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/seed.yaml");
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn seed_example_loads_with_every_key() {
+    let loaded = parse(&seed_text()).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.config.admin_addr.as_deref(), Some("127.0.0.1:15000"));
+    let logging = c.config.logging.as_ref().unwrap();
+    assert_eq!(logging.level, Some(LogLevel::Debug));
+    assert_eq!(logging.fields.as_ref().unwrap().add.len(), 10);
+    let tracing = c.config.tracing.as_ref().unwrap();
+    assert_eq!(tracing.random_sampling, Some(Sampling::Enabled(true)));
+    assert_eq!(c.binds.len(), 2);
+    assert_eq!(c.binds[0].port, 3100);
+
+    let route = &c.binds[0].listeners[0].routes[0];
+    let p = route.policies.as_ref().unwrap();
+    assert!(matches!(
+        p.url_rewrite.as_ref().unwrap().authority,
+        Some(AuthorityRewrite::Full(ref h)) if h == "dashscope.aliyuncs.com"
+    ));
+    let set = &p.request_header_modifier.as_ref().unwrap().set;
+    assert_eq!(set.keys().next().unwrap().as_str(), "host");
+    assert!(p.backend_tls.is_some());
+    assert_eq!(
+        p.backend_auth.as_ref().unwrap().key.expose(),
+        "sk-seed-secret"
+    );
+    let BackendKind::Ai(ai) = &route.backends[0].kind else {
+        panic!("expected ai backend")
+    };
+    assert_eq!(ai.name, "qwen-plus");
+    assert_eq!(ai.host_override.as_ref().unwrap().port(), 8443);
+    assert!(matches!(&ai.provider, Provider::OpenAi(m) if m.model.as_deref() == Some("qwen-plus")));
+    let routes = &ai.policies.as_ref().unwrap().ai.as_ref().unwrap().routes;
+    assert_eq!(
+        routes["/compatible-mode/v1/chat/completions"],
+        AiRouteType::Completions
+    );
+    assert_eq!(routes["*"], AiRouteType::Passthrough);
+
+    let mcp_route = &c.binds[1].listeners[0].routes[0];
+    let cors = mcp_route.policies.as_ref().unwrap().cors.as_ref().unwrap();
+    assert_eq!(cors.allow_headers.len(), 3);
+    let BackendKind::Mcp(mcp) = &mcp_route.backends[0].kind else {
+        panic!("expected mcp backend")
+    };
+    assert_eq!(
+        mcp.targets[0].mcp.as_ref().unwrap().host,
+        "http://127.0.0.1:8123/api/mcp"
+    );
+}
+
+#[test]
+fn dump_redacts_secrets_and_credential_headers() {
+    let loaded = parse(&seed_text()).unwrap();
+    let dump = redacted_dump(&loaded.config).to_string();
+    assert!(!dump.contains("sk-seed-secret"), "{dump}");
+    assert!(!dump.contains("mcp-seed-token"), "{dump}");
+    assert!(dump.contains("<redacted>"));
+    // Non-secret values stay visible.
+    assert!(dump.contains("dashscope.aliyuncs.com"));
+}
+
+#[test]
+fn unknown_key_names_file_line_column_key_and_expected() {
+    let text = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - hots: 127.0.0.1:1\n";
+    let e = parse(text).unwrap_err();
+    assert_eq!(e.file, Path::new("test.yaml"));
+    assert_eq!(e.line, 6, "{e}");
+    assert_eq!(e.key, "binds[0].listeners[0].routes[0].backends[0].hots", "{e}");
+    assert!(e.message.contains("unknown field `hots`"), "{e}");
+    assert!(e.message.contains("`host`"), "expected keys listed: {e}");
+    let shown = e.to_string();
+    assert!(shown.starts_with("test.yaml:6:"), "{shown}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let text = "binds:\n- port: eighty\n  listeners: []\n";
+    let e = parse(text).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (2, "binds[0].port"), "{e}");
+    assert!(e.message.contains("u16"), "{e}");
+}
+
+#[test]
+fn bad_regex_is_located() {
+    let text = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - matches:\n      - path:\n          regex: '/v1/(unclosed'\n      backends:\n      - host: 127.0.0.1:1\n";
+    let e = parse(text).unwrap_err();
+    assert_eq!(e.line, 7, "{e}");
+    assert!(e.key.ends_with("matches[0].path.regex"), "{e}");
+    assert!(e.message.contains("invalid regular expression"), "{e}");
+}
+
+#[test]
+fn missing_env_var_is_located() {
+    let e = parse("binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - host: ${UPSTREAM}\n").unwrap_err();
+    assert_eq!((e.line, e.column), (6, 15), "{e}");
+    assert!(e.message.contains("UPSTREAM is not set"), "{e}");
+}
+
+#[test]
+fn backend_needs_exactly_one_kind() {
+    let e = parse("binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - weight: 2\n").unwrap_err();
+    assert!(e.message.contains("one of `host`, `ai` or `mcp`"), "{e}");
+    assert!(e.key.contains("backends[0]"), "{e}");
+}
+
+#[test]
+fn duplicate_ports_refused() {
+    let text = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - host: a:1\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - host: a:1\n";
+    let e = parse(text).unwrap_err();
+    assert_eq!(e.key, "binds[1].port");
+    assert!(e.message.contains("more than one bind"), "{e}");
+}
+
+#[test]
+fn https_listener_requires_tls() {
+    let text = "binds:\n- port: 443\n  listeners:\n  - protocol: HTTPS\n    routes:\n    - backends:\n      - host: a:1\n";
+    let e = parse(text).unwrap_err();
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("tls"), "{e}");
+}
+
+#[test]
+fn invalid_header_value_rejected() {
+    let text = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - policies:\n        requestHeaderModifier:\n          set:\n            x-a: \"a\\r\\nb\"\n      backends:\n      - host: a:1\n";
+    let e = parse(text).unwrap_err();
+    assert!(e.message.contains("control characters"), "{e}");
+    assert_eq!(e.line, 8, "{e}");
+}
+
+#[test]
+fn secret_from_file_is_read_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.txt"), "sk-from-file\n").unwrap();
+    let text = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - policies:\n        backendAuth:\n          key: {file: key.txt}\n      backends:\n      - host: a:1\n";
+    let loaded = load_str(text, Path::new("t.yaml"), dir.path(), env).unwrap();
+    let p = loaded.config.binds[0].listeners[0].routes[0]
+        .policies
+        .as_ref()
+        .unwrap();
+    assert_eq!(p.backend_auth.as_ref().unwrap().key.expose(), "sk-from-file");
+
+    let missing = text.replace("key.txt", "nope.txt");
+    let e = load_str(&missing, Path::new("t.yaml"), dir.path(), env).unwrap_err();
+    assert_eq!(e.line, 7, "{e}");
+    assert!(e.message.contains("cannot read secret file"), "{e}");
+}
+
+#[test]
+fn route_without_backends_or_terminal_policy_refused() {
+    let e = parse("binds:\n- port: 80\n  listeners:\n  - routes:\n    - name: empty\n").unwrap_err();
+    assert!(e.message.contains("at least one backend"), "{e}");
+    assert_eq!(e.line, 5, "{e}");
+}
+
+#[test]
+fn empty_file_is_an_empty_config() {
+    let loaded = parse("").unwrap();
+    assert!(loaded.config.binds.is_empty());
+}
+
+#[test]
+fn schema_describes_seed_keys() {
+    let schema = json_schema().to_string();
+    for key in [
+        "adminAddr",
+        "binds",
+        "listeners",
+        "urlRewrite",
+        "requestHeaderModifier",
+        "backendTLS",
+        "backendAuth",
+        "hostOverride",
+        "openAI",
+        "allowOrigins",
+        "targets",
+        "otlpEndpoint",
+    ] {
+        assert!(schema.contains(&format!("\"{key}\"")), "schema lacks {key}");
+    }
+}

@@ -1,0 +1,344 @@
+//! Checks that need more than one value at a time, run after parsing. Single values check
+//! themselves while parsing (see `values.rs`), which gives exact positions; here a problem
+//! carries a `needle`, a piece of source text used to find its line.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::schema::*;
+use crate::values::Secret;
+
+pub(crate) struct Problem {
+    pub key: String,
+    pub message: String,
+    pub needle: Option<String>,
+}
+
+fn problem(key: impl Into<String>, message: impl Into<String>, needle: Option<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        message: message.into(),
+        needle,
+    }
+}
+
+pub(crate) fn check(config: &mut Config, base: &Path) -> Result<(), Problem> {
+    for (name, addr) in [
+        ("config.adminAddr", &config.config.admin_addr),
+        ("config.statsAddr", &config.config.stats_addr),
+    ] {
+        if let Some(a) = addr {
+            a.parse::<std::net::SocketAddr>().map_err(|_| {
+                problem(
+                    name,
+                    format!("invalid address {a:?}: expected ip:port, e.g. \"127.0.0.1:15000\""),
+                    Some(a.clone()),
+                )
+            })?;
+        }
+    }
+    if let Some(t) = &mut config.config.tracing {
+        for (name, s) in [
+            ("randomSampling", t.random_sampling),
+            ("clientSampling", t.client_sampling),
+        ] {
+            if let Some(Sampling::Ratio(r)) = s {
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(problem(
+                        format!("config.tracing.{name}"),
+                        format!("sampling ratio {r} is out of range: expected true, false or 0..=1"),
+                        Some(name.to_string()),
+                    ));
+                }
+            }
+        }
+        for (h, v) in t.headers.iter_mut() {
+            load_secret(v, base, &format!("config.tracing.headers.{}", h.as_str()))?;
+        }
+    }
+    let l = &config.config.limits;
+    if l.max_connections == 0 || l.max_header_bytes < 1024 {
+        return Err(problem(
+            "config.limits",
+            "maxConnections must be at least 1 and maxHeaderBytes at least 1024",
+            Some("limits".into()),
+        ));
+    }
+
+    let mut ports = HashSet::new();
+    for (bi, bind) in config.binds.iter_mut().enumerate() {
+        let bkey = format!("binds[{bi}]");
+        if bind.port != 0 && !ports.insert(bind.port) {
+            return Err(problem(
+                format!("{bkey}.port"),
+                format!("port {} is used by more than one bind", bind.port),
+                Some(format!("port: {}", bind.port)),
+            ));
+        }
+        if bind.listeners.is_empty() {
+            return Err(problem(
+                format!("{bkey}.listeners"),
+                "a bind needs at least one listener",
+                Some(format!("port: {}", bind.port)),
+            ));
+        }
+        let mut hosts = HashSet::new();
+        for (li, listener) in bind.listeners.iter_mut().enumerate() {
+            let lkey = format!("{bkey}.listeners[{li}]");
+            if let Some(h) = &listener.hostname {
+                check_hostname(h, &format!("{lkey}.hostname"))?;
+            }
+            if !hosts.insert(listener.hostname.clone()) {
+                return Err(problem(
+                    format!("{lkey}.hostname"),
+                    match &listener.hostname {
+                        Some(h) => format!("two listeners on one bind serve hostname {h:?}"),
+                        None => "two listeners on one bind have no hostname; give each a distinct `hostname`".into(),
+                    },
+                    listener.hostname.clone(),
+                ));
+            }
+            match (listener.protocol, &mut listener.tls) {
+                (ListenerProtocol::Https, None) => {
+                    return Err(problem(
+                        format!("{lkey}.tls"),
+                        "protocol HTTPS needs `tls: {cert, key}`",
+                        Some("HTTPS".into()),
+                    ))
+                }
+                (ListenerProtocol::Http, Some(_)) => {
+                    return Err(problem(
+                        format!("{lkey}.protocol"),
+                        "`tls` is set but protocol is HTTP: set `protocol: HTTPS`",
+                        Some("tls:".into()),
+                    ))
+                }
+                (ListenerProtocol::Https, Some(tls)) => {
+                    resolve_file(&mut tls.cert, base, &format!("{lkey}.tls.cert"))?;
+                    resolve_file(&mut tls.key, base, &format!("{lkey}.tls.key"))?;
+                }
+                (ListenerProtocol::Http, None) => {}
+            }
+            for (ri, route) in listener.routes.iter_mut().enumerate() {
+                check_route(route, &format!("{lkey}.routes[{ri}]"), base)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem> {
+    let needle = route.name.clone();
+    for h in &route.hostnames {
+        check_hostname(h, &format!("{key}.hostnames"))?;
+    }
+    for (mi, m) in route.matches.iter().enumerate() {
+        let mkey = format!("{key}.matches[{mi}]");
+        match &m.path {
+            Some(PathMatch::Exact(p)) | Some(PathMatch::PathPrefix(p)) if !p.starts_with('/') => {
+                return Err(problem(
+                    format!("{mkey}.path"),
+                    format!("path {p:?} must start with '/'"),
+                    Some(p.clone()),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(method) = &m.method {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(problem(
+                    format!("{mkey}.method"),
+                    format!("invalid method {method:?}: expected e.g. GET or POST"),
+                    Some(method.clone()),
+                ));
+            }
+        }
+    }
+    let has_terminal = route
+        .policies
+        .as_ref()
+        .is_some_and(|p| p.direct_response.is_some() || p.request_redirect.is_some());
+    if route.backends.is_empty() && !has_terminal {
+        return Err(problem(
+            format!("{key}.backends"),
+            "a route needs at least one backend, or a `directResponse` or `requestRedirect` policy",
+            needle,
+        ));
+    }
+    if !route.backends.is_empty() && route.backends.iter().all(|b| b.weight == 0) {
+        return Err(problem(
+            format!("{key}.backends"),
+            "every backend has weight 0: at least one needs a positive weight",
+            Some("weight: 0".into()),
+        ));
+    }
+    if let Some(p) = &mut route.policies {
+        check_policies(p, &format!("{key}.policies"), base)?;
+    }
+    for (bi, backend) in route.backends.iter_mut().enumerate() {
+        let bkey = format!("{key}.backends[{bi}]");
+        if let Some(p) = &mut backend.policies {
+            check_policies(p, &format!("{bkey}.policies"), base)?;
+        }
+        match &mut backend.kind {
+            BackendKind::Ai(ai) => {
+                if let Some(p) = &mut ai.policies {
+                    check_policies(p, &format!("{bkey}.ai.policies"), base)?;
+                }
+            }
+            BackendKind::Mcp(mcp) => {
+                if mcp.targets.is_empty() {
+                    return Err(problem(
+                        format!("{bkey}.mcp.targets"),
+                        "an mcp backend needs at least one target",
+                        Some("targets".into()),
+                    ));
+                }
+                let mut names = HashSet::new();
+                for (ti, t) in mcp.targets.iter_mut().enumerate() {
+                    let tkey = format!("{bkey}.mcp.targets[{ti}]");
+                    let kinds = [
+                        t.mcp.is_some(),
+                        t.sse.is_some(),
+                        t.stdio.is_some(),
+                        t.openapi.is_some(),
+                    ];
+                    if kinds.iter().filter(|k| **k).count() != 1 {
+                        return Err(problem(
+                            tkey,
+                            "an mcp target takes exactly one of `mcp`, `sse`, `stdio` or `openapi`",
+                            Some(t.name.clone()),
+                        ));
+                    }
+                    if !names.insert(t.name.clone()) {
+                        return Err(problem(
+                            format!("{tkey}.name"),
+                            format!("target name {:?} is used twice", t.name),
+                            Some(t.name.clone()),
+                        ));
+                    }
+                    if let Some(stdio) = &mut t.stdio {
+                        for (k, v) in stdio.env.iter_mut() {
+                            load_secret(v, base, &format!("{tkey}.stdio.env.{k}"))?;
+                        }
+                    }
+                    if let Some(p) = &mut t.policies {
+                        check_policies(p, &format!("{tkey}.policies"), base)?;
+                    }
+                }
+            }
+            BackendKind::Host(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Problem> {
+    if let Some(r) = &p.request_redirect {
+        if let Some(s) = r.status {
+            if ![301, 302, 303, 307, 308].contains(&s.0) {
+                return Err(problem(
+                    format!("{key}.requestRedirect.status"),
+                    format!("redirect status {} is not a redirect: expected 301, 302, 303, 307 or 308", s.0),
+                    Some(s.0.to_string()),
+                ));
+            }
+        }
+        if let Some(scheme) = &r.scheme {
+            if scheme != "http" && scheme != "https" {
+                return Err(problem(
+                    format!("{key}.requestRedirect.scheme"),
+                    format!("scheme {scheme:?}: expected http or https"),
+                    Some(scheme.clone()),
+                ));
+            }
+        }
+    }
+    if let Some(r) = &p.retry {
+        if r.attempts == 0 {
+            return Err(problem(
+                format!("{key}.retry.attempts"),
+                "attempts counts the first try too: expected at least 1",
+                Some("attempts".into()),
+            ));
+        }
+    }
+    if let Some(tls) = &mut p.backend_tls {
+        let tkey = format!("{key}.backendTLS");
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err(problem(
+                tkey,
+                "a client certificate needs both `cert` and `key`",
+                Some("backendTLS".into()),
+            ));
+        }
+        for (name, path) in [
+            ("root", &mut tls.root),
+            ("cert", &mut tls.cert),
+            ("key", &mut tls.key),
+        ] {
+            if let Some(path) = path {
+                resolve_file(path, base, &format!("{tkey}.{name}"))?;
+            }
+        }
+    }
+    if let Some(auth) = &mut p.backend_auth {
+        load_secret(&mut auth.key, base, &format!("{key}.backendAuth.key"))?;
+    }
+    if let Some(cors) = &p.cors {
+        if cors.allow_credentials && cors.allow_origins.iter().any(|o| o == "*") {
+            return Err(problem(
+                format!("{key}.cors"),
+                "allowCredentials cannot be combined with allowOrigins \"*\" (browsers reject it); list the origins",
+                Some("allowCredentials".into()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_hostname(h: &str, key: &str) -> Result<(), Problem> {
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    let ok = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(problem(
+            key,
+            format!("invalid hostname {h:?}: expected a DNS name such as api.example.com or *.example.com"),
+            Some(h.to_string()),
+        ))
+    }
+}
+
+/// Makes a relative path absolute against the config's directory and checks it is readable.
+fn resolve_file(path: &mut std::path::PathBuf, base: &Path, key: &str) -> Result<(), Problem> {
+    let original = path.display().to_string();
+    let full = base.join(&*path);
+    if let Err(e) = std::fs::metadata(&full) {
+        return Err(problem(
+            key,
+            format!("cannot read {}: {e}", full.display()),
+            Some(original),
+        ));
+    }
+    *path = full;
+    Ok(())
+}
+
+fn load_secret(secret: &mut Secret, base: &Path, key: &str) -> Result<(), Problem> {
+    secret.load_file(base).map_err(|e| {
+        let needle = match secret.source() {
+            crate::values::SecretSource::File(p) => Some(p.display().to_string()),
+            crate::values::SecretSource::Inline => None,
+        };
+        problem(key, e, needle)
+    })
+}

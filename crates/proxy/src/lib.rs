@@ -1,1 +1,123 @@
+//! Switchyard's data plane: binds, listeners, routes, policies, backends, upstream pool.
 
+pub mod body;
+pub mod error;
+mod handler;
+pub mod headers;
+pub mod policy;
+pub mod routes;
+mod server;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use snapshot::{BindKey, ClientCache, Snapshot};
+
+/// State every connection and request reads.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+}
+
+/// A running gateway: its binds and the current config snapshot.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    clients: ClientCache,
+    binds: tokio::sync::Mutex<HashMap<BindKey, server::BindTask>>,
+}
+
+impl Gateway {
+    /// Compiles the config and opens every bind. Fails if a port cannot be bound.
+    pub async fn start(loaded: &config::Loaded) -> Result<Arc<Gateway>, String> {
+        let clients = ClientCache::default();
+        let snapshot = snapshot::compile(loaded, &clients)?;
+        let gw = Arc::new(Gateway {
+            shared: Arc::new(Shared {
+                snapshot: ArcSwap::from_pointee(snapshot),
+            }),
+            clients,
+            binds: tokio::sync::Mutex::new(HashMap::new()),
+        });
+        gw.reconcile_binds().await?;
+        Ok(gw)
+    }
+
+    /// Applies a new config. On any error the old config keeps serving untouched.
+    /// Requests already in flight finish on the snapshot they started with.
+    pub async fn reload(&self, loaded: &config::Loaded) -> Result<(), String> {
+        let snapshot = snapshot::compile(loaded, &self.clients)?;
+        // Open new ports before switching, so a port that cannot be bound refuses the config.
+        let mut binds = self.binds.lock().await;
+        let mut opened = Vec::new();
+        for b in &snapshot.binds {
+            if !binds.contains_key(&b.key) {
+                let l = server::bind_socket(b.socket_addr())
+                    .await
+                    .map_err(|e| format!("cannot listen on {}: {e}", b.socket_addr()))?;
+                opened.push((b.key.clone(), l));
+            }
+        }
+        let keep: Vec<BindKey> = snapshot.binds.iter().map(|b| b.key.clone()).collect();
+        self.shared.snapshot.store(Arc::new(snapshot));
+        for (key, listener) in opened {
+            let task = server::spawn_bind(self.shared.clone(), key.clone(), listener);
+            tracing::info!(addr = %task.local_addr, "listening");
+            binds.insert(key, task);
+        }
+        let removed: Vec<BindKey> = binds.keys().filter(|k| !keep.contains(k)).cloned().collect();
+        for key in removed {
+            if let Some(task) = binds.remove(&key) {
+                tracing::info!(addr = %task.local_addr, "closing removed bind");
+                let _ = task.stop.send(true);
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconcile_binds(&self) -> Result<(), String> {
+        let snapshot = self.shared.snapshot.load_full();
+        let mut binds = self.binds.lock().await;
+        for b in &snapshot.binds {
+            let l = server::bind_socket(b.socket_addr())
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", b.socket_addr()))?;
+            let task = server::spawn_bind(self.shared.clone(), b.key.clone(), l);
+            tracing::info!(addr = %task.local_addr, "listening");
+            binds.insert(b.key.clone(), task);
+        }
+        Ok(())
+    }
+
+    /// The address each configured bind listens on, in config order.
+    pub async fn local_addrs(&self) -> Vec<SocketAddr> {
+        let snapshot = self.shared.snapshot.load_full();
+        let binds = self.binds.lock().await;
+        snapshot
+            .binds
+            .iter()
+            .filter_map(|b| binds.get(&b.key).map(|t| t.local_addr))
+            .collect()
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and returns when all connections
+    /// have closed or `deadline` has passed. Returns false if the deadline cut it short.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        let mut binds = self.binds.lock().await;
+        let tasks: Vec<_> = binds.drain().map(|(_, t)| t).collect();
+        for t in &tasks {
+            let _ = t.stop.send(true);
+        }
+        let all = futures_util::future::join_all(tasks.into_iter().map(|t| t.done));
+        tokio::time::timeout(deadline, all).await.is_ok()
+    }
+}

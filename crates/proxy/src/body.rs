@@ -1,0 +1,142 @@
+//! The body type that flows through the proxy in both directions, and bounded buffering.
+
+use bytes::{Bytes, BytesMut};
+use http_body::Body as _;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every request and response body the proxy handles: streamed, boxed once.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn from_incoming(body: hyper::body::Incoming) -> Body {
+    body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+}
+
+/// A request body read for replay (retries), or a stream that was too large to keep.
+pub enum Buffered {
+    /// The whole body, small enough to send again.
+    Complete(Bytes),
+    /// The body exceeded the replay limit: what was read so far is chained back in front of
+    /// the rest, so nothing is lost, but it can be sent only once.
+    Streaming(Body),
+}
+
+/// Reads up to `limit` bytes. A body that declares a larger size up front is not read at all.
+pub async fn buffer_for_replay(mut body: Body, limit: usize) -> Result<Buffered, BoxError> {
+    if body.is_end_stream() {
+        return Ok(Buffered::Complete(Bytes::new()));
+    }
+    if body.size_hint().lower() as usize > limit {
+        return Ok(Buffered::Streaming(body));
+    }
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() > limit {
+                let head = futures_util::stream::once(async move {
+                    Ok::<_, BoxError>(http_body::Frame::data(buf.freeze()))
+                });
+                let rest = body.into_data_stream().map_frame_ok();
+                let chained = futures_util::StreamExt::chain(head, rest);
+                return Ok(Buffered::Streaming(
+                    http_body_util::StreamBody::new(chained).boxed_unsync(),
+                ));
+            }
+        }
+        // Request trailers are rare and not replayable; they are dropped when buffering.
+    }
+    Ok(Buffered::Complete(buf.freeze()))
+}
+
+/// Reads a whole body, failing with `TooLarge` past `limit`.
+pub async fn collect_limited(body: Body, limit: usize) -> Result<Bytes, CollectError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CollectError::TooLarge),
+        Err(e) => Err(CollectError::Read(e)),
+    }
+}
+
+#[derive(Debug)]
+pub enum CollectError {
+    TooLarge,
+    Read(BoxError),
+}
+
+trait MapFrameOk {
+    fn map_frame_ok(
+        self,
+    ) -> futures_util::stream::Map<
+        http_body_util::BodyDataStream<Body>,
+        fn(Result<Bytes, BoxError>) -> Result<http_body::Frame<Bytes>, BoxError>,
+    >;
+}
+
+impl MapFrameOk for http_body_util::BodyDataStream<Body> {
+    fn map_frame_ok(
+        self,
+    ) -> futures_util::stream::Map<
+        http_body_util::BodyDataStream<Body>,
+        fn(Result<Bytes, BoxError>) -> Result<http_body::Frame<Bytes>, BoxError>,
+    > {
+        futures_util::StreamExt::map(self, |r| r.map(http_body::Frame::data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(parts: &[&'static str]) -> Body {
+        let frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> = parts
+            .iter()
+            .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    }
+
+    #[tokio::test]
+    async fn small_body_is_kept_whole() {
+        match buffer_for_replay(chunked(&["ab", "cd"]), 10).await.unwrap() {
+            Buffered::Complete(b) => assert_eq!(&b[..], b"abcd"),
+            Buffered::Streaming(_) => panic!("should be complete"),
+        }
+    }
+
+    #[tokio::test]
+    async fn large_body_streams_without_losing_bytes() {
+        let body = chunked(&["abc", "def", "ghi"]);
+        let Buffered::Streaming(rest) = buffer_for_replay(body, 4).await.unwrap() else {
+            panic!("should stream")
+        };
+        let all = rest.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"abcdefghi");
+    }
+
+    #[tokio::test]
+    async fn collect_limited_refuses_oversized() {
+        assert!(matches!(
+            collect_limited(chunked(&["abc", "def"]), 4).await,
+            Err(CollectError::TooLarge)
+        ));
+        assert_eq!(
+            &collect_limited(chunked(&["abc"]), 4).await.unwrap()[..],
+            b"abc"
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! The request pipeline: listener -> route -> policies -> backend -> upstream -> response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::body::{self, Body, Buffered};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::policy::{rewrite_authority, rewrite_path, CorsOutcome, Effective};
+use crate::routes::request_host;
+use crate::snapshot::{BackendRt, BindKey, RouteRt, Snapshot, Target};
+use crate::upstream::{is_connect_error, root_message, Upstream};
+use crate::Shared;
+
+/// What a connection knows about itself, shared by its requests.
+pub struct ConnCtx {
+    pub shared: Arc<Shared>,
+    pub bind: BindKey,
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+pub async fn handle(
+    ctx: Arc<ConnCtx>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    // The snapshot current now serves this request to its end, even across a reload.
+    let snapshot = ctx.shared.snapshot.load_full();
+    let on_upgrade = headers::is_upgrade_request(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let request_id = headers::ensure_request_id(&mut parts.headers);
+    let mut resp = match route_and_forward(&ctx, &snapshot, parts, body::from_incoming(body), on_upgrade).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "request failed");
+            e.into_response()
+        }
+    };
+    resp.headers_mut().insert(headers::X_REQUEST_ID.clone(), request_id);
+    Ok(resp)
+}
+
+async fn route_and_forward(
+    ctx: &ConnCtx,
+    snapshot: &Snapshot,
+    mut parts: Parts,
+    body: Body,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<Body>, ProxyError> {
+    let bind = snapshot.bind(&ctx.bind).ok_or_else(|| {
+        ProxyError::upstream_unavailable("this port was removed from the configuration")
+    })?;
+    let host = request_host(&parts);
+    let listener = bind.listener_for(host.as_deref()).ok_or_else(|| {
+        ProxyError::new(
+            StatusCode::NOT_FOUND,
+            "no_listener",
+            "no listener serves this host",
+        )
+    })?;
+    let found = listener
+        .routes
+        .find(host.as_deref(), &parts)
+        .ok_or_else(ProxyError::no_route)?;
+    let route: &RouteRt = found.route;
+    let matched_prefix = found.matcher.matched_prefix();
+
+    let order = route.backend_order();
+    let policies: &Effective = match order.is_empty() {
+        true => &route.policies,
+        false => &route.backends[order.get(0)].policies,
+    };
+
+    let mut cors_headers = None;
+    if let Some(cors) = &policies.cors {
+        match cors.evaluate(&parts.method, &parts.headers) {
+            CorsOutcome::Preflight(resp) => return Ok(resp),
+            CorsOutcome::Actual(h) => cors_headers = Some(h),
+            CorsOutcome::NotCors => {}
+        }
+    }
+    let finish = |mut resp: Response<Body>| {
+        if let Some(m) = &policies.response_headers {
+            m.apply(resp.headers_mut());
+        }
+        if let Some(h) = &cors_headers {
+            for (k, v) in h {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        resp
+    };
+    if let Some(d) = &policies.direct_response {
+        return Ok(finish(d.respond()));
+    }
+    if let Some(r) = &policies.redirect {
+        let authority = original_authority(&parts).unwrap_or_default();
+        let scheme = if ctx.tls { "https" } else { "http" };
+        return Ok(finish(r.respond(
+            scheme,
+            &authority,
+            parts.uri.path(),
+            parts.uri.query(),
+            matched_prefix,
+        )));
+    }
+    if order.is_empty() {
+        return Err(ProxyError::upstream_unavailable("the route has no backend to send to"));
+    }
+
+    let upgrade = on_upgrade.is_some();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarded(&mut parts.headers, ctx.peer.ip(), ctx.tls);
+
+    // Buffer the body only when it may have to be sent more than once.
+    let may_resend = !upgrade
+        && (policies.retry.as_ref().is_some_and(|r| r.attempts > 1) || order.len() > 1);
+    let mut body = if may_resend {
+        match body::buffer_for_replay(body, snapshot.limits.max_buffered_body_bytes).await {
+            Ok(Buffered::Complete(b)) => Replay::Bytes(b),
+            Ok(Buffered::Streaming(s)) => Replay::Once(Some(s)),
+            Err(e) => return Err(ProxyError::bad_request(format!("reading request body: {e}"))),
+        }
+    } else {
+        Replay::Once(Some(body))
+    };
+
+    let attempt_all = forward_with_retries(route, &order, &parts, &mut body, matched_prefix);
+    let result = match policies.request_timeout {
+        Some(t) => tokio::time::timeout(t, attempt_all)
+            .await
+            .unwrap_or_else(|_| Err(ProxyError::upstream_timeout())),
+        None => attempt_all.await,
+    };
+    let mut resp = result?;
+
+    if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(downstream) = on_upgrade {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(downstream, upstream));
+        }
+        headers::strip_hop_by_hop(resp.headers_mut(), true);
+    } else {
+        headers::strip_hop_by_hop(resp.headers_mut(), false);
+    }
+    Ok(finish(resp))
+}
+
+/// A request body that is either replayable or can be sent exactly once.
+enum Replay {
+    Bytes(Bytes),
+    Once(Option<Body>),
+}
+
+impl Replay {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Replay::Bytes(b) if b.is_empty() => Some(body::empty()),
+            Replay::Bytes(b) => Some(body::full(b.clone())),
+            Replay::Once(b) => b.take(),
+        }
+    }
+    fn can_resend(&self) -> bool {
+        matches!(self, Replay::Bytes(_))
+    }
+}
+
+async fn forward_with_retries(
+    route: &RouteRt,
+    order: &crate::snapshot::smallvec_like::Order,
+    parts: &Parts,
+    body: &mut Replay,
+    matched_prefix: Option<&str>,
+) -> Result<Response<Body>, ProxyError> {
+    let first = &route.backends[order.get(0)];
+    let retry = first.policies.retry.as_ref();
+    let max_status_retries = retry.map_or(0, |r| r.attempts.saturating_sub(1));
+    let mut retries_done = 0u32;
+    let mut backend_pos = 0usize;
+    loop {
+        let backend = &route.backends[order.get(backend_pos % order.len())];
+        let Some(req_body) = body.take() else {
+            return Err(ProxyError::upstream_unavailable(
+                "the request body was already sent and cannot be replayed",
+            ));
+        };
+        let outcome = send_once(backend, parts, req_body, matched_prefix).await;
+        let more_retries = retries_done < max_status_retries && body.can_resend();
+        match outcome {
+            Ok(resp) => {
+                let retriable =
+                    retry.is_some_and(|r| r.codes.contains(&resp.status().as_u16()));
+                if !(retriable && more_retries) {
+                    return Ok(resp);
+                }
+                tracing::debug!(status = resp.status().as_u16(), backend = %backend.name, "retrying");
+            }
+            Err(Failure::Connect(msg)) => {
+                let untried_backends = backend_pos + 1 < order.len();
+                if !(body.can_resend() && (untried_backends || more_retries)) {
+                    return Err(ProxyError::upstream_unavailable(msg));
+                }
+                tracing::debug!(backend = %backend.name, error = %msg, "connect failed, trying next");
+                if untried_backends {
+                    // Failing over to another backend does not spend a retry.
+                    backend_pos += 1;
+                    continue;
+                }
+            }
+            Err(Failure::Fatal(e)) => return Err(e),
+        }
+        if let Some(r) = retry {
+            tokio::time::sleep(r.delay(retries_done)).await;
+        }
+        retries_done += 1;
+        backend_pos += 1;
+    }
+}
+
+enum Failure {
+    /// The request never reached the upstream.
+    Connect(String),
+    Fatal(ProxyError),
+}
+
+async fn send_once(
+    backend: &BackendRt,
+    parts: &Parts,
+    body: Body,
+    matched_prefix: Option<&str>,
+) -> Result<Response<Body>, Failure> {
+    let upstream = match &backend.target {
+        Target::Upstream(u) => u,
+        Target::Unsupported(kind) => {
+            return Err(Failure::Fatal(ProxyError::not_implemented(format!(
+                "{kind} backends are not served yet by this build of Switchyard"
+            ))))
+        }
+    };
+    let req = build_upstream_request(parts, body, &backend.policies, upstream, matched_prefix)
+        .map_err(Failure::Fatal)?;
+    let call = upstream.client.request(req);
+    let result = match backend.policies.backend_timeout {
+        Some(t) => match tokio::time::timeout(t, call).await {
+            Ok(r) => r,
+            Err(_) => return Err(Failure::Fatal(ProxyError::upstream_timeout())),
+        },
+        None => call.await,
+    };
+    match result {
+        Ok(resp) => Ok(resp.map(body::from_incoming)),
+        Err(e) if is_connect_error(&e) => Err(Failure::Connect(format!(
+            "upstream {} is unavailable: {}",
+            upstream.address,
+            root_message(&e)
+        ))),
+        Err(e) => Err(Failure::Fatal(ProxyError::upstream_error(format!(
+            "upstream {} failed: {}",
+            upstream.address,
+            root_message(&e)
+        )))),
+    }
+}
+
+fn original_authority(parts: &Parts) -> Option<String> {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+}
+
+fn build_upstream_request(
+    parts: &Parts,
+    body: Body,
+    policies: &Effective,
+    upstream: &Upstream,
+    matched_prefix: Option<&str>,
+) -> Result<Request<Body>, ProxyError> {
+    let mut headers: HeaderMap = parts.headers.clone();
+    let mut authority = original_authority(parts).unwrap_or_else(|| upstream.address.to_string());
+    let mut path = parts.uri.path().to_string();
+    if let Some(rw) = &policies.url_rewrite {
+        if let Some(a) = &rw.authority {
+            authority = rewrite_authority(&authority, a);
+        }
+        if let Some(p) = &rw.path {
+            path = rewrite_path(&path, p, matched_prefix);
+        }
+    }
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&authority)
+            .map_err(|_| ProxyError::bad_request("invalid host authority"))?,
+    );
+    if let Some(m) = &policies.request_headers {
+        m.apply(&mut headers);
+    }
+    if let Some(auth) = &policies.backend_auth {
+        headers.insert(header::AUTHORIZATION, auth.clone());
+    }
+    // The Host to send travels in the URI: hyper writes it as `Host` (HTTP/1.1) or
+    // `:authority` (HTTP/2); the connector ignores it and dials the backend address.
+    let authority = headers
+        .remove(header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_string))
+        .unwrap_or(authority);
+    let mut uri = String::with_capacity(authority.len() + path.len() + 16);
+    uri.push_str(if upstream.tls { "https://" } else { "http://" });
+    uri.push_str(&authority);
+    uri.push_str(&path);
+    if let Some(q) = parts.uri.query() {
+        uri.push('?');
+        uri.push_str(q);
+    }
+    let uri: Uri = uri
+        .parse()
+        .map_err(|_| ProxyError::bad_request("request target cannot be forwarded"))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = if upstream.http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Copies bytes both ways once both sides have switched protocols.
+async fn tunnel(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection closed with error");
+    }
+}

@@ -1,0 +1,357 @@
+//! The runtime form of a config: compiled once per load, shared immutably by every request
+//! that starts while it is current (`Arc`), replaced atomically on reload.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use config::{BackendKind, Config, ListenerProtocol, Loaded, Policies};
+
+use crate::policy::Effective;
+use crate::routes::{HostPattern, Matcher, RouteTable};
+use crate::upstream::{Upstream, UpstreamKey};
+
+/// Identifies a bind across reloads: same key = same socket keeps serving.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BindKey {
+    pub address: IpAddr,
+    pub port: u16,
+    /// Position in the file, only for `port: 0` (each such bind is its own socket).
+    pub ephemeral_index: Option<usize>,
+}
+
+pub struct Snapshot {
+    pub binds: Vec<Arc<BindRt>>,
+    pub limits: config::Limits,
+    pub config: Arc<Config>,
+}
+
+impl Snapshot {
+    pub fn bind(&self, key: &BindKey) -> Option<&Arc<BindRt>> {
+        self.binds.iter().find(|b| &b.key == key)
+    }
+}
+
+pub struct BindRt {
+    pub key: BindKey,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Most specific hostname first; a listener without hostname last.
+    pub listeners: Vec<ListenerRt>,
+}
+
+impl BindRt {
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.key.address, self.key.port)
+    }
+
+    pub fn listener_for(&self, host: Option<&str>) -> Option<&ListenerRt> {
+        self.listeners.iter().find(|l| match (&l.hostname, host) {
+            (None, _) => true,
+            (Some(p), Some(h)) => p.matches(h),
+            (Some(_), None) => false,
+        })
+    }
+}
+
+pub struct ListenerRt {
+    pub name: Arc<str>,
+    pub hostname: Option<HostPattern>,
+    pub routes: RouteTable<RouteRt>,
+}
+
+pub struct RouteRt {
+    pub name: Arc<str>,
+    pub backends: Vec<BackendRt>,
+    total_weight: u64,
+    /// Route-level policies, used when the route has no backends.
+    pub policies: Arc<Effective>,
+}
+
+impl RouteRt {
+    /// Backends in the order to try them: one weighted-random pick, then the others by
+    /// weight for failover. Zero-weight backends are never chosen.
+    pub fn backend_order(&self) -> smallvec_like::Order {
+        let mut order = smallvec_like::Order::new();
+        if self.backends.len() <= 1 {
+            if !self.backends.is_empty() && self.total_weight > 0 {
+                order.push(0);
+            }
+            return order;
+        }
+        let mut ticket = fastrand::u64(0..self.total_weight);
+        let mut first = 0;
+        for (i, b) in self.backends.iter().enumerate() {
+            let w = b.weight as u64;
+            if ticket < w {
+                first = i;
+                break;
+            }
+            ticket -= w;
+        }
+        order.push(first);
+        let mut rest: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| i != first && self.backends[i].weight > 0)
+            .collect();
+        rest.sort_by_key(|&i| std::cmp::Reverse(self.backends[i].weight));
+        for i in rest {
+            order.push(i);
+        }
+        order
+    }
+}
+
+/// A tiny fixed-capacity index list, so picking backends does not allocate for small routes.
+pub mod smallvec_like {
+    #[derive(Debug, Default)]
+    pub struct Order {
+        inline: [u16; 8],
+        len: usize,
+        spill: Vec<usize>,
+    }
+    impl Order {
+        pub fn new() -> Self {
+            Self::default()
+        }
+        pub fn push(&mut self, i: usize) {
+            if self.len < 8 && self.spill.is_empty() {
+                self.inline[self.len] = i as u16;
+                self.len += 1;
+            } else {
+                if self.spill.is_empty() {
+                    self.spill = self.inline[..self.len].iter().map(|&x| x as usize).collect();
+                }
+                self.spill.push(i);
+            }
+        }
+        pub fn len(&self) -> usize {
+            if self.spill.is_empty() {
+                self.len
+            } else {
+                self.spill.len()
+            }
+        }
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+        pub fn get(&self, n: usize) -> usize {
+            if self.spill.is_empty() {
+                self.inline[n] as usize
+            } else {
+                self.spill[n]
+            }
+        }
+    }
+}
+
+pub struct BackendRt {
+    pub name: Arc<str>,
+    pub weight: u32,
+    pub target: Target,
+    pub policies: Arc<Effective>,
+}
+
+pub enum Target {
+    Upstream(Upstream),
+    /// A backend kind whose adapter is not built yet; answered with 501.
+    Unsupported(&'static str),
+}
+
+/// Upstream clients shared between snapshots, so a reload keeps warm connection pools.
+#[derive(Default)]
+pub struct ClientCache {
+    clients: Mutex<HashMap<UpstreamKey, Upstream>>,
+}
+
+impl ClientCache {
+    fn get_or_create(
+        &self,
+        key: UpstreamKey,
+        make_tls: impl FnOnce() -> Result<Option<crate::tls::ClientTls>, String>,
+        used: &mut Vec<UpstreamKey>,
+    ) -> Result<Upstream, String> {
+        used.push(key.clone());
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = clients.get(&key) {
+            return Ok(u.clone());
+        }
+        let upstream = Upstream::new(&key, make_tls()?);
+        clients.insert(key, upstream.clone());
+        Ok(upstream)
+    }
+
+    /// Forgets clients the newest snapshot does not use; old snapshots keep theirs alive
+    /// until their last request ends.
+    fn retain(&self, used: &[UpstreamKey]) {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients.retain(|k, _| used.contains(k));
+    }
+}
+
+pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String> {
+    let config = &loaded.config;
+    let limits = config.config.limits.clone();
+    let mut used = Vec::new();
+    let mut binds = Vec::new();
+    for (bi, bind) in config.binds.iter().enumerate() {
+        let key = BindKey {
+            address: bind.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            port: bind.port,
+            ephemeral_index: (bind.port == 0).then_some(bi),
+        };
+        let protocols: Vec<_> = bind.listeners.iter().map(|l| l.protocol).collect();
+        if protocols.iter().any(|p| *p != protocols[0]) {
+            return Err(format!(
+                "binds[{bi}]: listeners on one port must all be HTTP or all be HTTPS"
+            ));
+        }
+        let tls = if protocols[0] == ListenerProtocol::Https {
+            let files: Vec<_> = bind
+                .listeners
+                .iter()
+                .filter_map(|l| {
+                    l.tls
+                        .as_ref()
+                        .map(|t| (l.hostname.clone(), t.cert.as_path(), t.key.as_path()))
+                })
+                .collect();
+            Some(crate::tls::server_config(&files).map_err(|e| format!("binds[{bi}]: {e}"))?)
+        } else {
+            None
+        };
+        let mut listeners = Vec::new();
+        for (li, l) in bind.listeners.iter().enumerate() {
+            let lkey = format!("binds[{bi}].listeners[{li}]");
+            let mut routes = Vec::new();
+            for (ri, r) in l.routes.iter().enumerate() {
+                let rkey = format!("{lkey}.routes[{ri}]");
+                let route = compile_route(r, &rkey, &limits, cache, &mut used)?;
+                let matchers = if r.matches.is_empty() {
+                    vec![Matcher::any()]
+                } else {
+                    r.matches
+                        .iter()
+                        .map(Matcher::compile)
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| format!("{rkey}.matches: {e}"))?
+                };
+                let hostnames = r.hostnames.iter().map(|h| HostPattern::parse(h)).collect();
+                routes.push((hostnames, matchers, Arc::new(route)));
+            }
+            listeners.push(ListenerRt {
+                name: l.name.clone().unwrap_or_else(|| format!("listener{li}")).into(),
+                hostname: l.hostname.as_deref().map(HostPattern::parse),
+                routes: RouteTable::new(routes),
+            });
+        }
+        listeners.sort_by_key(|l| {
+            std::cmp::Reverse(l.hostname.as_ref().map_or(0, |h| h.specificity().saturating_add(1)))
+        });
+        binds.push(Arc::new(BindRt {
+            key,
+            tls,
+            listeners,
+        }));
+    }
+    cache.retain(&used);
+    Ok(Snapshot {
+        binds,
+        limits,
+        config: Arc::new(config.clone()),
+    })
+}
+
+fn compile_route(
+    r: &config::Route,
+    rkey: &str,
+    limits: &config::Limits,
+    cache: &ClientCache,
+    used: &mut Vec<UpstreamKey>,
+) -> Result<RouteRt, String> {
+    let route_policies = r.policies.as_ref();
+    let mut backends = Vec::new();
+    for (bi, b) in r.backends.iter().enumerate() {
+        let bkey = format!("{rkey}.backends[{bi}]");
+        let backend_policies = b.policies.as_ref();
+        let effective = Effective::compile(route_policies, backend_policies)
+            .map_err(|e| format!("{bkey}: {e}"))?;
+        let (name, target): (Arc<str>, Target) = match &b.kind {
+            BackendKind::Host(hp) => {
+                let upstream = upstream_for(
+                    hp.host(),
+                    hp.port(),
+                    route_policies,
+                    backend_policies,
+                    limits,
+                    cache,
+                    used,
+                )
+                .map_err(|e| format!("{bkey}: {e}"))?;
+                (hp.0.clone(), Target::Upstream(upstream))
+            }
+            BackendKind::Ai(ai) => (ai.name.as_str().into(), Target::Unsupported("ai")),
+            BackendKind::Mcp(_) => (format!("mcp{bi}").into(), Target::Unsupported("mcp")),
+        };
+        backends.push(BackendRt {
+            name,
+            weight: b.weight,
+            target,
+            policies: Arc::new(effective),
+        });
+    }
+    let total_weight = backends.iter().map(|b| b.weight as u64).sum();
+    Ok(RouteRt {
+        name: r.name.clone().unwrap_or_else(|| rkey.to_string()).into(),
+        backends,
+        total_weight,
+        policies: Arc::new(Effective::compile(route_policies, None).map_err(|e| format!("{rkey}: {e}"))?),
+    })
+}
+
+fn upstream_for(
+    host: &str,
+    port: u16,
+    route: Option<&Policies>,
+    backend: Option<&Policies>,
+    limits: &config::Limits,
+    cache: &ClientCache,
+    used: &mut Vec<UpstreamKey>,
+) -> Result<Upstream, String> {
+    let tls = backend
+        .and_then(|p| p.backend_tls.as_ref())
+        .or_else(|| route.and_then(|p| p.backend_tls.as_ref()));
+    let http2 = backend
+        .and_then(|p| p.backend_http.as_ref())
+        .or_else(|| route.and_then(|p| p.backend_http.as_ref()))
+        .is_some_and(|h| h.version == config::HttpVersion::Http2);
+    let key = UpstreamKey {
+        host: host.into(),
+        port,
+        http2,
+        tls_fingerprint: tls.map(tls_fingerprint),
+        connect_timeout: limits.upstream_connect_timeout.0,
+        pool_idle_timeout: limits.upstream_pool_idle_timeout.0,
+        pool_max_idle: limits.upstream_pool_max_idle,
+    };
+    cache.get_or_create(
+        key,
+        || {
+            tls.map(|t| crate::tls::client_config(t, host, http2))
+                .transpose()
+        },
+        used,
+    )
+}
+
+/// Settings plus the bytes of every file they name, so a rotated CA or cert makes a new client.
+fn tls_fingerprint(t: &config::BackendTls) -> u64 {
+    let mut h = DefaultHasher::new();
+    t.hostname.hash(&mut h);
+    t.insecure_skip_verify.hash(&mut h);
+    for path in [&t.root, &t.cert, &t.key].into_iter().flatten() {
+        path.hash(&mut h);
+        std::fs::read(path).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}

@@ -1,1 +1,83 @@
-fn main(){}
+//! `switchyard`: run the gateway, validate a config, print its JSON Schema, or run the demo.
+
+mod demo;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An AI-native gateway for LLM, MCP and A2A traffic",
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    /// Config file to run the gateway with (reloaded when it changes).
+    #[arg(short = 'f', long = "file", value_name = "CONFIG")]
+    file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a config file and report every problem with file, line, column and key.
+    Validate {
+        #[arg(short = 'f', long = "file", value_name = "CONFIG")]
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the config file.
+    Schema,
+    /// Run on a built-in config with simulated backends; prints what to curl.
+    Demo {
+        /// Port for the demo gateway.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        /// Port for the demo admin server.
+        #[arg(long, default_value_t = 15000)]
+        admin_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match (cli.command, cli.file) {
+        (Some(Command::Validate { file }), _) => match config::load_file(&file) {
+            Ok(loaded) => {
+                let binds = loaded.config.binds.len();
+                let routes: usize = loaded
+                    .config
+                    .binds
+                    .iter()
+                    .flat_map(|b| &b.listeners)
+                    .map(|l| l.routes.len())
+                    .sum();
+                println!("{}: ok ({binds} binds, {routes} routes)", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        (Some(Command::Schema), _) => {
+            let schema = config::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        (Some(Command::Demo { port, admin_port }), _) => run::block_on(demo::run(port, admin_port)),
+        (None, Some(file)) => run::block_on(run::run_file(file)),
+        (None, None) => {
+            eprintln!("switchyard: give -f CONFIG or a command; see --help");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `switchyard demo`: the gateway on a built-in config, with simulated backends in-process.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+const DEMO_CONFIG: &str = include_str!("../../../examples/demo.yaml");
+
+pub async fn run(port: u16, admin_port: u16) -> ExitCode {
+    crate::run::init_logging(None);
+    let sim = match sim::openai::spawn(sim::openai::Options::default()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("demo: cannot start the simulated OpenAI server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sim_addr = sim.addr.to_string();
+    let port_s = port.to_string();
+    let text = DEMO_CONFIG.replace("127.0.0.1:15000", &format!("127.0.0.1:{admin_port}"));
+    let loaded = match config::load_str(&text, Path::new("examples/demo.yaml"), Path::new("."), |name| {
+        match name {
+            "SIM_OPENAI_ADDR" => Some(sim_addr.clone()),
+            "DEMO_PORT" => Some(port_s.clone()),
+            other => std::env::var(other).ok(),
+        }
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("demo: built-in config is invalid: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match crate::run::Running::start(&loaded, "built-in demo config").await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "\nSwitchyard demo is running: gateway on http://127.0.0.1:{port}, admin on http://127.0.0.1:{admin_port}\n\
+         Simulated OpenAI-compatible backend at http://{sim_addr}\n\n\
+         Try:\n\
+         \x20 curl -s http://127.0.0.1:{port}/v1/chat/completions -H 'content-type: application/json' \\\n\
+         \x20      -d '{{\"model\":\"sim-gpt\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n\
+         \x20 curl -sN http://127.0.0.1:{port}/v1/chat/completions -H 'content-type: application/json' \\\n\
+         \x20      -d '{{\"model\":\"sim-gpt\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n\
+         \x20 curl -s http://127.0.0.1:{port}/v1/models\n\
+         \x20 curl -s http://127.0.0.1:{admin_port}/config_dump\n\n\
+         Ctrl-C to stop.\n"
+    );
+    let code = running.wait_for_signal_and_drain().await;
+    drop(sim);
+    code
+}

@@ -1,0 +1,201 @@
+//! Process wiring: logging, gateway + admin start, config file watching, signals and drain.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use admin::AdminState;
+use proxy::Gateway;
+
+const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15000";
+const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+pub fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn init_logging(level: Option<config::LogLevel>) {
+    let default = match level {
+        Some(config::LogLevel::Trace) => "trace",
+        Some(config::LogLevel::Debug) => "debug",
+        Some(config::LogLevel::Warn) => "warn",
+        Some(config::LogLevel::Error) => "error",
+        Some(config::LogLevel::Info) | None => "info",
+    };
+    // RUST_LOG wins over the config, so an operator can turn detail up without editing it.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},hyper=info,h2=info,rustls=info")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run_file(file: PathBuf) -> ExitCode {
+    let loaded = match config::load_file(&file) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(loaded.config.config.logging.as_ref().and_then(|l| l.level));
+    let started = Instant::now();
+    let running = match Running::start(&loaded, &file.display().to_string()).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+    let _watcher = match watch_config(file.clone(), running.gateway.clone(), running.admin.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, file = %file.display(), "cannot watch the config file; hot reload is off");
+            None
+        }
+    };
+    running.wait_for_signal_and_drain().await
+}
+
+/// A started gateway with its admin server.
+pub struct Running {
+    pub gateway: Arc<Gateway>,
+    pub admin: Arc<AdminState>,
+    drain: Duration,
+    _admin_task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn start(loaded: &config::Loaded, source: &str) -> Result<Running, String> {
+        let admin = AdminState::new(source);
+        let admin_addr = loaded
+            .config
+            .config
+            .admin_addr
+            .as_deref()
+            .unwrap_or(DEFAULT_ADMIN_ADDR);
+        let admin_addr: std::net::SocketAddr = admin_addr
+            .parse()
+            .map_err(|_| format!("invalid adminAddr {admin_addr:?}"))?;
+        let admin_listener = admin::bind(admin_addr)
+            .await
+            .map_err(|e| format!("cannot start the admin server on {admin_addr}: {e}"))?;
+        let admin_task = admin::serve(admin_listener, admin.clone());
+        let gateway = Gateway::start(loaded).await?;
+        admin.config_loaded(config::redacted_dump(&loaded.config));
+        // Ready only now: every bind is listening.
+        admin.set_ready(true);
+        tracing::info!(admin = %admin_addr, "admin server listening");
+        Ok(Running {
+            gateway,
+            admin,
+            drain: loaded.config.config.drain_timeout.map_or(DEFAULT_DRAIN, |d| d.0),
+            _admin_task: admin_task,
+        })
+    }
+
+    pub async fn wait_for_signal_and_drain(self) -> ExitCode {
+        wait_for_signal().await;
+        tracing::info!(deadline_s = self.drain.as_secs(), "draining");
+        self.admin.set_ready(false);
+        if self.gateway.shutdown(self.drain).await {
+            tracing::info!("drained, exiting");
+        } else {
+            tracing::warn!("drain deadline passed with requests still open, exiting");
+        }
+        ExitCode::SUCCESS
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Watches the config file's directory (editors and Kubernetes replace files rather than
+/// write them in place) and reloads when the file's content changes.
+fn watch_config(
+    file: PathBuf,
+    gateway: Arc<Gateway>,
+    admin: Arc<AdminState>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let name = file.file_name().map(|n| n.to_os_string());
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            if ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        let mut last = std::fs::read(&file).unwrap_or_default();
+        while rx.recv().await.is_some() {
+            // Let a burst of events (truncate + write + rename) settle.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            while rx.try_recv().is_ok() {}
+            let Ok(now) = std::fs::read(&file) else {
+                continue;
+            };
+            if now == last {
+                continue;
+            }
+            last = now;
+            reload(&file, &gateway, &admin).await;
+        }
+    });
+    Ok(watcher)
+}
+
+pub async fn reload(file: &Path, gateway: &Gateway, admin: &AdminState) {
+    let result = match config::load_file(file) {
+        Ok(loaded) => gateway
+            .reload(&loaded)
+            .await
+            .map(|_| config::redacted_dump(&loaded.config)),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(dump) => {
+            admin.config_loaded(dump);
+            tracing::info!(file = %file.display(), "config reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config refused; the previous config keeps serving");
+            admin.config_refused(e);
+        }
+    }
+}

@@ -54,6 +54,10 @@ pub struct Limits {
     /// Default 10 MiB.
     #[serde(default = "Limits::default_max_buffered_body_bytes")]
     pub max_buffered_body_bytes: usize,
+    /// Largest request body accepted on any route; 413 past it. Default: no limit (bodies
+    /// stream through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
     /// Most downstream connections open at once per bind. Default 10000.
     #[serde(default = "Limits::default_max_connections")]
     pub max_connections: usize,
@@ -98,6 +102,7 @@ impl Default for Limits {
             max_header_bytes: Self::default_max_header_bytes(),
             header_read_timeout: Self::default_header_read_timeout(),
             max_buffered_body_bytes: Self::default_max_buffered_body_bytes(),
+            max_request_body_bytes: None,
             max_connections: Self::default_max_connections(),
             upstream_pool_max_idle: Self::default_pool_max_idle(),
             upstream_pool_idle_timeout: Self::default_pool_idle_timeout(),

@@ -118,6 +118,27 @@ async fn route_and_forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(&mut parts.headers, ctx.peer.ip(), ctx.tls);
 
+    let body = match snapshot.limits.max_request_body_bytes {
+        Some(limit) => {
+            let declared = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                return Err(ProxyError::payload_too_large(limit as usize));
+            }
+            http_body_util::BodyExt::boxed_unsync(http_body_util::Limited::new(
+                body,
+                limit as usize,
+            ))
+        }
+        None => body,
+    };
+    let too_large = || {
+        ProxyError::payload_too_large(snapshot.limits.max_request_body_bytes.unwrap_or(0) as usize)
+    };
+
     // Buffer the body only when it may have to be sent more than once.
     let may_resend = !upgrade
         && (policies.retry.as_ref().is_some_and(|r| r.attempts > 1) || order.len() > 1);
@@ -125,6 +146,7 @@ async fn route_and_forward(
         match body::buffer_for_replay(body, snapshot.limits.max_buffered_body_bytes).await {
             Ok(Buffered::Complete(b)) => Replay::Bytes(b),
             Ok(Buffered::Streaming(s)) => Replay::Once(Some(s)),
+            Err(e) if is_body_too_large(e.as_ref()) => return Err(too_large()),
             Err(e) => return Err(ProxyError::bad_request(format!("reading request body: {e}"))),
         }
     } else {
@@ -138,7 +160,7 @@ async fn route_and_forward(
             .unwrap_or_else(|_| Err(ProxyError::upstream_timeout())),
         None => attempt_all.await,
     };
-    let mut resp = result?;
+    let mut resp = result.map_err(|e| if e.code == BODY_TOO_LARGE { too_large() } else { e })?;
 
     if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(downstream) = on_upgrade {
@@ -255,6 +277,11 @@ async fn send_once(
     };
     match result {
         Ok(resp) => Ok(resp.map(body::from_incoming)),
+        Err(e) if is_body_too_large(&e) => Err(Failure::Fatal(ProxyError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            BODY_TOO_LARGE,
+            "request body too large",
+        ))),
         Err(e) if is_connect_error(&e) => Err(Failure::Connect(format!(
             "upstream {} is unavailable: {}",
             upstream.address,
@@ -266,6 +293,20 @@ async fn send_once(
             root_message(&e)
         )))),
     }
+}
+
+/// Marks a body-limit failure inside the attempt loop; mapped to the 413 with the limit.
+const BODY_TOO_LARGE: &str = "payload_too_large";
+
+fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 fn original_authority(parts: &Parts) -> Option<String> {

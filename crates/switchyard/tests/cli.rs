@@ -1,0 +1,207 @@
+//! The `switchyard` binary as a user runs it: validate, schema, run with hot reload, demo.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 request; returns (status, body).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn validate_reports_file_line_column_key_and_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "binds:\n- port: 8080\n  listeners:\n  - routes:\n    - backends:\n      - host: 127.0.0.1:9\n        wieght: 2\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["validate", "-f"]).arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected_prefix = format!("{}:7:9: binds[0].listeners[0].routes[0].backends[0].wieght", file.display());
+    assert!(err.starts_with(&expected_prefix), "{err}");
+    assert!(err.contains("unknown field `wieght`, expected one of"), "{err}");
+}
+
+#[test]
+fn validate_accepts_the_seed_example_with_env_credentials() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed.yaml");
+    let out = Command::new(BIN)
+        .args(["validate", "-f"])
+        .arg(&seed)
+        .env("DASHSCOPE_API_KEY", "sk-test")
+        .env("MCP_TOKEN", "tok")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without the credentials in the environment, the error says which one is missing.
+    let out = Command::new(BIN)
+        .args(["validate", "-f"])
+        .arg(&seed)
+        .env_remove("DASHSCOPE_API_KEY")
+        .env("MCP_TOKEN", "tok")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DASHSCOPE_API_KEY is not set"));
+}
+
+#[test]
+fn schema_is_json_schema_of_the_config() {
+    let out = Command::new(BIN).arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["$schema"].as_str().unwrap().contains("json-schema.org"));
+    assert!(v["properties"]["binds"].is_object());
+    assert!(v["properties"]["config"].is_object());
+}
+
+#[test]
+fn help_on_every_command() {
+    for args in [vec!["--help"], vec!["validate", "--help"], vec!["schema", "--help"], vec!["demo", "--help"]] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+fn gateway_yaml(port: u16, admin: u16, body: &str) -> String {
+    format!(
+        "config:\n  adminAddr: 127.0.0.1:{admin}\n  drainTimeout: 5s\nbinds:\n- port: {port}\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - policies:\n        directResponse: {{status: 200, body: {body}}}\n        backendAuth: {{key: sk-never-shown}}\n"
+    )
+}
+
+#[test]
+fn run_hot_reloads_refuses_bad_config_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(&file, gateway_yaml(port, admin, "one")).unwrap();
+    let child = Command::new(BIN)
+        .arg("-f")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proc = Proc(child);
+    let gw: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let adm: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_until("ready", Duration::from_secs(10), || {
+        http(adm, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
+    });
+    assert_eq!(http(gw, "GET", "/", "").unwrap(), (200, "one".into()));
+
+    // Secrets never appear in the config dump.
+    let (_, dump) = http(adm, "GET", "/config_dump", "").unwrap();
+    assert!(!dump.contains("sk-never-shown"), "{dump}");
+    assert!(dump.contains("<redacted>"));
+
+    // A valid change takes effect within a second.
+    std::fs::write(&file, gateway_yaml(port, admin, "two")).unwrap();
+    let t = Instant::now();
+    wait_until("reload", Duration::from_secs(3), || {
+        http(gw, "GET", "/", "").is_some_and(|r| r.1 == "two")
+    });
+    assert!(t.elapsed() < Duration::from_secs(1), "reload took {:?}", t.elapsed());
+
+    // An invalid change is refused; the old config serves and the admin server says why.
+    std::fs::write(&file, gateway_yaml(port, admin, "three").replace("directResponse", "directResponce")).unwrap();
+    wait_until("refusal", Duration::from_secs(3), || {
+        http(adm, "GET", "/reload_status", "").is_some_and(|(_, b)| b.contains("directResponce"))
+    });
+    let (_, status) = http(adm, "GET", "/reload_status", "").unwrap();
+    assert!(status.contains("gw.yaml:10:"), "error should name file and line: {status}");
+    assert_eq!(http(gw, "GET", "/", "").unwrap().1, "two");
+
+    // SIGTERM: drain and exit 0.
+    let pid = proc.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let t = Instant::now();
+    loop {
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status:?}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn demo_serves_a_chat_completion() {
+    let (port, admin) = (free_port(), free_port());
+    let child = Command::new(BIN)
+        .args(["demo", "--port", &port.to_string(), "--admin-port", &admin.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _proc = Proc(child);
+    let gw: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let adm: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_until("demo ready", Duration::from_secs(10), || {
+        http(adm, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
+    });
+    let (status, body) = http(
+        gw,
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model":"sim-gpt","messages":[{"role":"user","content":"Hello!"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello! You said: Hello!");
+    let (status, body) = http(gw, "GET", "/v1/models", "").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("sim-gpt"));
+}

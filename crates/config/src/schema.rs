@@ -530,11 +530,19 @@ pub struct Policies {
     pub timeout: Option<Timeout>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
-    #[serde(default, rename = "backendTLS", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "backendTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backend_tls: Option<BackendTls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_auth: Option<BackendAuth>,
-    #[serde(default, rename = "backendHTTP", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "backendHTTP",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backend_http: Option<BackendHttp>,
     /// LLM behaviour of an `ai` backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,8 +19,9 @@ macro_rules! single_key_enum {
                         self,
                         mut map: A,
                     ) -> Result<$t, A::Error> {
-                        let value =
-                            $t::deserialize(serde::de::value::MapAccessDeserializer::new(&mut map))?;
+                        let value = $t::deserialize(serde::de::value::MapAccessDeserializer::new(
+                            &mut map,
+                        ))?;
                         if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
                             return Err(serde::de::Error::custom(concat!(
                                 "expected exactly ",

@@ -87,7 +87,10 @@ fn unknown_key_names_file_line_column_key_and_expected() {
     let e = parse(text).unwrap_err();
     assert_eq!(e.file, Path::new("test.yaml"));
     assert_eq!(e.line, 6, "{e}");
-    assert_eq!(e.key, "binds[0].listeners[0].routes[0].backends[0].hots", "{e}");
+    assert_eq!(
+        e.key, "binds[0].listeners[0].routes[0].backends[0].hots",
+        "{e}"
+    );
     assert!(e.message.contains("unknown field `hots`"), "{e}");
     assert!(e.message.contains("`host`"), "expected keys listed: {e}");
     let shown = e.to_string();
@@ -120,7 +123,10 @@ fn missing_env_var_is_located() {
 
 #[test]
 fn backend_needs_exactly_one_kind() {
-    let e = parse("binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - weight: 2\n").unwrap_err();
+    let e = parse(
+        "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - weight: 2\n",
+    )
+    .unwrap_err();
     assert!(e.message.contains("one of `host`, `ai` or `mcp`"), "{e}");
     assert!(e.key.contains("backends[0]"), "{e}");
 }
@@ -159,7 +165,10 @@ fn secret_from_file_is_read_and_trimmed() {
         .policies
         .as_ref()
         .unwrap();
-    assert_eq!(p.backend_auth.as_ref().unwrap().key.expose(), "sk-from-file");
+    assert_eq!(
+        p.backend_auth.as_ref().unwrap().key.expose(),
+        "sk-from-file"
+    );
 
     let missing = text.replace("key.txt", "nope.txt");
     let e = load_str(&missing, Path::new("t.yaml"), dir.path(), env).unwrap_err();
@@ -169,7 +178,8 @@ fn secret_from_file_is_read_and_trimmed() {
 
 #[test]
 fn route_without_backends_or_terminal_policy_refused() {
-    let e = parse("binds:\n- port: 80\n  listeners:\n  - routes:\n    - name: empty\n").unwrap_err();
+    let e =
+        parse("binds:\n- port: 80\n  listeners:\n  - routes:\n    - name: empty\n").unwrap_err();
     assert!(e.message.contains("at least one backend"), "{e}");
     assert_eq!(e.line, 5, "{e}");
 }

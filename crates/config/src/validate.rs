@@ -46,7 +46,9 @@ pub(crate) fn check(config: &mut Config, base: &Path) -> Result<(), Problem> {
                 if !(0.0..=1.0).contains(&r) {
                     return Err(problem(
                         format!("config.tracing.{name}"),
-                        format!("sampling ratio {r} is out of range: expected true, false or 0..=1"),
+                        format!(
+                            "sampling ratio {r} is out of range: expected true, false or 0..=1"
+                        ),
                         Some(name.to_string()),
                     ));
                 }
@@ -239,7 +241,10 @@ fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Proble
             if ![301, 302, 303, 307, 308].contains(&s.0) {
                 return Err(problem(
                     format!("{key}.requestRedirect.status"),
-                    format!("redirect status {} is not a redirect: expected 301, 302, 303, 307 or 308", s.0),
+                    format!(
+                        "redirect status {} is not a redirect: expected 301, 302, 303, 307 or 308",
+                        s.0
+                    ),
                     Some(s.0.to_string()),
                 ));
             }

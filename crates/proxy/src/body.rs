@@ -50,7 +50,9 @@ pub async fn buffer_for_replay(mut body: Body, limit: usize) -> Result<Buffered,
                 let head = futures_util::stream::once(async move {
                     Ok::<_, BoxError>(http_body::Frame::data(buf.freeze()))
                 });
-                let rest = body.into_data_stream().map_frame_ok();
+                let rest = futures_util::StreamExt::map(body.into_data_stream(), |r| {
+                    r.map(http_body::Frame::data)
+                });
                 let chained = futures_util::StreamExt::chain(head, rest);
                 return Ok(Buffered::Streaming(
                     http_body_util::StreamBody::new(chained).boxed_unsync(),
@@ -76,26 +78,6 @@ pub async fn collect_limited(body: Body, limit: usize) -> Result<Bytes, CollectE
 pub enum CollectError {
     TooLarge,
     Read(BoxError),
-}
-
-trait MapFrameOk {
-    fn map_frame_ok(
-        self,
-    ) -> futures_util::stream::Map<
-        http_body_util::BodyDataStream<Body>,
-        fn(Result<Bytes, BoxError>) -> Result<http_body::Frame<Bytes>, BoxError>,
-    >;
-}
-
-impl MapFrameOk for http_body_util::BodyDataStream<Body> {
-    fn map_frame_ok(
-        self,
-    ) -> futures_util::stream::Map<
-        http_body_util::BodyDataStream<Body>,
-        fn(Result<Bytes, BoxError>) -> Result<http_body::Frame<Bytes>, BoxError>,
-    > {
-        futures_util::StreamExt::map(self, |r| r.map(http_body::Frame::data))
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,11 @@ pub struct ProxyError {
 }
 
 impl ProxyError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         ProxyError {
             status,
             code,
@@ -27,7 +31,11 @@ impl ProxyError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
     pub fn no_route() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "no_route", "no route matches this request")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "no route matches this request",
+        )
     }
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
@@ -37,7 +45,11 @@ impl ProxyError {
         )
     }
     pub fn upstream_unavailable(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unavailable",
+            message,
+        )
     }
     pub fn upstream_timeout() -> Self {
         Self::new(
@@ -69,6 +81,12 @@ impl ProxyError {
 
 impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }

@@ -32,17 +32,27 @@ pub async fn handle(
 ) -> Result<Response<Body>, std::convert::Infallible> {
     // The snapshot current now serves this request to its end, even across a reload.
     let snapshot = ctx.shared.snapshot.load_full();
-    let on_upgrade = headers::is_upgrade_request(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let on_upgrade =
+        headers::is_upgrade_request(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let request_id = headers::ensure_request_id(&mut parts.headers);
-    let mut resp = match route_and_forward(&ctx, &snapshot, parts, body::from_incoming(body), on_upgrade).await {
+    let mut resp = match route_and_forward(
+        &ctx,
+        &snapshot,
+        parts,
+        body::from_incoming(body),
+        on_upgrade,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "request failed");
             e.into_response()
         }
     };
-    resp.headers_mut().insert(headers::X_REQUEST_ID.clone(), request_id);
+    resp.headers_mut()
+        .insert(headers::X_REQUEST_ID.clone(), request_id);
     Ok(resp)
 }
 
@@ -111,7 +121,9 @@ async fn route_and_forward(
         )));
     }
     if order.is_empty() {
-        return Err(ProxyError::upstream_unavailable("the route has no backend to send to"));
+        return Err(ProxyError::upstream_unavailable(
+            "the route has no backend to send to",
+        ));
     }
 
     let upgrade = on_upgrade.is_some();
@@ -140,14 +152,18 @@ async fn route_and_forward(
     };
 
     // Buffer the body only when it may have to be sent more than once.
-    let may_resend = !upgrade
-        && (policies.retry.as_ref().is_some_and(|r| r.attempts > 1) || order.len() > 1);
+    let may_resend =
+        !upgrade && (policies.retry.as_ref().is_some_and(|r| r.attempts > 1) || order.len() > 1);
     let mut body = if may_resend {
         match body::buffer_for_replay(body, snapshot.limits.max_buffered_body_bytes).await {
             Ok(Buffered::Complete(b)) => Replay::Bytes(b),
             Ok(Buffered::Streaming(s)) => Replay::Once(Some(s)),
             Err(e) if is_body_too_large(e.as_ref()) => return Err(too_large()),
-            Err(e) => return Err(ProxyError::bad_request(format!("reading request body: {e}"))),
+            Err(e) => {
+                return Err(ProxyError::bad_request(format!(
+                    "reading request body: {e}"
+                )))
+            }
         }
     } else {
         Replay::Once(Some(body))
@@ -160,7 +176,13 @@ async fn route_and_forward(
             .unwrap_or_else(|_| Err(ProxyError::upstream_timeout())),
         None => attempt_all.await,
     };
-    let mut resp = result.map_err(|e| if e.code == BODY_TOO_LARGE { too_large() } else { e })?;
+    let mut resp = result.map_err(|e| {
+        if e.code == BODY_TOO_LARGE {
+            too_large()
+        } else {
+            e
+        }
+    })?;
 
     if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(downstream) = on_upgrade {
@@ -216,8 +238,7 @@ async fn forward_with_retries(
         let more_retries = retries_done < max_status_retries && body.can_resend();
         match outcome {
             Ok(resp) => {
-                let retriable =
-                    retry.is_some_and(|r| r.codes.contains(&resp.status().as_u16()));
+                let retriable = retry.is_some_and(|r| r.codes.contains(&resp.status().as_u16()));
                 if !(retriable && more_retries) {
                     return Ok(resp);
                 }

@@ -70,7 +70,11 @@ impl Gateway {
             tracing::info!(addr = %task.local_addr, "listening");
             binds.insert(key, task);
         }
-        let removed: Vec<BindKey> = binds.keys().filter(|k| !keep.contains(k)).cloned().collect();
+        let removed: Vec<BindKey> = binds
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .cloned()
+            .collect();
         for key in removed {
             if let Some(task) = binds.remove(&key) {
                 tracing::info!(addr = %task.local_addr, "closing removed bind");

@@ -78,7 +78,10 @@ impl Effective {
             backend_auth: pick(route, backend, |p| p.backend_auth.as_ref())
                 .map(|a| {
                     let mut v = HeaderValue::from_str(&format!("Bearer {}", a.key.expose()))
-                        .map_err(|_| "backendAuth.key contains characters not allowed in a header".to_string())?;
+                        .map_err(|_| {
+                            "backendAuth.key contains characters not allowed in a header"
+                                .to_string()
+                        })?;
                     v.set_sensitive(true);
                     Ok::<_, String>(v)
                 })
@@ -302,8 +305,9 @@ pub struct Cors {
     credentials: bool,
 }
 
-static VARY_VALUE: HeaderValue =
-    HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+static VARY_VALUE: HeaderValue = HeaderValue::from_static(
+    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+);
 
 pub enum CorsOutcome {
     /// Not a CORS request, or the origin is not allowed: proceed without CORS headers.
@@ -343,9 +347,7 @@ impl Cors {
             allow_any_header: c.allow_headers.iter().any(|h| h == "*"),
             allow_headers: join(&c.allow_headers)?,
             expose_headers: join(&c.expose_headers)?,
-            max_age: c
-                .max_age
-                .map(|d| HeaderValue::from(d.0.as_secs())),
+            max_age: c.max_age.map(|d| HeaderValue::from(d.0.as_secs())),
             credentials: c.allow_credentials,
         })
     }
@@ -368,8 +370,8 @@ impl Cors {
             return CorsOutcome::NotCors;
         };
         let allowed = origin.to_str().is_ok_and(|o| self.origin_allowed(o));
-        let preflight =
-            method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let preflight = method == Method::OPTIONS
+            && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if !allowed {
             if preflight {
                 // Answer without CORS headers: the browser then blocks the real request.
@@ -403,11 +405,10 @@ impl Cors {
             }
             return CorsOutcome::Actual(out);
         }
-        let methods = self.allow_methods.clone().or_else(|| {
-            headers
-                .get(header::ACCESS_CONTROL_REQUEST_METHOD)
-                .cloned()
-        });
+        let methods = self
+            .allow_methods
+            .clone()
+            .or_else(|| headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).cloned());
         if let Some(m) = methods {
             out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, m);
         }
@@ -443,7 +444,10 @@ mod tests {
             rewrite_authority("a.com:8080", &AuthorityRewrite::Host("b.com".into())),
             "b.com:8080"
         );
-        assert_eq!(rewrite_authority("a.com", &AuthorityRewrite::Port(9)), "a.com:9");
+        assert_eq!(
+            rewrite_authority("a.com", &AuthorityRewrite::Port(9)),
+            "a.com:9"
+        );
         assert_eq!(
             rewrite_authority("[::1]:80", &AuthorityRewrite::Port(9)),
             "[::1]:9"
@@ -455,7 +459,10 @@ mod tests {
         let p = |path, repl: &str, prefix| {
             rewrite_path(path, &PathRewrite::Prefix(repl.into()), Some(prefix))
         };
-        assert_eq!(p("/api/v1/chat", "/compatible-mode", "/api"), "/compatible-mode/v1/chat");
+        assert_eq!(
+            p("/api/v1/chat", "/compatible-mode", "/api"),
+            "/compatible-mode/v1/chat"
+        );
         assert_eq!(p("/api", "/x/", "/api"), "/x");
         assert_eq!(p("/api/a", "/", "/api"), "/a");
         assert_eq!(p("/api", "/", "/api"), "/");
@@ -489,20 +496,35 @@ mod tests {
         .unwrap();
         let cors = Cors::compile(&cfg).unwrap();
         let mut h = HeaderMap::new();
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://app.example.com"));
-        h.insert(header::ACCESS_CONTROL_REQUEST_METHOD, HeaderValue::from_static("PUT"));
-        h.insert(header::ACCESS_CONTROL_REQUEST_HEADERS, HeaderValue::from_static("x-custom"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("PUT"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            HeaderValue::from_static("x-custom"),
+        );
         let CorsOutcome::Preflight(resp) = cors.evaluate(&Method::OPTIONS, &h) else {
             panic!("expected preflight")
         };
         let rh = resp.headers();
-        assert_eq!(rh[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
+        assert_eq!(
+            rh[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
         assert_eq!(rh[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert_eq!(rh[header::ACCESS_CONTROL_ALLOW_HEADERS], "x-custom");
         assert_eq!(rh[header::ACCESS_CONTROL_ALLOW_METHODS], "PUT");
         assert_eq!(rh[header::ACCESS_CONTROL_MAX_AGE], "600");
 
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://example.com.evil.org"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://example.com.evil.org"),
+        );
         assert!(matches!(
             cors.evaluate(&Method::OPTIONS, &h),
             CorsOutcome::Preflight(r) if r.status() == StatusCode::FORBIDDEN

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::request::Parts;
 
-use config::{KeyValueMatch, Pattern, PathMatch, RouteMatch, StringMatch};
+use config::{KeyValueMatch, PathMatch, Pattern, RouteMatch, StringMatch};
 
 /// A hostname as listeners and routes write it: exact, or `*.suffix`.
 #[derive(Debug, Clone)]
@@ -142,7 +142,9 @@ impl Matcher {
         let query = m
             .query
             .iter()
-            .map(|KeyValueMatch { name, value }| (name.as_str().into(), ValueRule::from_config(value)))
+            .map(|KeyValueMatch { name, value }| {
+                (name.as_str().into(), ValueRule::from_config(value))
+            })
             .collect();
         Ok(Matcher {
             path,
@@ -282,7 +284,11 @@ impl<R> RouteTable<R> {
         RouteTable { entries }
     }
 
-    pub fn find<'a>(&'a self, host: Option<&str>, parts: &Parts) -> Option<RouteMatchResult<'a, R>> {
+    pub fn find<'a>(
+        &'a self,
+        host: Option<&str>,
+        parts: &Parts,
+    ) -> Option<RouteMatchResult<'a, R>> {
         self.entries
             .iter()
             .find(|e| {
@@ -343,7 +349,10 @@ mod tests {
             ("catchall", vec![Matcher::any()]),
             ("short", vec![m(r#"{"path": {"pathPrefix": "/v1"}}"#)]),
             ("long", vec![m(r#"{"path": {"pathPrefix": "/v1/chat"}}"#)]),
-            ("exact", vec![m(r#"{"path": {"exact": "/v1/chat/completions"}}"#)]),
+            (
+                "exact",
+                vec![m(r#"{"path": {"exact": "/v1/chat/completions"}}"#)],
+            ),
             (
                 "post",
                 vec![m(r#"{"path": {"pathPrefix": "/v1"}, "method": "POST"}"#)],

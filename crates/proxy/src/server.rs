@@ -38,7 +38,9 @@ pub async fn bind_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 pub fn spawn_bind(shared: Arc<Shared>, key: BindKey, listener: TcpListener) -> BindTask {
-    let local_addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::new(key.address, key.port));
+    let local_addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::new(key.address, key.port));
     let (stop, stop_rx) = watch::channel(false);
     let done = tokio::spawn(run_bind(shared, key, listener, stop_rx));
     BindTask {

@@ -120,7 +120,10 @@ pub mod smallvec_like {
                 self.len += 1;
             } else {
                 if self.spill.is_empty() {
-                    self.spill = self.inline[..self.len].iter().map(|&x| x as usize).collect();
+                    self.spill = self.inline[..self.len]
+                        .iter()
+                        .map(|&x| x as usize)
+                        .collect();
                 }
                 self.spill.push(i);
             }
@@ -153,7 +156,7 @@ pub struct BackendRt {
 }
 
 pub enum Target {
-    Upstream(Upstream),
+    Upstream(Box<Upstream>),
     /// A backend kind whose adapter is not built yet; answered with 501.
     Unsupported(&'static str),
 }
@@ -240,13 +243,21 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String>
                 routes.push((hostnames, matchers, Arc::new(route)));
             }
             listeners.push(ListenerRt {
-                name: l.name.clone().unwrap_or_else(|| format!("listener{li}")).into(),
+                name: l
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("listener{li}"))
+                    .into(),
                 hostname: l.hostname.as_deref().map(HostPattern::parse),
                 routes: RouteTable::new(routes),
             });
         }
         listeners.sort_by_key(|l| {
-            std::cmp::Reverse(l.hostname.as_ref().map_or(0, |h| h.specificity().saturating_add(1)))
+            std::cmp::Reverse(
+                l.hostname
+                    .as_ref()
+                    .map_or(0, |h| h.specificity().saturating_add(1)),
+            )
         });
         binds.push(Arc::new(BindRt {
             key,
@@ -288,7 +299,7 @@ fn compile_route(
                     used,
                 )
                 .map_err(|e| format!("{bkey}: {e}"))?;
-                (hp.0.clone(), Target::Upstream(upstream))
+                (hp.0.clone(), Target::Upstream(Box::new(upstream)))
             }
             BackendKind::Ai(ai) => (ai.name.as_str().into(), Target::Unsupported("ai")),
             BackendKind::Mcp(_) => (format!("mcp{bi}").into(), Target::Unsupported("mcp")),
@@ -305,7 +316,9 @@ fn compile_route(
         name: r.name.clone().unwrap_or_else(|| rkey.to_string()).into(),
         backends,
         total_weight,
-        policies: Arc::new(Effective::compile(route_policies, None).map_err(|e| format!("{rkey}: {e}"))?),
+        policies: Arc::new(
+            Effective::compile(route_policies, None).map_err(|e| format!("{rkey}: {e}"))?,
+        ),
     })
 }
 

@@ -79,9 +79,24 @@ async fn hostname_listeners_and_routes() {
     );
     let (_gw, addr) = gateway(&yaml).await;
     let host = |h: &str| Request::get("/").header("host", h).body(full("")).unwrap();
-    assert_eq!(send(addr, host("api.example.com")).await.header("x-upstream-name"), Some("b"));
-    assert_eq!(send(addr, host("www.example.com:80")).await.header("x-upstream-name"), Some("a"));
-    assert_eq!(send(addr, host("other.test")).await.header("x-upstream-name"), Some("c"));
+    assert_eq!(
+        send(addr, host("api.example.com"))
+            .await
+            .header("x-upstream-name"),
+        Some("b")
+    );
+    assert_eq!(
+        send(addr, host("www.example.com:80"))
+            .await
+            .header("x-upstream-name"),
+        Some("a")
+    );
+    assert_eq!(
+        send(addr, host("other.test"))
+            .await
+            .header("x-upstream-name"),
+        Some("c")
+    );
     let r = send(addr, host("unknown.test")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["error"]["code"], "no_route");
@@ -90,7 +105,11 @@ async fn hostname_listeners_and_routes() {
 #[tokio::test]
 async fn forwarding_headers_hop_by_hop_and_request_id() {
     let up = echo("up").await;
-    let (_gw, addr) = gateway(&one_route(&format!("      backends:\n      - host: {}\n", up.addr))).await;
+    let (_gw, addr) = gateway(&one_route(&format!(
+        "      backends:\n      - host: {}\n",
+        up.addr
+    )))
+    .await;
     let r = send(
         addr,
         Request::get("/h")
@@ -105,7 +124,10 @@ async fn forwarding_headers_hop_by_hop_and_request_id() {
     .await;
     assert_eq!(r.seen("x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
     assert_eq!(r.seen("x-forwarded-proto"), ["http"]);
-    assert!(r.seen("x-private").is_empty(), "Connection-listed header leaked");
+    assert!(
+        r.seen("x-private").is_empty(),
+        "Connection-listed header leaked"
+    );
     assert_eq!(r.seen("x-request-id"), ["client-id-1"]);
     assert_eq!(r.header("x-request-id"), Some("client-id-1"));
     // Upstream's `Connection: x-hop` header must not leak to the client either.
@@ -133,7 +155,11 @@ async fn http2_downstream_h2c_and_upstream_h2() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.version, Version::HTTP_2);
-    assert_eq!(r.json()["version"], "HTTP/2.0", "upstream leg must be HTTP/2");
+    assert_eq!(
+        r.json()["version"],
+        "HTTP/2.0",
+        "upstream leg must be HTTP/2"
+    );
     assert_eq!(r.json()["body"], "over h2");
     // An HTTP/1.1 client through the same route still reaches the h2 upstream.
     let r = send(addr, Request::get("/h1").body(full("")).unwrap()).await;
@@ -175,12 +201,26 @@ async fn https_listener_alpn_and_sni_certificates() {
         u = up.addr
     );
     let (_gw, addrs) = gateway_in(&yaml, dir.path()).await;
-    let r = tls_request(addrs[0], &pki, "a.example", &[b"h2"], Request::get("/").body(full("")).unwrap()).await;
+    let r = tls_request(
+        addrs[0],
+        &pki,
+        "a.example",
+        &[b"h2"],
+        Request::get("/").body(full("")).unwrap(),
+    )
+    .await;
     assert_eq!(r.version, Version::HTTP_2);
     assert_eq!(r.header("x-listener"), Some("a"));
     assert_eq!(r.json()["headers"]["x-forwarded-proto"][0], "https");
     // The certificate for b.example verifies only if SNI picked it.
-    let r = tls_request(addrs[0], &pki, "b.example", &[b"http/1.1"], Request::get("/").body(full("")).unwrap()).await;
+    let r = tls_request(
+        addrs[0],
+        &pki,
+        "b.example",
+        &[b"http/1.1"],
+        Request::get("/").body(full("")).unwrap(),
+    )
+    .await;
     assert_eq!(r.version, Version::HTTP_11);
     assert_eq!(r.header("x-listener"), Some("b"));
 }
@@ -188,19 +228,31 @@ async fn https_listener_alpn_and_sni_certificates() {
 #[tokio::test]
 async fn upgrade_passthrough_echoes_bytes() {
     let up = echo("up").await;
-    let (_gw, addr) = gateway(&one_route(&format!("      backends:\n      - host: {}\n", up.addr))).await;
+    let (_gw, addr) = gateway(&one_route(&format!(
+        "      backends:\n      - host: {}\n",
+        up.addr
+    )))
+    .await;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(
+        b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut buf = vec![0u8; 1024];
     let n = s.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
     s.write_all(b"ping-through-tunnel").await.unwrap();
     let mut got = vec![0u8; 19];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&got, b"ping-through-tunnel");
 }
 
@@ -219,7 +271,10 @@ async fn bad_input_gets_clear_errors() {
     let r = raw(addr, b"THIS IS NOT HTTP\r\n\r\n", Duration::from_secs(2)).await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
 
-    let big = format!("GET /ok HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET /ok HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let r = raw(addr, big.as_bytes(), Duration::from_secs(2)).await;
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
 
@@ -231,10 +286,15 @@ async fn bad_input_gets_clear_errors() {
     // Slowloris: a head that never finishes is cut off.
     let t = Instant::now();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    assert!(t.elapsed() < Duration::from_secs(3), "slow header was not timed out");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "slow header was not timed out"
+    );
 
     // The gateway is still healthy after all of that.
     assert_eq!(get(addr, "/ok").await.status, 200);
@@ -278,21 +338,37 @@ async fn upstream_reset_mid_body_ends_the_client_stream() {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789").await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                    .await;
             });
         }
     });
-    let (_gw, addr) = gateway(&one_route(&format!("      backends:\n      - host: {up}\n"))).await;
+    let (_gw, addr) = gateway(&one_route(&format!(
+        "      backends:\n      - host: {up}\n"
+    )))
+    .await;
     let resp = h1_client()
-        .request(Request::get(format!("http://{addr}/")).body(full("")).unwrap())
+        .request(
+            Request::get(format!("http://{addr}/"))
+                .body(full(""))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await;
-    assert!(body.is_err(), "a truncated upstream body must not look complete");
+    assert!(
+        body.is_err(),
+        "a truncated upstream body must not look complete"
+    );
     // And the gateway keeps serving new requests.
     let again = h1_client()
-        .request(Request::get(format!("http://{addr}/")).body(full("")).unwrap())
+        .request(
+            Request::get(format!("http://{addr}/"))
+                .body(full(""))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::OK);
@@ -307,12 +383,20 @@ async fn max_connections_refuses_the_extra_connection() {
     );
     let (_gw, addr) = gateway(&yaml).await;
     let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
-    first.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = first.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // The first connection is still open (keep-alive): a second one is closed at once.
-    let r = raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(2)).await;
+    let r = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
     assert!(r.is_empty(), "second connection should be refused, got {r}");
     drop(first);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -328,7 +412,11 @@ async fn reload_keeps_in_flight_streams_on_the_old_snapshot() {
 
     // Start a stream of 10 chunks 100 ms apart, read the first chunk, then reload.
     let resp = h1_client()
-        .request(Request::get(format!("http://{addr}/stream/10/100")).body(full("")).unwrap())
+        .request(
+            Request::get(format!("http://{addr}/stream/10/100"))
+                .body(full(""))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-upstream-name"], "old");
@@ -365,29 +453,54 @@ async fn reload_adds_and_removes_binds() {
     assert_eq!(get(second, "/").await.text(), "second");
     reload(&gw, &yaml).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(tokio::net::TcpStream::connect(second).await.is_err(), "removed bind still listening");
+    assert!(
+        tokio::net::TcpStream::connect(second).await.is_err(),
+        "removed bind still listening"
+    );
 }
 
 #[tokio::test]
 async fn graceful_drain_finishes_in_flight_and_stops_accepting() {
     let up = echo("up").await;
-    let (gw, addr) = gateway(&one_route(&format!("      backends:\n      - host: {}\n", up.addr))).await;
+    let (gw, addr) = gateway(&one_route(&format!(
+        "      backends:\n      - host: {}\n",
+        up.addr
+    )))
+    .await;
     let in_flight = tokio::spawn(async move { get(addr, "/slow/500").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t = Instant::now();
-    assert!(gw.shutdown(Duration::from_secs(5)).await, "drain should complete");
+    assert!(
+        gw.shutdown(Duration::from_secs(5)).await,
+        "drain should complete"
+    );
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "slow done");
     assert!(t.elapsed() >= Duration::from_millis(300));
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after drain");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after drain"
+    );
 }
 
 #[tokio::test]
 async fn drain_deadline_cuts_long_requests() {
     let up = echo("up").await;
-    let (gw, addr) = gateway(&one_route(&format!("      backends:\n      - host: {}\n", up.addr))).await;
-    let _long = tokio::spawn(async move { h1_client().request(Request::get(format!("http://{addr}/slow/10000")).body(full("")).unwrap()).await });
+    let (gw, addr) = gateway(&one_route(&format!(
+        "      backends:\n      - host: {}\n",
+        up.addr
+    )))
+    .await;
+    let _long = tokio::spawn(async move {
+        h1_client()
+            .request(
+                Request::get(format!("http://{addr}/slow/10000"))
+                    .body(full(""))
+                    .unwrap(),
+            )
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t = Instant::now();
     assert!(!gw.shutdown(Duration::from_millis(300)).await);

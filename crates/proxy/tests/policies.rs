@@ -33,7 +33,10 @@ async fn url_rewrite_host_port_and_full_path() {
     .await;
     let r = send(
         addr,
-        Request::get("/anything").header("host", "client.example:8080").body(full("")).unwrap(),
+        Request::get("/anything")
+            .header("host", "client.example:8080")
+            .body(full(""))
+            .unwrap(),
     )
     .await;
     assert_eq!(r.json()["authority"], "client.example:9999");
@@ -83,11 +86,17 @@ async fn request_redirect_and_direct_response() {
     let (_gw, addr) = gateway(yaml).await;
     let r = send(
         addr,
-        Request::get("/old/page?q=1").header("host", "a.example:8080").body(full("")).unwrap(),
+        Request::get("/old/page?q=1")
+            .header("host", "a.example:8080")
+            .body(full(""))
+            .unwrap(),
     )
     .await;
     assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
-    assert_eq!(r.header("location"), Some("https://new.example:8080/new/page?q=1"));
+    assert_eq!(
+        r.header("location"),
+        Some("https://new.example:8080/new/page?q=1")
+    );
     let r = get(addr, "/health").await;
     assert_eq!(r.status.as_u16(), 418);
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -113,23 +122,42 @@ async fn cors_preflight_answered_and_actual_response_decorated() {
     )
     .await;
     assert_eq!(pre.status, 200);
-    assert_eq!(pre.header("access-control-allow-origin"), Some("https://app.example"));
-    assert_eq!(pre.header("access-control-allow-methods"), Some("GET, POST"));
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        pre.header("access-control-allow-methods"),
+        Some("GET, POST")
+    );
     assert_eq!(
         pre.header("access-control-allow-headers"),
         Some("mcp-protocol-version, content-type")
     );
     assert_eq!(pre.header("access-control-max-age"), Some("3600"));
     assert_eq!(pre.header("access-control-allow-credentials"), Some("true"));
-    assert_eq!(pre.header("x-upstream-name"), None, "preflight must not reach upstream");
+    assert_eq!(
+        pre.header("x-upstream-name"),
+        None,
+        "preflight must not reach upstream"
+    );
 
     let actual = send(
         addr,
-        Request::get("/x").header("origin", "https://app.example").body(full("")).unwrap(),
+        Request::get("/x")
+            .header("origin", "https://app.example")
+            .body(full(""))
+            .unwrap(),
     )
     .await;
-    assert_eq!(actual.header("access-control-allow-origin"), Some("https://app.example"));
-    assert_eq!(actual.header("access-control-expose-headers"), Some("x-upstream-name"));
+    assert_eq!(
+        actual.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        actual.header("access-control-expose-headers"),
+        Some("x-upstream-name")
+    );
     assert_eq!(actual.header("x-upstream-name"), Some("up"));
 
     let denied = send(
@@ -168,11 +196,21 @@ async fn backend_timeout_gives_504_and_request_timeout_bounds_retries() {
     let t = Instant::now();
     let r = get(addr2, "/status/503").await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
-    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 /// An upstream that answers 503 to the first `fail` requests, then echoes the body.
-async fn flaky(fail: usize) -> (tokio::task::JoinHandle<()>, std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+async fn flaky(
+    fail: usize,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -241,7 +279,10 @@ async fn backend_auth_replaces_client_credentials() {
     .await;
     let r = send(
         addr,
-        Request::get("/").header("authorization", "Bearer client-key").body(full("")).unwrap(),
+        Request::get("/")
+            .header("authorization", "Bearer client-key")
+            .body(full(""))
+            .unwrap(),
     )
     .await;
     assert_eq!(r.seen("authorization"), ["Bearer sk-gateway-held"]);
@@ -338,7 +379,14 @@ async fn backend_tls_rejects_untrusted_and_allows_explicit_insecure() {
     .await;
     let r = get(addr, "/").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("TLS"), "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TLS"),
+        "{}",
+        r.text()
+    );
 
     let (_gw, addr) = gateway(&one_route(&format!(
         "      policies:\n        backendTLS: {{insecureSkipVerify: true}}\n      backends:\n      - host: {}\n",
@@ -363,7 +411,10 @@ async fn request_body_limit_gives_413() {
 
     // Chunked (no content-length) bodies are counted as they stream.
     let chunks = futures_util::stream::iter((0..10).map(|_| {
-        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(vec![b'y'; 500])))
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(vec![
+            b'y';
+            500
+        ])))
     }));
     let body = http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(chunks));
     let r = send(addr, Request::post("/").body(body).unwrap()).await;

@@ -43,7 +43,9 @@ where
         + Sync
         + 'static,
 {
-    let addr = listener.local_addr().expect("bound listener has an address");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -53,10 +55,11 @@ where
             let svc = service.clone();
             tokio::spawn(async move {
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let builder =
-                    hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
                 let _ = builder
-                    .serve_connection(io, hyper::service::service_fn(move |req| svc(req)))
+                    .serve_connection(io, hyper::service::service_fn(svc))
                     .await;
             });
         }

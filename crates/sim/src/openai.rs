@@ -80,16 +80,27 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
     }
 }
 
-fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<SimBody> {
+fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<SimBody> {
     let mut resp = Response::new(Full::new(body.into()).boxed_unsync());
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     resp
 }
 
 /// An OpenAI error body.
-pub fn error(status: StatusCode, kind: &str, message: &str, code: Option<&str>) -> Response<SimBody> {
+pub fn error(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    code: Option<&str>,
+) -> Response<SimBody> {
     let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
     full(status, "application/json", body.to_string())
 }
@@ -142,7 +153,12 @@ async fn chat(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
     let bytes = match req.into_body().collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
-            return error(StatusCode::BAD_REQUEST, "invalid_request_error", "could not read body", None)
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "could not read body",
+                None,
+            )
         }
     };
     let body: Value = match serde_json::from_slice(&bytes) {
@@ -220,7 +236,11 @@ async fn chat(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
         }
         Bytes::from(format!("data: {c}\n\n"))
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+        Value::Null,
+    )];
     let words: Vec<String> = text.split_inclusive(' ').map(str::to_string).collect();
     for w in words {
         events.push(chunk(json!({"content": w}), Value::Null, Value::Null));
@@ -237,17 +257,26 @@ async fn chat(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
 
     let ttft = state.options.time_to_first_token;
     let gap = state.options.inter_token_delay;
-    let stream = futures_util::stream::unfold((events.into_iter(), true), move |(mut it, first)| async move {
-        let ev = it.next()?;
-        let wait = if first { ttft } else { gap };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        Some((Ok::<_, Infallible>(Frame::data(ev)), (it, false)))
-    });
+    let stream = futures_util::stream::unfold(
+        (events.into_iter(), true),
+        move |(mut it, first)| async move {
+            let ev = it.next()?;
+            let wait = if first { ttft } else { gap };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Some((Ok::<_, Infallible>(Frame::data(ev)), (it, false)))
+        },
+    );
     let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
     resp
 }

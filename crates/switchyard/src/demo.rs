@@ -17,13 +17,16 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
     let sim_addr = sim.addr.to_string();
     let port_s = port.to_string();
     let text = DEMO_CONFIG.replace("127.0.0.1:15000", &format!("127.0.0.1:{admin_port}"));
-    let loaded = match config::load_str(&text, Path::new("examples/demo.yaml"), Path::new("."), |name| {
-        match name {
+    let loaded = match config::load_str(
+        &text,
+        Path::new("examples/demo.yaml"),
+        Path::new("."),
+        |name| match name {
             "SIM_OPENAI_ADDR" => Some(sim_addr.clone()),
             "DEMO_PORT" => Some(port_s.clone()),
             other => std::env::var(other).ok(),
-        }
-    }) {
+        },
+    ) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("demo: built-in config is invalid: {e}");

@@ -12,7 +12,10 @@ const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15000";
 const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
 pub fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("switchyard: cannot start the runtime: {e}");
@@ -30,8 +33,9 @@ pub fn init_logging(level: Option<config::LogLevel>) {
         Some(config::LogLevel::Info) | None => "info",
     };
     // RUST_LOG wins over the config, so an operator can turn detail up without editing it.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},hyper=info,h2=info,rustls=info")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},hyper=info,h2=info,rustls=info"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -56,7 +60,8 @@ pub async fn run_file(file: PathBuf) -> ExitCode {
         }
     };
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
-    let _watcher = match watch_config(file.clone(), running.gateway.clone(), running.admin.clone()) {
+    let _watcher = match watch_config(file.clone(), running.gateway.clone(), running.admin.clone())
+    {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %e, file = %file.display(), "cannot watch the config file; hot reload is off");
@@ -98,7 +103,11 @@ impl Running {
         Ok(Running {
             gateway,
             admin,
-            drain: loaded.config.config.drain_timeout.map_or(DEFAULT_DRAIN, |d| d.0),
+            drain: loaded
+                .config
+                .config
+                .drain_timeout
+                .map_or(DEFAULT_DRAIN, |d| d.0),
             _admin_task: admin_task,
         })
     }
@@ -155,7 +164,11 @@ fn watch_config(
     let name = file.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
-            if ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
+            if ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+            {
                 let _ = tx.send(());
             }
         }

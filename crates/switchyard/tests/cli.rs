@@ -62,12 +62,22 @@ fn validate_reports_file_line_column_key_and_expectation() {
         "binds:\n- port: 8080\n  listeners:\n  - routes:\n    - backends:\n      - host: 127.0.0.1:9\n        wieght: 2\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["validate", "-f"]).arg(&file).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    let expected_prefix = format!("{}:7:9: binds[0].listeners[0].routes[0].backends[0].wieght", file.display());
+    let expected_prefix = format!(
+        "{}:7:9: binds[0].listeners[0].routes[0].backends[0].wieght",
+        file.display()
+    );
     assert!(err.starts_with(&expected_prefix), "{err}");
-    assert!(err.contains("unknown field `wieght`, expected one of"), "{err}");
+    assert!(
+        err.contains("unknown field `wieght`, expected one of"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -80,7 +90,11 @@ fn validate_accepts_the_seed_example_with_env_credentials() {
         .env("MCP_TOKEN", "tok")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without the credentials in the environment, the error says which one is missing.
     let out = Command::new(BIN)
         .args(["validate", "-f"])
@@ -105,10 +119,18 @@ fn schema_is_json_schema_of_the_config() {
 
 #[test]
 fn help_on_every_command() {
-    for args in [vec!["--help"], vec!["validate", "--help"], vec!["schema", "--help"], vec!["demo", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["validate", "--help"],
+        vec!["schema", "--help"],
+        vec!["demo", "--help"],
+    ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
     }
 }
 
@@ -150,27 +172,45 @@ fn run_hot_reloads_refuses_bad_config_and_drains_on_sigterm() {
     wait_until("reload", Duration::from_secs(3), || {
         http(gw, "GET", "/", "").is_some_and(|r| r.1 == "two")
     });
-    assert!(t.elapsed() < Duration::from_secs(1), "reload took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "reload took {:?}",
+        t.elapsed()
+    );
 
     // An invalid change is refused; the old config serves and the admin server says why.
-    std::fs::write(&file, gateway_yaml(port, admin, "three").replace("directResponse", "directResponce")).unwrap();
+    std::fs::write(
+        &file,
+        gateway_yaml(port, admin, "three").replace("directResponse", "directResponce"),
+    )
+    .unwrap();
     wait_until("refusal", Duration::from_secs(3), || {
         http(adm, "GET", "/reload_status", "").is_some_and(|(_, b)| b.contains("directResponce"))
     });
     let (_, status) = http(adm, "GET", "/reload_status", "").unwrap();
-    assert!(status.contains("gw.yaml:10:"), "error should name file and line: {status}");
+    assert!(
+        status.contains("gw.yaml:10:"),
+        "error should name file and line: {status}"
+    );
     assert_eq!(http(gw, "GET", "/", "").unwrap().1, "two");
 
     // SIGTERM: drain and exit 0.
     let pid = proc.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let t = Instant::now();
     loop {
         if let Some(status) = proc.0.try_wait().unwrap() {
             assert!(status.success(), "exit status {status:?}");
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "did not exit after SIGTERM");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -179,7 +219,13 @@ fn run_hot_reloads_refuses_bad_config_and_drains_on_sigterm() {
 fn demo_serves_a_chat_completion() {
     let (port, admin) = (free_port(), free_port());
     let child = Command::new(BIN)
-        .args(["demo", "--port", &port.to_string(), "--admin-port", &admin.to_string()])
+        .args([
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -200,7 +246,10 @@ fn demo_serves_a_chat_completion() {
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["object"], "chat.completion");
-    assert_eq!(v["choices"][0]["message"]["content"], "Hello! You said: Hello!");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Hello! You said: Hello!"
+    );
     let (status, body) = http(gw, "GET", "/v1/models", "").unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("sim-gpt"));

@@ -26,7 +26,9 @@ pub fn full(b: impl Into<Bytes>) -> TestBody {
 pub async fn gateway_in(yaml: &str, base: &Path) -> (Arc<proxy::Gateway>, Vec<SocketAddr>) {
     let loaded = config::load_str(yaml, Path::new("test.yaml"), base, |_| None)
         .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-    let gw = proxy::Gateway::start(&loaded).await.expect("gateway starts");
+    let gw = proxy::Gateway::start(&loaded)
+        .await
+        .expect("gateway starts");
     let addrs = gw.local_addrs().await;
     (gw, addrs)
 }
@@ -137,7 +139,10 @@ async fn echo_handle(
                 if i > 0 {
                     tokio::time::sleep(gap).await;
                 }
-                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {i}\n\n")))), i + 1))
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {i}\n\n")))),
+                    i + 1,
+                ))
             });
             let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
             r.headers_mut()
@@ -159,13 +164,18 @@ async fn echo_handle(
             });
             let mut r = Response::new(full(""));
             *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            r.headers_mut().insert("connection", "upgrade".parse().unwrap());
+            r.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
             r.headers_mut().insert("upgrade", "echo".parse().unwrap());
             r
         }
         _ => {
             let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             let mut headers = serde_json::Map::new();
             for (k, v) in &parts.headers {
                 let v = String::from_utf8_lossy(v.as_bytes()).to_string();
@@ -176,16 +186,12 @@ async fn echo_handle(
                     }
                 }
             }
-            let authority = parts
-                .uri
-                .authority()
-                .map(|a| a.to_string())
-                .or_else(|| {
-                    parts
-                        .headers
-                        .get("host")
-                        .map(|h| h.to_str().unwrap_or("").to_string())
-                });
+            let authority = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+                parts
+                    .headers
+                    .get("host")
+                    .map(|h| h.to_str().unwrap_or("").to_string())
+            });
             let v = json!({
                 "method": parts.method.as_str(),
                 "path": parts.uri.path(),
@@ -243,18 +249,25 @@ pub async fn send(addr: SocketAddr, req: Request<TestBody>) -> Reply {
     send_with(h1_client(), addr, req).await
 }
 
-pub fn h1_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody> {
+pub fn h1_client(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody>
+{
     hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
 }
 
-pub fn h2c_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody> {
+pub fn h2c_client(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody>
+{
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http()
 }
 
 pub async fn send_with(
-    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody>,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        TestBody,
+    >,
     addr: SocketAddr,
     mut req: Request<TestBody>,
 ) -> Reply {
@@ -321,10 +334,9 @@ impl Pki {
 
     pub fn leaf(&self, names: &[&str]) -> Leaf {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(
-            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         Leaf {
             cert_pem: cert.pem(),
@@ -339,7 +351,11 @@ impl Pki {
     }
 }
 
-pub fn server_tls(leaf: &Leaf, client_ca: Option<&Pki>, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+pub fn server_tls(
+    leaf: &Leaf,
+    client_ca: Option<&Pki>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Small helpers for bench/run.sh: free ports, readiness timing, result records, the summary.
+
+Standard library only. Every subcommand is called by run.sh; see `usage` below.
+"""
+
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+
+USAGE = """usage:
+  helpers.py freeports N                      print N free loopback TCP ports
+  helpers.py wait-ready HOST:PORT             coprocess: see wait_ready()
+  helpers.py wrk-record OUT.jsonl WRK.txt K=V...  append one wrk run (plus K=V fields)
+  helpers.py oha-record OUT.jsonl OHA.json K=V... append one oha run (plus K=V fields)
+  helpers.py summary OUT.jsonl                print the summary table
+"""
+
+
+def kv_fields(args):
+    out = {}
+    for a in args:
+        k, _, v = a.partition("=")
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def append(path, rec):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+def freeports(n):
+    # Hold all sockets open until every port is chosen so the same port is not handed out twice.
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    print(" ".join(str(s.getsockname()[1]) for s in socks))
+    for s in socks:
+        s.close()
+
+
+def ready_status(host, port):
+    """One GET /healthz/ready; returns the status code, or None if nothing listens yet."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(b"GET /healthz/ready HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            line = s.makefile("rb").readline()
+            return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_ready(addr):
+    """Coprocess protocol, so that Python's own start-up is not counted as gateway start-up:
+
+    1. print "armed" once imports are done (run.sh waits for it before spawning the gateway);
+    2. poll GET /healthz/ready about every millisecond until it answers 200 (give up after 15 s);
+    3. read the spawn time (bash $EPOCHREALTIME, taken just before the spawn) from stdin;
+    4. print the milliseconds from spawn to the first 200, or "timeout".
+    """
+    host, _, port = addr.rpartition(":")
+    port = int(port)
+    print("armed", flush=True)
+    deadline = time.time() + 15
+    ready_at = None
+    while time.time() < deadline:
+        if ready_status(host, port) == 200:
+            ready_at = time.time()
+            break
+        time.sleep(0.001)
+    t0 = float(sys.stdin.readline().strip() or "nan")
+    if ready_at is None:
+        print("timeout", flush=True)
+    else:
+        print(f"{(ready_at - t0) * 1000:.1f}", flush=True)
+
+
+def wrk_record(out, path, extra):
+    rec = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("WRKJSON "):
+                rec = json.loads(line[len("WRKJSON "):])
+    if rec is None:
+        sys.exit(f"no WRKJSON line in {path}; wrk output follows:\n" + open(path).read())
+    rec["tool"] = "wrk"
+    rec["rps"] = rec["requests"] / (rec["duration_us"] / 1e6)
+    rec["errors"] = sum(rec[k] for k in rec if k.startswith("err_"))
+    rec.update(kv_fields(extra))
+    append(out, rec)
+    print(f"{rec['requests'] / (rec['duration_us'] / 1e6):10.0f} req/s  "
+          f"errors={rec['errors']}  wrk p50={rec['lat_p50_us']}us p99={rec['lat_p99_us']}us")
+
+
+def oha_record(out, path, extra):
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    pct = data.get("latencyPercentiles") or {}
+    codes = data.get("statusCodeDistribution") or {}
+    errors = data.get("errorDistribution") or {}
+    ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
+    rec = {
+        "tool": "oha",
+        # oha reports seconds; keep microseconds.
+        "p50_us": pct["p50"] * 1e6 if pct.get("p50") is not None else None,
+        "p99_us": pct["p99"] * 1e6 if pct.get("p99") is not None else None,
+        "ok": ok,
+        "non2xx": sum(codes.values()) - ok,
+        "errors": sum(errors.values()),
+        "rps": (data.get("summary") or {}).get("requestsPerSec"),
+    }
+    rec.update(kv_fields(extra))
+    append(out, rec)
+    print(f"p50={rec['p50_us']:.0f}us p99={rec['p99_us']:.0f}us ok={ok} "
+          f"non2xx={rec['non2xx']} errors={rec['errors']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+
+TARGET_CPU_PER_10K = 0.25  # CPU-seconds of the gateway per 10k requests, plain path
+TARGET_ADDED_P50_US = 150
+TARGET_ADDED_P99_US = 400
+TARGET_RSS_IDLE_MIB = 10
+TARGET_RSS_LOAD_MIB = 20
+TARGET_READY_MS = 50
+
+
+def verdict(value, limit):
+    if value is None:
+        return "n/a"
+    return "ok" if value <= limit else "MISS"
+
+
+def fmt(v, spec="{:.0f}", unit=""):
+    if v is None:
+        return "-"
+    return spec.format(v) + unit
+
+
+def summary(path):
+    recs = [json.loads(l) for l in open(path, encoding="utf-8") if l.strip()]
+    meta = next((r for r in recs if r.get("kind") == "meta"), {})
+    runs = [r for r in recs if r.get("kind") == "run"]
+    gw = next((r for r in recs if r.get("kind") == "gateway"), {})
+
+    def sel(case, target):
+        return [r for r in runs if r["case"] == case and r["target"] == target]
+
+    def med(rs, key):
+        vals = [r[key] for r in rs if r.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    def spread(rs, key):
+        vals = [r[key] for r in rs if r.get(key) is not None]
+        return f"{min(vals):.0f}..{max(vals):.0f}" if len(vals) > 1 else ""
+
+    def cpu_per_10k(rs, ticks_key):
+        # Pool all rounds: total CPU ticks over total requests, less tick-rounding noise.
+        ticks = sum(r[ticks_key] for r in rs)
+        reqs = sum(r["requests"] for r in rs)
+        if not reqs:
+            return None
+        return ticks / meta.get("clk_tck", 100) / reqs * 10000
+
+    rows = []  # (case, direct, gateway, ratio/added, target, verdict)
+    notes = []
+    misses = []
+
+    def check(name, value, limit):
+        v = verdict(value, limit)
+        if v == "MISS":
+            misses.append(name)
+        return v
+
+    for case, label in (("chat", "chat"), ("stream", "stream")):
+        d, g = sel(case, "direct"), sel(case, "gateway")
+        if not d and not g:
+            continue
+        rd, rg = med(d, "rps"), med(g, "rps")
+        ratio = f"{rg / rd:.2f}x" if rd and rg else "-"
+        rows.append((f"{label} RPS @{meta.get('conns', 32)}conn (median)", fmt(rd), fmt(rg), ratio, "", ""))
+        rows.append(("  min..max over rounds", spread(d, "rps"), spread(g, "rps"), "", "", ""))
+        cg = cpu_per_10k(g, "gw_ticks")
+        rows.append((f"{label}: gateway CPU-s / 10k req", "-", fmt(cg, "{:.3f}"), "",
+                     f"<= {TARGET_CPU_PER_10K}", check(f"{label} gateway CPU", cg, TARGET_CPU_PER_10K)))
+        rows.append((f"{label}: nginx CPU-s / 10k req", fmt(cpu_per_10k(d, "ng_ticks"), "{:.3f}"),
+                     fmt(cpu_per_10k(g, "ng_ticks"), "{:.3f}"), "", "(reference)", ""))
+        errs = sum(r.get("errors", 0) for r in d + g)
+        if errs:
+            notes.append(f"{label}: wrk counted {errs} errors/non-2xx responses; RPS is suspect")
+
+    d, g = sel("latency", "direct"), sel("latency", "gateway")
+    if d and g:
+        for q, limit in (("p50", TARGET_ADDED_P50_US), ("p99", TARGET_ADDED_P99_US)):
+            vd, vg = med(d, f"{q}_us"), med(g, f"{q}_us")
+            added = vg - vd if vd is not None and vg is not None else None
+            rows.append((f"latency {q} @{meta.get('rate', 200)}rps (median)", fmt(vd, unit=" µs"),
+                         fmt(vg, unit=" µs"), fmt(added, "{:+.0f}", " µs"),
+                         f"added <= {limit} µs", check(f"added {q}", added, limit)))
+        bad = sum(r.get("non2xx", 0) + r.get("errors", 0) for r in d + g)
+        if bad:
+            notes.append(f"latency: oha counted {bad} errors/non-2xx responses")
+
+    mib = lambda kb: kb / 1024 if kb is not None else None
+    idle = mib(gw.get("rss_idle_kb"))
+    rows.append(("gateway RSS idle (VmRSS at ready)", "-", fmt(idle, "{:.1f}", " MiB"), "",
+                 f"<= {TARGET_RSS_IDLE_MIB} MiB", check("RSS idle", idle, TARGET_RSS_IDLE_MIB)))
+    load = mib(gw.get("hwm_end_kb"))
+    rows.append(("gateway RSS peak (VmHWM at end)", "-", fmt(load, "{:.1f}", " MiB"), "",
+                 f"<= {TARGET_RSS_LOAD_MIB} MiB", check("RSS after load", load, TARGET_RSS_LOAD_MIB)))
+    ready = gw.get("ready_ms")
+    rows.append(("start-to-ready (spawn -> 200)", "-", fmt(ready, "{:.1f}", " ms"),
+                 f"log {gw['log_ready_ms']} ms" if gw.get("log_ready_ms") is not None else "",
+                 f"<= {TARGET_READY_MS} ms", check("start-to-ready", ready, TARGET_READY_MS)))
+
+    header = ("case", "direct", "gateway", "gw/direct", "target", "")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+
+    out = []
+    out.append(f"Switchyard bench — {meta.get('date', '?')}  commit {meta.get('commit', '?')}"
+               f"{' (dirty tree)' if meta.get('dirty') else ''}")
+    out.append(f"{meta.get('rounds', '?')} interleaved rounds; saturation {meta.get('secs', '?')}s "
+               f"wrk -t1 -c{meta.get('conns', '?')}; latency {meta.get('lat_secs', '?')}s oha "
+               f"-q {meta.get('rate', '?')} -c {meta.get('lat_conns', '?')}; load generator on "
+               f"CPU {meta.get('load_cpu', '?')}, gateway+nginx on CPU {meta.get('server_cpu', '?')}")
+    out.append("")
+    out.append(line(header))
+    out.append(line(tuple("-" * w for w in widths)))
+    out.extend(line(r) for r in rows)
+    out.append("")
+    out.append("targets missed: " + (", ".join(misses) if misses else "none"))
+    for n in notes:
+        out.append("note: " + n)
+    print("\n".join(out))
+    return 1 if misses else 0
+
+
+def main(argv):
+    if len(argv) < 2:
+        sys.exit(USAGE)
+    cmd, args = argv[1], argv[2:]
+    if cmd == "freeports":
+        freeports(int(args[0]))
+    elif cmd == "wait-ready":
+        wait_ready(args[0])
+    elif cmd == "wrk-record":
+        wrk_record(args[0], args[1], args[2:])
+    elif cmd == "oha-record":
+        oha_record(args[0], args[1], args[2:])
+    elif cmd == "summary":
+        summary(args[0])
+    else:
+        sys.exit(USAGE)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,34 @@
+-- wrk script for bench/run.sh.
+--
+--   wrk -t1 -c32 -d6s -s bench/wrk.lua http://127.0.0.1:PORT/v1/chat/completions -- chat
+--   wrk -t1 -c32 -d6s -s bench/wrk.lua http://127.0.0.1:PORT/v1/stream -- stream
+--
+-- "chat" sends a small OpenAI chat request as a POST with a JSON body; "stream" is a plain GET.
+-- done() prints one machine-readable line, "WRKJSON {...}", which run.sh keeps instead of
+-- scraping wrk's human output.
+
+local mode = "chat"
+
+function init(args)
+  mode = args[1] or "chat"
+  if mode == "chat" then
+    wrk.method = "POST"
+    wrk.headers["Content-Type"] = "application/json"
+    wrk.body = '{"model":"bench-model","messages":[{"role":"system","content":"You are terse."},'
+      .. '{"role":"user","content":"Say hello in one word."}],"temperature":0}'
+  else
+    wrk.method = "GET"
+    wrk.headers["Accept"] = "text/event-stream"
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,'
+      .. '"err_connect":%d,"err_read":%d,"err_write":%d,"err_status":%d,"err_timeout":%d,'
+      .. '"lat_mean_us":%.1f,"lat_p50_us":%d,"lat_p99_us":%d}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency:percentile(50), latency:percentile(99)))
+end

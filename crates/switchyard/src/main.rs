@@ -44,10 +44,21 @@ enum Command {
     },
 }
 
+/// Parses and validates, then compiles the runtime snapshot too, so certificates, keys and
+/// everything else `run` would load are checked.
+fn validate(file: &std::path::Path) -> Result<config::Loaded, String> {
+    let loaded = config::load_file(file).map_err(|e| e.to_string())?;
+    let compiled = run::block_on_result(async {
+        proxy::snapshot::compile(&loaded, &proxy::snapshot::ClientCache::default()).map(|_| ())
+    });
+    compiled.map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(loaded)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.file) {
-        (Some(Command::Validate { file }), _) => match config::load_file(&file) {
+        (Some(Command::Validate { file }), _) => match validate(&file) {
             Ok(loaded) => {
                 let binds = loaded.config.binds.len();
                 let routes: usize = loaded

@@ -24,6 +24,17 @@ pub fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
+/// Runs a future that needs a runtime (building upstream clients does) to completion.
+pub fn block_on_result<T>(
+    fut: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .block_on(fut)
+}
+
 pub fn init_logging(level: Option<config::LogLevel>) {
     let default = match level {
         Some(config::LogLevel::Trace) => "trace",

@@ -254,3 +254,27 @@ fn demo_serves_a_chat_completion() {
     assert_eq!(status, 200);
     assert!(body.contains("sim-gpt"));
 }
+
+#[test]
+fn validate_checks_certificates_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+    let file = dir.path().join("tls.yaml");
+    std::fs::write(
+        &file,
+        "binds:\n- port: 8443\n  listeners:\n  - protocol: HTTPS\n    tls: {cert: cert.pem, key: key.pem}\n    routes:\n    - backends: [{host: 127.0.0.1:9}]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("binds[0]") && err.contains("cert.pem"),
+        "{err}"
+    );
+}

@@ -109,7 +109,9 @@ def oha_record(out, path, extra):
         data = json.load(f)
     pct = data.get("latencyPercentiles") or {}
     codes = data.get("statusCodeDistribution") or {}
-    errors = data.get("errorDistribution") or {}
+    errors = dict(data.get("errorDistribution") or {})
+    # Requests still in flight when -z runs out are cut off by oha itself, not failed.
+    aborted = errors.pop("aborted due to deadline", 0)
     ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
     rec = {
         "tool": "oha",
@@ -119,6 +121,7 @@ def oha_record(out, path, extra):
         "ok": ok,
         "non2xx": sum(codes.values()) - ok,
         "errors": sum(errors.values()),
+        "aborted_at_deadline": aborted,
         "rps": (data.get("summary") or {}).get("requestsPerSec"),
     }
     rec.update(kv_fields(extra))
@@ -198,6 +201,10 @@ def summary(path):
                      f"<= {TARGET_CPU_PER_10K}", check(f"{label} gateway CPU", cg, TARGET_CPU_PER_10K)))
         rows.append((f"{label}: nginx CPU-s / 10k req", fmt(cpu_per_10k(d, "ng_ticks"), "{:.3f}"),
                      fmt(cpu_per_10k(g, "ng_ticks"), "{:.3f}"), "", "(reference)", ""))
+        # Direct: wrk's own connections. Gateway: connections the gateway opened upstream; more
+        # than the client's count means the upstream pool is not reusing connections.
+        rows.append((f"{label}: conns nginx accepted / run", fmt(med(d, "upstream_conns")),
+                     fmt(med(g, "upstream_conns")), "", "(diagnostic)", ""))
         errs = sum(r.get("errors", 0) for r in d + g)
         if errs:
             notes.append(f"{label}: wrk counted {errs} errors/non-2xx responses; RPS is suspect")
@@ -221,12 +228,14 @@ def summary(path):
     load = mib(gw.get("hwm_end_kb"))
     rows.append(("gateway RSS peak (VmHWM at end)", "-", fmt(load, "{:.1f}", " MiB"), "",
                  f"<= {TARGET_RSS_LOAD_MIB} MiB", check("RSS after load", load, TARGET_RSS_LOAD_MIB)))
+    if len(gw.get("ready_all_ms") or []) > 1:
+        notes.append("start-to-ready per spawn: " + ", ".join(f"{v:g} ms" for v in gw["ready_all_ms"]))
     ready = gw.get("ready_ms")
-    rows.append(("start-to-ready (spawn -> 200)", "-", fmt(ready, "{:.1f}", " ms"),
+    rows.append(("start-to-ready (spawn -> 200, median)", "-", fmt(ready, "{:.1f}", " ms"),
                  f"log {gw['log_ready_ms']} ms" if gw.get("log_ready_ms") is not None else "",
                  f"<= {TARGET_READY_MS} ms", check("start-to-ready", ready, TARGET_READY_MS)))
 
-    header = ("case", "direct", "gateway", "gw/direct", "target", "")
+    header = ("case", "direct", "gateway", "gw vs direct", "target", "result")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
 

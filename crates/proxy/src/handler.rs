@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
@@ -169,7 +170,7 @@ async fn route_and_forward(
         Replay::Once(Some(body))
     };
 
-    let attempt_all = forward_with_retries(route, &order, &parts, &mut body, matched_prefix);
+    let attempt_all = forward_with_retries(route, &order, &mut parts, &mut body, matched_prefix);
     let result = match policies.request_timeout {
         Some(t) => tokio::time::timeout(t, attempt_all)
             .await
@@ -218,7 +219,7 @@ impl Replay {
 async fn forward_with_retries(
     route: &RouteRt,
     order: &crate::snapshot::smallvec_like::Order,
-    parts: &Parts,
+    parts: &mut Parts,
     body: &mut Replay,
     matched_prefix: Option<&str>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -234,7 +235,13 @@ async fn forward_with_retries(
                 "the request body was already sent and cannot be replayed",
             ));
         };
-        let outcome = send_once(backend, parts, req_body, matched_prefix).await;
+        // A body that cannot be resent means this is the only try: move the headers.
+        let headers = if body.can_resend() {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        let outcome = send_once(backend, parts, headers, req_body, matched_prefix).await;
         let more_retries = retries_done < max_status_retries && body.can_resend();
         match outcome {
             Ok(resp) => {
@@ -275,6 +282,7 @@ enum Failure {
 async fn send_once(
     backend: &BackendRt,
     parts: &Parts,
+    headers: HeaderMap,
     body: Body,
     matched_prefix: Option<&str>,
 ) -> Result<Response<Body>, Failure> {
@@ -286,8 +294,15 @@ async fn send_once(
             ))))
         }
     };
-    let req = build_upstream_request(parts, body, &backend.policies, upstream, matched_prefix)
-        .map_err(Failure::Fatal)?;
+    let req = build_upstream_request(
+        parts,
+        headers,
+        body,
+        &backend.policies,
+        upstream,
+        matched_prefix,
+    )
+    .map_err(Failure::Fatal)?;
     let call = upstream.client.request(req);
     let result = match backend.policies.backend_timeout {
         Some(t) => match tokio::time::timeout(t, call).await {
@@ -346,49 +361,78 @@ fn original_authority(parts: &Parts) -> Option<String> {
 
 fn build_upstream_request(
     parts: &Parts,
+    mut headers: HeaderMap,
     body: Body,
     policies: &Effective,
     upstream: &Upstream,
     matched_prefix: Option<&str>,
 ) -> Result<Request<Body>, ProxyError> {
-    let mut headers: HeaderMap = parts.headers.clone();
-    let mut authority = original_authority(parts).unwrap_or_else(|| upstream.address.to_string());
-    let mut path = parts.uri.path().to_string();
+    let bad_host = || ProxyError::bad_request("invalid host authority");
+    // The client's Host: the URI authority (HTTP/2, absolute-form) or the Host header.
+    let mut authority: Option<Authority> = match parts.uri.authority() {
+        Some(a) => Some(a.clone()),
+        None => headers
+            .get(header::HOST)
+            .map(|h| Authority::try_from(h.as_bytes()))
+            .transpose()
+            .map_err(|_| bad_host())?,
+    };
+    let mut rewritten_path = None;
     if let Some(rw) = &policies.url_rewrite {
         if let Some(a) = &rw.authority {
-            authority = rewrite_authority(&authority, a);
+            let current = authority.as_ref().map_or("", |a| a.as_str());
+            authority =
+                Some(Authority::try_from(rewrite_authority(current, a)).map_err(|_| bad_host())?);
         }
         if let Some(p) = &rw.path {
-            path = rewrite_path(&path, p, matched_prefix);
+            rewritten_path = Some(rewrite_path(parts.uri.path(), p, matched_prefix));
         }
     }
-    headers.insert(
-        header::HOST,
-        HeaderValue::from_str(&authority)
-            .map_err(|_| ProxyError::bad_request("invalid host authority"))?,
-    );
     if let Some(m) = &policies.request_headers {
+        // Modifiers may set `Host`; let them see and change it like any header.
+        if let Some(a) = &authority {
+            let v = HeaderValue::from_str(a.as_str()).map_err(|_| bad_host())?;
+            headers.insert(header::HOST, v);
+        }
         m.apply(&mut headers);
-    }
-    if let Some(auth) = &policies.backend_auth {
-        headers.insert(header::AUTHORIZATION, auth.clone());
+        if let Some(h) = headers.get(header::HOST) {
+            authority = Some(Authority::try_from(h.as_bytes()).map_err(|_| bad_host())?);
+        }
     }
     // The Host to send travels in the URI: hyper writes it as `Host` (HTTP/1.1) or
     // `:authority` (HTTP/2); the connector ignores it and dials the backend address.
-    let authority = headers
-        .remove(header::HOST)
-        .and_then(|h| h.to_str().ok().map(str::to_string))
-        .unwrap_or(authority);
-    let mut uri = String::with_capacity(authority.len() + path.len() + 16);
-    uri.push_str(if upstream.tls { "https://" } else { "http://" });
-    uri.push_str(&authority);
-    uri.push_str(&path);
-    if let Some(q) = parts.uri.query() {
-        uri.push('?');
-        uri.push_str(q);
+    headers.remove(header::HOST);
+    if let Some(auth) = &policies.backend_auth {
+        headers.insert(header::AUTHORIZATION, auth.clone());
     }
-    let uri: Uri = uri
-        .parse()
+    let authority = match authority {
+        Some(a) => a,
+        None => Authority::try_from(&*upstream.address).map_err(|_| bad_host())?,
+    };
+    let path_and_query = match rewritten_path {
+        Some(mut p) => {
+            if let Some(q) = parts.uri.query() {
+                p.push('?');
+                p.push_str(q);
+            }
+            PathAndQuery::try_from(p)
+                .map_err(|_| ProxyError::bad_request("rewritten path is not a valid URI path"))?
+        }
+        None => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(if upstream.tls {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(path_and_query);
+    let uri = Uri::from_parts(uri)
         .map_err(|_| ProxyError::bad_request("request target cannot be forwarded"))?;
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();

@@ -1,5 +1,6 @@
 //! Listener and route selection with Gateway API precedence.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::sync::Arc;
 
@@ -41,30 +42,33 @@ impl HostPattern {
     }
 }
 
-/// The request host, lower-cased, without port. HTTP/2 carries it in the URI authority.
-pub fn request_host(parts: &Parts) -> Option<String> {
-    let raw = parts
-        .uri
-        .authority()
-        .map(|a| a.host().to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(strip_port)
-        })?;
-    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+/// The request host, lower-cased, without port or trailing dot. HTTP/2 carries it in the URI
+/// authority. Borrows when the host is already in canonical form (the common case).
+pub fn request_host(parts: &Parts) -> Option<Cow<'_, str>> {
+    let raw = match parts.uri.authority() {
+        Some(a) => a.host(),
+        None => strip_port(parts.headers.get(http::header::HOST)?.to_str().ok()?),
+    };
+    let raw = raw
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(raw);
+    let raw = raw.strip_suffix('.').unwrap_or(raw);
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(raw.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(raw))
+    }
 }
 
-fn strip_port(authority: &str) -> String {
+fn strip_port(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
         // [v6]:port
-        return rest.split(']').next().unwrap_or(rest).to_string();
+        return rest.split(']').next().unwrap_or(rest);
     }
     match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
-        _ => authority.to_string(),
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
     }
 }
 

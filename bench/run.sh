@@ -1,0 +1,458 @@
+#!/usr/bin/env bash
+# bench/run.sh: direct-to-upstream vs through-Switchyard, measured in the same run.
+#
+#   bench/run.sh            full run (a few minutes)
+#   bench/run.sh --quick    one short round, to check the harness itself
+#   bench/run.sh --perf     also profile the gateway with `perf record -g` under saturation
+#
+# Knobs (environment): ROUNDS SECS CONNS RATE LAT_SECS LAT_CONNS LOAD_CPU SERVER_CPU
+# READY_SPAWNS PERF=auto|1|0. See bench/README.md for what is measured and how to read it.
+# Everything it generates goes to bench/out/; tools it builds are cached in bench/.tools/.
+set -euo pipefail
+export LC_ALL=C # $EPOCHREALTIME and printf must use '.' as the decimal point
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH/.." && pwd)
+OUT=$BENCH/out
+TOOLS=$BENCH/.tools
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+GATEWAY_BIN=$TARGET_DIR/release/switchyard
+HELPERS=$BENCH/helpers.py
+
+ROUNDS=${ROUNDS:-3}             # interleaved direct/gateway rounds per case
+SECS=${SECS:-6}                 # seconds per saturation run
+CONNS=${CONNS:-32}              # wrk connections
+RATE=${RATE:-200}               # fixed request rate for the latency case
+LAT_SECS=${LAT_SECS:-8}         # seconds per latency run
+LAT_CONNS=${LAT_CONNS:-8}       # oha connections for the latency case
+LOAD_CPU=${LOAD_CPU:-0}         # wrk/oha/pollers run here ...
+SERVER_CPU=${SERVER_CPU:-1}     # ... and the gateway and nginx here, so they never share a core
+READY_SPAWNS=${READY_SPAWNS:-3} # start-up is timed over this many spawns; the last one is measured
+PERF=${PERF:-auto}              # auto: profile only if a target is missed (and perf works)
+
+case "${1:-}" in
+  --quick) ROUNDS=1 SECS=3 LAT_SECS=3 READY_SPAWNS=1 ;;
+  --perf) PERF=1 ;;
+  -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+  "") ;;
+  *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
+esac
+
+RESULTS=$OUT/results.jsonl
+PIDS=() # every long-running process we start; cleanup() stops them
+
+if [[ -t 2 ]]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD= PLAIN=; fi
+log() { printf '%s==>%s %s\n' "$BOLD" "$PLAIN" "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Clean-up: stop what we started, by PID only, politely first.
+
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  PIDS=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# Tools: Debian packages, oha (built once into bench/.tools), the gateway itself.
+
+as_root() {
+  if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  # `apt-get update` only when something is actually missing: it is slow and needs the network.
+  log "installing $*"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_packages() {
+  local missing=()
+  command -v nginx >/dev/null || missing+=(nginx-light)
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v taskset >/dev/null || missing+=(util-linux)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  if ((${#missing[@]})); then
+    # nginx-light is gone from newer Debian releases; plain nginx serves just as well here.
+    apt_install "${missing[@]}" || apt_install "${missing[@]/nginx-light/nginx}"
+  fi
+  if [[ $PERF != 0 ]] && ! command -v perf >/dev/null; then
+    apt_install linux-perf || log "linux-perf not installable; profiling is off"
+  fi
+}
+
+ensure_oha() {
+  OHA=$TOOLS/bin/oha
+  [[ -x $OHA ]] && return 0
+  if command -v oha >/dev/null; then
+    OHA=$(command -v oha)
+    return 0
+  fi
+  # oha needs one TLS backend to compile. native-tls links the system OpenSSL, which is much
+  # less to build on a 2-core machine than the default (rustls with aws-lc).
+  local missing=()
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+  if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+  log "building oha into bench/.tools (once; several minutes)"
+  cargo install oha --locked --no-default-features --features native-tls --root "$TOOLS" \
+    >"$OUT/oha-build.log" 2>&1 || die "cargo install oha failed; see $OUT/oha-build.log"
+}
+
+build_gateway() {
+  log "building switchyard (release)"
+  (cd "$ROOT" && cargo build --release -p switchyard) || die "cargo build failed"
+  [[ -x $GATEWAY_BIN ]] || die "no binary at $GATEWAY_BIN"
+}
+
+# ---------------------------------------------------------------------------------------------
+# /proc accounting.
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# utime+stime of the whole process (all threads), in clock ticks: fields 14 and 15 of
+# /proc/PID/stat. The comm field (2) may contain spaces, so split after the last ')'.
+cpu_ticks() {
+  local stat rest f
+  stat=$(</proc/"$1"/stat)
+  rest=${stat##*) }
+  read -ra f <<<"$rest" # f[0] is field 3
+  echo $((f[11] + f[12]))
+}
+
+# Connections nginx has accepted so far (first number of stub_status's third line).
+nginx_accepts() {
+  curl -fsS "http://127.0.0.1:$UP_PORT/nginx_status" | awk 'NR == 3 { print $1 }'
+}
+
+# A "VmXXX:   1234 kB" line of /proc/PID/status, in kB.
+vm_kb() {
+  awk -v k="$2:" '$1 == k { print $2 }' /proc/"$1"/status
+}
+
+# ---------------------------------------------------------------------------------------------
+# Upstream: nginx, one worker, no master, no access log, everything under bench/out/nginx.
+
+# About 600 bytes, the shape of a real non-streaming chat.completion.
+CHAT_JSON='{"id":"chatcmpl-bench0000000000000000000000001","object":"chat.completion","created":1735689600,"model":"bench-model-2025-01-01","system_fingerprint":"fp_bench000001","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is a fixed benchmark completion from the nginx upstream. It is long enough to look like a short real answer, and short enough to be cheap to serve.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":36,"total_tokens":60,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}'
+
+write_upstream() {
+  local dir=$OUT/nginx i
+  mkdir -p "$dir/tmp" "$dir/html/v1"
+  # A short SSE stream: role chunk, a few content chunks, finish chunk, [DONE].
+  {
+    printf 'data: {"id":"chatcmpl-bench1","object":"chat.completion.chunk","created":1735689600,"model":"bench-model","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+    for i in Hello there from the bench stream; do
+      printf 'data: {"id":"chatcmpl-bench1","object":"chat.completion.chunk","created":1735689600,"model":"bench-model","choices":[{"index":0,"delta":{"content":"%s "},"finish_reason":null}]}\n\n' "$i"
+    done
+    printf 'data: {"id":"chatcmpl-bench1","object":"chat.completion.chunk","created":1735689600,"model":"bench-model","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    printf 'data: [DONE]\n\n'
+  } >"$dir/html/v1/stream"
+  cat >"$dir/nginx.conf" <<EOF
+# Generated by bench/run.sh. A deliberately cheap upstream: the point is to measure the gateway.
+daemon off;
+master_process off;   # one process, so its /proc/PID/stat is the whole upstream's CPU
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server_tokens off;
+  # Debian's compiled-in temp paths are under /var/lib/nginx; keep everything in bench/out.
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  # The default of 1000 requests per connection would make wrk and the gateway reconnect.
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  server {
+    listen 127.0.0.1:$UP_PORT;
+    location = /v1/chat/completions {
+      default_type application/json;
+      return 200 '$CHAT_JSON';
+    }
+    location = /v1/stream {
+      types { }
+      default_type text/event-stream;
+      root $dir/html;
+    }
+    # Connections accepted so far: tells whether the gateway reuses its upstream connections.
+    location = /nginx_status { stub_status; }
+  }
+}
+EOF
+}
+
+start_upstream() {
+  log "starting nginx on 127.0.0.1:$UP_PORT (CPU $SERVER_CPU)"
+  taskset -c "$SERVER_CPU" nginx -e "$OUT/nginx/error.log" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" \
+    >"$OUT/nginx/stdout.log" 2>&1 &
+  NGINX_PID=$!
+  PIDS+=("$NGINX_PID")
+  local i
+  for i in $(seq 200); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$UP_PORT/v1/stream" 2>/dev/null && return 0
+    kill -0 "$NGINX_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  cat "$OUT/nginx/error.log" "$OUT/nginx/stdout.log" >&2 2>/dev/null || true
+  die "nginx did not come up"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Gateway: one bind, one listener, one route, one backend, no policies (the plain HTTP path).
+
+write_gateway_config() {
+  cat >"$OUT/gateway.yaml" <<EOF
+# Generated by bench/run.sh.
+config:
+  adminAddr: 127.0.0.1:$ADMIN_PORT
+  drainTimeout: 1s
+binds:
+- port: $GW_PORT
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - backends:
+      - host: 127.0.0.1:$UP_PORT
+EOF
+}
+
+# Spawns the gateway and times spawn -> first 200 from /healthz/ready. A Python poller is started
+# (and waits until it is "armed") before the spawn, so its own start-up is not on the clock.
+# Sets GW_PID and READY_MS.
+start_gateway() {
+  local armed from_poll to_poll
+  coproc POLL { taskset -c "$LOAD_CPU" python3 "$HELPERS" wait-ready "127.0.0.1:$ADMIN_PORT"; }
+  local poll_pid=$POLL_PID
+  # Private copies of the coprocess pipes: bash drops POLL[] as soon as the coprocess exits.
+  exec {from_poll}<&"${POLL[0]}" {to_poll}>&"${POLL[1]}"
+  read -r armed <&"$from_poll"
+  [[ $armed == armed ]] || die "readiness poller did not start"
+  local t0=$EPOCHREALTIME
+  # (The gateway must not inherit the poller pipes, hence the closes.)
+  NO_COLOR=1 taskset -c "$SERVER_CPU" "$GATEWAY_BIN" -f "$OUT/gateway.yaml" >"$OUT/gateway.log" 2>&1 \
+    {from_poll}<&- {to_poll}>&- &
+  GW_PID=$!
+  PIDS+=("$GW_PID")
+  echo "$t0" >&"$to_poll"
+  read -r READY_MS <&"$from_poll" || READY_MS=timeout
+  exec {from_poll}<&- {to_poll}>&-
+  wait "$poll_pid" 2>/dev/null || true
+  if [[ $READY_MS == timeout ]] || ! kill -0 "$GW_PID" 2>/dev/null; then
+    cat "$OUT/gateway.log" >&2
+    die "gateway did not become ready"
+  fi
+}
+
+stop_gateway() {
+  stop_pid "$GW_PID"
+  local keep=() pid
+  for pid in "${PIDS[@]}"; do [[ $pid == "$GW_PID" ]] || keep+=("$pid"); done
+  PIDS=("${keep[@]}")
+}
+
+# The gateway's own view of start-up: its "ready elapsed_ms=N" log line (config loaded -> ready).
+log_ready_ms() {
+  sed 's/\x1b\[[0-9;]*m//g' "$OUT/gateway.log" | grep -o 'elapsed_ms=[0-9]*' | head -1 | cut -d= -f2
+}
+
+# Start the gateway READY_SPAWNS times; keep the last one running for the load cases.
+start_gateway_timed() {
+  local i times=()
+  for i in $(seq "$READY_SPAWNS"); do
+    if ((i > 1)); then stop_gateway; fi
+    start_gateway
+    times+=("$READY_MS")
+    LOG_READY_MS=$(log_ready_ms)
+    log "gateway ready in $READY_MS ms (spawn $i/$READY_SPAWNS; its log says ${LOG_READY_MS:-?} ms)"
+  done
+  # Idle memory right after ready, before any request has been served.
+  RSS_IDLE_KB=$(vm_kb "$GW_PID" VmRSS)
+  HWM_IDLE_KB=$(vm_kb "$GW_PID" VmHWM)
+  READY_TIMES=$(IFS=,; echo "${times[*]}")
+  READY_MEDIAN=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+}
+
+# ---------------------------------------------------------------------------------------------
+# Sanity: both paths must answer 200 with exactly the upstream's bytes before we time anything.
+
+fetch() { # TARGET CASE: print the response body
+  if [[ $2 == chat ]]; then
+    curl -fsS -X POST -H 'content-type: application/json' -d '{}' "$(url_for "$1" "$2")"
+  else
+    curl -fsS "$(url_for "$1" "$2")"
+  fi
+}
+
+smoke_test() {
+  local case direct via
+  for case in chat stream; do
+    direct=$(fetch direct "$case") || die "direct $case request failed"
+    via=$(fetch gateway "$case") || die "gateway $case request failed; see $OUT/gateway.log"
+    [[ $direct == "$via" ]] || die "the gateway changed the $case response body"
+  done
+  log "smoke test ok: both paths return the upstream's bytes"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Load cases.
+
+url_for() { # TARGET CASE
+  local port=$UP_PORT path=/v1/chat/completions
+  [[ $1 == gateway ]] && port=$GW_PORT
+  [[ $2 == stream ]] && path=/v1/stream
+  echo "http://127.0.0.1:$port$path"
+}
+
+# Closed-loop saturation with wrk, and the CPU both servers burned while it ran.
+run_wrk() { # CASE TARGET ROUND
+  local case=$1 target=$2 round=$3 gw0 ng0 gw1 ng1 acc0 acc1
+  local file=$OUT/wrk-$case-$target-$round.txt
+  printf '  %-7s %-8s round %s: ' "$case" "$target" "$round" >&2
+  acc0=$(nginx_accepts)
+  gw0=$(cpu_ticks "$GW_PID") ng0=$(cpu_ticks "$NGINX_PID")
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
+    "$(url_for "$target" "$case")" -- "$case" >"$file" 2>&1 || die "wrk failed: $(cat "$file")"
+  gw1=$(cpu_ticks "$GW_PID") ng1=$(cpu_ticks "$NGINX_PID")
+  acc1=$(nginx_accepts)
+  # (acc1 - acc0 - 1: the status request itself is a connection too.)
+  python3 "$HELPERS" wrk-record "$RESULTS" "$file" kind=run case="$case" target="$target" \
+    round="$round" gw_ticks=$((gw1 - gw0)) ng_ticks=$((ng1 - ng0)) \
+    upstream_conns=$((acc1 - acc0 - 1)) >&2
+}
+
+# Short unrecorded run so both paths start with warm connection pools and page caches.
+warm_up() {
+  local target
+  for target in direct gateway; do
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s -s "$BENCH/wrk.lua" \
+      "$(url_for "$target" chat)" -- chat >/dev/null 2>&1 || true
+  done
+}
+
+# Open-loop latency at a fixed rate with oha. --latency-correction times each request from when
+# it was scheduled, so a stall shows up as latency instead of silently lowering the rate.
+run_oha() { # TARGET ROUND
+  local target=$1 round=$2 file=$OUT/oha-$1-$2.json
+  printf '  latency %-8s round %s: ' "$target" "$round" >&2
+  taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format json --latency-correction \
+    -q "$RATE" -z "${LAT_SECS}s" -c "$LAT_CONNS" -m POST -T application/json \
+    -d '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}' \
+    "$(url_for "$target" chat)" >"$file" 2>"$OUT/oha-$1-$2.err" || die "oha failed: $(cat "$OUT/oha-$1-$2.err")"
+  python3 "$HELPERS" oha-record "$RESULTS" "$file" kind=run case=latency target="$target" \
+    round="$round" >&2
+}
+
+# perf profile of the gateway while wrk saturates it; top of `perf report` to bench/out.
+run_perf() {
+  if ! perf record -e cpu-clock -o /dev/null true >/dev/null 2>&1; then
+    log "perf does not work here; skipping the profile"
+    return 0
+  fi
+  log "profiling the gateway (perf record -g, ${SECS}s chat saturation)"
+  taskset -c "$LOAD_CPU" perf record -e cpu-clock -F 999 -g -p "$GW_PID" -o "$OUT/perf.data" \
+    -- sleep "$SECS" >"$OUT/perf-record.log" 2>&1 &
+  local perf_pid=$!
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
+    "$(url_for gateway chat)" -- chat >/dev/null 2>&1 || true
+  wait "$perf_pid" || true
+  # The call-graph view (as asked for by `perf report --no-children --stdio | head -60`), a flat
+  # top-of-symbols list, and the split between kernel, libc and the gateway's own code.
+  perf report -i "$OUT/perf.data" --no-children --stdio 2>/dev/null | head -60 >"$OUT/perf-report.txt" || true
+  perf report -i "$OUT/perf.data" --no-children --stdio -g none 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | head -40 >"$OUT/perf-top.txt" || true
+  perf report -i "$OUT/perf.data" --no-children --stdio -g none --sort dso 2>/dev/null |
+    grep -E '^ +[0-9.]+%' >"$OUT/perf-dso.txt" || true
+  log "gateway CPU by binary (perf report --sort dso):"
+  sed 's/ *$//' "$OUT/perf-dso.txt" >&2
+  log "top gateway symbols, self time (all: $OUT/perf-top.txt; call graphs: $OUT/perf-report.txt):"
+  head -15 "$OUT/perf-top.txt" | cut -c1-160 >&2
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+  mkdir -p "$OUT" "$TOOLS"
+  rm -f "$RESULTS" "$OUT"/wrk-*.txt "$OUT"/oha-*.json "$OUT"/oha-*.err
+  ((SERVER_CPU < $(nproc) && LOAD_CPU < $(nproc))) || die "needs CPUs $LOAD_CPU and $SERVER_CPU"
+
+  ensure_packages
+  ensure_oha
+  build_gateway
+
+  read -r UP_PORT GW_PORT ADMIN_PORT < <(python3 "$HELPERS" freeports 3)
+  write_upstream
+  write_gateway_config
+  start_upstream
+  start_gateway_timed
+  smoke_test
+
+  local commit dirty=0
+  commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || dirty=1
+  python3 - "$RESULTS" <<EOF
+import json, sys
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps({"kind": "meta", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+        "commit": "$commit", "dirty": $dirty, "rounds": $ROUNDS, "secs": $SECS, "conns": $CONNS,
+        "rate": $RATE, "lat_secs": $LAT_SECS, "lat_conns": $LAT_CONNS, "load_cpu": $LOAD_CPU,
+        "server_cpu": $SERVER_CPU, "clk_tck": $CLK_TCK}) + "\n")
+EOF
+
+  log "warming up"
+  warm_up
+  # Interleave direct and gateway inside every round so that drift on the machine (other work,
+  # thermal, page cache) lands on both sides instead of biasing one.
+  local round case target
+  for round in $(seq "$ROUNDS"); do
+    log "round $round/$ROUNDS"
+    for case in chat stream; do
+      for target in direct gateway; do run_wrk "$case" "$target" "$round"; done
+    done
+    for target in direct gateway; do run_oha "$target" "$round"; done
+  done
+
+  local hwm_end
+  hwm_end=$(vm_kb "$GW_PID" VmHWM)
+  python3 - "$RESULTS" <<EOF
+import json, sys
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps({"kind": "gateway", "ready_ms": $READY_MEDIAN, "ready_all_ms": [$READY_TIMES],
+        "log_ready_ms": ${LOG_READY_MS:-None}, "rss_idle_kb": $RSS_IDLE_KB,
+        "hwm_idle_kb": $HWM_IDLE_KB, "rss_end_kb": $(vm_kb "$GW_PID" VmRSS),
+        "hwm_end_kb": $hwm_end}) + "\n")
+EOF
+
+  echo >&2
+  local status=0
+  python3 "$HELPERS" summary "$RESULTS" | tee "$OUT/summary.txt" || true
+  grep -q '^targets missed: none' "$OUT/summary.txt" || status=1
+
+  if [[ $PERF == 1 || ($PERF == auto && $status == 1) ]]; then
+    if command -v perf >/dev/null; then run_perf; else log "perf not installed; no profile"; fi
+  fi
+  log "results: $OUT/summary.txt (raw: $RESULTS)"
+}
+
+main "$@"

@@ -104,12 +104,7 @@ async fn hostname_listeners_and_routes() {
 
 #[tokio::test]
 async fn forwarding_headers_hop_by_hop_and_request_id() {
-    let up = echo("up").await;
-    let (_gw, addr) = gateway(&one_route(&format!(
-        "      backends:\n      - host: {}\n",
-        up.addr
-    )))
-    .await;
+    let (_up, _gw, addr) = proxied_echo().await;
     let r = send(
         addr,
         Request::get("/h")
@@ -227,12 +222,7 @@ async fn https_listener_alpn_and_sni_certificates() {
 
 #[tokio::test]
 async fn upgrade_passthrough_echoes_bytes() {
-    let up = echo("up").await;
-    let (_gw, addr) = gateway(&one_route(&format!(
-        "      backends:\n      - host: {}\n",
-        up.addr
-    )))
-    .await;
+    let (_up, _gw, addr) = proxied_echo().await;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(
         b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
@@ -461,12 +451,7 @@ async fn reload_adds_and_removes_binds() {
 
 #[tokio::test]
 async fn graceful_drain_finishes_in_flight_and_stops_accepting() {
-    let up = echo("up").await;
-    let (gw, addr) = gateway(&one_route(&format!(
-        "      backends:\n      - host: {}\n",
-        up.addr
-    )))
-    .await;
+    let (_up, gw, addr) = proxied_echo().await;
     let in_flight = tokio::spawn(async move { get(addr, "/slow/500").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t = Instant::now();
@@ -486,12 +471,7 @@ async fn graceful_drain_finishes_in_flight_and_stops_accepting() {
 
 #[tokio::test]
 async fn drain_deadline_cuts_long_requests() {
-    let up = echo("up").await;
-    let (gw, addr) = gateway(&one_route(&format!(
-        "      backends:\n      - host: {}\n",
-        up.addr
-    )))
-    .await;
+    let (_up, gw, addr) = proxied_echo().await;
     let _long = tokio::spawn(async move {
         h1_client()
             .request(

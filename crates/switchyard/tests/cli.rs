@@ -53,22 +53,31 @@ impl Drop for Proc {
     }
 }
 
-#[test]
-fn validate_reports_file_line_column_key_and_expectation() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.yaml");
-    std::fs::write(
-        &file,
-        "binds:\n- port: 8080\n  listeners:\n  - routes:\n    - backends:\n      - host: 127.0.0.1:9\n        wieght: 2\n",
-    )
-    .unwrap();
+/// Writes `yaml` to `dir/name` and runs `switchyard validate` on it: (success, stderr).
+fn validate_text(dir: &Path, name: &str, yaml: &str) -> (bool, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, yaml).unwrap();
     let out = Command::new(BIN)
         .args(["validate", "-f"])
         .arg(&file)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn validate_reports_file_line_column_key_and_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = validate_text(
+        dir.path(),
+        "bad.yaml",
+        "binds:\n- port: 8080\n  listeners:\n  - routes:\n    - backends:\n      - host: 127.0.0.1:9\n        wieght: 2\n",
+    );
+    assert!(!ok);
+    let file = dir.path().join("bad.yaml");
     let expected_prefix = format!(
         "{}:7:9: binds[0].listeners[0].routes[0].backends[0].wieght",
         file.display()
@@ -260,19 +269,12 @@ fn validate_checks_certificates_too() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
     std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
-    let file = dir.path().join("tls.yaml");
-    std::fs::write(
-        &file,
+    let (ok, err) = validate_text(
+        dir.path(),
+        "tls.yaml",
         "binds:\n- port: 8443\n  listeners:\n  - protocol: HTTPS\n    tls: {cert: cert.pem, key: key.pem}\n    routes:\n    - backends: [{host: 127.0.0.1:9}]\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["validate", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    assert!(!ok);
     assert!(
         err.contains("binds[0]") && err.contains("cert.pem"),
         "{err}"

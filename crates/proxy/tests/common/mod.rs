@@ -52,6 +52,17 @@ pub fn one_route(route: &str) -> String {
     )
 }
 
+/// An echo upstream behind a gateway with one plain route to it.
+pub async fn proxied_echo() -> (Upstream, Arc<proxy::Gateway>, SocketAddr) {
+    let up = echo("up").await;
+    let (gw, addr) = gateway(&one_route(&format!(
+        "      backends:\n      - host: {}\n",
+        up.addr
+    )))
+    .await;
+    (up, gw, addr)
+}
+
 // ---------- upstreams ----------
 
 pub struct Upstream {

@@ -393,7 +393,19 @@ async fn backend_tls_rejects_untrusted_and_allows_explicit_insecure() {
         up.addr
     )))
     .await;
-    assert_eq!(get(addr, "/").await.status, 200);
+    let r = get(addr, "/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["version"], "HTTP/1.1");
+
+    // HTTP/2 to the upstream negotiated by ALPN over TLS.
+    let (_gw, addr) = gateway(&one_route(&format!(
+        "      policies:\n        backendTLS: {{insecureSkipVerify: true}}\n        backendHTTP: {{version: '2'}}\n      backends:\n      - host: {}\n",
+        up.addr
+    )))
+    .await;
+    let r = get(addr, "/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["version"], "HTTP/2.0");
 }
 
 #[tokio::test]

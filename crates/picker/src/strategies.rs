@@ -1,0 +1,468 @@
+//! Stateless strategies, session affinity and weighted combinations.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::{PickRequest, Picker, PodId, PodMetrics, PodState};
+
+/// Min-max normalisation of a lower-is-better value over healthy pods that
+/// have one: best → 1, worst → 0, all equal → 1. Other pods → `None`.
+fn min_max_lower_better(
+    pods: &[PodState],
+    value: impl Fn(&PodState) -> Option<f64>,
+) -> Vec<Option<f64>> {
+    let vals: Vec<Option<f64>> = pods
+        .iter()
+        .map(|p| value(p).filter(|v| p.healthy && v.is_finite()))
+        .collect();
+    let (lo, hi) = vals
+        .iter()
+        .flatten()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let span = hi - lo;
+    vals.into_iter()
+        .map(|v| v.map(|v| if span > 0.0 { (hi - v) / span } else { 1.0 }))
+        .collect()
+}
+
+/// Least-request scores: `(min + 1) / (in_flight + 1)` over healthy pods, so the
+/// least-loaded pod scores 1 and the score falls with relative extra load.
+pub(crate) fn least_request_scores(pods: &[PodState]) -> Vec<Option<f64>> {
+    let min = pods
+        .iter()
+        .filter(|p| p.healthy)
+        .map(|p| p.in_flight)
+        .min()
+        .unwrap_or(0);
+    pods.iter()
+        .map(|p| {
+            p.healthy
+                .then(|| (min as f64 + 1.0) / (p.in_flight as f64 + 1.0))
+        })
+        .collect()
+}
+
+/// Uniformly random scores: a random pick on its own, noise in a combination.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Random;
+
+impl Picker for Random {
+    fn name(&self) -> &'static str {
+        "random"
+    }
+    fn score(&self, _req: &PickRequest, pods: &[PodState]) -> Vec<Option<f64>> {
+        pods.iter().map(|p| p.healthy.then(fastrand::f64)).collect()
+    }
+}
+
+/// Fewest requests in flight from this gateway.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LeastRequest;
+
+impl Picker for LeastRequest {
+    fn name(&self) -> &'static str {
+        "least-request"
+    }
+    fn score(&self, _req: &PickRequest, pods: &[PodState]) -> Vec<Option<f64>> {
+        least_request_scores(pods)
+    }
+}
+
+/// Lowest KV-cache usage: score = `1 - kv_cache_usage`. Pods with unknown
+/// metrics are ineligible, unless no healthy pod has metrics (then all score 1).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LeastKvCache;
+
+impl Picker for LeastKvCache {
+    fn name(&self) -> &'static str {
+        "least-kv-cache"
+    }
+    fn score(&self, _req: &PickRequest, pods: &[PodState]) -> Vec<Option<f64>> {
+        let any_known = pods.iter().any(|p| p.healthy && p.metrics.is_some());
+        pods.iter()
+            .map(|p| {
+                if !p.healthy {
+                    return None;
+                }
+                match &p.metrics {
+                    Some(m) if m.kv_cache_usage.is_finite() => {
+                        Some(1.0 - m.kv_cache_usage.clamp(0.0, 1.0))
+                    }
+                    Some(_) => None,
+                    None => (!any_known).then_some(1.0),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Lowest estimated latency: `(waiting + running) × avg_tpot + avg_ttft`,
+/// min-max normalised. If any healthy pod lacks the metrics needed, all pods
+/// are scored by least-request instead (seconds and counts do not mix).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LeastLatency;
+
+fn latency_estimate(m: &PodMetrics) -> Option<f64> {
+    Some((m.waiting + m.running) * m.avg_tpot_seconds? + m.avg_ttft_seconds?)
+}
+
+impl Picker for LeastLatency {
+    fn name(&self) -> &'static str {
+        "least-latency"
+    }
+    fn score(&self, _req: &PickRequest, pods: &[PodState]) -> Vec<Option<f64>> {
+        let est = |p: &PodState| p.metrics.as_ref().and_then(latency_estimate);
+        let all_known = pods
+            .iter()
+            .filter(|p| p.healthy)
+            .all(|p| est(p).is_some_and(f64::is_finite));
+        if all_known {
+            min_max_lower_better(pods, est)
+        } else {
+            least_request_scores(pods)
+        }
+    }
+}
+
+/// Lowest generation throughput (the least busy pod, as AIBrix does),
+/// min-max normalised; falls back to least-request like [`LeastLatency`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Throughput;
+
+impl Picker for Throughput {
+    fn name(&self) -> &'static str {
+        "throughput"
+    }
+    fn score(&self, _req: &PickRequest, pods: &[PodState]) -> Vec<Option<f64>> {
+        let tps = |p: &PodState| {
+            p.metrics
+                .as_ref()
+                .and_then(|m| m.generation_tokens_per_second)
+        };
+        let all_known = pods
+            .iter()
+            .filter(|p| p.healthy)
+            .all(|p| tps(p).is_some_and(f64::is_finite));
+        if all_known {
+            min_max_lower_better(pods, tps)
+        } else {
+            least_request_scores(pods)
+        }
+    }
+}
+
+/// Default cap on remembered sessions.
+pub const DEFAULT_MAX_SESSIONS: usize = 65_536;
+
+/// Sticky sessions: the pod recorded for the request's session scores 1,
+/// other pods `0.5 × least-request` (so they remain fallbacks). Without a
+/// session, or when the recorded pod is gone or unhealthy: least-request.
+#[derive(Debug)]
+pub struct SessionAffinity {
+    sessions: Mutex<HashMap<Box<str>, PodId>>,
+    max_sessions: usize,
+}
+
+impl Default for SessionAffinity {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_MAX_SESSIONS)
+    }
+}
+
+impl SessionAffinity {
+    /// At most `max_sessions` sessions are remembered; beyond that an
+    /// arbitrary old one is dropped.
+    pub fn with_capacity(max_sessions: usize) -> Self {
+        SessionAffinity {
+            sessions: Mutex::new(HashMap::new()),
+            max_sessions: max_sessions.max(1),
+        }
+    }
+
+    /// The pod recorded for a session.
+    pub fn lookup(&self, session: &str) -> Option<PodId> {
+        self.lock().get(session).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, PodId>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Picker for SessionAffinity {
+    fn name(&self) -> &'static str {
+        "session-affinity"
+    }
+
+    fn score(&self, req: &PickRequest, pods: &[PodState]) -> Vec<Option<f64>> {
+        let mut scores = least_request_scores(pods);
+        let Some(sticky) = req.session.and_then(|s| self.lookup(s)) else {
+            return scores;
+        };
+        let Some(idx) = pods.iter().position(|p| p.healthy && p.id == sticky) else {
+            return scores;
+        };
+        for s in scores.iter_mut().flatten() {
+            *s *= 0.5;
+        }
+        scores[idx] = Some(1.0);
+        scores
+    }
+
+    fn observe(&self, req: &PickRequest, chosen: &PodId) {
+        let Some(session) = req.session else { return };
+        let mut map = self.lock();
+        if let Some(pod) = map.get_mut(session) {
+            if pod != chosen {
+                *pod = chosen.clone();
+            }
+            return;
+        }
+        if map.len() >= self.max_sessions {
+            if let Some(k) = map.keys().next().cloned() {
+                map.remove(&k);
+            }
+        }
+        map.insert(session.into(), chosen.clone());
+    }
+
+    fn forget(&self, pod: &PodId) {
+        self.lock().retain(|_, p| p != pod);
+    }
+}
+
+/// Weighted combination: score = Σ wᵢ·scoreᵢ / Σ wᵢ; a pod ineligible for
+/// any part is ineligible.
+pub struct Weighted {
+    parts: Vec<(Box<dyn Picker>, f64)>,
+    total: f64,
+}
+
+impl Weighted {
+    /// Weights must be positive (checked by [`crate::parse_strategy`]).
+    pub fn new(parts: Vec<(Box<dyn Picker>, f64)>) -> Self {
+        let total = parts.iter().map(|(_, w)| w).sum();
+        Weighted { parts, total }
+    }
+
+    /// `(name, weight)` of each part.
+    pub fn parts(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        self.parts.iter().map(|(p, w)| (p.name(), *w))
+    }
+}
+
+impl Picker for Weighted {
+    fn name(&self) -> &'static str {
+        "weighted"
+    }
+
+    fn score(&self, req: &PickRequest, pods: &[PodState]) -> Vec<Option<f64>> {
+        let mut acc: Vec<Option<f64>> = vec![Some(0.0); pods.len()];
+        for (picker, w) in &self.parts {
+            for (a, s) in acc.iter_mut().zip(picker.score(req, pods)) {
+                *a = match (*a, s) {
+                    (Some(a), Some(s)) => Some(a + w * s),
+                    _ => None,
+                };
+            }
+        }
+        if self.total > 0.0 {
+            for a in acc.iter_mut().flatten() {
+                *a /= self.total;
+            }
+        }
+        acc
+    }
+
+    fn observe(&self, req: &PickRequest, chosen: &PodId) {
+        for (p, _) in &self.parts {
+            p.observe(req, chosen);
+        }
+    }
+
+    fn forget(&self, pod: &PodId) {
+        for (p, _) in &self.parts {
+            p.forget(pod);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{pick, rank};
+    use std::time::Instant;
+
+    fn pods(in_flight: &[u32]) -> Vec<PodState> {
+        in_flight
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| PodState {
+                in_flight: n,
+                ..PodState::new(&format!("10.0.0.{i}:8000"))
+            })
+            .collect()
+    }
+
+    fn metrics(running: f64, waiting: f64, kv: f64) -> PodMetrics {
+        PodMetrics {
+            running,
+            waiting,
+            kv_cache_usage: kv,
+            ..PodMetrics::idle(Instant::now())
+        }
+    }
+
+    fn id(i: usize) -> PodId {
+        PodId::new(&format!("10.0.0.{i}:8000"))
+    }
+
+    #[test]
+    fn random_picks_every_healthy_pod() {
+        let mut ps = pods(&[0, 0, 0]);
+        ps[1].healthy = false;
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            let p = pick(&Random, &PickRequest::default(), &ps).unwrap();
+            counts[(0..3).find(|&i| id(i) == p).unwrap()] += 1;
+        }
+        assert_eq!(counts[1], 0);
+        assert!(counts[0] > 50 && counts[2] > 50, "{counts:?}");
+    }
+
+    #[test]
+    fn least_request_scores_are_relative() {
+        let s = least_request_scores(&pods(&[0, 1, 3]));
+        assert_eq!(s, vec![Some(1.0), Some(0.5), Some(0.25)]);
+        let mut ps = pods(&[0, 4]);
+        ps[0].healthy = false;
+        assert_eq!(least_request_scores(&ps), vec![None, Some(1.0)]);
+    }
+
+    #[test]
+    fn least_kv_cache_handles_unknown_metrics() {
+        let mut ps = pods(&[0, 0, 0]);
+        let req = PickRequest::default();
+        // All unknown: all equal and eligible.
+        assert_eq!(LeastKvCache.score(&req, &ps), vec![Some(1.0); 3]);
+        ps[0].metrics = Some(metrics(1.0, 0.0, 0.9));
+        ps[1].metrics = Some(metrics(1.0, 0.0, 0.2));
+        let s = LeastKvCache.score(&req, &ps);
+        assert_eq!(
+            s[2], None,
+            "unknown pod is ineligible once others are known"
+        );
+        assert!(s[1].unwrap() > s[0].unwrap());
+        assert_eq!(pick(&LeastKvCache, &req, &ps).unwrap(), id(1));
+    }
+
+    #[test]
+    fn least_latency_uses_estimate_then_falls_back() {
+        let req = PickRequest::default();
+        let mut ps = pods(&[0, 5, 9]);
+        // pod0: (4+4)*0.05+0.5 = 0.9 ; pod1: (1+0)*0.05+0.2 = 0.25 ; pod2: 0*0.1+1.0 = 1.0
+        for (p, (r, w, tpot, ttft)) in ps.iter_mut().zip([
+            (4.0, 4.0, 0.05, 0.5),
+            (1.0, 0.0, 0.05, 0.2),
+            (0.0, 0.0, 0.1, 1.0),
+        ]) {
+            let mut m = metrics(r, w, 0.1);
+            m.avg_tpot_seconds = Some(tpot);
+            m.avg_ttft_seconds = Some(ttft);
+            p.metrics = Some(m);
+        }
+        let s = LeastLatency.score(&req, &ps);
+        assert_eq!(s[1], Some(1.0));
+        assert_eq!(s[2], Some(0.0));
+        assert!(s[0].unwrap() > 0.0 && s[0].unwrap() < 1.0);
+        // One pod without TTFT: everything falls back to in-flight counts.
+        ps[1].metrics.as_mut().unwrap().avg_ttft_seconds = None;
+        assert_eq!(pick(&LeastLatency, &req, &ps).unwrap(), id(0));
+    }
+
+    #[test]
+    fn throughput_prefers_least_busy() {
+        let req = PickRequest::default();
+        let mut ps = pods(&[0, 3, 3]);
+        for (p, tps) in ps.iter_mut().zip([900.0, 100.0, 500.0]) {
+            let mut m = metrics(1.0, 0.0, 0.1);
+            m.generation_tokens_per_second = Some(tps);
+            p.metrics = Some(m);
+        }
+        assert_eq!(
+            Throughput.score(&req, &ps),
+            vec![Some(0.0), Some(1.0), Some(0.5)]
+        );
+        ps[2].metrics = None;
+        assert_eq!(pick(&Throughput, &req, &ps).unwrap(), id(0));
+    }
+
+    #[test]
+    fn session_affinity_sticks_and_falls_back() {
+        let sa = SessionAffinity::default();
+        let mut ps = pods(&[0, 7, 2]);
+        let req = PickRequest {
+            session: Some("conv-42"),
+            ..Default::default()
+        };
+        // Unknown session: least-request.
+        assert_eq!(pick(&sa, &req, &ps).unwrap(), id(0));
+        sa.observe(&req, &id(1));
+        for _ in 0..20 {
+            assert_eq!(pick(&sa, &req, &ps).unwrap(), id(1));
+        }
+        // Fallback order after the sticky pod is still least-request.
+        assert_eq!(rank(&sa, &req, &ps).unwrap(), vec![id(1), id(0), id(2)]);
+        // Other sessions and session-less requests are unaffected.
+        let other = PickRequest {
+            session: Some("conv-7"),
+            ..Default::default()
+        };
+        assert_eq!(pick(&sa, &other, &ps).unwrap(), id(0));
+        assert_eq!(pick(&sa, &PickRequest::default(), &ps).unwrap(), id(0));
+        // Sticky pod unhealthy -> least-request; pod removed -> least-request.
+        ps[1].healthy = false;
+        assert_eq!(pick(&sa, &req, &ps).unwrap(), id(0));
+        ps.remove(1);
+        assert_eq!(pick(&sa, &req, &ps).unwrap(), id(0));
+        sa.forget(&id(1));
+        assert_eq!(sa.lookup("conv-42"), None);
+    }
+
+    #[test]
+    fn session_affinity_is_bounded() {
+        let sa = SessionAffinity::with_capacity(3);
+        for i in 0..10 {
+            let s = format!("s{i}");
+            let req = PickRequest {
+                session: Some(&s),
+                ..Default::default()
+            };
+            sa.observe(&req, &id(i % 2));
+        }
+        assert_eq!(sa.lock().len(), 3);
+        assert_eq!(sa.lookup("s9"), Some(id(1)));
+    }
+
+    #[test]
+    fn weighted_combines_and_propagates_ineligibility() {
+        let req = PickRequest::default();
+        let mut ps = pods(&[0, 1, 0]);
+        ps[0].metrics = Some(metrics(0.0, 0.0, 0.8));
+        ps[1].metrics = Some(metrics(0.0, 0.0, 0.0));
+        let w = Weighted::new(vec![
+            (Box::new(LeastKvCache) as Box<dyn Picker>, 3.0),
+            (Box::new(LeastRequest), 1.0),
+        ]);
+        let s = w.score(&req, &ps);
+        // pod0: (3*0.2 + 1*1)/4 = 0.4 ; pod1: (3*1 + 0.5)/4 = 0.875 ; pod2 ineligible
+        assert!((s[0].unwrap() - 0.4).abs() < 1e-9, "{s:?}");
+        assert!((s[1].unwrap() - 0.875).abs() < 1e-9, "{s:?}");
+        assert_eq!(s[2], None);
+        assert_eq!(rank(&w, &req, &ps).unwrap(), vec![id(1), id(0)]);
+        let names: Vec<_> = w.parts().collect();
+        assert_eq!(names, vec![("least-kv-cache", 3.0), ("least-request", 1.0)]);
+    }
+}

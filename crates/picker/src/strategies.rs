@@ -292,19 +292,9 @@ impl Picker for Weighted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::pods;
     use crate::{pick, rank};
     use std::time::Instant;
-
-    fn pods(in_flight: &[u32]) -> Vec<PodState> {
-        in_flight
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| PodState {
-                in_flight: n,
-                ..PodState::new(&format!("10.0.0.{i}:8000"))
-            })
-            .collect()
-    }
 
     fn metrics(running: f64, waiting: f64, kv: f64) -> PodMetrics {
         PodMetrics {

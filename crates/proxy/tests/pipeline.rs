@@ -367,10 +367,7 @@ async fn upstream_reset_mid_body_ends_the_client_stream() {
 #[tokio::test]
 async fn max_connections_refuses_the_extra_connection() {
     let up = echo("up").await;
-    let yaml = format!(
-        "config:\n  limits:\n    maxConnections: 1\n{}",
-        one_route(&format!("      backends:\n      - host: {}\n", up.addr))
-    );
+    let yaml = limited_route("    maxConnections: 1\n", up.addr);
     let (_gw, addr) = gateway(&yaml).await;
     let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
     first

@@ -411,10 +411,7 @@ async fn backend_tls_rejects_untrusted_and_allows_explicit_insecure() {
 #[tokio::test]
 async fn request_body_limit_gives_413() {
     let up = echo("up").await;
-    let yaml = format!(
-        "config:\n  limits:\n    maxRequestBodyBytes: 1000\n{}",
-        one_route(&format!("      backends:\n      - host: {}\n", up.addr))
-    );
+    let yaml = limited_route("    maxRequestBodyBytes: 1000\n", up.addr);
     let (_gw, addr) = gateway(&yaml).await;
     let big = "x".repeat(5000);
     let r = send(addr, Request::post("/").body(full(big)).unwrap()).await;

@@ -52,6 +52,15 @@ pub fn one_route(route: &str) -> String {
     )
 }
 
+/// A config with `config.limits` set from `limits` (YAML lines, indented by 4) and one route
+/// to `upstream`.
+pub fn limited_route(limits: &str, upstream: SocketAddr) -> String {
+    format!(
+        "config:\n  limits:\n{limits}{}",
+        one_route(&format!("      backends:\n      - host: {upstream}\n"))
+    )
+}
+
 /// An echo upstream behind a gateway with one plain route to it.
 pub async fn proxied_echo() -> (Upstream, Arc<proxy::Gateway>, SocketAddr) {
     let up = echo("up").await;

@@ -64,22 +64,6 @@ pub async fn buffer_for_replay(mut body: Body, limit: usize) -> Result<Buffered,
     Ok(Buffered::Complete(buf.freeze()))
 }
 
-/// Reads a whole body, failing with `TooLarge` past `limit`.
-pub async fn collect_limited(body: Body, limit: usize) -> Result<Bytes, CollectError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CollectError::TooLarge),
-        Err(e) => Err(CollectError::Read(e)),
-    }
-}
-
-#[derive(Debug)]
-pub enum CollectError {
-    TooLarge,
-    Read(BoxError),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,17 +92,5 @@ mod tests {
         };
         let all = rest.collect().await.unwrap().to_bytes();
         assert_eq!(&all[..], b"abcdefghi");
-    }
-
-    #[tokio::test]
-    async fn collect_limited_refuses_oversized() {
-        assert!(matches!(
-            collect_limited(chunked(&["abc", "def"]), 4).await,
-            Err(CollectError::TooLarge)
-        ));
-        assert_eq!(
-            &collect_limited(chunked(&["abc"]), 4).await.unwrap()[..],
-            b"abc"
-        );
     }
 }

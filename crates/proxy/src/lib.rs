@@ -39,20 +39,25 @@ impl Gateway {
         let snapshot = snapshot::compile(loaded, &clients)?;
         let gw = Arc::new(Gateway {
             shared: Arc::new(Shared {
-                snapshot: ArcSwap::from_pointee(snapshot),
+                snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             }),
             clients,
             binds: tokio::sync::Mutex::new(HashMap::new()),
         });
-        gw.reconcile_binds().await?;
+        gw.install(snapshot).await?;
         Ok(gw)
     }
 
     /// Applies a new config. On any error the old config keeps serving untouched.
     /// Requests already in flight finish on the snapshot they started with.
     pub async fn reload(&self, loaded: &config::Loaded) -> Result<(), String> {
-        let snapshot = snapshot::compile(loaded, &self.clients)?;
-        // Open new ports before switching, so a port that cannot be bound refuses the config.
+        self.install(snapshot::compile(loaded, &self.clients)?)
+            .await
+    }
+
+    /// Makes `snapshot` current: opens its new ports first (so a port that cannot be bound
+    /// refuses the whole config), switches, then closes ports it no longer has.
+    async fn install(&self, snapshot: Snapshot) -> Result<(), String> {
         let mut binds = self.binds.lock().await;
         let mut opened = Vec::new();
         for b in &snapshot.binds {
@@ -80,20 +85,6 @@ impl Gateway {
                 tracing::info!(addr = %task.local_addr, "closing removed bind");
                 let _ = task.stop.send(true);
             }
-        }
-        Ok(())
-    }
-
-    async fn reconcile_binds(&self) -> Result<(), String> {
-        let snapshot = self.shared.snapshot.load_full();
-        let mut binds = self.binds.lock().await;
-        for b in &snapshot.binds {
-            let l = server::bind_socket(b.socket_addr())
-                .await
-                .map_err(|e| format!("cannot listen on {}: {e}", b.socket_addr()))?;
-            let task = server::spawn_bind(self.shared.clone(), b.key.clone(), l);
-            tracing::info!(addr = %task.local_addr, "listening");
-            binds.insert(b.key.clone(), task);
         }
         Ok(())
     }

@@ -70,10 +70,10 @@ async fn run_bind(
                     }
                     open.fetch_add(1, Ordering::Relaxed);
                     let guard = OpenGuard(open.clone());
-                    let ctx = Arc::new(ConnCtx { shared: shared.clone(), bind: key.clone(), peer, tls: false });
+                    let (shared, key) = (shared.clone(), key.clone());
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        handle_tunnel(ctx, stream, watcher).await;
+                        handle_tunnel(shared, key, peer, stream, watcher).await;
                         drop(guard);
                     });
                 }
@@ -99,14 +99,16 @@ impl Drop for OpenGuard {
 }
 
 async fn handle_tunnel(
-    ctx: Arc<ConnCtx>,
+    shared: Arc<Shared>,
+    bind: BindKey,
+    peer: SocketAddr,
     stream: TcpStream,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let _ = stream.set_nodelay(true);
     let (tls, limits) = {
-        let snap = ctx.shared.snapshot.load();
-        let tls = snap.bind(&ctx.bind).and_then(|b| b.tls.clone());
+        let snap = shared.snapshot.load();
+        let tls = snap.bind(&bind).and_then(|b| b.tls.clone());
         (tls, snap.limits.clone())
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -119,22 +121,24 @@ async fn handle_tunnel(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32);
+    let ctx = |tls| {
+        Arc::new(ConnCtx {
+            shared,
+            bind,
+            peer,
+            tls,
+        })
+    };
     match tls {
-        None => serve(&builder, ctx, TokioIo::new(stream), watcher).await,
+        None => serve(&builder, ctx(false), TokioIo::new(stream), watcher).await,
         Some(cfg) => {
             let accept = TlsAcceptor::from(cfg).accept(stream);
             match tokio::time::timeout(limits.header_read_timeout.0, accept).await {
                 Ok(Ok(tls_stream)) => {
-                    let ctx = Arc::new(ConnCtx {
-                        shared: ctx.shared.clone(),
-                        bind: ctx.bind.clone(),
-                        peer: ctx.peer,
-                        tls: true,
-                    });
-                    serve(&builder, ctx, TokioIo::new(tls_stream), watcher).await
+                    serve(&builder, ctx(true), TokioIo::new(tls_stream), watcher).await
                 }
-                Ok(Err(e)) => tracing::debug!(peer = %ctx.peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(peer = %ctx.peer, "TLS handshake timed out"),
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         }
     }

@@ -29,6 +29,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Serves nothing; the state before the first config is installed.
+    pub fn empty() -> Self {
+        Snapshot {
+            binds: Vec::new(),
+            limits: config::Limits::default(),
+            config: Arc::new(Config::default()),
+        }
+    }
+
     pub fn bind(&self, key: &BindKey) -> Option<&Arc<BindRt>> {
         self.binds.iter().find(|b| &b.key == key)
     }

@@ -12,6 +12,8 @@ pub struct ProxyError {
     /// Stable, machine-readable; documented in the README.
     pub code: &'static str,
     pub message: Cow<'static, str>,
+    /// LLM routes answer in the caller's own API dialect (OpenAI or Anthropic error JSON).
+    pub format: Option<llm::Format>,
 }
 
 impl ProxyError {
@@ -24,7 +26,18 @@ impl ProxyError {
             status,
             code,
             message: message.into(),
+            format: None,
         }
+    }
+
+    pub fn with_format(mut self, format: llm::Format) -> Self {
+        self.format = Some(format);
+        self
+    }
+
+    pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
+        self.message = message.into();
+        self
     }
 
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
@@ -66,10 +79,15 @@ impl ProxyError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let json = serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
-        });
-        let mut resp = Response::new(body::full(json.to_string()));
+        let bytes = match self.format {
+            Some(f) => llm::error_body(f, self.status.as_u16(), &self.message),
+            None => serde_json::json!({
+                "error": { "code": self.code, "message": self.message }
+            })
+            .to_string()
+            .into_bytes(),
+        };
+        let mut resp = Response::new(body::full(bytes));
         *resp.status_mut() = self.status;
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

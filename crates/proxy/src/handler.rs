@@ -11,6 +11,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::body::{self, Body, Buffered};
+use crate::ai;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::policy::{rewrite_authority, rewrite_path, CorsOutcome, Effective};
@@ -60,7 +61,7 @@ pub async fn handle(
 async fn route_and_forward(
     ctx: &ConnCtx,
     snapshot: &Snapshot,
-    mut parts: Parts,
+    parts: Parts,
     body: Body,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -126,7 +127,45 @@ async fn route_and_forward(
             "the route has no backend to send to",
         ));
     }
+    // An LLM call answers errors in the caller's own dialect.
+    let ai_call = match &route.backends[order.get(0)].target {
+        Target::Ai(ai) => Some(ai.classify(parts.uri.path())),
+        _ => None,
+    };
+    let resp = forward(
+        ctx,
+        snapshot,
+        route,
+        &order,
+        policies,
+        parts,
+        body,
+        on_upgrade,
+        matched_prefix,
+        ai_call,
+    )
+    .await
+    .map_err(|e| match ai_call {
+        Some(call) => e.with_format(call.ingress),
+        None => e,
+    })?;
+    Ok(finish(resp))
+}
 
+/// Body limits and buffering, the attempts, and the upgrade hand-off.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    ctx: &ConnCtx,
+    snapshot: &Snapshot,
+    route: &RouteRt,
+    order: &crate::snapshot::smallvec_like::Order,
+    policies: &Effective,
+    mut parts: Parts,
+    body: Body,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    matched_prefix: Option<&str>,
+    ai_call: Option<ai::AiCall>,
+) -> Result<Response<Body>, ProxyError> {
     let upgrade = on_upgrade.is_some();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(&mut parts.headers, ctx.peer.ip(), ctx.tls);
@@ -152,9 +191,11 @@ async fn route_and_forward(
         ProxyError::payload_too_large(snapshot.limits.max_request_body_bytes.unwrap_or(0) as usize)
     };
 
-    // Buffer the body only when it may have to be sent more than once.
-    let may_resend =
-        !upgrade && (policies.retry.as_ref().is_some_and(|r| r.attempts > 1) || order.len() > 1);
+    // Buffer the body only when it may have to be sent more than once or an adapter reads it.
+    let may_resend = !upgrade
+        && (policies.retry.as_ref().is_some_and(|r| r.attempts > 1)
+            || order.len() > 1
+            || ai_call.is_some_and(|c| c.needs_body()));
     let mut body = if may_resend {
         match body::buffer_for_replay(body, snapshot.limits.max_buffered_body_bytes).await {
             Ok(Buffered::Complete(b)) => Replay::Bytes(b),
@@ -170,7 +211,7 @@ async fn route_and_forward(
         Replay::Once(Some(body))
     };
 
-    let attempt_all = forward_with_retries(route, &order, &mut parts, &mut body, matched_prefix);
+    let attempt_all = forward_with_retries(route, order, &mut parts, &mut body, matched_prefix);
     let result = match policies.request_timeout {
         Some(t) => tokio::time::timeout(t, attempt_all)
             .await
@@ -194,7 +235,7 @@ async fn route_and_forward(
     } else {
         headers::strip_hop_by_hop(resp.headers_mut(), false);
     }
-    Ok(finish(resp))
+    Ok(resp)
 }
 
 /// A request body that is either replayable or can be sent exactly once.
@@ -213,6 +254,12 @@ impl Replay {
     }
     fn can_resend(&self) -> bool {
         matches!(self, Replay::Bytes(_))
+    }
+    fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            Replay::Bytes(b) => Some(b),
+            Replay::Once(_) => None,
+        }
     }
 }
 
@@ -241,7 +288,8 @@ async fn forward_with_retries(
         } else {
             std::mem::take(&mut parts.headers)
         };
-        let outcome = send_once(backend, parts, headers, req_body, matched_prefix).await;
+        let raw = body.bytes();
+        let outcome = send_once(backend, parts, headers, req_body, raw, matched_prefix).await;
         let more_retries = retries_done < max_status_retries && body.can_resend();
         match outcome {
             Ok(resp) => {
@@ -273,7 +321,7 @@ async fn forward_with_retries(
     }
 }
 
-enum Failure {
+pub(crate) enum Failure {
     /// The request never reached the upstream.
     Connect(String),
     Fatal(ProxyError),
@@ -282,12 +330,40 @@ enum Failure {
 async fn send_once(
     backend: &BackendRt,
     parts: &Parts,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     body: Body,
+    raw: Option<&Bytes>,
     matched_prefix: Option<&str>,
 ) -> Result<Response<Body>, Failure> {
     let upstream = match &backend.target {
         Target::Upstream(u) => u,
+        Target::Ai(ai) => {
+            let call = ai.classify(parts.uri.path());
+            let fwd = match ai::plan(ai, call, parts, body, raw).map_err(Failure::Fatal)? {
+                ai::Plan::Local(resp) => return Ok(resp),
+                ai::Plan::Forward(f) => f,
+            };
+            ai::provider_headers(ai, &mut headers, &fwd);
+            let target = UpstreamTarget {
+                authority: Some(&ai.authority),
+                path: fwd.path,
+                backend_auth: false,
+            };
+            let req = build_upstream_request(
+                parts,
+                headers,
+                fwd.body,
+                &backend.policies,
+                &ai.upstream,
+                matched_prefix,
+                target,
+            )
+            .map_err(Failure::Fatal)?;
+            let resp = call_upstream(&ai.upstream, req, &backend.policies).await?;
+            return ai::shape_response(resp, fwd.shape)
+                .await
+                .map_err(Failure::Fatal);
+        }
         Target::Unsupported(kind) => {
             return Err(Failure::Fatal(ProxyError::not_implemented(format!(
                 "{kind} backends are not served yet by this build of Switchyard"
@@ -301,10 +377,19 @@ async fn send_once(
         &backend.policies,
         upstream,
         matched_prefix,
+        UpstreamTarget::default(),
     )
     .map_err(Failure::Fatal)?;
+    call_upstream(upstream, req, &backend.policies).await
+}
+
+async fn call_upstream(
+    upstream: &Upstream,
+    req: Request<Body>,
+    policies: &Effective,
+) -> Result<Response<Body>, Failure> {
     let call = upstream.client.request(req);
-    let result = match backend.policies.backend_timeout {
+    let result = match policies.backend_timeout {
         Some(t) => match tokio::time::timeout(t, call).await {
             Ok(r) => r,
             Err(_) => return Err(Failure::Fatal(ProxyError::upstream_timeout())),
@@ -359,6 +444,26 @@ fn original_authority(parts: &Parts) -> Option<String> {
         })
 }
 
+/// What a backend adapter decides about the upstream request before policies apply.
+struct UpstreamTarget<'a> {
+    /// Host to send instead of the client's (an LLM provider's own host).
+    authority: Option<&'a Authority>,
+    /// Path to send instead of the client's (an LLM provider's own path).
+    path: Option<PathAndQuery>,
+    /// Apply `backendAuth` as `Authorization: Bearer` (adapters with their own scheme don't).
+    backend_auth: bool,
+}
+
+impl Default for UpstreamTarget<'_> {
+    fn default() -> Self {
+        UpstreamTarget {
+            authority: None,
+            path: None,
+            backend_auth: true,
+        }
+    }
+}
+
 fn build_upstream_request(
     parts: &Parts,
     mut headers: HeaderMap,
@@ -366,12 +471,14 @@ fn build_upstream_request(
     policies: &Effective,
     upstream: &Upstream,
     matched_prefix: Option<&str>,
+    target: UpstreamTarget<'_>,
 ) -> Result<Request<Body>, ProxyError> {
     let bad_host = || ProxyError::bad_request("invalid host authority");
     // The client's Host: the URI authority (HTTP/2, absolute-form) or the Host header.
-    let mut authority: Option<Authority> = match parts.uri.authority() {
-        Some(a) => Some(a.clone()),
-        None => headers
+    let mut authority: Option<Authority> = match (target.authority, parts.uri.authority()) {
+        (Some(a), _) => Some(a.clone()),
+        (None, Some(a)) => Some(a.clone()),
+        (None, None) => headers
             .get(header::HOST)
             .map(|h| Authority::try_from(h.as_bytes()))
             .transpose()
@@ -402,15 +509,16 @@ fn build_upstream_request(
     // The Host to send travels in the URI: hyper writes it as `Host` (HTTP/1.1) or
     // `:authority` (HTTP/2); the connector ignores it and dials the backend address.
     headers.remove(header::HOST);
-    if let Some(auth) = &policies.backend_auth {
+    if let (Some(auth), true) = (&policies.backend_auth, target.backend_auth) {
         headers.insert(header::AUTHORIZATION, auth.clone());
     }
     let authority = match authority {
         Some(a) => a,
         None => Authority::try_from(&*upstream.address).map_err(|_| bad_host())?,
     };
-    let path_and_query = match rewritten_path {
-        Some(mut p) => {
+    let path_and_query = match (target.path, rewritten_path) {
+        (Some(p), _) => p,
+        (None, Some(mut p)) => {
             if let Some(q) = parts.uri.query() {
                 p.push('?');
                 p.push_str(q);
@@ -418,7 +526,7 @@ fn build_upstream_request(
             PathAndQuery::try_from(p)
                 .map_err(|_| ProxyError::bad_request("rewritten path is not a valid URI path"))?
         }
-        None => parts
+        (None, None) => parts
             .uri
             .path_and_query()
             .cloned()

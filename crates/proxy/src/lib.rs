@@ -1,5 +1,6 @@
 //! Switchyard's data plane: binds, listeners, routes, policies, backends, upstream pool.
 
+pub mod ai;
 pub mod body;
 pub mod error;
 mod handler;

@@ -166,6 +166,7 @@ pub struct BackendRt {
 
 pub enum Target {
     Upstream(Box<Upstream>),
+    Ai(Box<crate::ai::AiTarget>),
     /// A backend kind whose adapter is not built yet; answered with 501.
     Unsupported(&'static str),
 }
@@ -310,7 +311,35 @@ fn compile_route(
                 .map_err(|e| format!("{bkey}: {e}"))?;
                 (hp.0.clone(), Target::Upstream(Box::new(upstream)))
             }
-            BackendKind::Ai(ai) => (ai.name.as_str().into(), Target::Unsupported("ai")),
+            BackendKind::Ai(ai) => {
+                let (host, port, tls_by_default) =
+                    crate::ai::dial_target(ai).map_err(|e| format!("{bkey}.ai: {e}"))?;
+                let own = ai.policies.as_ref();
+                // The ai backend's own policies come first for connection settings too.
+                let (first, second) = match own {
+                    Some(p) => (Some(p), backend_policies.or(route_policies)),
+                    None => (backend_policies, route_policies),
+                };
+                let configured_tls = [first, second]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|p| p.backend_tls.as_ref());
+                let default_tls = config::BackendTls::default();
+                let tls = configured_tls.or(tls_by_default.then_some(&default_tls));
+                let upstream = upstream_with(&host, port, tls, second, first, limits, cache, used)
+                    .map_err(|e| format!("{bkey}: {e}"))?;
+                let target = crate::ai::AiTarget::compile(
+                    crate::ai::AiCompileInput {
+                        ai,
+                        route_policies,
+                        backend_policies,
+                        limits,
+                    },
+                    upstream,
+                )
+                .map_err(|e| format!("{bkey}.ai: {e}"))?;
+                (ai.name.as_str().into(), Target::Ai(Box::new(target)))
+            }
             BackendKind::Mcp(_) => (format!("mcp{bi}").into(), Target::Unsupported("mcp")),
         };
         backends.push(BackendRt {
@@ -343,6 +372,20 @@ fn upstream_for(
     let tls = backend
         .and_then(|p| p.backend_tls.as_ref())
         .or_else(|| route.and_then(|p| p.backend_tls.as_ref()));
+    upstream_with(host, port, tls, route, backend, limits, cache, used)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn upstream_with(
+    host: &str,
+    port: u16,
+    tls: Option<&config::BackendTls>,
+    route: Option<&Policies>,
+    backend: Option<&Policies>,
+    limits: &config::Limits,
+    cache: &ClientCache,
+    used: &mut Vec<UpstreamKey>,
+) -> Result<Upstream, String> {
     let http2 = backend
         .and_then(|p| p.backend_http.as_ref())
         .or_else(|| route.and_then(|p| p.backend_http.as_ref()))
@@ -371,7 +414,12 @@ fn tls_fingerprint(t: &config::BackendTls) -> u64 {
     let mut h = DefaultHasher::new();
     t.hostname.hash(&mut h);
     t.insecure_skip_verify.hash(&mut h);
-    for path in [&t.root, &t.cert, &t.key].into_iter().flatten() {
+    let extra = t
+        .root
+        .is_none()
+        .then(crate::tls::extra_roots_file)
+        .flatten();
+    for path in [&t.root, &t.cert, &t.key, &extra].into_iter().flatten() {
         path.hash(&mut h);
         std::fs::read(path).unwrap_or_default().hash(&mut h);
     }

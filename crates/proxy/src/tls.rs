@@ -85,6 +85,13 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// `SSL_CERT_FILE`: a PEM bundle trusted in addition to the public roots.
+pub fn extra_roots_file() -> Option<std::path::PathBuf> {
+    std::env::var_os("SSL_CERT_FILE")
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+}
+
 pub struct ClientTls {
     pub config: Arc<ClientConfig>,
     pub server_name: ServerName<'static>,
@@ -116,7 +123,17 @@ pub fn client_config(
                         .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
                 }
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            None => {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                // The conventional way to add a private CA without touching the config.
+                if let Some(path) = extra_roots_file() {
+                    for cert in load_certs(&path)? {
+                        roots.add(cert).map_err(|e| {
+                            format!("bad CA certificate in {} (SSL_CERT_FILE): {e}", path.display())
+                        })?;
+                    }
+                }
+            }
         }
         builder.with_root_certificates(roots)
     };

@@ -291,7 +291,7 @@ async fn bad_input_gets_clear_errors() {
 }
 
 #[tokio::test]
-async fn upstream_refused_is_503_and_ai_backend_is_501() {
+async fn upstream_refused_is_503_and_mcp_backend_is_501() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
@@ -303,16 +303,16 @@ async fn upstream_refused_is_503_and_ai_backend_is_501() {
   - routes:
     - matches: [{{path: {{pathPrefix: /dead}}}}]
       backends: [{{host: {dead_addr}}}]
-    - matches: [{{path: {{pathPrefix: /ai}}}}]
+    - matches: [{{path: {{pathPrefix: /mcp}}}}]
       backends:
-      - ai: {{name: m, provider: {{openAI: {{model: gpt}}}}}}
+      - mcp: {{targets: [{{name: t, mcp: {{host: "http://127.0.0.1:9/mcp"}}}}]}}
 "#
     );
     let (_gw, addr) = gateway(&yaml).await;
     let r = get(addr, "/dead").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["error"]["code"], "upstream_unavailable");
-    let r = get(addr, "/ai").await;
+    let r = get(addr, "/mcp").await;
     assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
     assert_eq!(r.json()["error"]["code"], "not_implemented");
 }

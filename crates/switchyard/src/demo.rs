@@ -14,7 +14,20 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let anthropic = match sim::anthropic::spawn(sim::anthropic::Options {
+        api_key: Some("sk-demo-anthropic-key".into()),
+        ..Default::default()
+    })
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("demo: cannot start the simulated Anthropic server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let sim_addr = sim.addr.to_string();
+    let anthropic_addr = anthropic.addr.to_string();
     let port_s = port.to_string();
     let text = DEMO_CONFIG.replace("127.0.0.1:15000", &format!("127.0.0.1:{admin_port}"));
     let loaded = match config::load_str(
@@ -23,6 +36,7 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
         Path::new("."),
         |name| match name {
             "SIM_OPENAI_ADDR" => Some(sim_addr.clone()),
+            "SIM_ANTHROPIC_ADDR" => Some(anthropic_addr.clone()),
             "DEMO_PORT" => Some(port_s.clone()),
             other => std::env::var(other).ok(),
         },
@@ -42,17 +56,22 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
     };
     println!(
         "\nSwitchyard demo is running: gateway on http://127.0.0.1:{port}, admin on http://127.0.0.1:{admin_port}\n\
-         Simulated OpenAI-compatible backend at http://{sim_addr}\n\n\
+         Simulated providers: OpenAI at http://{sim_addr}, Anthropic at http://{anthropic_addr}\n\n\
          Try:\n\
          \x20 curl -s http://127.0.0.1:{port}/v1/chat/completions -H 'content-type: application/json' \\\n\
          \x20      -d '{{\"model\":\"sim-gpt\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n\
          \x20 curl -sN http://127.0.0.1:{port}/v1/chat/completions -H 'content-type: application/json' \\\n\
          \x20      -d '{{\"model\":\"sim-gpt\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n\
+         \x20 curl -s http://127.0.0.1:{port}/anthropic/v1/messages -H 'content-type: application/json' \\\n\
+         \x20      -d '{{\"model\":\"claude-sim-1\",\"max_tokens\":100,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n\
+         \x20 curl -s http://127.0.0.1:{port}/anthropic/v1/chat/completions -H 'content-type: application/json' \\\n\
+         \x20      -d '{{\"model\":\"any\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'   # translated to Anthropic\n\
          \x20 curl -s http://127.0.0.1:{port}/v1/models\n\
          \x20 curl -s http://127.0.0.1:{admin_port}/config_dump\n\n\
          Ctrl-C to stop.\n"
     );
     let code = running.wait_for_signal_and_drain().await;
     drop(sim);
+    drop(anthropic);
     code
 }

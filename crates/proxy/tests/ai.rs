@@ -1,0 +1,292 @@
+//! The `ai` backend through a real gateway: what reaches the provider (path, host, credentials,
+//! body), what the caller gets back (its own dialect, errors included), and streaming that is
+//! never held back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::Request;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+fn ai_route(backend: &str) -> String {
+    one_route(&format!("      backends:\n      - ai:\n{backend}"))
+}
+
+fn post_json(path: &str, body: &Value) -> Request<TestBody> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer client-key")
+        .body(full(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn completions_applies_aliases_injects_the_provider_key_and_keeps_key_order() {
+    let up = echo("provider").await;
+    let (_gw, addr) = gateway(&ai_route(&format!(
+        "          name: openai\n          hostOverride: {}\n          provider: {{openAI: {{}}}}\n          policies:\n            backendAuth: {{key: sk-upstream}}\n            ai:\n              modelAliases: {{fast: gpt-real, 'gpt-*': gpt-wild}}\n              defaults: {{temperature: 0.5, max_tokens: 9}}\n              overrides: {{max_tokens: 100}}\n",
+        up.addr
+    )))
+    .await;
+    let body = r#"{"zeta":1,"model":"fast","messages":[{"role":"user","content":"hi"}],"alpha":2,"temperature":0.1}"#;
+    let req = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer client-key")
+        .header("x-api-key", "client-anthropic-key")
+        .body(full(body))
+        .unwrap();
+    let r = send(addr, req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    assert_eq!(seen["path"], "/v1/chat/completions");
+    // No hostOverride-derived Host: the provider's own.
+    assert_eq!(seen["authority"], "api.openai.com");
+    assert_eq!(r.seen("authorization"), vec!["Bearer sk-upstream"]);
+    assert!(r.seen("x-api-key").is_empty(), "client credentials must not leak");
+    let sent: Value = serde_json::from_str(seen["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["model"], "gpt-real");
+    assert_eq!(sent["temperature"], 0.1, "defaults never replace the client's value");
+    assert_eq!(sent["max_tokens"], 100, "overrides always win");
+    let keys: Vec<&str> = sent.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let zeta = keys.iter().position(|k| *k == "zeta").unwrap();
+    let alpha = keys.iter().position(|k| *k == "alpha").unwrap();
+    assert!(zeta < alpha, "client key order is kept: {keys:?}");
+
+    // The wildcard alias applies to a model the exact alias does not name.
+    let r = send(
+        addr,
+        post_json(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+    )
+    .await;
+    let sent: Value = serde_json::from_str(r.json()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["model"], "gpt-wild");
+}
+
+/// The seeds' port-3100 shape: client path kept, Host rewritten, `backendAuth` as Bearer.
+#[tokio::test]
+async fn seed_route_keeps_the_client_path_and_rewritten_host() {
+    let up = echo("dashscope").await;
+    let yaml = one_route(&format!(
+        "      policies:\n        urlRewrite:\n          authority: {{full: dashscope.aliyuncs.com}}\n        requestHeaderModifier:\n          set: {{Host: dashscope.aliyuncs.com}}\n        backendAuth: {{key: sk-dash}}\n      backends:\n      - ai:\n          name: qwen-plus\n          hostOverride: {}\n          provider: {{openAI: {{model: qwen-plus}}}}\n          policies:\n            ai:\n              routes:\n                /compatible-mode/v1/chat/completions: completions\n                /compatible-mode/v1/models: passthrough\n                '*': passthrough\n",
+        up.addr
+    ));
+    let (_gw, addr) = gateway(&yaml).await;
+    let r = send(
+        addr,
+        post_json(
+            "/compatible-mode/v1/chat/completions",
+            &json!({"model": "any-model-name", "messages": [{"role": "user", "content": "Hello!"}]}),
+        ),
+    )
+    .await;
+    let seen = r.json();
+    assert_eq!(seen["path"], "/compatible-mode/v1/chat/completions");
+    assert_eq!(seen["authority"], "dashscope.aliyuncs.com");
+    assert_eq!(r.seen("authorization"), vec!["Bearer sk-dash"]);
+    let sent: Value = serde_json::from_str(seen["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["model"], "qwen-plus", "the provider's model wins");
+
+    // Passthrough: body untouched, still the gateway's key.
+    let r = get(addr, "/compatible-mode/v1/models").await;
+    assert_eq!(r.json()["path"], "/compatible-mode/v1/models");
+    assert_eq!(r.seen("authorization"), vec!["Bearer sk-dash"]);
+}
+
+#[tokio::test]
+async fn models_are_answered_from_config() {
+    let (_gw, addr) = gateway(&ai_route(
+        "          name: m\n          hostOverride: 127.0.0.1:9\n          provider: {openAI: {model: gpt-main}}\n          policies:\n            ai:\n              routes: {/v1/models: models}\n              modelAliases: {small: gpt-small}\n",
+    ))
+    .await;
+    let r = get(addr, "/v1/models").await;
+    assert_eq!(r.status, 200);
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec!["gpt-main", "small", "gpt-small"]);
+}
+
+#[tokio::test]
+async fn gateway_errors_are_written_in_the_callers_dialect() {
+    // Nothing listens on port 9: the provider is unreachable.
+    let (_gw, addr) = gateway(&ai_route(
+        "          name: a\n          hostOverride: 127.0.0.1:9\n          provider: {anthropic: {}}\n          policies:\n            ai:\n              routes: {/v1/messages: messages, /v1/chat/completions: completions}\n",
+    ))
+    .await;
+    let r = send(
+        addr,
+        post_json(
+            "/v1/messages",
+            &json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    let v = r.json();
+    assert_eq!(v["type"], "error", "Anthropic error shape: {v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("127.0.0.1:9"));
+
+    let r = send(
+        addr,
+        post_json(
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    let v = r.json();
+    assert!(v["error"]["message"].is_string(), "OpenAI error shape: {v}");
+    assert!(v["error"]["type"].is_string());
+
+    // Malformed JSON: 400 in the caller's dialect, with where it broke.
+    let r = send(
+        addr,
+        Request::post("/v1/messages")
+            .header("content-type", "application/json")
+            .body(full("{\"model\": \"m\", \"messages\": ["))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("column"));
+}
+
+#[tokio::test]
+async fn unsupported_provider_and_oversized_body_answer_in_the_callers_dialect() {
+    let yaml = format!(
+        "config:\n  limits:\n    maxBufferedBodyBytes: 1024\n{}",
+        ai_route(
+            "          name: v\n          provider: {vertex: {projectId: p, region: us-east5}}\n"
+        )
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let r = send(
+        addr,
+        post_json(
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 501);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("vertex"));
+
+    let big = "y".repeat(4096);
+    let r = send(
+        addr,
+        post_json(
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "user", "content": big}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert!(r.json()["error"]["message"].is_string());
+}
+
+/// Time to the first body chunk and to the end, through the gateway.
+async fn stream_timing(addr: std::net::SocketAddr, path: &str, body: Value) -> (Duration, Duration, String) {
+    let mut req = post_json(path, &body);
+    *req.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
+    let start = Instant::now();
+    let resp = h1_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut first = None;
+    let mut text = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame.unwrap().into_data() {
+            first.get_or_insert_with(|| start.elapsed());
+            text.extend_from_slice(&d);
+        }
+    }
+    (first.unwrap(), start.elapsed(), String::from_utf8(text).unwrap())
+}
+
+#[tokio::test]
+async fn streams_leave_the_gateway_event_by_event_plain_and_translated() {
+    let itl = Duration::from_millis(60);
+    let openai = sim::openai::spawn(sim::openai::Options {
+        inter_token_delay: itl,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let anthropic = sim::anthropic::spawn(sim::anthropic::Options {
+        inter_token_delay: itl,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let yaml = format!(
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - matches: [{{path: {{pathPrefix: /openai}}}}]\n      backends:\n      - ai: {{name: o, hostOverride: '{}', provider: {{openAI: {{}}}}}}\n    - matches: [{{path: {{pathPrefix: /anthropic}}}}]\n      backends:\n      - ai: {{name: a, hostOverride: '{}', provider: {{anthropic: {{}}}}}}\n",
+        openai.addr, anthropic.addr
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let words = "one two three four five six seven eight nine ten";
+    for path in ["/openai/v1/chat/completions", "/anthropic/v1/chat/completions"] {
+        let (first, total, text) = stream_timing(
+            addr,
+            path,
+            json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+                   "messages": [{"role": "user", "content": words}]}),
+        )
+        .await;
+        assert!(
+            total >= itl * 8,
+            "{path}: the simulated stream takes a while ({total:?})"
+        );
+        assert!(
+            first * 3 < total,
+            "{path}: first chunk after {first:?} of {total:?}: the stream was buffered"
+        );
+        // OpenAI framing, a usage chunk, and the terminator, whichever provider answered.
+        assert!(text.contains("\"chat.completion.chunk\""), "{path}: {text}");
+        assert!(text.contains("\"usage\""), "{path}: {text}");
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{path}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_provider_reset_mid_stream_ends_with_an_error_event() {
+    let anthropic = sim::anthropic::spawn(sim::anthropic::Options {
+        fault: Some(sim::Fault::Reset),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_gw, addr) = gateway(&ai_route(&format!(
+        "          name: a\n          hostOverride: {}\n          provider: {{anthropic: {{}}}}\n",
+        anthropic.addr
+    )))
+    .await;
+    let (_, _, text) = stream_timing(
+        addr,
+        "/v1/chat/completions",
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "a b c d e f g"}]}),
+    )
+    .await;
+    let last = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .next_back()
+        .unwrap();
+    let data: Value = serde_json::from_str(last.trim_start_matches("data: ")).unwrap();
+    assert!(data["error"]["message"].is_string(), "ends with an OpenAI error event: {text}");
+    assert!(!text.contains("[DONE]"), "a broken stream must not look complete: {text}");
+}

@@ -1,0 +1,23 @@
+"""Gateway addresses come from the Rust test that started the gateway and the simulators."""
+
+import os
+
+import pytest
+
+
+def _base(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run these through `cargo test -p switchyard --test sdk`")
+    return value
+
+
+@pytest.fixture(scope="session")
+def gw():
+    """Base URLs of the gateway's binds, by (client dialect)->(provider dialect)."""
+    return {
+        "openai": _base("GW_OPENAI"),  # OpenAI client -> OpenAI provider
+        "anthropic": _base("GW_ANTHROPIC"),  # Anthropic client -> Anthropic provider
+        "o2a": _base("GW_O2A"),  # OpenAI client -> Anthropic provider (translated)
+        "a2o": _base("GW_A2O"),  # Anthropic client -> OpenAI provider (translated)
+    }

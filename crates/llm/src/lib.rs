@@ -1,1 +1,202 @@
-//! placeholder
+//! Provider-neutral LLM translation between the OpenAI Chat Completions and
+//! Anthropic Messages wire formats: requests, non-streaming responses, error
+//! bodies and SSE streams. Pure functions and state machines over bytes and
+//! `serde_json`; no HTTP or async dependencies.
+//!
+//! Wire formats follow the providers' references:
+//! - OpenAI Chat Completions: <https://platform.openai.com/docs/api-reference/chat>
+//!   (request, `chat.completion`, `chat.completion.chunk`, `stream_options.include_usage`)
+//!   and error bodies `{"error":{"message","type","param","code"}}`.
+//! - Anthropic Messages: <https://docs.anthropic.com/en/api/messages>,
+//!   streaming <https://docs.anthropic.com/en/docs/build-with-claude/streaming>,
+//!   errors <https://docs.anthropic.com/en/api/errors>.
+//!
+//! What cannot be carried across is listed in `crates/llm/README.md`.
+
+mod errors;
+mod request;
+mod request_a2o;
+mod request_o2a;
+mod response;
+mod sse;
+mod stream;
+mod stream_a2o;
+mod stream_o2a;
+mod wire;
+
+pub use errors::{error_body, translate_error};
+pub use request::prepare_request;
+pub use response::translate_response;
+pub use stream::StreamTranslator;
+
+use serde_json::{Map, Value};
+
+/// A wire dialect, for the client side (ingress) or the provider side (egress).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenAiChat,
+    AnthropicMessages,
+}
+
+/// Token usage in provider-neutral terms.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// OpenAI `prompt_tokens`; Anthropic `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`.
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    /// OpenAI `prompt_tokens_details.cached_tokens`; Anthropic `cache_read_input_tokens`.
+    pub cached_input_tokens: Option<u64>,
+    /// OpenAI `completion_tokens_details.reasoning_tokens` (Anthropic does not report it separately).
+    pub reasoning_tokens: Option<u64>,
+}
+
+/// One prompt message flattened to text: text parts joined with "\n";
+/// the system prompt is included as role "system".
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// Gateway configuration applied while preparing a request.
+pub struct RequestOptions<'a> {
+    /// Provider-level forced model (config `provider.openAI.model`); wins over aliases.
+    pub model_override: Option<&'a str>,
+    /// (pattern, target) in config order; pattern may contain `*` wildcards
+    /// (glob, full match). First match wins.
+    pub model_aliases: &'a [(String, String)],
+    /// Top-level request fields set only when absent (after overrides).
+    pub defaults: &'a Map<String, Value>,
+    /// Top-level request fields always set. Applied to the INGRESS-format
+    /// request, before translation, so users write them in the client's
+    /// format (e.g. `max_completion_tokens` for OpenAI clients even when the
+    /// provider speaks Anthropic). Overrides beat defaults for the same key.
+    pub overrides: &'a Map<String, Value>,
+    /// `max_tokens` used when translating to Anthropic and the client gave none.
+    pub default_max_tokens: u64,
+}
+
+/// A request ready to send upstream.
+#[derive(Debug)]
+pub struct PreparedRequest {
+    /// The request body to send upstream, in egress format.
+    pub body: Vec<u8>,
+    /// Model the client asked for (before overrides, aliases and model_override).
+    pub request_model: Option<String>,
+    /// Model sent upstream.
+    pub upstream_model: Option<String>,
+    pub stream: bool,
+    /// Sampling parameters in the client's format and spelling (temperature,
+    /// top_p, max_tokens / max_completion_tokens, stop, seed, ...), with
+    /// overrides and defaults applied, i.e. the effective values.
+    pub params: Map<String, Value>,
+    pub prompt: Vec<PromptMessage>,
+}
+
+/// An error in the gateway's own handling of a request or response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl LlmError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        LlmError {
+            status: 400,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_gateway(message: impl Into<String>) -> Self {
+        LlmError {
+            status: 502,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for LlmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (status {})", self.message, self.status)
+    }
+}
+
+impl std::error::Error for LlmError {}
+
+/// What the gateway learned from a response (for logs, metrics and limits).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResponseInfo {
+    pub model: Option<String>,
+    pub usage: Usage,
+    /// OpenAI: the text of each choice; Anthropic: the text blocks concatenated.
+    pub completion: Vec<String>,
+}
+
+/// Token-count estimate for a prepared request, used for limits before the
+/// provider reports real usage. Heuristic: total UTF-8 bytes of all prompt
+/// message contents divided by 4, rounded up (roughly right for English
+/// text with BPE tokenizers; over-estimates for code, under-estimates for CJK).
+pub fn estimate_input_tokens(prompt: &[PromptMessage]) -> u64 {
+    let bytes: u64 = prompt.iter().map(|m| m.content.len() as u64).sum();
+    bytes.div_ceil(4)
+}
+
+/// Glob match used for model aliases: `*` matches any run of characters
+/// (including none), everything else matches literally, and the whole of
+/// `text` must match.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0usize, 0usize);
+    // Position of the last `*` seen and the text position it was tried at,
+    // for linear-time backtracking.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_wildcards() {
+        assert!(glob_match("gpt-4*", "gpt-4o-mini"));
+        assert!(glob_match("gpt-4*", "gpt-4"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("claude-*-sonnet*", "claude-3-5-sonnet-latest"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(!glob_match("gpt-4", "gpt-4o"), "no implicit prefix match");
+        assert!(!glob_match("*-mini", "gpt-4o-mini-2024"));
+        assert!(glob_match("*mini*", "gpt-4o-mini-2024"));
+        assert!(glob_match("", ""));
+        assert!(!glob_match("", "x"));
+    }
+
+    #[test]
+    fn estimate_rounds_up() {
+        let p = |s: &str| PromptMessage {
+            role: "user".into(),
+            content: s.into(),
+        };
+        assert_eq!(estimate_input_tokens(&[]), 0);
+        assert_eq!(estimate_input_tokens(&[p("abcd")]), 1);
+        assert_eq!(estimate_input_tokens(&[p("abcd"), p("e")]), 2);
+    }
+}

@@ -1,0 +1,259 @@
+//! Event-by-event SSE stream translation.
+//!
+//! The provider's stream is parsed incrementally (`sse.rs`); every event is
+//! observed for model/usage/completion text and, when the formats differ,
+//! translated immediately into complete client-format SSE events. Nothing
+//! but a partial line is held back.
+//!
+//! References: OpenAI streaming chunks
+//! (<https://platform.openai.com/docs/api-reference/chat/streaming>);
+//! Anthropic stream events
+//! (<https://docs.anthropic.com/en/docs/build-with-claude/streaming>).
+
+use bytes::Bytes;
+
+use crate::errors::stream_error_json;
+use crate::sse::{write_event, SseEvent, SseParser};
+use crate::stream_a2o::AnthropicToOpenAi;
+use crate::stream_o2a::OpenAiToAnthropic;
+use crate::wire::{AnDelta, AnEvent, AnUsage, OaChunk};
+use crate::{Format, ResponseInfo, Usage};
+
+/// Choice indexes above this are ignored for info, so a hostile `index`
+/// cannot make us allocate.
+const MAX_CHOICES: u64 = 128;
+
+/// What has been observed so far, shared by all modes.
+#[derive(Default)]
+pub(crate) struct Observed {
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub anthropic_usage: AnUsage,
+    pub completion: Vec<String>,
+    pub first_token: bool,
+}
+
+impl Observed {
+    fn completion_mut(&mut self, index: u64) -> Option<&mut String> {
+        if index >= MAX_CHOICES {
+            return None;
+        }
+        let i = index as usize;
+        if self.completion.len() <= i {
+            self.completion.resize(i + 1, String::new());
+        }
+        self.completion.get_mut(i)
+    }
+
+    fn observe_openai(&mut self, chunk: &OaChunk) {
+        if self.model.is_none() {
+            self.model = chunk.model.clone().filter(|m| !m.is_empty());
+        }
+        if let Some(u) = &chunk.usage {
+            self.usage = u.to_usage();
+        }
+        for choice in chunk.choices.iter().flatten() {
+            let Some(delta) = &choice.delta else { continue };
+            if delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
+                self.first_token = true;
+            }
+            let text = delta.content.as_deref().unwrap_or_default();
+            if !text.is_empty() {
+                self.first_token = true;
+                if let Some(c) = self.completion_mut(choice.index) {
+                    c.push_str(text);
+                }
+            }
+        }
+    }
+
+    fn observe_anthropic(&mut self, event: &AnEvent) {
+        match event {
+            AnEvent::MessageStart { message } => {
+                if self.model.is_none() {
+                    self.model = message.model.clone();
+                }
+                if let Some(u) = &message.usage {
+                    self.anthropic_usage.merge(u);
+                    self.usage = self.anthropic_usage.to_usage();
+                }
+            }
+            AnEvent::MessageDelta { usage: Some(u), .. } => {
+                self.anthropic_usage.merge(u);
+                self.usage = self.anthropic_usage.to_usage();
+            }
+            AnEvent::ContentBlockStart { content_block, .. } => match content_block {
+                crate::wire::AnBlockStart::ToolUse { .. } => self.first_token = true,
+                crate::wire::AnBlockStart::Text { text } if !text.is_empty() => {
+                    self.push_text(text)
+                }
+                _ => {}
+            },
+            AnEvent::ContentBlockDelta { delta, .. } => match delta {
+                AnDelta::TextDelta { text } if !text.is_empty() => self.push_text(text),
+                AnDelta::InputJsonDelta { .. } => self.first_token = true,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn push_text(&mut self, text: &str) {
+        self.first_token = true;
+        if let Some(c) = self.completion_mut(0) {
+            c.push_str(text);
+        }
+    }
+}
+
+enum Mode {
+    Passthrough,
+    ToAnthropic(OpenAiToAnthropic),
+    ToOpenAi(AnthropicToOpenAi),
+}
+
+/// Translates a provider SSE stream (egress format) into the client's
+/// (ingress format), one event at a time.
+pub struct StreamTranslator {
+    ingress: Format,
+    egress: Format,
+    parser: SseParser,
+    mode: Mode,
+    observed: Observed,
+    /// Set by `fail`/`finish`: later input is ignored.
+    closed: bool,
+}
+
+impl StreamTranslator {
+    /// `include_usage`: the client's `stream_options.include_usage` (OpenAI
+    /// ingress): emit the final usage chunk (`choices: []`) before `data: [DONE]`.
+    pub fn new(ingress: Format, egress: Format, include_usage: bool) -> Self {
+        let mode = match (ingress, egress) {
+            (Format::AnthropicMessages, Format::OpenAiChat) => {
+                Mode::ToAnthropic(OpenAiToAnthropic::default())
+            }
+            (Format::OpenAiChat, Format::AnthropicMessages) => {
+                Mode::ToOpenAi(AnthropicToOpenAi::new(include_usage))
+            }
+            _ => Mode::Passthrough,
+        };
+        StreamTranslator {
+            ingress,
+            egress,
+            parser: SseParser::default(),
+            mode,
+            observed: Observed::default(),
+            closed: false,
+        }
+    }
+
+    /// Returns the bytes to send to the client now (possibly empty). In
+    /// passthrough mode this is the input chunk itself (no copy).
+    pub fn feed(&mut self, chunk: Bytes) -> Bytes {
+        if self.closed {
+            return Bytes::new();
+        }
+        let mut events = Vec::new();
+        self.parser.feed(&chunk, &mut |e| events.push(e));
+        let mut out = Vec::new();
+        for e in events {
+            self.handle(e, &mut out);
+        }
+        match self.mode {
+            Mode::Passthrough => chunk,
+            _ => Bytes::from(out),
+        }
+    }
+
+    /// The upstream ended cleanly: flush anything pending (in translated
+    /// mode, closing events, the usage chunk and `data: [DONE]` when the
+    /// provider never sent them).
+    pub fn finish(&mut self) -> Bytes {
+        if self.closed {
+            return Bytes::new();
+        }
+        let mut events = Vec::new();
+        self.parser.finish(&mut |e| events.push(e));
+        let mut out = Vec::new();
+        for e in events {
+            self.handle(e, &mut out);
+        }
+        self.closed = true;
+        match &mut self.mode {
+            Mode::Passthrough => return Bytes::new(),
+            Mode::ToAnthropic(s) => s.finish(&self.observed, &mut out),
+            Mode::ToOpenAi(s) => s.finish(&self.observed, &mut out),
+        }
+        Bytes::from(out)
+    }
+
+    /// The upstream broke mid-stream: an error event in the client's format.
+    pub fn fail(&mut self, message: &str) -> Bytes {
+        if self.closed {
+            return Bytes::new();
+        }
+        self.closed = true;
+        let mut out = Vec::new();
+        write_stream_error(self.ingress, None, message, &mut out);
+        Bytes::from(out)
+    }
+
+    /// Model, usage and completion text accumulated so far.
+    pub fn info(&self) -> ResponseInfo {
+        ResponseInfo {
+            model: self.observed.model.clone(),
+            usage: self.observed.usage.clone(),
+            completion: self.observed.completion.clone(),
+        }
+    }
+
+    /// True once the first content token (text or tool-call delta) has
+    /// passed through. Reasoning deltas do not count.
+    pub fn saw_first_token(&self) -> bool {
+        self.observed.first_token
+    }
+
+    fn handle(&mut self, event: SseEvent, out: &mut Vec<u8>) {
+        match self.egress {
+            Format::OpenAiChat => {
+                if event.data.trim() == "[DONE]" {
+                    if let Mode::ToAnthropic(s) = &mut self.mode {
+                        s.finish(&self.observed, out);
+                    }
+                    return;
+                }
+                // Unparseable events are skipped: one bad event must not kill the stream.
+                let Ok(chunk) = serde_json::from_str::<OaChunk>(&event.data) else {
+                    return;
+                };
+                self.observed.observe_openai(&chunk);
+                if let Mode::ToAnthropic(s) = &mut self.mode {
+                    s.on_chunk(chunk, &self.observed, out);
+                }
+            }
+            Format::AnthropicMessages => {
+                let Ok(ev) = serde_json::from_str::<AnEvent>(&event.data) else {
+                    return;
+                };
+                self.observed.observe_anthropic(&ev);
+                if let Mode::ToOpenAi(s) = &mut self.mode {
+                    s.on_event(ev, &self.observed, out);
+                }
+            }
+        }
+    }
+}
+
+/// Appends an in-stream error event in `format`'s framing.
+pub(crate) fn write_stream_error(
+    format: Format,
+    kind: Option<&str>,
+    message: &str,
+    out: &mut Vec<u8>,
+) {
+    let body = stream_error_json(format, kind, message).to_string();
+    match format {
+        Format::OpenAiChat => write_event(out, None, &body),
+        Format::AnthropicMessages => write_event(out, Some("error"), &body),
+    }
+}

@@ -1,0 +1,192 @@
+//! Anthropic Messages event stream -> OpenAI `chat.completion.chunk` stream.
+//!
+//! Produces a role chunk first, then content / `reasoning_content` /
+//! `tool_calls` deltas (id, type and name on the first delta of each tool
+//! call, then argument fragments), the finish_reason chunk, the usage chunk
+//! (`choices: []`) when the client asked for `include_usage`, and
+//! `data: [DONE]`. Thinking signatures and redacted thinking travel in a
+//! LiteLLM-style `thinking_blocks` delta field.
+
+use serde_json::{json, Value};
+
+use crate::sse::write_event;
+use crate::stream::{write_stream_error, Observed};
+use crate::wire::{
+    finish_reason_from_anthropic, openai_usage_json, unix_now, AnBlockStart, AnDelta, AnEvent,
+};
+use crate::Format;
+
+pub(crate) struct AnthropicToOpenAi {
+    include_usage: bool,
+    created: u64,
+    id: String,
+    started: bool,
+    finished: bool,
+    /// Anthropic content block index -> OpenAI tool_calls index.
+    tools: Vec<(u64, u64)>,
+}
+
+impl AnthropicToOpenAi {
+    pub fn new(include_usage: bool) -> Self {
+        AnthropicToOpenAi {
+            include_usage,
+            created: unix_now(),
+            id: String::new(),
+            started: false,
+            finished: false,
+            tools: Vec::new(),
+        }
+    }
+
+    pub fn on_event(&mut self, event: AnEvent, observed: &Observed, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        match event {
+            AnEvent::MessageStart { message } => {
+                if let Some(id) = message.id {
+                    self.id = id;
+                }
+                self.ensure_started(observed, out);
+            }
+            AnEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => {
+                self.ensure_started(observed, out);
+                match content_block {
+                    AnBlockStart::Text { text } if !text.is_empty() => {
+                        self.delta(observed, out, json!({ "content": text }));
+                    }
+                    AnBlockStart::ToolUse { id, name } => {
+                        let tool_index = self.tools.len() as u64;
+                        self.tools.push((index, tool_index));
+                        self.delta(
+                            observed,
+                            out,
+                            json!({ "tool_calls": [{
+                                "index": tool_index, "id": id, "type": "function",
+                                "function": { "name": name, "arguments": "" },
+                            }]}),
+                        );
+                    }
+                    AnBlockStart::Thinking { thinking } if !thinking.is_empty() => {
+                        self.delta(observed, out, json!({ "reasoning_content": thinking }));
+                    }
+                    AnBlockStart::RedactedThinking { data } => {
+                        self.delta(
+                            observed,
+                            out,
+                            json!({
+                                "thinking_blocks": [{ "type": "redacted_thinking", "data": data }],
+                            }),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            AnEvent::ContentBlockDelta { index, delta } => {
+                self.ensure_started(observed, out);
+                match delta {
+                    AnDelta::TextDelta { text } => {
+                        self.delta(observed, out, json!({ "content": text }))
+                    }
+                    AnDelta::InputJsonDelta { partial_json } => {
+                        let Some(&(_, tool_index)) = self.tools.iter().find(|(an, _)| *an == index)
+                        else {
+                            return;
+                        };
+                        self.delta(
+                            observed,
+                            out,
+                            json!({ "tool_calls": [{
+                                "index": tool_index, "function": { "arguments": partial_json },
+                            }]}),
+                        );
+                    }
+                    AnDelta::ThinkingDelta { thinking } => {
+                        self.delta(observed, out, json!({ "reasoning_content": thinking }));
+                    }
+                    AnDelta::SignatureDelta { signature } => {
+                        self.delta(observed, out, json!({
+                            "thinking_blocks": [{ "type": "thinking", "thinking": "", "signature": signature }],
+                        }));
+                    }
+                    AnDelta::Other => {}
+                }
+            }
+            AnEvent::MessageDelta { delta, .. } => {
+                if let Some(stop) = delta.stop_reason {
+                    self.ensure_started(observed, out);
+                    let finish = finish_reason_from_anthropic(&stop);
+                    self.chunk(
+                        observed,
+                        out,
+                        json!([{
+                            "index": 0, "delta": {}, "logprobs": null, "finish_reason": finish,
+                        }]),
+                        None,
+                    );
+                }
+            }
+            AnEvent::MessageStop => self.finish(observed, out),
+            AnEvent::Error { error } => {
+                let message = error.message.as_deref().unwrap_or("upstream stream error");
+                write_stream_error(Format::OpenAiChat, error.kind.as_deref(), message, out);
+                self.finished = true;
+            }
+            AnEvent::ContentBlockStop { .. } | AnEvent::Ping | AnEvent::Other => {}
+        }
+    }
+
+    /// message_stop or end of stream: usage chunk (if asked) and `[DONE]`.
+    pub fn finish(&mut self, observed: &Observed, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        self.ensure_started(observed, out);
+        if self.include_usage {
+            self.chunk(
+                observed,
+                out,
+                json!([]),
+                Some(openai_usage_json(&observed.usage)),
+            );
+        }
+        write_event(out, None, "[DONE]");
+        self.finished = true;
+    }
+
+    fn ensure_started(&mut self, observed: &Observed, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.delta(observed, out, json!({ "role": "assistant", "content": "" }));
+    }
+
+    fn delta(&self, observed: &Observed, out: &mut Vec<u8>, delta: Value) {
+        self.chunk(
+            observed,
+            out,
+            json!([{
+                "index": 0, "delta": delta, "logprobs": null, "finish_reason": null,
+            }]),
+            None,
+        );
+    }
+
+    fn chunk(&self, observed: &Observed, out: &mut Vec<u8>, choices: Value, usage: Option<Value>) {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": observed.model.clone().unwrap_or_default(),
+            "choices": choices,
+        });
+        if let Some(u) = usage {
+            chunk["usage"] = u;
+        }
+        write_event(out, None, &chunk.to_string());
+    }
+}

@@ -3,7 +3,8 @@
 --   wrk -t1 -c32 -d6s -s bench/wrk.lua http://127.0.0.1:PORT/v1/chat/completions -- chat
 --   wrk -t1 -c32 -d6s -s bench/wrk.lua http://127.0.0.1:PORT/v1/stream -- stream
 --
--- "chat" sends a small OpenAI chat request as a POST with a JSON body; "stream" is a plain GET.
+-- "chat" sends a small OpenAI chat request as a POST with a JSON body, "chat-stream" the same with
+-- "stream": true; "stream" is a plain GET.
 -- done() prints one machine-readable line, "WRKJSON {...}", which run.sh keeps instead of
 -- scraping wrk's human output.
 
@@ -11,10 +12,15 @@ local mode = "chat"
 
 function init(args)
   mode = args[1] or "chat"
-  if mode == "chat" then
+  if mode == "chat" or mode == "chat-stream" then
     wrk.method = "POST"
     wrk.headers["Content-Type"] = "application/json"
-    wrk.body = '{"model":"bench-model","messages":[{"role":"system","content":"You are terse."},'
+    local stream = ""
+    if mode == "chat-stream" then
+      stream = '"stream":true,"stream_options":{"include_usage":true},'
+    end
+    wrk.body = '{"model":"bench-model",' .. stream
+      .. '"messages":[{"role":"system","content":"You are terse."},'
       .. '{"role":"user","content":"Say hello in one word."}],"temperature":0}'
   else
     wrk.method = "GET"

@@ -549,6 +549,36 @@ pub struct Policies {
     pub ai: Option<AiPolicy>,
 }
 
+impl Policies {
+    /// `top`'s policy of each kind where it has one, else this one's (an `ai` backend's own
+    /// policies over its backend entry's).
+    pub fn overlay(&self, top: &Policies) -> Policies {
+        fn pick<T: Clone>(top: &Option<T>, base: &Option<T>) -> Option<T> {
+            top.clone().or_else(|| base.clone())
+        }
+        Policies {
+            url_rewrite: pick(&top.url_rewrite, &self.url_rewrite),
+            request_header_modifier: pick(
+                &top.request_header_modifier,
+                &self.request_header_modifier,
+            ),
+            response_header_modifier: pick(
+                &top.response_header_modifier,
+                &self.response_header_modifier,
+            ),
+            request_redirect: pick(&top.request_redirect, &self.request_redirect),
+            direct_response: pick(&top.direct_response, &self.direct_response),
+            cors: pick(&top.cors, &self.cors),
+            timeout: pick(&top.timeout, &self.timeout),
+            retry: pick(&top.retry, &self.retry),
+            backend_tls: pick(&top.backend_tls, &self.backend_tls),
+            backend_auth: pick(&top.backend_auth, &self.backend_auth),
+            backend_http: pick(&top.backend_http, &self.backend_http),
+            ai: pick(&top.ai, &self.ai),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UrlRewrite {

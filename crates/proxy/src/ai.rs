@@ -156,9 +156,9 @@ pub fn dial_target(ai: &AiBackend) -> Result<(String, u16, bool), String> {
 impl AiTarget {
     pub fn compile(input: AiCompileInput<'_>, upstream: Upstream) -> Result<AiTarget, String> {
         let ai = input.ai;
-        let own = ai.policies.as_ref();
+        // `backend_policies` already has the ai backend's own policies laid over it.
         let pick = |f: &dyn Fn(&Policies) -> bool| -> Option<&Policies> {
-            [own, input.backend_policies, input.route_policies]
+            [input.backend_policies, input.route_policies]
                 .into_iter()
                 .flatten()
                 .find(|p| f(p))
@@ -169,7 +169,9 @@ impl AiTarget {
 
         let (provider, model, unsupported) = match &ai.provider {
             Provider::OpenAi(m) => (ProviderKind::OpenAi, m.model.clone(), None),
-            Provider::OpenAiCompatible(m) => (ProviderKind::OpenAiCompatible, m.model.clone(), None),
+            Provider::OpenAiCompatible(m) => {
+                (ProviderKind::OpenAiCompatible, m.model.clone(), None)
+            }
             Provider::Anthropic(m) => (ProviderKind::Anthropic, m.model.clone(), None),
             Provider::Gemini(m) => (ProviderKind::Gemini, m.model.clone(), None),
             Provider::AzureOpenAi(a) => (ProviderKind::AzureOpenAi, a.model.clone(), None),
@@ -204,11 +206,13 @@ impl AiTarget {
         };
         let authority = match (&ai.provider, &ai.host_override) {
             (Provider::OpenAiCompatible(_), Some(h)) => h.0.to_string(),
-            _ => dial_target(&AiBackend {
-                host_override: None,
-                ..ai.clone()
-            })?
-            .0,
+            _ => {
+                dial_target(&AiBackend {
+                    host_override: None,
+                    ..ai.clone()
+                })?
+                .0
+            }
         };
         let authority = Authority::try_from(authority.as_str())
             .map_err(|_| format!("{authority:?} is not a valid host"))?;
@@ -217,12 +221,14 @@ impl AiTarget {
             None => None,
             Some(k) => {
                 let (name, value) = match provider {
-                    ProviderKind::Anthropic => {
-                        (HeaderName::from_static("x-api-key"), k.key.expose().to_string())
-                    }
-                    ProviderKind::AzureOpenAi => {
-                        (HeaderName::from_static("api-key"), k.key.expose().to_string())
-                    }
+                    ProviderKind::Anthropic => (
+                        HeaderName::from_static("x-api-key"),
+                        k.key.expose().to_string(),
+                    ),
+                    ProviderKind::AzureOpenAi => (
+                        HeaderName::from_static("api-key"),
+                        k.key.expose().to_string(),
+                    ),
                     _ => (header::AUTHORIZATION, format!("Bearer {}", k.key.expose())),
                 };
                 let mut value = HeaderValue::from_str(&value).map_err(|_| {
@@ -436,11 +442,10 @@ pub fn plan(
     };
     let needs_raw = || {
         raw.ok_or_else(|| {
-            ProxyError::payload_too_large(ai.max_buffered)
-                .with_message(format!(
-                    "request body exceeds the {}-byte limit for LLM requests",
-                    ai.max_buffered
-                ))
+            ProxyError::payload_too_large(ai.max_buffered).with_message(format!(
+                "request body exceeds the {}-byte limit for LLM requests",
+                ai.max_buffered
+            ))
         })
     };
     match call.route {
@@ -584,7 +589,9 @@ fn rewrite_model(ai: &AiTarget, raw: &[u8]) -> Result<(Vec<u8>, Option<String>),
     let mut v: Value = serde_json::from_slice(raw)
         .map_err(|e| ProxyError::bad_request(format!("request body is not valid JSON: {e}")))?;
     let Some(obj) = v.as_object_mut() else {
-        return Err(ProxyError::bad_request("request body must be a JSON object"));
+        return Err(ProxyError::bad_request(
+            "request body must be a JSON object",
+        ));
     };
     for (k, val) in &ai.overrides {
         obj.insert(k.clone(), val.clone());
@@ -845,7 +852,7 @@ mod tests {
             AiCompileInput {
                 ai: &ai,
                 route_policies: None,
-                backend_policies: None,
+                backend_policies: ai.policies.as_ref(),
                 limits: &config::Limits::default(),
             },
             upstream,
@@ -866,9 +873,18 @@ mod tests {
             t.classify("/v1/messages").route,
             AiRouteType::Messages
         ));
-        assert_eq!(t.classify("/v1/messages").ingress, Format::AnthropicMessages);
-        assert!(matches!(t.classify("/other/messages").route, AiRouteType::Detect));
-        assert!(matches!(t.classify("/v1/models").route, AiRouteType::Passthrough));
+        assert_eq!(
+            t.classify("/v1/messages").ingress,
+            Format::AnthropicMessages
+        );
+        assert!(matches!(
+            t.classify("/other/messages").route,
+            AiRouteType::Detect
+        ));
+        assert!(matches!(
+            t.classify("/v1/models").route,
+            AiRouteType::Passthrough
+        ));
     }
 
     #[test]
@@ -900,18 +916,22 @@ mod tests {
 
     #[test]
     fn credentials_are_provider_shaped_and_replace_the_clients() {
-        let t = target(
-            "name: a\nprovider: {anthropic: {}}\npolicies: {backendAuth: {key: sk-ant}}\n",
-        );
+        let t =
+            target("name: a\nprovider: {anthropic: {}}\npolicies: {backendAuth: {key: sk-ant}}\n");
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer client"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer client"),
+        );
         let parts = http::Request::new(()).into_parts().0;
         let Plan::Forward(fwd) = plan(
             &t,
             t.classify("/v1/messages"),
             &parts,
             body::empty(),
-            Some(&Bytes::from_static(br#"{"model":"m","max_tokens":5,"messages":[]}"#)),
+            Some(&Bytes::from_static(
+                br#"{"model":"m","max_tokens":5,"messages":[]}"#,
+            )),
         )
         .unwrap() else {
             panic!("should forward")

@@ -10,8 +10,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use crate::body::{self, Body, Buffered};
 use crate::ai;
+use crate::body::{self, Body, Buffered};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::policy::{rewrite_authority, rewrite_path, CorsOutcome, Effective};

@@ -294,7 +294,16 @@ fn compile_route(
     let mut backends = Vec::new();
     for (bi, b) in r.backends.iter().enumerate() {
         let bkey = format!("{rkey}.backends[{bi}]");
-        let backend_policies = b.policies.as_ref();
+        // An `ai` backend's own `policies` sit over its backend entry's, kind by kind.
+        let merged = match (&b.kind, b.policies.as_ref()) {
+            (BackendKind::Ai(ai), entry) => match (ai.policies.as_ref(), entry) {
+                (Some(own), Some(entry)) => Some(entry.overlay(own)),
+                (Some(own), None) => Some(own.clone()),
+                (None, entry) => entry.cloned(),
+            },
+            _ => None,
+        };
+        let backend_policies = merged.as_ref().or(b.policies.as_ref());
         let effective = Effective::compile(route_policies, backend_policies)
             .map_err(|e| format!("{bkey}: {e}"))?;
         let (name, target): (Arc<str>, Target) = match &b.kind {
@@ -314,20 +323,23 @@ fn compile_route(
             BackendKind::Ai(ai) => {
                 let (host, port, tls_by_default) =
                     crate::ai::dial_target(ai).map_err(|e| format!("{bkey}.ai: {e}"))?;
-                let own = ai.policies.as_ref();
-                // The ai backend's own policies come first for connection settings too.
-                let (first, second) = match own {
-                    Some(p) => (Some(p), backend_policies.or(route_policies)),
-                    None => (backend_policies, route_policies),
-                };
-                let configured_tls = [first, second]
+                let configured_tls = [backend_policies, route_policies]
                     .into_iter()
                     .flatten()
                     .find_map(|p| p.backend_tls.as_ref());
                 let default_tls = config::BackendTls::default();
                 let tls = configured_tls.or(tls_by_default.then_some(&default_tls));
-                let upstream = upstream_with(&host, port, tls, second, first, limits, cache, used)
-                    .map_err(|e| format!("{bkey}: {e}"))?;
+                let upstream = upstream_with(
+                    &host,
+                    port,
+                    tls,
+                    route_policies,
+                    backend_policies,
+                    limits,
+                    cache,
+                    used,
+                )
+                .map_err(|e| format!("{bkey}: {e}"))?;
                 let target = crate::ai::AiTarget::compile(
                     crate::ai::AiCompileInput {
                         ai,

@@ -129,7 +129,10 @@ pub fn client_config(
                 if let Some(path) = extra_roots_file() {
                     for cert in load_certs(&path)? {
                         roots.add(cert).map_err(|e| {
-                            format!("bad CA certificate in {} (SSL_CERT_FILE): {e}", path.display())
+                            format!(
+                                "bad CA certificate in {} (SSL_CERT_FILE): {e}",
+                                path.display()
+                            )
                         })?;
                     }
                 }

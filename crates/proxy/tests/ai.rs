@@ -45,12 +45,23 @@ async fn completions_applies_aliases_injects_the_provider_key_and_keeps_key_orde
     // No hostOverride-derived Host: the provider's own.
     assert_eq!(seen["authority"], "api.openai.com");
     assert_eq!(r.seen("authorization"), vec!["Bearer sk-upstream"]);
-    assert!(r.seen("x-api-key").is_empty(), "client credentials must not leak");
+    assert!(
+        r.seen("x-api-key").is_empty(),
+        "client credentials must not leak"
+    );
     let sent: Value = serde_json::from_str(seen["body"].as_str().unwrap()).unwrap();
     assert_eq!(sent["model"], "gpt-real");
-    assert_eq!(sent["temperature"], 0.1, "defaults never replace the client's value");
+    assert_eq!(
+        sent["temperature"], 0.1,
+        "defaults never replace the client's value"
+    );
     assert_eq!(sent["max_tokens"], 100, "overrides always win");
-    let keys: Vec<&str> = sent.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let keys: Vec<&str> = sent
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
     let zeta = keys.iter().position(|k| *k == "zeta").unwrap();
     let alpha = keys.iter().position(|k| *k == "alpha").unwrap();
     assert!(zeta < alpha, "client key order is kept: {keys:?}");
@@ -133,7 +144,10 @@ async fn gateway_errors_are_written_in_the_callers_dialect() {
     assert_eq!(r.status, 503);
     let v = r.json();
     assert_eq!(v["type"], "error", "Anthropic error shape: {v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("127.0.0.1:9"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("127.0.0.1:9"));
 
     let r = send(
         addr,
@@ -165,17 +179,12 @@ async fn gateway_errors_are_written_in_the_callers_dialect() {
 
 #[tokio::test]
 async fn unsupported_provider_and_oversized_body_answer_in_the_callers_dialect() {
-    let yaml = format!(
-        "config:\n  limits:\n    maxBufferedBodyBytes: 1024\n{}",
-        ai_route(
-            "          name: v\n          provider: {vertex: {projectId: p, region: us-east5}}\n"
-        )
-    );
-    let (_gw, addr) = gateway(&yaml).await;
+    let yaml = "config:\n  limits:\n    maxBufferedBodyBytes: 1024\nbinds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - matches: [{path: {pathPrefix: /vertex}}]\n      backends:\n      - ai: {name: v, provider: {vertex: {projectId: p, region: us-east5}}}\n    - backends:\n      - ai: {name: o, hostOverride: '127.0.0.1:9', provider: {openAI: {}}}\n";
+    let (_gw, addr) = gateway(yaml).await;
     let r = send(
         addr,
         post_json(
-            "/v1/chat/completions",
+            "/vertex/v1/chat/completions",
             &json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
         ),
     )
@@ -200,7 +209,11 @@ async fn unsupported_provider_and_oversized_body_answer_in_the_callers_dialect()
 }
 
 /// Time to the first body chunk and to the end, through the gateway.
-async fn stream_timing(addr: std::net::SocketAddr, path: &str, body: Value) -> (Duration, Duration, String) {
+async fn stream_timing(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: Value,
+) -> (Duration, Duration, String) {
     let mut req = post_json(path, &body);
     *req.uri_mut() = format!("http://{addr}{path}").parse().unwrap();
     let start = Instant::now();
@@ -215,7 +228,11 @@ async fn stream_timing(addr: std::net::SocketAddr, path: &str, body: Value) -> (
             text.extend_from_slice(&d);
         }
     }
-    (first.unwrap(), start.elapsed(), String::from_utf8(text).unwrap())
+    (
+        first.unwrap(),
+        start.elapsed(),
+        String::from_utf8(text).unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -239,7 +256,10 @@ async fn streams_leave_the_gateway_event_by_event_plain_and_translated() {
     );
     let (_gw, addr) = gateway(&yaml).await;
     let words = "one two three four five six seven eight nine ten";
-    for path in ["/openai/v1/chat/completions", "/anthropic/v1/chat/completions"] {
+    for path in [
+        "/openai/v1/chat/completions",
+        "/anthropic/v1/chat/completions",
+    ] {
         let (first, total, text) = stream_timing(
             addr,
             path,
@@ -284,9 +304,15 @@ async fn a_provider_reset_mid_stream_ends_with_an_error_event() {
     let last = text
         .split("\n\n")
         .filter(|e| !e.trim().is_empty())
-        .next_back()
+        .last()
         .unwrap();
     let data: Value = serde_json::from_str(last.trim_start_matches("data: ")).unwrap();
-    assert!(data["error"]["message"].is_string(), "ends with an OpenAI error event: {text}");
-    assert!(!text.contains("[DONE]"), "a broken stream must not look complete: {text}");
+    assert!(
+        data["error"]["message"].is_string(),
+        "ends with an OpenAI error event: {text}"
+    );
+    assert!(
+        !text.contains("[DONE]"),
+        "a broken stream must not look complete: {text}"
+    );
 }

@@ -280,3 +280,112 @@ fn validate_checks_certificates_too() {
         "{err}"
     );
 }
+
+/// A test CA and a server certificate for `names`, as (CA PEM, rustls server config).
+fn test_pki(names: &[&str]) -> (String, std::sync::Arc<rustls::ServerConfig>) {
+    use rustls::pki_types::pem::PemObject;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+    let certs = vec![leaf.der().clone()];
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (ca.pem(), std::sync::Arc::new(cfg))
+}
+
+/// The seeds' port-3100 example, unchanged but for its hosts and ports: the seeds' curl through
+/// it to a TLS provider (trusted through `SSL_CERT_FILE`) returns a chat completion.
+#[test]
+fn seed_llm_route_reaches_a_tls_provider_with_the_gateways_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, tls) = test_pki(&["dashscope.aliyuncs.com", "127.0.0.1"]);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let provider = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        sim::openai::serve_tls(
+            l,
+            tls,
+            sim::openai::Options {
+                api_key: Some("sk-seed-test".into()),
+                ..Default::default()
+            },
+        )
+    });
+
+    let (llm_port, mcp_port, admin) = (free_port(), free_port(), free_port());
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/seed.yaml"
+    ))
+    .unwrap()
+    .replace("127.0.0.1:8443", &provider.addr.to_string())
+    .replace("port: 3100", &format!("port: {llm_port}"))
+    .replace("port: 3101", &format!("port: {mcp_port}"))
+    .replace("127.0.0.1:15000", &format!("127.0.0.1:{admin}"));
+    let file = dir.path().join("seed.yaml");
+    std::fs::write(&file, seed).unwrap();
+    let _gw = Proc(
+        Command::new(BIN)
+            .arg("-f")
+            .arg(&file)
+            .env("DASHSCOPE_API_KEY", "sk-seed-test")
+            .env("MCP_TOKEN", "mcp-token")
+            .env("SSL_CERT_FILE", &ca_file)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], llm_port));
+    wait_until("the seed config to serve", Duration::from_secs(10), || {
+        TcpStream::connect(addr).is_ok()
+    });
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/compatible-mode/v1/chat/completions",
+        r#"{"model": "any-model-name", "messages": [{"role": "user", "content": "Hello!"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // hyper may answer chunked; the JSON is the one object in the body.
+    let json_text = &body[body.find('{').unwrap()..=body.rfind('}').unwrap()];
+    let v: serde_json::Value = serde_json::from_str(json_text).unwrap();
+    assert_eq!(
+        v["model"], "qwen-plus",
+        "the provider model from the config"
+    );
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let choice = &v["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert!(choice["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("Hello!"));
+    assert_eq!(choice["finish_reason"], "stop");
+    let usage = &v["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+    assert!(usage["prompt_tokens_details"]["cached_tokens"].is_u64());
+    drop(provider);
+}

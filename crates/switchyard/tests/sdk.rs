@@ -41,7 +41,15 @@ fn python() -> PathBuf {
     venv
 }
 
-fn ai_bind(port: u16, name: &str, provider: &str, upstream: SocketAddr, key: &str, routes: &str, alias: &str) -> String {
+fn ai_bind(
+    port: u16,
+    name: &str,
+    provider: &str,
+    upstream: SocketAddr,
+    key: &str,
+    routes: &str,
+    alias: &str,
+) -> String {
     format!(
         r#"- port: {port}
   address: 127.0.0.1
@@ -82,10 +90,42 @@ async fn official_sdks_through_the_gateway() {
     let anthropic_routes =
         "/v1/messages: messages, /v1/messages/count_tokens: anthropicTokenCount, '*': passthrough";
     let mut yaml = String::from("binds:\n");
-    yaml += &ai_bind(ports[0], "openai", "openAI", openai_sim.addr, "sk-upstream-openai", openai_routes, "sim-gpt-mini");
-    yaml += &ai_bind(ports[1], "anthropic", "anthropic", anthropic_sim.addr, "sk-upstream-anthropic", anthropic_routes, "claude-sim-1");
-    yaml += &ai_bind(ports[2], "o2a", "anthropic", anthropic_sim.addr, "sk-upstream-anthropic", openai_routes, "claude-sim-1");
-    yaml += &ai_bind(ports[3], "a2o", "openAI", openai_sim.addr, "sk-upstream-openai", anthropic_routes, "sim-gpt-mini");
+    yaml += &ai_bind(
+        ports[0],
+        "openai",
+        "openAI",
+        openai_sim.addr,
+        "sk-upstream-openai",
+        openai_routes,
+        "sim-gpt-mini",
+    );
+    yaml += &ai_bind(
+        ports[1],
+        "anthropic",
+        "anthropic",
+        anthropic_sim.addr,
+        "sk-upstream-anthropic",
+        anthropic_routes,
+        "claude-sim-1",
+    );
+    yaml += &ai_bind(
+        ports[2],
+        "o2a",
+        "anthropic",
+        anthropic_sim.addr,
+        "sk-upstream-anthropic",
+        openai_routes,
+        "claude-sim-1",
+    );
+    yaml += &ai_bind(
+        ports[3],
+        "a2o",
+        "openAI",
+        openai_sim.addr,
+        "sk-upstream-openai",
+        anthropic_routes,
+        "sim-gpt-mini",
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gw.yaml");
     std::fs::write(&file, yaml).unwrap();
@@ -94,7 +134,10 @@ async fn official_sdks_through_the_gateway() {
     for p in &ports {
         let addr = SocketAddr::from(([127, 0, 0, 1], *p));
         while TcpStream::connect(addr).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "gateway did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "gateway did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -110,6 +153,9 @@ async fn official_sdks_through_the_gateway() {
         .env("GW_A2O", base(ports[3]))
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY");
-    let status = tokio::task::spawn_blocking(move || cmd.status()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "pytest failed (see its output above)");
 }

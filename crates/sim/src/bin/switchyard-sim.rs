@@ -1,0 +1,112 @@
+//! Runs the simulators in the foreground:
+//!
+//! ```text
+//! switchyard-sim --openai 127.0.0.1:8080 --anthropic 127.0.0.1:8081 [--ttft MS] [--itl MS]
+//! ```
+//!
+//! Prints one `<provider> listening on <addr>` line per simulator and serves until Ctrl-C.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str =
+    "usage: switchyard-sim [--openai ADDR] [--anthropic ADDR] [--ttft MS] [--itl MS]
+  --openai ADDR      serve the OpenAI-compatible simulator on ADDR (e.g. 127.0.0.1:8080)
+  --anthropic ADDR   serve the Anthropic Messages simulator on ADDR
+  --ttft MS          delay before the first streamed token (default 0)
+  --itl MS           delay between streamed tokens (default 0)
+At least one of --openai / --anthropic is required.";
+
+#[derive(Default)]
+struct Args {
+    openai: Option<String>,
+    anthropic: Option<String>,
+    ttft: Duration,
+    itl: Duration,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut out = Args::default();
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(String::new());
+        }
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let millis = || {
+            value
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| format!("{flag}: not a number of milliseconds: {value}"))
+        };
+        match flag.as_str() {
+            "--openai" => out.openai = Some(value.clone()),
+            "--anthropic" => out.anthropic = Some(value.clone()),
+            "--ttft" => out.ttft = millis()?,
+            "--itl" => out.itl = millis()?,
+            other => return Err(format!("unknown argument: {other}")),
+        }
+    }
+    if out.openai.is_none() && out.anthropic.is_none() {
+        return Err("nothing to serve: pass --openai and/or --anthropic".into());
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("switchyard-sim: {e}");
+            }
+            eprintln!("{USAGE}");
+            return if e.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    // Keep the servers alive until Ctrl-C: dropping a SimServer stops it.
+    let mut running = Vec::new();
+    if let Some(addr) = &args.openai {
+        let options = sim::openai::Options {
+            time_to_first_token: args.ttft,
+            inter_token_delay: args.itl,
+            ..Default::default()
+        };
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let server = sim::openai::serve(listener, options);
+                println!("openai listening on {}", server.addr);
+                running.push(server);
+            }
+            Err(e) => {
+                eprintln!("switchyard-sim: cannot bind --openai {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(addr) = &args.anthropic {
+        let options = sim::anthropic::Options {
+            time_to_first_token: args.ttft,
+            inter_token_delay: args.itl,
+            ..Default::default()
+        };
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let server = sim::anthropic::serve(listener, options);
+                println!("anthropic listening on {}", server.addr);
+                running.push(server);
+            }
+            Err(e) => {
+                eprintln!("switchyard-sim: cannot bind --anthropic {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    drop(running);
+    ExitCode::SUCCESS
+}

@@ -89,7 +89,7 @@ async fn official_sdks_through_the_gateway() {
     let openai_routes = "/v1/chat/completions: completions, /v1/models: models, '*': passthrough";
     let anthropic_routes =
         "/v1/messages: messages, /v1/messages/count_tokens: anthropicTokenCount, '*': passthrough";
-    let mut yaml = String::from("binds:\n");
+    let mut yaml = format!("config:\n  adminAddr: 127.0.0.1:{}\nbinds:\n", free_port());
     yaml += &ai_bind(
         ports[0],
         "openai",

@@ -21,3 +21,17 @@ def gw():
         "o2a": _base("GW_O2A"),  # OpenAI client -> Anthropic provider (translated)
         "a2o": _base("GW_A2O"),  # Anthropic client -> OpenAI provider (translated)
     }
+
+
+def post_raw(url: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    """POST bytes as they are (the SDKs only send valid JSON); returns (status, JSON body)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())

@@ -366,7 +366,18 @@ pub enum Provider {
     Bedrock(BedrockProvider),
     #[serde(rename = "azureOpenAI")]
     AzureOpenAi(AzureProvider),
-    Copilot(ProviderModel),
+    Copilot(CopilotProvider),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CopilotProvider {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Where the GitHub token (`backendAuth.key`) is traded for a Copilot token. Default
+    /// `https://api.github.com/copilot_internal/v2/token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -383,8 +394,14 @@ pub struct VertexProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub project_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Vertex location, e.g. `us-central1` (default) or `global`.
+    #[serde(default, alias = "location", skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// A Google service-account key (JSON), usually `{file: sa.json}`; access tokens are
+    /// obtained from its `token_uri` and cached until they expire. Default: the file named by
+    /// `GOOGLE_APPLICATION_CREDENTIALS`. A `backendAuth.key` is used as a ready access token instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -393,6 +410,14 @@ pub struct BedrockProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub region: String,
+    /// Static AWS credentials for SigV4. Default: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
+    /// and `AWS_SESSION_TOKEN` from the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -187,6 +187,26 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
                 if let Some(p) = &mut ai.policies {
                     check_policies(p, &format!("{bkey}.ai.policies"), base)?;
                 }
+                let pkey = format!("{bkey}.ai.provider");
+                match &mut ai.provider {
+                    crate::Provider::Vertex(v) => {
+                        if let Some(c) = &mut v.credentials {
+                            load_secret(c, base, &format!("{pkey}.vertex.credentials"))?;
+                        }
+                    }
+                    crate::Provider::Bedrock(b) => {
+                        for (name, secret) in [
+                            ("accessKeyId", &mut b.access_key_id),
+                            ("secretAccessKey", &mut b.secret_access_key),
+                            ("sessionToken", &mut b.session_token),
+                        ] {
+                            if let Some(s) = secret {
+                                load_secret(s, base, &format!("{pkey}.bedrock.{name}"))?;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
             }
             BackendKind::Mcp(mcp) => {
                 if mcp.targets.is_empty() {

@@ -15,7 +15,10 @@ use crate::Format;
 /// An error produced by the gateway itself, in the client's format (type chosen from status).
 pub fn error_body(format: Format, status: u16, message: &str) -> Vec<u8> {
     match format {
-        Format::OpenAiChat => openai_error(openai_type_for_status(status), message, None),
+        // Gemini is never a client format; OpenAI's shape is the fallback.
+        Format::OpenAiChat | Format::Gemini => {
+            openai_error(openai_type_for_status(status), message, None)
+        }
         Format::AnthropicMessages => anthropic_error(anthropic_type_for_status(status), message),
     }
 }
@@ -32,6 +35,9 @@ pub fn translate_error(
     if ingress == egress {
         return None;
     }
+    if egress == Format::Gemini {
+        return Some(crate::gemini::translate_error(ingress, status, body));
+    }
     let parsed = parse_error(egress, body);
     let (kind, message) = match parsed {
         Some((kind, message)) => (kind, message),
@@ -41,7 +47,7 @@ pub fn translate_error(
         ),
     };
     Some(match ingress {
-        Format::OpenAiChat => {
+        Format::OpenAiChat | Format::Gemini => {
             let mapped = kind
                 .as_deref()
                 .and_then(openai_type_for_anthropic_type)
@@ -64,7 +70,7 @@ pub fn translate_error(
 /// the stream translator, which frames it itself).
 pub(crate) fn stream_error_json(format: Format, kind: Option<&str>, message: &str) -> Value {
     match format {
-        Format::OpenAiChat => {
+        Format::OpenAiChat | Format::Gemini => {
             let mapped = kind
                 .and_then(openai_type_for_anthropic_type)
                 .unwrap_or("server_error");
@@ -97,12 +103,12 @@ pub(crate) fn parse_error(format: Format, body: &[u8]) -> Option<(Option<String>
     }
 }
 
-fn openai_error(kind: &str, message: &str, code: Option<&str>) -> Vec<u8> {
+pub(crate) fn openai_error(kind: &str, message: &str, code: Option<&str>) -> Vec<u8> {
     let v = json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
     v.to_string().into_bytes()
 }
 
-fn anthropic_error(kind: &str, message: &str) -> Vec<u8> {
+pub(crate) fn anthropic_error(kind: &str, message: &str) -> Vec<u8> {
     let v = json!({ "type": "error", "error": { "type": kind, "message": message } });
     v.to_string().into_bytes()
 }

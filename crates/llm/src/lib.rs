@@ -11,16 +11,23 @@
 //!   streaming <https://docs.anthropic.com/en/docs/build-with-claude/streaming>,
 //!   errors <https://docs.anthropic.com/en/api/errors>.
 //!
+//! - Google Gemini `generateContent` (egress only, see `gemini.rs`):
+//!   <https://ai.google.dev/api/generate-content>.
+//!
 //! What cannot be carried across is listed in `crates/llm/README.md`.
 
 mod errors;
+mod gemini;
+mod gemini_schema;
 mod request;
 mod request_a2o;
+mod request_gemini;
 mod request_o2a;
 mod response;
 mod sse;
 mod stream;
 mod stream_a2o;
+mod stream_gemini;
 mod stream_o2a;
 mod wire;
 
@@ -36,6 +43,9 @@ use serde_json::{Map, Value};
 pub enum Format {
     OpenAiChat,
     AnthropicMessages,
+    /// Google Gemini `generateContent` (Gemini API and Vertex AI). Egress
+    /// only: the model goes in the URL path, not the body.
+    Gemini,
 }
 
 /// Token usage in provider-neutral terms.

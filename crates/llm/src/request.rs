@@ -4,7 +4,8 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    request_a2o, request_o2a, Format, LlmError, PreparedRequest, PromptMessage, RequestOptions,
+    request_a2o, request_gemini, request_o2a, Format, LlmError, PreparedRequest, PromptMessage,
+    RequestOptions,
 };
 
 /// Parameters surfaced in `PreparedRequest::params`, per ingress format.
@@ -53,6 +54,11 @@ pub fn prepare_request(
     let Value::Object(mut req) = value else {
         return Err(LlmError::bad_request("request body must be a JSON object"));
     };
+    if ingress == Format::Gemini {
+        return Err(LlmError::bad_request(
+            "Gemini is a provider format only; clients speak OpenAI Chat or Anthropic Messages",
+        ));
+    }
     match req.get("messages") {
         Some(Value::Array(_)) => {}
         Some(_) => return Err(LlmError::bad_request("`messages` must be an array")),
@@ -87,6 +93,8 @@ pub fn prepare_request(
     let param_names = match ingress {
         Format::OpenAiChat => OPENAI_PARAMS,
         Format::AnthropicMessages => ANTHROPIC_PARAMS,
+        // Refused above: Gemini is egress only.
+        Format::Gemini => &[],
     };
     let params: Map<String, Value> = param_names
         .iter()
@@ -95,6 +103,7 @@ pub fn prepare_request(
     let prompt = match ingress {
         Format::OpenAiChat => openai_prompt(&req)?,
         Format::AnthropicMessages => anthropic_prompt(&req)?,
+        Format::Gemini => Vec::new(),
     };
 
     let out = match (ingress, egress) {
@@ -103,6 +112,10 @@ pub fn prepare_request(
         }
         (Format::AnthropicMessages, Format::OpenAiChat) => {
             Value::Object(request_a2o::translate(req)?)
+        }
+        (Format::OpenAiChat, Format::Gemini) => Value::Object(request_gemini::translate(req)?),
+        (Format::AnthropicMessages, Format::Gemini) => {
+            Value::Object(request_gemini::translate_from_anthropic(req)?)
         }
         _ => Value::Object(req),
     };

@@ -37,6 +37,7 @@ pub fn translate_response(
     let out = match egress {
         Format::AnthropicMessages => anthropic_to_openai(resp, &info),
         Format::OpenAiChat => openai_to_anthropic(resp, &info),
+        Format::Gemini => crate::gemini::to_client(ingress, resp, &info),
     };
     let bytes = serde_json::to_vec(&out)
         .map_err(|e| LlmError::bad_gateway(format!("cannot serialise response: {e}")))?;
@@ -49,6 +50,7 @@ fn invalid_upstream(e: serde_json::Error) -> LlmError {
 
 fn response_info(format: Format, body: &[u8]) -> Result<ResponseInfo, LlmError> {
     Ok(match format {
+        Format::Gemini => crate::gemini::response_info(body)?,
         Format::OpenAiChat => {
             let view: OaResponseView = serde_json::from_slice(body).map_err(invalid_upstream)?;
             ResponseInfo {
@@ -159,7 +161,7 @@ fn anthropic_to_openai(resp: Map<String, Value>, info: &ResponseInfo) -> Value {
     })
 }
 
-fn openai_to_anthropic(resp: Map<String, Value>, info: &ResponseInfo) -> Value {
+pub(crate) fn openai_to_anthropic(resp: Map<String, Value>, info: &ResponseInfo) -> Value {
     // Only the first choice: Anthropic has no `n` (README).
     let choice = resp
         .get("choices")

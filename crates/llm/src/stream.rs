@@ -15,6 +15,7 @@ use bytes::Bytes;
 use crate::errors::stream_error_json;
 use crate::sse::{write_event, SseEvent, SseParser};
 use crate::stream_a2o::AnthropicToOpenAi;
+use crate::stream_gemini::GeminiStream;
 use crate::stream_o2a::OpenAiToAnthropic;
 use crate::wire::{AnDelta, AnEvent, AnUsage, OaChunk};
 use crate::{Format, ResponseInfo, Usage};
@@ -110,6 +111,8 @@ enum Mode {
     Passthrough,
     ToAnthropic(OpenAiToAnthropic),
     ToOpenAi(AnthropicToOpenAi),
+    /// Gemini provider, OpenAI or Anthropic client.
+    FromGemini(GeminiStream),
 }
 
 /// Translates a provider SSE stream (egress format) into the client's
@@ -134,6 +137,9 @@ impl StreamTranslator {
             }
             (Format::OpenAiChat, Format::AnthropicMessages) => {
                 Mode::ToOpenAi(AnthropicToOpenAi::new(include_usage))
+            }
+            (Format::OpenAiChat | Format::AnthropicMessages, Format::Gemini) => {
+                Mode::FromGemini(GeminiStream::new(ingress, include_usage))
             }
             _ => Mode::Passthrough,
         };
@@ -183,6 +189,7 @@ impl StreamTranslator {
             Mode::Passthrough => return Bytes::new(),
             Mode::ToAnthropic(s) => s.finish(&self.observed, &mut out),
             Mode::ToOpenAi(s) => s.finish(&self.observed, &mut out),
+            Mode::FromGemini(s) => s.finish(&self.observed, &mut out),
         }
         Bytes::from(out)
     }
@@ -240,6 +247,14 @@ impl StreamTranslator {
                     s.on_event(ev, &self.observed, out);
                 }
             }
+            Format::Gemini => match &mut self.mode {
+                Mode::FromGemini(s) => s.on_event(&event.data, &mut self.observed, out),
+                _ => {
+                    if let Ok(v) = serde_json::from_str(&event.data) {
+                        crate::stream_gemini::observe(&v, &mut self.observed);
+                    }
+                }
+            },
         }
     }
 }
@@ -253,7 +268,7 @@ pub(crate) fn write_stream_error(
 ) {
     let body = stream_error_json(format, kind, message).to_string();
     match format {
-        Format::OpenAiChat => write_event(out, None, &body),
+        Format::OpenAiChat | Format::Gemini => write_event(out, None, &body),
         Format::AnthropicMessages => write_event(out, Some("error"), &body),
     }
 }

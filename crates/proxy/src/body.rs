@@ -64,6 +64,28 @@ pub async fn buffer_for_replay(mut body: Body, limit: usize) -> Result<Buffered,
     Ok(Buffered::Complete(buf.freeze()))
 }
 
+/// Why a bounded read stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    TooLarge,
+    Body(BoxError),
+}
+
+/// Reads a whole body, failing once it passes `limit` bytes. (A frame loop rather than
+/// `Limited::collect`, whose future trips the compiler's `Send` inference inside handlers.)
+pub async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(ReadError::Body)?.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(ReadError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -349,7 +349,7 @@ async fn send_once(
                 path: fwd.path,
                 backend_auth: false,
             };
-            let req = build_upstream_request(
+            let mut req = build_upstream_request(
                 parts,
                 headers,
                 fwd.body,
@@ -359,6 +359,9 @@ async fn send_once(
                 target,
             )
             .map_err(Failure::Fatal)?;
+            ai::authorize(ai, &mut req, fwd.payload.as_ref())
+                .await
+                .map_err(Failure::Fatal)?;
             let resp = call_upstream(&ai.upstream, req, &backend.policies).await?;
             return ai::shape_response(resp, fwd.shape)
                 .await

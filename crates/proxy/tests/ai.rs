@@ -178,22 +178,19 @@ async fn gateway_errors_are_written_in_the_callers_dialect() {
 }
 
 #[tokio::test]
-async fn unsupported_provider_and_oversized_body_answer_in_the_callers_dialect() {
-    let yaml = "config:\n  limits:\n    maxBufferedBodyBytes: 1024\nbinds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - matches: [{path: {pathPrefix: /vertex}}]\n      backends:\n      - ai: {name: v, provider: {vertex: {projectId: p, region: us-east5}}}\n    - backends:\n      - ai: {name: o, hostOverride: '127.0.0.1:9', provider: {openAI: {}}}\n";
+async fn unsupported_operation_and_oversized_body_answer_in_the_callers_dialect() {
+    let yaml = "config:\n  limits:\n    maxBufferedBodyBytes: 1024\nbinds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - matches: [{path: {pathPrefix: /claude}}]\n      backends:\n      - ai: {name: c, hostOverride: '127.0.0.1:9', provider: {anthropic: {}}, policies: {ai: {routes: {/embeddings: embeddings}}}}\n    - backends:\n      - ai: {name: o, hostOverride: '127.0.0.1:9', provider: {openAI: {}}}\n";
     let (_gw, addr) = gateway(yaml).await;
     let r = send(
         addr,
-        post_json(
-            "/vertex/v1/chat/completions",
-            &json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
-        ),
+        post_json("/claude/v1/embeddings", &json!({"model": "m", "input": "x"})),
     )
     .await;
     assert_eq!(r.status, 501);
     assert!(r.json()["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("vertex"));
+        .contains("embeddings"));
 
     let big = "y".repeat(4096);
     let r = send(
@@ -206,6 +203,76 @@ async fn unsupported_provider_and_oversized_body_answer_in_the_callers_dialect()
     .await;
     assert_eq!(r.status, 413);
     assert!(r.json()["error"]["message"].is_string());
+}
+
+#[tokio::test]
+async fn copilot_trades_the_github_token_once_and_reuses_the_copilot_token() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let exchanges = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_addr = listener.local_addr().unwrap();
+    let counter = exchanges.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let counter = counter.clone();
+                    async move {
+                        let ok = req.uri().path() == "/copilot_internal/v2/token"
+                            && req.headers()["authorization"] == "token gho_test";
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let expires = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs()
+                            + 1800;
+                        let mut resp = http::Response::new(full(if ok {
+                            json!({"token": "copilot-session", "expires_at": expires, "refresh_in": 1500}).to_string()
+                        } else {
+                            "{\"message\":\"Bad credentials\"}".to_string()
+                        }));
+                        if !ok {
+                            *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let chat = sim::openai::spawn(sim::openai::Options {
+        api_key: Some("copilot-session".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_gw, addr) = gateway(&ai_route(&format!(
+        "          name: copilot\n          hostOverride: {}\n          provider: {{copilot: {{tokenUrl: 'http://{token_addr}/copilot_internal/v2/token'}}}}\n          policies: {{backendAuth: {{key: gho_test}}}}\n",
+        chat.addr
+    )))
+    .await;
+    for _ in 0..3 {
+        let r = send(
+            addr,
+            post_json(
+                "/v1/chat/completions",
+                &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("hi"));
+    }
+    assert_eq!(exchanges.load(Ordering::SeqCst), 1, "the Copilot token is cached");
 }
 
 /// Time to the first body chunk and to the end, through the gateway.
@@ -315,4 +382,75 @@ async fn a_provider_reset_mid_stream_ends_with_an_error_event() {
         !text.contains("[DONE]"),
         "a broken stream must not look complete: {text}"
     );
+}
+
+#[tokio::test]
+async fn gemini_and_vertex_are_translated_and_vertex_tokens_are_cached() {
+    let options = sim::gemini::Options {
+        api_key: Some("gemini-key".into()),
+        ..Default::default()
+    }
+    .with_test_service_account();
+    let stats = options.stats.clone();
+    let google = sim::gemini::spawn(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sa.json"),
+        sim::gemini::test_service_account_json(&format!("http://{}/token", google.addr)),
+    )
+    .unwrap();
+    let yaml = format!(
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - matches: [{{path: {{pathPrefix: /gemini}}}}]\n      backends:\n      - ai: {{name: g, hostOverride: '{g}', provider: {{gemini: {{model: gemini-2.5-flash}}}}, policies: {{backendAuth: {{key: gemini-key}}}}}}\n    - matches: [{{path: {{pathPrefix: /vertex}}}}]\n      backends:\n      - ai: {{name: v, hostOverride: '{g}', provider: {{vertex: {{projectId: proj-1, region: europe-west4, model: gemini-2.5-pro, credentials: {{file: sa.json}}}}}}}}\n",
+        g = google.addr
+    );
+    let (_gw, addrs) = gateway_in(&yaml, dir.path()).await;
+    let addr = addrs[0];
+    for prefix in ["/gemini", "/vertex", "/vertex"] {
+        let r = send(
+            addr,
+            post_json(
+                &format!("{prefix}/v1/chat/completions"),
+                &json!({"model": "ignored", "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "hello gemini"}]}),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{prefix}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["object"], "chat.completion", "{v}");
+        assert!(v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("hello gemini"));
+        assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(stats.vertex_requests(), 2);
+    assert_eq!(stats.tokens_issued(), 1, "one token serves both Vertex calls");
+
+    let (_, _, text) = stream_timing(
+        addr,
+        "/vertex/v1/chat/completions",
+        json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "stream from vertex"}]}),
+    )
+    .await;
+    assert!(text.contains("\"chat.completion.chunk\""), "{text}");
+    assert!(text.contains("stream"), "{text}");
+    assert!(text.contains("\"usage\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    // A wrong Gemini key comes back as the provider's refusal, in OpenAI's shape.
+    let yaml_bad = yaml.replace("key: gemini-key", "key: wrong-key");
+    let (_gw2, addrs) = gateway_in(&yaml_bad, dir.path()).await;
+    let r = send(
+        addrs[0],
+        post_json(
+            "/gemini/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+    )
+    .await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("API key"));
 }

@@ -1,8 +1,9 @@
 //! Simulated model providers for tests, benchmarks and `switchyard demo`.
 //!
 //! Each simulator is a real HTTP server on a real socket speaking a provider's documented wire
-//! format: [`openai`] (Chat Completions, Embeddings, Responses, Models) and [`anthropic`]
-//! (Messages, token counting, Models). Content is deterministic (derived from the prompt) so
+//! format: [`openai`] (Chat Completions, Embeddings, Responses, Models), [`anthropic`]
+//! (Messages, token counting, Models) and [`gemini`] (Gemini API and Vertex AI `generateContent`,
+//! with its own OAuth token endpoint). Content is deterministic (derived from the prompt) so
 //! tests can assert on it, and faults can be injected per request with the [`FAULT_HEADER`]
 //! header or per server with `Options::fault` (see [`Fault`]).
 //!
@@ -12,6 +13,7 @@
 pub mod anthropic;
 mod body;
 mod fault;
+pub mod gemini;
 pub mod openai;
 mod tools;
 

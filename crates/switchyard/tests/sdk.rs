@@ -41,15 +41,9 @@ fn python() -> PathBuf {
     venv
 }
 
-fn ai_bind(
-    port: u16,
-    name: &str,
-    provider: &str,
-    upstream: SocketAddr,
-    key: &str,
-    routes: &str,
-    alias: &str,
-) -> String {
+/// One bind with one `ai` backend; `provider` is the provider's YAML (`openAI: {}`), `auth` a
+/// policies line for its credentials (or empty).
+fn ai_bind(port: u16, b: &Binding, upstream: SocketAddr) -> String {
     format!(
         r#"- port: {port}
   address: 127.0.0.1
@@ -59,15 +53,34 @@ fn ai_bind(
       - ai:
           name: {name}
           hostOverride: {upstream}
-          provider: {{{provider}: {{}}}}
+          provider: {{{provider}}}
           policies:
-            backendAuth: {{key: {key}}}
+            {auth}
             ai:
               routes: {{{routes}}}
               modelAliases: {{fast: {alias}}}
-"#
+"#,
+        name = b.env,
+        provider = b.provider,
+        auth = b.auth,
+        routes = b.routes,
+        alias = b.alias,
     )
 }
+
+/// A gateway bind the Python tests reach through the environment variable `env`.
+struct Binding {
+    env: &'static str,
+    provider: &'static str,
+    auth: &'static str,
+    routes: &'static str,
+    alias: &'static str,
+}
+
+const OPENAI_ROUTES: &str =
+    "/v1/chat/completions: completions, /v1/models: models, '*': passthrough";
+const ANTHROPIC_ROUTES: &str =
+    "/v1/messages: messages, /v1/messages/count_tokens: anthropicTokenCount, '*': passthrough";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_through_the_gateway() {
@@ -85,48 +98,36 @@ async fn official_sdks_through_the_gateway() {
     .await
     .unwrap();
 
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let openai_routes = "/v1/chat/completions: completions, /v1/models: models, '*': passthrough";
-    let anthropic_routes =
-        "/v1/messages: messages, /v1/messages/count_tokens: anthropicTokenCount, '*': passthrough";
+    let google = sim::gemini::spawn(
+        sim::gemini::Options {
+            api_key: Some("gemini-upstream-key".into()),
+            ..Default::default()
+        }
+        .with_test_service_account(),
+    )
+    .await
+    .unwrap();
+
+    // (client dialect -> provider) pairs; the Python tests pick them by env name.
+    let bindings = [
+        (Binding { env: "GW_OPENAI", provider: "openAI: {}", auth: "backendAuth: {key: sk-upstream-openai}", routes: OPENAI_ROUTES, alias: "sim-gpt-mini" }, openai_sim.addr),
+        (Binding { env: "GW_ANTHROPIC", provider: "anthropic: {}", auth: "backendAuth: {key: sk-upstream-anthropic}", routes: ANTHROPIC_ROUTES, alias: "claude-sim-1" }, anthropic_sim.addr),
+        (Binding { env: "GW_O2A", provider: "anthropic: {}", auth: "backendAuth: {key: sk-upstream-anthropic}", routes: OPENAI_ROUTES, alias: "claude-sim-1" }, anthropic_sim.addr),
+        (Binding { env: "GW_A2O", provider: "openAI: {}", auth: "backendAuth: {key: sk-upstream-openai}", routes: ANTHROPIC_ROUTES, alias: "sim-gpt-mini" }, openai_sim.addr),
+        (Binding { env: "GW_O2G", provider: "gemini: {}", auth: "backendAuth: {key: gemini-upstream-key}", routes: OPENAI_ROUTES, alias: "gemini-sim-flash" }, google.addr),
+        (Binding { env: "GW_A2V", provider: "vertex: {projectId: sdk-test, region: us-central1, credentials: {file: sa.json}}", auth: "", routes: ANTHROPIC_ROUTES, alias: "gemini-sim-pro" }, google.addr),
+    ];
+    let ports: Vec<u16> = bindings.iter().map(|_| free_port()).collect();
     let mut yaml = format!("config:\n  adminAddr: 127.0.0.1:{}\nbinds:\n", free_port());
-    yaml += &ai_bind(
-        ports[0],
-        "openai",
-        "openAI",
-        openai_sim.addr,
-        "sk-upstream-openai",
-        openai_routes,
-        "sim-gpt-mini",
-    );
-    yaml += &ai_bind(
-        ports[1],
-        "anthropic",
-        "anthropic",
-        anthropic_sim.addr,
-        "sk-upstream-anthropic",
-        anthropic_routes,
-        "claude-sim-1",
-    );
-    yaml += &ai_bind(
-        ports[2],
-        "o2a",
-        "anthropic",
-        anthropic_sim.addr,
-        "sk-upstream-anthropic",
-        openai_routes,
-        "claude-sim-1",
-    );
-    yaml += &ai_bind(
-        ports[3],
-        "a2o",
-        "openAI",
-        openai_sim.addr,
-        "sk-upstream-openai",
-        anthropic_routes,
-        "sim-gpt-mini",
-    );
+    for ((binding, upstream), port) in bindings.iter().zip(&ports) {
+        yaml += &ai_bind(*port, binding, *upstream);
+    }
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sa.json"),
+        sim::gemini::test_service_account_json(&format!("http://{}/token", google.addr)),
+    )
+    .unwrap();
     let file = dir.path().join("gw.yaml");
     std::fs::write(&file, yaml).unwrap();
     let _gw = Proc(Command::new(BIN).arg("-f").arg(&file).spawn().unwrap());
@@ -147,12 +148,11 @@ async fn official_sdks_through_the_gateway() {
     let mut cmd = Command::new(&python);
     cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(&tests)
-        .env("GW_OPENAI", base(ports[0]))
-        .env("GW_ANTHROPIC", base(ports[1]))
-        .env("GW_O2A", base(ports[2]))
-        .env("GW_A2O", base(ports[3]))
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY");
+    for ((binding, _), port) in bindings.iter().zip(&ports) {
+        cmd.env(binding.env, base(*port));
+    }
     let status = tokio::task::spawn_blocking(move || cmd.status())
         .await
         .unwrap()

@@ -20,6 +20,8 @@ def gw():
         "anthropic": _base("GW_ANTHROPIC"),  # Anthropic client -> Anthropic provider
         "o2a": _base("GW_O2A"),  # OpenAI client -> Anthropic provider (translated)
         "a2o": _base("GW_A2O"),  # Anthropic client -> OpenAI provider (translated)
+        "o2g": _base("GW_O2G"),  # OpenAI client -> Gemini API (translated)
+        "a2v": _base("GW_A2V"),  # Anthropic client -> Vertex AI, service-account OAuth (translated)
     }
 
 

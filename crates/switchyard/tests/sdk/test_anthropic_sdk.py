@@ -4,6 +4,9 @@ import anthropic
 import pytest
 from conftest import post_raw
 
+# The same-dialect provider first, then translated ones.
+ANTHROPIC_CLIENT_ROUTES = ["anthropic", "a2o", "a2v"]
+
 WEATHER_TOOL = {
     "name": "get_weather",
     "description": "Current weather for a city",
@@ -20,7 +23,7 @@ def client(base: str) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=base, api_key="client-key-not-for-upstream", max_retries=0)
 
 
-@pytest.mark.parametrize("route", ["anthropic", "a2o"])
+@pytest.mark.parametrize("route", ANTHROPIC_CLIENT_ROUTES)
 def test_plain_message(gw, route):
     c = client(gw[route])
     m = c.messages.create(
@@ -36,7 +39,7 @@ def test_plain_message(gw, route):
     assert m.usage.input_tokens > 0 and m.usage.output_tokens > 0
 
 
-@pytest.mark.parametrize("route", ["anthropic", "a2o"])
+@pytest.mark.parametrize("route", ANTHROPIC_CLIENT_ROUTES)
 def test_streaming_matches_non_streaming(gw, route):
     c = client(gw[route])
     messages = [{"role": "user", "content": "Stream me a few words please"}]
@@ -50,7 +53,7 @@ def test_streaming_matches_non_streaming(gw, route):
     assert final.usage.output_tokens > 0
 
 
-@pytest.mark.parametrize("route", ["anthropic", "a2o"])
+@pytest.mark.parametrize("route", ANTHROPIC_CLIENT_ROUTES)
 def test_tool_use_round_trip(gw, route):
     c = client(gw[route])
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -70,7 +73,7 @@ def test_tool_use_round_trip(gw, route):
     assert "sunny, 21C" in "".join(b.text for b in m2.content if b.type == "text")
 
 
-@pytest.mark.parametrize("route", ["anthropic", "a2o"])
+@pytest.mark.parametrize("route", ANTHROPIC_CLIENT_ROUTES)
 def test_streamed_tool_use_input_arrives_intact(gw, route):
     c = client(gw[route])
     with c.messages.stream(
@@ -85,7 +88,7 @@ def test_streamed_tool_use_input_arrives_intact(gw, route):
     assert final.stop_reason == "tool_use"
 
 
-@pytest.mark.parametrize("route", ["anthropic", "a2o"])
+@pytest.mark.parametrize("route", ANTHROPIC_CLIENT_ROUTES)
 def test_rate_limit_keeps_status_and_format(gw, route):
     c = client(gw[route])
     with pytest.raises(anthropic.RateLimitError) as e:
@@ -101,7 +104,7 @@ def test_rate_limit_keeps_status_and_format(gw, route):
     assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
 
 
-@pytest.mark.parametrize("route", ["anthropic", "a2o"])
+@pytest.mark.parametrize("route", ANTHROPIC_CLIENT_ROUTES)
 def test_reset_mid_stream_is_an_error_not_a_clean_end(gw, route):
     c = client(gw[route])
     # The SDK surfaces a transport error (its HTTP library's) or an API error event.
@@ -118,7 +121,7 @@ def test_reset_mid_stream_is_an_error_not_a_clean_end(gw, route):
     assert "still there?" in "".join(b.text for b in m.content if b.type == "text")
 
 
-@pytest.mark.parametrize("route", ["anthropic", "a2o"])
+@pytest.mark.parametrize("route", ANTHROPIC_CLIENT_ROUTES)
 def test_malformed_json_is_a_400_in_anthropic_format(gw, route):
     status, body = post_raw(
         f"{gw[route]}/v1/messages",

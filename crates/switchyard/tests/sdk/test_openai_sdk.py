@@ -6,6 +6,9 @@ import openai
 import pytest
 from conftest import post_raw
 
+# The same-dialect provider first, then translated ones.
+OPENAI_CLIENT_ROUTES = ["openai", "o2a", "o2g"]
+
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -25,7 +28,7 @@ def client(base: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base}/v1", api_key="client-key-not-for-upstream", max_retries=0)
 
 
-@pytest.mark.parametrize("route", ["openai", "o2a"])
+@pytest.mark.parametrize("route", OPENAI_CLIENT_ROUTES)
 def test_plain_completion(gw, route):
     c = client(gw[route])
     r = c.chat.completions.create(
@@ -43,10 +46,10 @@ def test_plain_completion(gw, route):
     assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
     # `fast` is an alias: the provider saw (and answered for) the aliased model.
-    assert r.model.startswith("sim-") or r.model.startswith("claude-")
+    assert r.model and r.model != "fast"
 
 
-@pytest.mark.parametrize("route", ["openai", "o2a"])
+@pytest.mark.parametrize("route", OPENAI_CLIENT_ROUTES)
 def test_streaming_matches_non_streaming_and_reports_usage(gw, route):
     c = client(gw[route])
     messages = [{"role": "user", "content": "Stream me a few words please"}]
@@ -68,7 +71,7 @@ def test_streaming_matches_non_streaming_and_reports_usage(gw, route):
     assert usage is not None and usage.completion_tokens > 0
 
 
-@pytest.mark.parametrize("route", ["openai", "o2a"])
+@pytest.mark.parametrize("route", OPENAI_CLIENT_ROUTES)
 def test_tool_call_round_trip(gw, route):
     c = client(gw[route])
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -86,7 +89,7 @@ def test_tool_call_round_trip(gw, route):
     assert "sunny, 21C" in r2.choices[0].message.content
 
 
-@pytest.mark.parametrize("route", ["openai", "o2a"])
+@pytest.mark.parametrize("route", OPENAI_CLIENT_ROUTES)
 def test_streamed_tool_call_arguments_arrive_intact(gw, route):
     c = client(gw[route])
     stream = c.chat.completions.create(
@@ -114,7 +117,7 @@ def test_streamed_tool_call_arguments_arrive_intact(gw, route):
     assert "location" in json.loads(calls[0]["args"])
 
 
-@pytest.mark.parametrize("route", ["openai", "o2a"])
+@pytest.mark.parametrize("route", OPENAI_CLIENT_ROUTES)
 def test_rate_limit_keeps_status_and_format(gw, route):
     c = client(gw[route])
     with pytest.raises(openai.RateLimitError) as e:
@@ -129,7 +132,7 @@ def test_rate_limit_keeps_status_and_format(gw, route):
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
 
 
-@pytest.mark.parametrize("route", ["openai", "o2a"])
+@pytest.mark.parametrize("route", OPENAI_CLIENT_ROUTES)
 def test_server_error_is_an_openai_error(gw, route):
     c = client(gw[route])
     with pytest.raises(openai.InternalServerError) as e:
@@ -142,7 +145,7 @@ def test_server_error_is_an_openai_error(gw, route):
     assert "message" in e.value.response.json()["error"]
 
 
-@pytest.mark.parametrize("route", ["openai", "o2a"])
+@pytest.mark.parametrize("route", OPENAI_CLIENT_ROUTES)
 def test_reset_mid_stream_is_an_error_not_a_clean_end(gw, route):
     c = client(gw[route])
     stream = c.chat.completions.create(
@@ -160,7 +163,7 @@ def test_reset_mid_stream_is_an_error_not_a_clean_end(gw, route):
     assert "still there?" in r.choices[0].message.content
 
 
-@pytest.mark.parametrize("route", ["openai", "o2a"])
+@pytest.mark.parametrize("route", OPENAI_CLIENT_ROUTES)
 def test_malformed_json_is_a_400_in_openai_format(gw, route):
     status, body = post_raw(
         f"{gw[route]}/v1/chat/completions",

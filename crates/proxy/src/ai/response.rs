@@ -1,0 +1,191 @@
+//! The provider's response, shaped for the caller: translated (and usage read) whole for JSON
+//! bodies, event by event for streams.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::Response;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use llm::{ResponseInfo, StreamTranslator};
+
+use super::{ProviderKind, Shape, MAX_ERROR_BODY};
+use crate::body::{self, Body, BoxError};
+use crate::error::ProxyError;
+
+/// SSE, or AWS's binary event stream (Bedrock's ConverseStream).
+fn is_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim_start)
+        .is_some_and(|v| {
+            v.starts_with("text/event-stream") || v.starts_with("application/vnd.amazon.eventstream")
+        })
+}
+
+/// Reads (and translates) the provider's response into the caller's dialect. Streams are
+/// translated event by event as they arrive; other bodies are read whole (bounded).
+pub async fn shape_response(
+    resp: Response<Body>,
+    shape: Shape,
+) -> Result<Response<Body>, ProxyError> {
+    let translated = shape.ingress != shape.egress;
+    if !shape.inspect && !translated {
+        return Ok(resp);
+    }
+    let (mut parts, body) = resp.into_parts();
+    if !parts.status.is_success() {
+        if !translated {
+            return Ok(Response::from_parts(parts, body));
+        }
+        let bytes = read_limited(body, MAX_ERROR_BODY).await?;
+        let out = llm::translate_error(shape.ingress, shape.egress, parts.status.as_u16(), &bytes)
+            .map(Bytes::from)
+            .unwrap_or(bytes);
+        set_json_length(&mut parts.headers, out.len());
+        return Ok(Response::from_parts(parts, body::full(out)));
+    }
+    if is_stream(&parts.headers) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        if translated {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+        }
+        let translator = StreamTranslator::new(shape.ingress, shape.egress, shape.include_usage);
+        let body = TranslatingBody {
+            inner: body,
+            translator,
+            done: false,
+            provider: shape.provider,
+            request_model: shape.request_model,
+        };
+        return Ok(Response::from_parts(parts, body.boxed_unsync()));
+    }
+    let bytes = read_limited(body, shape.max_buffered).await?;
+    match llm::translate_response(shape.ingress, shape.egress, &bytes) {
+        Ok((out, info)) => {
+            record(shape.provider, shape.request_model.as_deref(), &info, false);
+            let out = out.map(Bytes::from).unwrap_or(bytes);
+            if translated {
+                set_json_length(&mut parts.headers, out.len());
+            }
+            Ok(Response::from_parts(parts, body::full(out)))
+        }
+        // A body we cannot read is forwarded as it came when no translation was needed.
+        Err(_) if !translated => Ok(Response::from_parts(parts, body::full(bytes))),
+        Err(e) => Err(ProxyError::upstream_error(format!(
+            "{} returned a response that cannot be translated: {}",
+            shape.provider.name(),
+            e.message
+        ))),
+    }
+}
+
+fn set_json_length(headers: &mut HeaderMap, len: usize) {
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::CONTENT_ENCODING);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
+    body::read_limited(body, limit).await.map_err(|e| match e {
+        body::ReadError::TooLarge => ProxyError::upstream_error(format!(
+            "the provider's response exceeds the {limit}-byte limit"
+        )),
+        body::ReadError::Body(e) => {
+            ProxyError::upstream_error(format!("reading the provider's response failed: {e}"))
+        }
+    })
+}
+
+/// The usage of one LLM call; the telemetry layer picks it up from here.
+fn record(provider: ProviderKind, request_model: Option<&str>, info: &ResponseInfo, stream: bool) {
+    tracing::debug!(
+        target: "switchyard::llm",
+        provider = provider.name(),
+        request_model = request_model.unwrap_or(""),
+        response_model = info.model.as_deref().unwrap_or(""),
+        input_tokens = info.usage.input_tokens,
+        output_tokens = info.usage.output_tokens,
+        cached_input_tokens = info.usage.cached_input_tokens,
+        reasoning_tokens = info.usage.reasoning_tokens,
+        stream,
+        "llm call"
+    );
+}
+
+/// A provider stream rewritten event by event into the caller's dialect. An upstream failure
+/// mid-stream becomes an error event in that dialect and a clean end of the body.
+struct TranslatingBody {
+    inner: Body,
+    translator: StreamTranslator,
+    done: bool,
+    provider: ProviderKind,
+    request_model: Option<String>,
+}
+
+impl TranslatingBody {
+    fn end(&mut self) {
+        self.done = true;
+        record(
+            self.provider,
+            self.request_model.as_deref(),
+            &self.translator.info(),
+            true,
+        );
+    }
+}
+
+impl http_body::Body for TranslatingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let out = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.translator.feed(data),
+                    // Trailers have no place in an SSE stream.
+                    Err(_) => continue,
+                },
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "provider stream failed");
+                    let out = this
+                        .translator
+                        .fail(&format!("the provider's stream broke off: {e}"));
+                    this.end();
+                    out
+                }
+                None => {
+                    let out = this.translator.finish();
+                    this.end();
+                    out
+                }
+            };
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(out))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+

@@ -15,8 +15,10 @@ use crate::Format;
 /// An error produced by the gateway itself, in the client's format (type chosen from status).
 pub fn error_body(format: Format, status: u16, message: &str) -> Vec<u8> {
     match format {
-        // Gemini is never a client format; OpenAI's shape is the fallback.
-        Format::OpenAiChat | Format::Gemini => {
+        // Gemini and Bedrock are never client formats; OpenAI's shape is
+        // the fallback. Responses clients use the same error body as Chat
+        // clients.
+        Format::OpenAiChat | Format::Gemini | Format::OpenAiResponses | Format::Bedrock => {
             openai_error(openai_type_for_status(status), message, None)
         }
         Format::AnthropicMessages => anthropic_error(anthropic_type_for_status(status), message),
@@ -35,8 +37,14 @@ pub fn translate_error(
     if ingress == egress {
         return None;
     }
+    if ingress == Format::OpenAiResponses {
+        return Some(crate::responses::translate_error(egress, status, body));
+    }
     if egress == Format::Gemini {
         return Some(crate::gemini::translate_error(ingress, status, body));
+    }
+    if egress == Format::Bedrock {
+        return Some(crate::bedrock::translate_error(ingress, status, body));
     }
     let parsed = parse_error(egress, body);
     let (kind, message) = match parsed {
@@ -47,7 +55,7 @@ pub fn translate_error(
         ),
     };
     Some(match ingress {
-        Format::OpenAiChat | Format::Gemini => {
+        Format::OpenAiChat | Format::Gemini | Format::OpenAiResponses | Format::Bedrock => {
             let mapped = kind
                 .as_deref()
                 .and_then(openai_type_for_anthropic_type)
@@ -70,7 +78,9 @@ pub fn translate_error(
 /// the stream translator, which frames it itself).
 pub(crate) fn stream_error_json(format: Format, kind: Option<&str>, message: &str) -> Value {
     match format {
-        Format::OpenAiChat | Format::Gemini => {
+        // Responses streams frame their own typed `error` event
+        // (`stream_responses.rs`); this is only the fallback shape.
+        Format::OpenAiChat | Format::Gemini | Format::OpenAiResponses | Format::Bedrock => {
             let mapped = kind
                 .and_then(openai_type_for_anthropic_type)
                 .unwrap_or("server_error");

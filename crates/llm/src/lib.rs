@@ -14,21 +14,34 @@
 //! - Google Gemini `generateContent` (egress only, see `gemini.rs`):
 //!   <https://ai.google.dev/api/generate-content>.
 //!
+//! - Amazon Bedrock `Converse` / `ConverseStream` (egress only, see
+//!   `bedrock.rs`): <https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html>.
+//!
+//! - OpenAI Responses (ingress only, through the Chat pivot, see
+//!   `request_responses.rs`): <https://platform.openai.com/docs/api-reference/responses>.
+//!
 //! What cannot be carried across is listed in `crates/llm/README.md`.
 
+mod bedrock;
 mod errors;
+pub mod eventstream;
 mod gemini;
 mod gemini_schema;
 mod request;
 mod request_a2o;
+mod request_bedrock;
 mod request_gemini;
 mod request_o2a;
+mod request_responses;
 mod response;
+mod responses;
 mod sse;
 mod stream;
 mod stream_a2o;
+mod stream_bedrock;
 mod stream_gemini;
 mod stream_o2a;
+mod stream_responses;
 mod wire;
 
 pub use errors::{error_body, translate_error};
@@ -46,6 +59,14 @@ pub enum Format {
     /// Google Gemini `generateContent` (Gemini API and Vertex AI). Egress
     /// only: the model goes in the URL path, not the body.
     Gemini,
+    /// OpenAI Responses API (`POST /v1/responses`). Ingress only and
+    /// stateless: translated through OpenAI Chat Completions (see
+    /// `request_responses.rs`, `responses.rs`, `stream_responses.rs`).
+    OpenAiResponses,
+    /// Amazon Bedrock Runtime `Converse` / `ConverseStream`. Egress only:
+    /// the model goes in the URL path, streams are AWS event-stream frames
+    /// (see `bedrock.rs`, `eventstream.rs`).
+    Bedrock,
 }
 
 /// Token usage in provider-neutral terms.

@@ -4,8 +4,8 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    request_a2o, request_gemini, request_o2a, Format, LlmError, PreparedRequest, PromptMessage,
-    RequestOptions,
+    request_a2o, request_bedrock, request_gemini, request_o2a, Format, LlmError, PreparedRequest,
+    PromptMessage, RequestOptions,
 };
 
 /// Parameters surfaced in `PreparedRequest::params`, per ingress format.
@@ -59,6 +59,20 @@ pub fn prepare_request(
             "Gemini is a provider format only; clients speak OpenAI Chat or Anthropic Messages",
         ));
     }
+    if ingress == Format::Bedrock {
+        return Err(LlmError::bad_request(
+            "Bedrock is a provider format only; clients speak OpenAI Chat or Anthropic Messages",
+        ));
+    }
+    if egress == Format::OpenAiResponses {
+        return Err(LlmError::bad_request(
+            "OpenAI Responses is a client format only; providers are reached through OpenAI Chat",
+        ));
+    }
+    if ingress == Format::OpenAiResponses {
+        // Translated to OpenAI Chat, then prepared as a Chat request.
+        return crate::request_responses::prepare(egress, req, opts);
+    }
     match req.get("messages") {
         Some(Value::Array(_)) => {}
         Some(_) => return Err(LlmError::bad_request("`messages` must be an array")),
@@ -93,8 +107,8 @@ pub fn prepare_request(
     let param_names = match ingress {
         Format::OpenAiChat => OPENAI_PARAMS,
         Format::AnthropicMessages => ANTHROPIC_PARAMS,
-        // Refused above: Gemini is egress only.
-        Format::Gemini => &[],
+        // Refused or delegated above.
+        Format::Gemini | Format::OpenAiResponses | Format::Bedrock => &[],
     };
     let params: Map<String, Value> = param_names
         .iter()
@@ -103,7 +117,7 @@ pub fn prepare_request(
     let prompt = match ingress {
         Format::OpenAiChat => openai_prompt(&req)?,
         Format::AnthropicMessages => anthropic_prompt(&req)?,
-        Format::Gemini => Vec::new(),
+        Format::Gemini | Format::OpenAiResponses | Format::Bedrock => Vec::new(),
     };
 
     let out = match (ingress, egress) {
@@ -116,6 +130,10 @@ pub fn prepare_request(
         (Format::OpenAiChat, Format::Gemini) => Value::Object(request_gemini::translate(req)?),
         (Format::AnthropicMessages, Format::Gemini) => {
             Value::Object(request_gemini::translate_from_anthropic(req)?)
+        }
+        (Format::OpenAiChat, Format::Bedrock) => Value::Object(request_bedrock::translate(req)?),
+        (Format::AnthropicMessages, Format::Bedrock) => {
+            Value::Object(request_bedrock::translate_from_anthropic(req)?)
         }
         _ => Value::Object(req),
     };

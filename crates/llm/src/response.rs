@@ -24,6 +24,10 @@ pub fn translate_response(
     egress: Format,
     body: &[u8],
 ) -> Result<(Option<Vec<u8>>, ResponseInfo), LlmError> {
+    if ingress == Format::OpenAiResponses && egress != Format::OpenAiResponses {
+        // Through the OpenAI Chat pivot.
+        return crate::responses::translate_response(egress, body);
+    }
     let info = response_info(egress, body)?;
     if ingress == egress {
         return Ok((None, info));
@@ -38,6 +42,12 @@ pub fn translate_response(
         Format::AnthropicMessages => anthropic_to_openai(resp, &info),
         Format::OpenAiChat => openai_to_anthropic(resp, &info),
         Format::Gemini => crate::gemini::to_client(ingress, resp, &info),
+        Format::Bedrock => crate::bedrock::to_client(ingress, resp, &info),
+        Format::OpenAiResponses => {
+            return Err(LlmError::bad_gateway(
+                "OpenAI Responses is a client format only, not a provider format",
+            ))
+        }
     };
     let bytes = serde_json::to_vec(&out)
         .map_err(|e| LlmError::bad_gateway(format!("cannot serialise response: {e}")))?;
@@ -51,6 +61,8 @@ fn invalid_upstream(e: serde_json::Error) -> LlmError {
 fn response_info(format: Format, body: &[u8]) -> Result<ResponseInfo, LlmError> {
     Ok(match format {
         Format::Gemini => crate::gemini::response_info(body)?,
+        Format::Bedrock => crate::bedrock::response_info(body)?,
+        Format::OpenAiResponses => crate::responses::response_info(body)?,
         Format::OpenAiChat => {
             let view: OaResponseView = serde_json::from_slice(body).map_err(invalid_upstream)?;
             ResponseInfo {

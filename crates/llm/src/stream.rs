@@ -15,8 +15,10 @@ use bytes::Bytes;
 use crate::errors::stream_error_json;
 use crate::sse::{write_event, SseEvent, SseParser};
 use crate::stream_a2o::AnthropicToOpenAi;
+use crate::stream_bedrock::BedrockStream;
 use crate::stream_gemini::GeminiStream;
 use crate::stream_o2a::OpenAiToAnthropic;
+use crate::stream_responses::ResponsesStream;
 use crate::wire::{AnDelta, AnEvent, AnUsage, OaChunk};
 use crate::{Format, ResponseInfo, Usage};
 
@@ -113,6 +115,12 @@ enum Mode {
     ToOpenAi(AnthropicToOpenAi),
     /// Gemini provider, OpenAI or Anthropic client.
     FromGemini(GeminiStream),
+    /// Bedrock provider (binary event-stream, not SSE), OpenAI or
+    /// Anthropic client.
+    FromBedrock(Box<BedrockStream>),
+    /// Responses client, any provider (through Chat chunks). It owns a
+    /// whole inner translator, so feed/finish/fail/info delegate to it.
+    ToResponses(Box<ResponsesStream>),
 }
 
 /// Translates a provider SSE stream (egress format) into the client's
@@ -141,6 +149,12 @@ impl StreamTranslator {
             (Format::OpenAiChat | Format::AnthropicMessages, Format::Gemini) => {
                 Mode::FromGemini(GeminiStream::new(ingress, include_usage))
             }
+            (Format::OpenAiChat | Format::AnthropicMessages, Format::Bedrock) => {
+                Mode::FromBedrock(Box::new(BedrockStream::new(ingress, include_usage)))
+            }
+            (Format::OpenAiResponses, egress) if egress != Format::OpenAiResponses => {
+                Mode::ToResponses(Box::new(ResponsesStream::new(egress)))
+            }
             _ => Mode::Passthrough,
         };
         StreamTranslator {
@@ -158,6 +172,14 @@ impl StreamTranslator {
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
         if self.closed {
             return Bytes::new();
+        }
+        if let Mode::ToResponses(s) = &mut self.mode {
+            return s.feed(chunk);
+        }
+        if let Mode::FromBedrock(s) = &mut self.mode {
+            let mut out = Vec::new();
+            s.feed(&chunk, &mut self.observed, &mut out);
+            return Bytes::from(out);
         }
         let mut events = Vec::new();
         self.parser.feed(&chunk, &mut |e| events.push(e));
@@ -178,6 +200,10 @@ impl StreamTranslator {
         if self.closed {
             return Bytes::new();
         }
+        if let Mode::ToResponses(s) = &mut self.mode {
+            self.closed = true;
+            return s.finish();
+        }
         let mut events = Vec::new();
         self.parser.finish(&mut |e| events.push(e));
         let mut out = Vec::new();
@@ -190,6 +216,9 @@ impl StreamTranslator {
             Mode::ToAnthropic(s) => s.finish(&self.observed, &mut out),
             Mode::ToOpenAi(s) => s.finish(&self.observed, &mut out),
             Mode::FromGemini(s) => s.finish(&self.observed, &mut out),
+            Mode::FromBedrock(s) => s.finish(&self.observed, &mut out),
+            // Returned early above.
+            Mode::ToResponses(_) => {}
         }
         Bytes::from(out)
     }
@@ -200,6 +229,9 @@ impl StreamTranslator {
             return Bytes::new();
         }
         self.closed = true;
+        if let Mode::ToResponses(s) = &mut self.mode {
+            return s.fail(message);
+        }
         let mut out = Vec::new();
         write_stream_error(self.ingress, None, message, &mut out);
         Bytes::from(out)
@@ -207,6 +239,9 @@ impl StreamTranslator {
 
     /// Model, usage and completion text accumulated so far.
     pub fn info(&self) -> ResponseInfo {
+        if let Mode::ToResponses(s) = &self.mode {
+            return s.info();
+        }
         ResponseInfo {
             model: self.observed.model.clone(),
             usage: self.observed.usage.clone(),
@@ -217,6 +252,9 @@ impl StreamTranslator {
     /// True once the first content token (text or tool-call delta) has
     /// passed through. Reasoning deltas do not count.
     pub fn saw_first_token(&self) -> bool {
+        if let Mode::ToResponses(s) = &self.mode {
+            return s.saw_first_token();
+        }
         self.observed.first_token
     }
 
@@ -255,6 +293,11 @@ impl StreamTranslator {
                     }
                 }
             },
+            // Never a provider format (`prepare_request` refuses it);
+            // a passthrough stream is only forwarded.
+            Format::OpenAiResponses => {}
+            // Decoded as event-stream frames in `feed`, never as SSE.
+            Format::Bedrock => {}
         }
     }
 }
@@ -268,7 +311,11 @@ pub(crate) fn write_stream_error(
 ) {
     let body = stream_error_json(format, kind, message).to_string();
     match format {
-        Format::OpenAiChat | Format::Gemini => write_event(out, None, &body),
+        // Responses streams write their own typed error events
+        // (`stream_responses.rs`); this arm is only the fallback.
+        Format::OpenAiChat | Format::Gemini | Format::OpenAiResponses | Format::Bedrock => {
+            write_event(out, None, &body)
+        }
         Format::AnthropicMessages => write_event(out, Some("error"), &body),
     }
 }

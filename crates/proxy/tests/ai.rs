@@ -183,7 +183,10 @@ async fn unsupported_operation_and_oversized_body_answer_in_the_callers_dialect(
     let (_gw, addr) = gateway(yaml).await;
     let r = send(
         addr,
-        post_json("/claude/v1/embeddings", &json!({"model": "m", "input": "x"})),
+        post_json(
+            "/claude/v1/embeddings",
+            &json!({"model": "m", "input": "x"}),
+        ),
     )
     .await;
     assert_eq!(r.status, 501);
@@ -215,7 +218,9 @@ async fn copilot_trades_the_github_token_once_and_reuses_the_copilot_token() {
     let counter = exchanges.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let counter = counter.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -240,9 +245,11 @@ async fn copilot_trades_the_github_token_once_and_reuses_the_copilot_token() {
                         Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
             });
         }
     });
@@ -272,7 +279,11 @@ async fn copilot_trades_the_github_token_once_and_reuses_the_copilot_token() {
             .unwrap()
             .contains("hi"));
     }
-    assert_eq!(exchanges.load(Ordering::SeqCst), 1, "the Copilot token is cached");
+    assert_eq!(
+        exchanges.load(Ordering::SeqCst),
+        1,
+        "the Copilot token is cached"
+    );
 }
 
 /// Time to the first body chunk and to the end, through the gateway.
@@ -426,7 +437,11 @@ async fn gemini_and_vertex_are_translated_and_vertex_tokens_are_cached() {
         assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     }
     assert_eq!(stats.vertex_requests(), 2);
-    assert_eq!(stats.tokens_issued(), 1, "one token serves both Vertex calls");
+    assert_eq!(
+        stats.tokens_issued(),
+        1,
+        "one token serves both Vertex calls"
+    );
 
     let (_, _, text) = stream_timing(
         addr,
@@ -452,5 +467,8 @@ async fn gemini_and_vertex_are_translated_and_vertex_tokens_are_cached() {
     )
     .await;
     assert!(r.status.is_client_error(), "{}", r.status);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("API key"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("API key"));
 }

@@ -2,8 +2,9 @@
 //!
 //! Each simulator is a real HTTP server on a real socket speaking a provider's documented wire
 //! format: [`openai`] (Chat Completions, Embeddings, Responses, Models), [`anthropic`]
-//! (Messages, token counting, Models) and [`gemini`] (Gemini API and Vertex AI `generateContent`,
-//! with its own OAuth token endpoint). Content is deterministic (derived from the prompt) so
+//! (Messages, token counting, Models), [`gemini`] (Gemini API and Vertex AI `generateContent`,
+//! with its own OAuth token endpoint) and [`bedrock`] (Bedrock Runtime `Converse` /
+//! `ConverseStream`, SigV4-verified). Content is deterministic (derived from the prompt) so
 //! tests can assert on it, and faults can be injected per request with the [`FAULT_HEADER`]
 //! header or per server with `Options::fault` (see [`Fault`]).
 //!
@@ -11,6 +12,7 @@
 //! put either behind TLS with its own CA and ALPN (`h2`, `http/1.1`).
 
 pub mod anthropic;
+pub mod bedrock;
 mod body;
 mod fault;
 pub mod gemini;

@@ -36,7 +36,8 @@ impl AwsSigner {
         let secret_key = pick(&p.secret_access_key, "AWS_SECRET_ACCESS_KEY")
             .ok_or("bedrock: an access key id needs a secret access key (secretAccessKey or AWS_SECRET_ACCESS_KEY)")?;
         let session_token = pick(&p.session_token, "AWS_SESSION_TOKEN");
-        let credentials = Credentials::new(access_key, secret_key, session_token, None, "switchyard");
+        let credentials =
+            Credentials::new(access_key, secret_key, session_token, None, "switchyard");
         Ok(AwsSigner {
             identity: credentials.into(),
             region: p.region.clone(),

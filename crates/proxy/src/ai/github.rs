@@ -85,11 +85,9 @@ impl CopilotTokenSource {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let lifetime = token
-            .expires_at
-            .map_or(Duration::from_secs(25 * 60), |at| {
-                Duration::from_secs(at.saturating_sub(now))
-            });
+        let lifetime = token.expires_at.map_or(Duration::from_secs(25 * 60), |at| {
+            Duration::from_secs(at.saturating_sub(now))
+        });
         Ok((token.token, lifetime))
     }
 }

@@ -114,9 +114,9 @@ enum Credentials {
     /// Vertex: OAuth access tokens for a service account.
     Google(Arc<google::GoogleTokenSource>),
     /// Bedrock: SigV4 over each request.
-    Aws(aws::AwsSigner),
+    Aws(Box<aws::AwsSigner>),
     /// Copilot: a GitHub token traded for short-lived Copilot tokens.
-    Copilot(github::CopilotTokenSource),
+    Copilot(Box<github::CopilotTokenSource>),
 }
 
 /// How one request to an `ai` backend is treated.
@@ -134,13 +134,13 @@ impl AiCall {
     pub fn needs_body(&self) -> bool {
         self.signs_payload
             || matches!(
-            self.route,
-            AiRouteType::Completions
-                | AiRouteType::Messages
-                | AiRouteType::Embeddings
-                | AiRouteType::Responses
-                | AiRouteType::AnthropicTokenCount
-        )
+                self.route,
+                AiRouteType::Completions
+                    | AiRouteType::Messages
+                    | AiRouteType::Embeddings
+                    | AiRouteType::Responses
+                    | AiRouteType::AnthropicTokenCount
+            )
     }
 }
 
@@ -190,9 +190,7 @@ impl AiTarget {
 
         let (provider, model) = match &ai.provider {
             Provider::OpenAi(m) => (ProviderKind::OpenAi, m.model.clone()),
-            Provider::OpenAiCompatible(m) => {
-                (ProviderKind::OpenAiCompatible, m.model.clone())
-            }
+            Provider::OpenAiCompatible(m) => (ProviderKind::OpenAiCompatible, m.model.clone()),
             Provider::Anthropic(m) => (ProviderKind::Anthropic, m.model.clone()),
             Provider::Gemini(m) => (ProviderKind::Gemini, m.model.clone()),
             Provider::AzureOpenAi(a) => (ProviderKind::AzureOpenAi, a.model.clone()),
@@ -234,7 +232,7 @@ impl AiTarget {
             Ok::<_, String>(Credentials::Header(name, value))
         };
         let credentials = match (&ai.provider, key) {
-            (Provider::Bedrock(b), _) => Credentials::Aws(aws::AwsSigner::new(b)?),
+            (Provider::Bedrock(b), _) => Credentials::Aws(Box::new(aws::AwsSigner::new(b)?)),
             (Provider::Vertex(_), Some(k)) => {
                 static_header(header::AUTHORIZATION, format!("Bearer {}", k.key.expose()))?
             }
@@ -246,39 +244,51 @@ impl AiTarget {
                             "vertex needs `credentials` (a service-account key), GOOGLE_APPLICATION_CREDENTIALS, or backendAuth.key (an access token)",
                         )?;
                         std::fs::read_to_string(&path).map_err(|e| {
-                            format!("GOOGLE_APPLICATION_CREDENTIALS ({}): {e}", path.to_string_lossy())
+                            format!(
+                                "GOOGLE_APPLICATION_CREDENTIALS ({}): {e}",
+                                path.to_string_lossy()
+                            )
                         })?
                     }
                 };
                 Credentials::Google(google::GoogleTokenSource::from_json(&json, input.limits)?)
             }
-            (Provider::Copilot(c), Some(k)) => Credentials::Copilot(
-                github::CopilotTokenSource::new(
+            (Provider::Copilot(c), Some(k)) => {
+                Credentials::Copilot(Box::new(github::CopilotTokenSource::new(
                     k.key.expose(),
                     c.token_url.as_deref().unwrap_or(github::DEFAULT_TOKEN_URL),
                     input.limits,
-                )?,
-            ),
+                )?))
+            }
             (Provider::Copilot(_), None) => {
-                return Err("copilot needs backendAuth.key: a GitHub OAuth token with Copilot access".into())
+                return Err(
+                    "copilot needs backendAuth.key: a GitHub OAuth token with Copilot access"
+                        .into(),
+                )
             }
             (_, None) => Credentials::None,
-            (Provider::Anthropic(_), Some(k)) => {
-                static_header(HeaderName::from_static("x-api-key"), k.key.expose().to_string())?
-            }
-            (Provider::AzureOpenAi(_), Some(k)) => {
-                static_header(HeaderName::from_static("api-key"), k.key.expose().to_string())?
-            }
+            (Provider::Anthropic(_), Some(k)) => static_header(
+                HeaderName::from_static("x-api-key"),
+                k.key.expose().to_string(),
+            )?,
+            (Provider::AzureOpenAi(_), Some(k)) => static_header(
+                HeaderName::from_static("api-key"),
+                k.key.expose().to_string(),
+            )?,
             (Provider::Gemini(_), Some(k)) => static_header(
                 HeaderName::from_static("x-goog-api-key"),
                 k.key.expose().to_string(),
             )?,
-            (_, Some(k)) => static_header(header::AUTHORIZATION, format!("Bearer {}", k.key.expose()))?,
+            (_, Some(k)) => {
+                static_header(header::AUTHORIZATION, format!("Bearer {}", k.key.expose()))?
+            }
         };
         let vertex = match &ai.provider {
             Provider::Vertex(v) => Some((
                 v.project_id.clone(),
-                v.region.clone().unwrap_or_else(|| "us-central1".to_string()),
+                v.region
+                    .clone()
+                    .unwrap_or_else(|| "us-central1".to_string()),
             )),
             _ => None,
         };
@@ -385,7 +395,11 @@ impl AiTarget {
             ProviderKind::Bedrock => format!(
                 "{p}/model/{}/{}",
                 path_segment(need_model()?),
-                if stream { "converse-stream" } else { "converse" }
+                if stream {
+                    "converse-stream"
+                } else {
+                    "converse"
+                }
             ),
             _ => self.provider_path(Operation::Chat),
         })

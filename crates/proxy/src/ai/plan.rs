@@ -215,7 +215,9 @@ pub async fn authorize(
     match &ai.credentials {
         Credentials::Google(source) => {
             let value = source.authorization().await.map_err(|e| {
-                ProxyError::upstream_unavailable(format!("cannot obtain a Vertex access token: {e}"))
+                ProxyError::upstream_unavailable(format!(
+                    "cannot obtain a Vertex access token: {e}"
+                ))
             })?;
             req.headers_mut().insert(header::AUTHORIZATION, value);
         }
@@ -225,9 +227,9 @@ pub async fn authorize(
                     "a Bedrock request must be buffered to be signed, and this one is too large",
                 ));
             };
-            signer
-                .sign(req, payload)
-                .map_err(|e| ProxyError::new(StatusCode::INTERNAL_SERVER_ERROR, "signing_failed", e))?;
+            signer.sign(req, payload).map_err(|e| {
+                ProxyError::new(StatusCode::INTERNAL_SERVER_ERROR, "signing_failed", e)
+            })?;
         }
         Credentials::Copilot(source) => {
             let value = source.authorization().await.map_err(|e| {
@@ -339,4 +341,3 @@ fn models_response(ai: &AiTarget, parts: &Parts) -> Response<Body> {
     };
     json_response(StatusCode::OK, body.to_string())
 }
-

@@ -22,7 +22,8 @@ fn is_stream(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .map(str::trim_start)
         .is_some_and(|v| {
-            v.starts_with("text/event-stream") || v.starts_with("application/vnd.amazon.eventstream")
+            v.starts_with("text/event-stream")
+                || v.starts_with("application/vnd.amazon.eventstream")
         })
 }
 
@@ -188,4 +189,3 @@ impl http_body::Body for TranslatingBody {
         self.done
     }
 }
-

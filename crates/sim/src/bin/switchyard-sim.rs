@@ -1,7 +1,7 @@
 //! Runs the simulators in the foreground:
 //!
 //! ```text
-//! switchyard-sim --openai 127.0.0.1:8080 --anthropic 127.0.0.1:8081 --gemini 127.0.0.1:8082 [--ttft MS] [--itl MS]
+//! switchyard-sim --openai 127.0.0.1:8080 --anthropic 127.0.0.1:8081 --gemini 127.0.0.1:8082 --bedrock 127.0.0.1:8083 [--ttft MS] [--itl MS]
 //! ```
 //!
 //! Prints one `<provider> listening on <addr>` line per simulator and serves until Ctrl-C.
@@ -10,20 +10,23 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str =
-    "usage: switchyard-sim [--openai ADDR] [--anthropic ADDR] [--gemini ADDR] [--ttft MS] [--itl MS]
+    "usage: switchyard-sim [--openai ADDR] [--anthropic ADDR] [--gemini ADDR] [--bedrock ADDR] [--ttft MS] [--itl MS]
   --openai ADDR      serve the OpenAI-compatible simulator on ADDR (e.g. 127.0.0.1:8080)
   --anthropic ADDR   serve the Anthropic Messages simulator on ADDR
   --gemini ADDR      serve the Gemini API / Vertex AI simulator on ADDR (Vertex auth against
                      the test service account in crates/sim/testdata, token endpoint /token)
+  --bedrock ADDR     serve the Bedrock Runtime Converse simulator on ADDR (SigV4 with the test
+                     keys sim::bedrock::TEST_ACCESS_KEY_ID / TEST_SECRET_ACCESS_KEY, us-east-1)
   --ttft MS          delay before the first streamed token (default 0)
   --itl MS           delay between streamed tokens (default 0)
-At least one of --openai / --anthropic / --gemini is required.";
+At least one of --openai / --anthropic / --gemini / --bedrock is required.";
 
 #[derive(Default)]
 struct Args {
     openai: Option<String>,
     anthropic: Option<String>,
     gemini: Option<String>,
+    bedrock: Option<String>,
     ttft: Duration,
     itl: Duration,
 }
@@ -45,13 +48,20 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--openai" => out.openai = Some(value.clone()),
             "--anthropic" => out.anthropic = Some(value.clone()),
             "--gemini" => out.gemini = Some(value.clone()),
+            "--bedrock" => out.bedrock = Some(value.clone()),
             "--ttft" => out.ttft = millis()?,
             "--itl" => out.itl = millis()?,
             other => return Err(format!("unknown argument: {other}")),
         }
     }
-    if out.openai.is_none() && out.anthropic.is_none() && out.gemini.is_none() {
-        return Err("nothing to serve: pass --openai, --anthropic and/or --gemini".into());
+    if out.openai.is_none()
+        && out.anthropic.is_none()
+        && out.gemini.is_none()
+        && out.bedrock.is_none()
+    {
+        return Err(
+            "nothing to serve: pass --openai, --anthropic, --gemini and/or --bedrock".into(),
+        );
     }
     Ok(out)
 }
@@ -125,6 +135,24 @@ async fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("switchyard-sim: cannot bind --gemini {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(addr) = &args.bedrock {
+        let options = sim::bedrock::Options {
+            time_to_first_token: args.ttft,
+            inter_token_delay: args.itl,
+            ..Default::default()
+        };
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let server = sim::bedrock::serve(listener, options);
+                println!("bedrock listening on {}", server.addr);
+                running.push(server);
+            }
+            Err(e) => {
+                eprintln!("switchyard-sim: cannot bind --bedrock {addr}: {e}");
                 return ExitCode::FAILURE;
             }
         }

@@ -46,7 +46,7 @@ mod wire;
 
 pub use errors::{error_body, translate_error};
 pub use request::prepare_request;
-pub use response::translate_response;
+pub use response::{translate_response, translate_response_with_model};
 pub use stream::StreamTranslator;
 
 use serde_json::{Map, Value};
@@ -165,13 +165,26 @@ pub struct ResponseInfo {
 }
 
 /// Token-count estimate for a prepared request, used for limits before the
-/// provider reports real usage. Heuristic: total UTF-8 bytes of all prompt
-/// message contents divided by 4, rounded up (roughly right for English
-/// text with BPE tokenizers; over-estimates for code, under-estimates for CJK).
+/// provider reports real usage: each message's text counted with the
+/// `o200k_base` BPE (GPT-4o and later; other vendors' tokenizers differ by
+/// some percent, which is the precision a limit needs), plus the chat
+/// framing OpenAI documents for its models: 3 tokens per message and 3 to
+/// prime the reply. The BPE tables load on first use (tens of MiB), so a
+/// gateway that never estimates never pays for them.
 pub fn estimate_input_tokens(prompt: &[PromptMessage]) -> u64 {
-    let bytes: u64 = prompt.iter().map(|m| m.content.len() as u64).sum();
-    bytes.div_ceil(4)
+    if prompt.is_empty() {
+        return 0;
+    }
+    let bpe = tiktoken_rs::o200k_base_singleton();
+    let text: u64 = prompt
+        .iter()
+        .map(|m| bpe.count_ordinary(&m.content) as u64 + MESSAGE_FRAMING_TOKENS)
+        .sum();
+    text + REPLY_PRIMING_TOKENS
 }
+
+const MESSAGE_FRAMING_TOKENS: u64 = 3;
+const REPLY_PRIMING_TOKENS: u64 = 3;
 
 /// Glob match used for model aliases: `*` matches any run of characters
 /// (including none), everything else matches literally, and the whole of
@@ -221,13 +234,21 @@ mod tests {
     }
 
     #[test]
-    fn estimate_rounds_up() {
+    fn estimate_counts_bpe_tokens_and_chat_framing() {
         let p = |s: &str| PromptMessage {
             role: "user".into(),
             content: s.into(),
         };
         assert_eq!(estimate_input_tokens(&[]), 0);
-        assert_eq!(estimate_input_tokens(&[p("abcd")]), 1);
-        assert_eq!(estimate_input_tokens(&[p("abcd"), p("e")]), 2);
+        // "hello world" is two o200k tokens.
+        assert_eq!(estimate_input_tokens(&[p("hello world")]), 2 + 3 + 3);
+        assert_eq!(
+            estimate_input_tokens(&[p("hello world"), p("hello world")]),
+            2 * (2 + 3) + 3
+        );
+        // Real tokenization, not a bytes/4 guess: a repeated word is one token each.
+        let long = "word ".repeat(1000);
+        let n = estimate_input_tokens(&[p(&long)]);
+        assert!((1000..=1010).contains(&n), "{n}");
     }
 }

@@ -64,10 +64,13 @@ pub fn prepare_request(
             "Bedrock is a provider format only; clients speak OpenAI Chat or Anthropic Messages",
         ));
     }
-    if egress == Format::OpenAiResponses {
+    if egress == Format::OpenAiResponses && ingress != Format::OpenAiResponses {
         return Err(LlmError::bad_request(
-            "OpenAI Responses is a client format only; providers are reached through OpenAI Chat",
+            "only a Responses client can be sent to a provider's Responses API",
         ));
+    }
+    if ingress == Format::OpenAiResponses && egress == Format::OpenAiResponses {
+        return crate::request_responses::prepare_native(req, opts);
     }
     if ingress == Format::OpenAiResponses {
         // Translated to OpenAI Chat, then prepared as a Chat request.
@@ -149,7 +152,7 @@ pub fn prepare_request(
     })
 }
 
-fn resolve_alias(aliases: &[(String, String)], model: String) -> String {
+pub(crate) fn resolve_alias(aliases: &[(String, String)], model: String) -> String {
     aliases
         .iter()
         .find(|(pattern, _)| crate::glob_match(pattern, &model))
@@ -208,7 +211,7 @@ fn message_role(i: usize, m: &Value) -> Result<String, LlmError> {
         })
 }
 
-fn openai_prompt(req: &Map<String, Value>) -> Result<Vec<PromptMessage>, LlmError> {
+pub(crate) fn openai_prompt(req: &Map<String, Value>) -> Result<Vec<PromptMessage>, LlmError> {
     messages(req)
         .iter()
         .enumerate()

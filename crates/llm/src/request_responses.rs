@@ -81,6 +81,73 @@ pub(crate) fn prepare(
     Ok(prepared)
 }
 
+/// `prepare_request` for a Responses client in front of a provider that has
+/// the Responses API itself (OpenAI, Azure OpenAI, OpenAI-compatible
+/// servers): options and the model are applied to the body, which is
+/// otherwise forwarded as sent, so stateful fields (`previous_response_id`,
+/// `conversation`, ...) reach the provider that stores the state. The prompt
+/// is read through the Chat view when it can be; a stateful request whose
+/// history lives at the provider yields what the body itself holds.
+pub(crate) fn prepare_native(
+    mut req: Map<String, Value>,
+    opts: &RequestOptions,
+) -> Result<PreparedRequest, LlmError> {
+    let request_model = req.get("model").and_then(Value::as_str).map(str::to_owned);
+    for (k, v) in opts.overrides {
+        req.insert(k.clone(), v.clone());
+    }
+    for (k, v) in opts.defaults {
+        if !req.contains_key(k) {
+            req.insert(k.clone(), v.clone());
+        }
+    }
+    let effective = req.get("model").and_then(Value::as_str).map(str::to_owned);
+    let upstream_model = match opts.model_override {
+        Some(m) => Some(m.to_owned()),
+        None => effective.map(|m| crate::request::resolve_alias(opts.model_aliases, m)),
+    };
+    if let Some(m) = &upstream_model {
+        req.insert("model".into(), Value::String(m.clone()));
+    }
+    let params: Map<String, Value> = RESPONSES_PARAMS
+        .iter()
+        .filter_map(|&k| req.get(k).map(|v| (k.to_owned(), v.clone())))
+        .collect();
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let prompt = native_prompt(&req);
+    let body = serde_json::to_vec(&Value::Object(req))
+        .map_err(|e| LlmError::bad_request(format!("cannot serialise request: {e}")))?;
+    Ok(PreparedRequest {
+        body,
+        request_model,
+        upstream_model,
+        stream,
+        params,
+        prompt,
+    })
+}
+
+/// The prompt of a Responses body as the Chat view sees it: `instructions`
+/// and the `input` items, skipping what only the provider's stored state can
+/// resolve (`item_reference`).
+fn native_prompt(req: &Map<String, Value>) -> Vec<crate::PromptMessage> {
+    let mut view = Map::new();
+    for key in ["instructions", "input"] {
+        if let Some(v) = req.get(key) {
+            view.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(Value::Array(items)) = view.get_mut("input") {
+        items.retain(|i| i.get("type").and_then(Value::as_str) != Some("item_reference"));
+    }
+    if !view.contains_key("input") {
+        view.insert("input".into(), Value::Array(Vec::new()));
+    }
+    to_chat(view)
+        .and_then(|chat| crate::request::openai_prompt(&chat))
+        .unwrap_or_default()
+}
+
 /// Responses request object -> Chat Completions request object.
 pub(crate) fn to_chat(mut req: Map<String, Value>) -> Result<Map<String, Value>, LlmError> {
     refuse_stateful(&req)?;

@@ -24,11 +24,25 @@ pub fn translate_response(
     egress: Format,
     body: &[u8],
 ) -> Result<(Option<Vec<u8>>, ResponseInfo), LlmError> {
+    translate_response_with_model(ingress, egress, body, None)
+}
+
+/// [`translate_response`], with the model sent upstream standing in where the
+/// provider's body names none (a Bedrock Converse response never does).
+pub fn translate_response_with_model(
+    ingress: Format,
+    egress: Format,
+    body: &[u8],
+    upstream_model: Option<&str>,
+) -> Result<(Option<Vec<u8>>, ResponseInfo), LlmError> {
     if ingress == Format::OpenAiResponses && egress != Format::OpenAiResponses {
         // Through the OpenAI Chat pivot.
-        return crate::responses::translate_response(egress, body);
+        return crate::responses::translate_response(egress, body, upstream_model);
     }
-    let info = response_info(egress, body)?;
+    let mut info = response_info(egress, body)?;
+    if info.model.is_none() {
+        info.model = upstream_model.filter(|m| !m.is_empty()).map(str::to_owned);
+    }
     if ingress == egress {
         return Ok((None, info));
     }

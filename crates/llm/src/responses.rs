@@ -31,8 +31,14 @@ use crate::{Format, LlmError, ResponseInfo, Usage};
 pub(crate) fn translate_response(
     egress: Format,
     body: &[u8],
+    upstream_model: Option<&str>,
 ) -> Result<(Option<Vec<u8>>, ResponseInfo), LlmError> {
-    let (chat_body, info) = match crate::translate_response(Format::OpenAiChat, egress, body)? {
+    let (chat_body, info) = match crate::response::translate_response_with_model(
+        Format::OpenAiChat,
+        egress,
+        body,
+        upstream_model,
+    )? {
         (Some(chat), info) => (chat, info),
         // The provider speaks Chat already.
         (None, info) => (body.to_vec(), info),
@@ -267,11 +273,16 @@ pub(crate) fn item_status(response_status: &str) -> &'static str {
     }
 }
 
-/// Info from a Responses body (only used if a Responses provider is ever
-/// passed through; kept so every `Format` has an info path).
+/// Info from a Responses body, for a Responses client in front of a
+/// provider's own Responses API.
 pub(crate) fn response_info(body: &[u8]) -> Result<ResponseInfo, LlmError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| LlmError::bad_gateway(format!("upstream response is not valid JSON: {e}")))?;
+    Ok(info_of(&v))
+}
+
+/// Model, usage and output text of a Responses `response` object.
+pub(crate) fn info_of(v: &Value) -> ResponseInfo {
     let num = |u: &Value, path: &[&str]| {
         path.iter()
             .try_fold(u, |v, k| v.get(k))
@@ -297,11 +308,11 @@ pub(crate) fn response_info(body: &[u8]) -> Result<ResponseInfo, LlmError> {
         .filter(|p| p.get("type").and_then(Value::as_str) == Some("output_text"))
         .filter_map(|p| p.get("text").and_then(Value::as_str))
         .collect();
-    Ok(ResponseInfo {
+    ResponseInfo {
         model: v.get("model").and_then(Value::as_str).map(str::to_owned),
         usage,
         completion: vec![text],
-    })
+    }
 }
 
 /// Provider error -> OpenAI-shaped error for a Responses client (the same

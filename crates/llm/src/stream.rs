@@ -101,6 +101,47 @@ impl Observed {
         }
     }
 
+    /// Responses typed events: text deltas, and the final `response`
+    /// object (model, usage) on `response.completed` / `.incomplete` /
+    /// `.failed`.
+    fn observe_responses(&mut self, data: &str) {
+        #[derive(serde::Deserialize)]
+        struct Event<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(default)]
+            delta: Option<String>,
+            #[serde(default)]
+            response: Option<serde_json::Value>,
+        }
+        let Ok(ev) = serde_json::from_str::<Event>(data) else {
+            return;
+        };
+        match &*ev.kind {
+            "response.output_text.delta" => {
+                if let Some(d) = ev.delta.filter(|d| !d.is_empty()) {
+                    self.push_text(&d);
+                }
+            }
+            "response.function_call_arguments.delta" => self.first_token = true,
+            "response.created"
+            | "response.completed"
+            | "response.incomplete"
+            | "response.failed" => {
+                if let Some(r) = &ev.response {
+                    let info = crate::responses::info_of(r);
+                    if self.model.is_none() {
+                        self.model = info.model;
+                    }
+                    if r.get("usage").is_some_and(|u| !u.is_null()) {
+                        self.usage = info.usage;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn push_text(&mut self, text: &str) {
         self.first_token = true;
         if let Some(c) = self.completion_mut(0) {
@@ -165,6 +206,25 @@ impl StreamTranslator {
             observed: Observed::default(),
             closed: false,
         }
+    }
+
+    /// The model sent upstream, for providers whose stream never names it
+    /// (Bedrock's ConverseStream): it is reported in the translated events and
+    /// in [`info`](Self::info).
+    pub fn with_upstream_model(mut self, model: Option<&str>) -> Self {
+        let Some(model) = model.filter(|m| !m.is_empty()) else {
+            return self;
+        };
+        match &mut self.mode {
+            Mode::FromBedrock(s) => {
+                s.set_model(model);
+                self.observed.model = Some(model.to_owned());
+            }
+            Mode::ToResponses(s) => s.set_upstream_model(model),
+            _ if self.egress == Format::Bedrock => self.observed.model = Some(model.to_owned()),
+            _ => {}
+        }
+        self
     }
 
     /// Returns the bytes to send to the client now (possibly empty). In
@@ -293,9 +353,8 @@ impl StreamTranslator {
                     }
                 }
             },
-            // Never a provider format (`prepare_request` refuses it);
-            // a passthrough stream is only forwarded.
-            Format::OpenAiResponses => {}
+            // A provider's own Responses stream, forwarded as it is.
+            Format::OpenAiResponses => self.observed.observe_responses(&event.data),
             // Decoded as event-stream frames in `feed`, never as SSE.
             Format::Bedrock => {}
         }
@@ -309,10 +368,20 @@ pub(crate) fn write_stream_error(
     message: &str,
     out: &mut Vec<u8>,
 ) {
+    if format == Format::OpenAiResponses {
+        // A provider's own Responses stream that broke off: its typed `error` event.
+        // (Translated Responses streams write theirs in `stream_responses.rs`.)
+        let body = serde_json::json!({
+            "type": "error",
+            "code": kind.unwrap_or("server_error"),
+            "message": message,
+            "param": null,
+        });
+        write_event(out, Some("error"), &body.to_string());
+        return;
+    }
     let body = stream_error_json(format, kind, message).to_string();
     match format {
-        // Responses streams write their own typed error events
-        // (`stream_responses.rs`); this arm is only the fallback.
         Format::OpenAiChat | Format::Gemini | Format::OpenAiResponses | Format::Bedrock => {
             write_event(out, None, &body)
         }

@@ -37,6 +37,8 @@ const MAX_BLOCKS: u64 = 1024;
 /// Converse events -> OpenAI chunk values.
 struct ConverseToOpenAi {
     id: String,
+    /// Converse never names the model; the gateway knows it from the request.
+    model: String,
     created: u64,
     started: bool,
     /// `contentBlockIndex` -> OpenAI `tool_calls[].index`, for tool blocks.
@@ -50,8 +52,7 @@ impl ConverseToOpenAi {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
-            // Converse never names the model; the gateway knows it from the request.
-            "model": "",
+            "model": self.model,
             "choices": choices,
         })
     }
@@ -172,6 +173,11 @@ pub(crate) struct BedrockStream {
 }
 
 impl BedrockStream {
+    /// The model the request named, reported in the chunks Converse leaves unnamed.
+    pub fn set_model(&mut self, model: &str) {
+        self.to_openai.model = model.to_owned();
+    }
+
     pub fn new(ingress: Format, include_usage: bool) -> Self {
         let target = match ingress {
             Format::AnthropicMessages => Target::Anthropic(Box::default()),
@@ -181,6 +187,7 @@ impl BedrockStream {
             decoder: Decoder::default(),
             to_openai: ConverseToOpenAi {
                 id: crate::bedrock::response_id(ingress),
+                model: String::new(),
                 created: unix_now(),
                 started: false,
                 tool_blocks: Vec::new(),

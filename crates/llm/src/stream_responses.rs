@@ -98,6 +98,15 @@ impl ResponsesStream {
         }
     }
 
+    /// See [`StreamTranslator::with_upstream_model`].
+    pub fn set_upstream_model(&mut self, model: &str) {
+        let inner = std::mem::replace(
+            &mut self.to_chat,
+            StreamTranslator::new(Format::OpenAiChat, Format::OpenAiChat, false),
+        );
+        self.to_chat = inner.with_upstream_model(Some(model));
+    }
+
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
         let chat = self.to_chat.feed(chunk);
         let mut out = Vec::new();

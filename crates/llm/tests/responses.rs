@@ -661,3 +661,207 @@ fn errors_use_the_openai_shape() {
         json!({"error": {"message": "slow", "type": "rate_limit_error", "param": null, "code": null}})
     );
 }
+
+// ---------- a provider with its own Responses API ----------
+
+#[test]
+fn native_responses_keep_stateful_fields_and_apply_options() {
+    let aliases = vec![("fast".to_string(), "gpt-4.1-mini".to_string())];
+    let overrides: Map<String, Value> = [("max_output_tokens".to_string(), json!(64))]
+        .into_iter()
+        .collect();
+    let empty = Map::new();
+    let opts = RequestOptions {
+        model_override: None,
+        model_aliases: &aliases,
+        defaults: &empty,
+        overrides: &overrides,
+        default_max_tokens: 4096,
+    };
+    let body = json!({
+        "model": "fast",
+        "previous_response_id": "resp_prev",
+        "instructions": "Be terse.",
+        "input": [
+            {"type": "item_reference", "id": "msg_stored"},
+            {"role": "user", "content": [{"type": "input_text", "text": "and tomorrow?"}]}
+        ],
+        "stream": true,
+        "store": true
+    });
+    let prepared = prepare_request(
+        Format::OpenAiResponses,
+        Format::OpenAiResponses,
+        body.to_string().as_bytes(),
+        &opts,
+    )
+    .expect("forwarded, not refused: the provider keeps the state");
+    let sent = json_of(&prepared.body);
+    assert_eq!(sent["model"], "gpt-4.1-mini");
+    assert_eq!(sent["previous_response_id"], "resp_prev");
+    assert_eq!(sent["store"], true);
+    assert_eq!(sent["max_output_tokens"], 64);
+    assert_eq!(
+        sent["input"][0]["type"], "item_reference",
+        "items kept as sent"
+    );
+    assert_eq!(prepared.request_model.as_deref(), Some("fast"));
+    assert_eq!(prepared.upstream_model.as_deref(), Some("gpt-4.1-mini"));
+    assert!(prepared.stream);
+    assert_eq!(prepared.params["max_output_tokens"], 64);
+    assert_eq!(
+        prepared.prompt,
+        vec![
+            PromptMessage {
+                role: "system".into(),
+                content: "Be terse.".into()
+            },
+            PromptMessage {
+                role: "user".into(),
+                content: "and tomorrow?".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn native_responses_stream_passes_through_and_reports_usage() {
+    // A Responses stream as OpenAI sends it: the golden output of the Chat pivot.
+    let events: Vec<Value> = String::from_utf8(fixture("responses_stream_from_openai.jsonl"))
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("fixture json"))
+        .collect();
+    let completed = events
+        .iter()
+        .find(|e| e["type"] == "response.completed")
+        .expect("completed event");
+    let mut sse = Vec::new();
+    for e in &events {
+        sse.extend_from_slice(
+            format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()).as_bytes(),
+        );
+    }
+    let mut t = StreamTranslator::new(Format::OpenAiResponses, Format::OpenAiResponses, false);
+    let mut out = Vec::new();
+    for c in sse.chunks(13) {
+        out.extend_from_slice(&t.feed(Bytes::copy_from_slice(c)));
+    }
+    out.extend_from_slice(&t.finish());
+    assert_eq!(out, sse, "bytes pass through untouched");
+    let info = t.info();
+    let usage = &completed["response"]["usage"];
+    assert_eq!(info.usage.input_tokens, usage["input_tokens"].as_u64());
+    assert_eq!(info.usage.output_tokens, usage["output_tokens"].as_u64());
+    assert_eq!(
+        info.model.as_deref(),
+        completed["response"]["model"].as_str()
+    );
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert!(!text.is_empty());
+    assert_eq!(info.completion, vec![text]);
+    assert!(t.saw_first_token());
+}
+
+#[test]
+fn native_responses_stream_that_breaks_ends_with_a_typed_error_event() {
+    let mut t = StreamTranslator::new(Format::OpenAiResponses, Format::OpenAiResponses, false);
+    let _ = t.feed(Bytes::from_static(
+        b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"model\":\"m\"}}\n\n",
+    ));
+    let out = t.fail("connection reset");
+    let text = std::str::from_utf8(&out).expect("utf8");
+    let data = text
+        .strip_prefix("event: error\ndata: ")
+        .and_then(|d| d.strip_suffix("\n\n"))
+        .expect("one error event");
+    let v: Value = serde_json::from_str(data).expect("json");
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["message"], "connection reset");
+    assert!(t.finish().is_empty(), "nothing after the error");
+}
+
+// ---------- Bedrock, through the Chat pivot ----------
+
+#[test]
+fn request_to_bedrock_golden() {
+    // Bedrock takes inline images only, so the remote one is refused by name...
+    let msg = prepare(Format::Bedrock, &fixture("responses_request.json"))
+        .expect_err("remote image")
+        .message;
+    assert!(msg.contains("remote image URLs"), "{msg}");
+    // ... and without it everything else is carried.
+    let mut body = json_of(&fixture("responses_request.json"));
+    body["input"][1]["content"]
+        .as_array_mut()
+        .expect("parts")
+        .remove(1);
+    let prepared = prepare(Format::Bedrock, body.to_string().as_bytes()).expect("ok");
+    assert_golden(
+        &json_of(&prepared.body),
+        "responses_request_to_bedrock.json",
+    );
+}
+
+#[test]
+fn response_from_bedrock_names_the_upstream_model() {
+    let (out, info) = llm::translate_response_with_model(
+        Format::OpenAiResponses,
+        Format::Bedrock,
+        &fixture("bedrock_response.json"),
+        Some("anthropic.claude-3-5-sonnet-20241022-v2:0"),
+    )
+    .expect("translated");
+    let v = json_of(&out.expect("a new body"));
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["model"], "anthropic.claude-3-5-sonnet-20241022-v2:0");
+    assert_eq!(
+        info.model.as_deref(),
+        Some("anthropic.claude-3-5-sonnet-20241022-v2:0")
+    );
+    assert_eq!(v["usage"]["input_tokens"].as_u64(), info.usage.input_tokens);
+}
+
+#[test]
+fn stream_from_bedrock_completes_with_the_upstream_model() {
+    let frames = bedrock_frames();
+    let mut t = StreamTranslator::new(Format::OpenAiResponses, Format::Bedrock, false)
+        .with_upstream_model(Some("amazon.nova-pro-v1:0"));
+    let mut out = Vec::new();
+    for c in frames.chunks(5) {
+        out.extend_from_slice(&t.feed(Bytes::copy_from_slice(c)));
+    }
+    out.extend_from_slice(&t.finish());
+    let evs = events(&out);
+    assert_eq!(evs.first().unwrap()["type"], "response.created");
+    let last = evs.last().unwrap();
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(last["response"]["model"], "amazon.nova-pro-v1:0");
+    assert!(last["response"]["usage"]["output_tokens"].as_u64().unwrap() > 0);
+}
+
+/// The ConverseStream fixture (`{event, payload}` per line) encoded as event-stream frames.
+fn bedrock_frames() -> Vec<u8> {
+    let text = String::from_utf8(fixture("bedrock_stream_events.jsonl")).expect("utf8");
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).expect("fixture json");
+        let kind = v["event"].as_str().expect("event");
+        out.extend(
+            llm::eventstream::Message::new(
+                &[
+                    (":event-type", kind),
+                    (":content-type", "application/json"),
+                    (":message-type", "event"),
+                ],
+                v["payload"].to_string(),
+            )
+            .encode(),
+        );
+    }
+    out
+}

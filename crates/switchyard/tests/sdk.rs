@@ -78,7 +78,7 @@ struct Binding {
 }
 
 const OPENAI_ROUTES: &str =
-    "/v1/chat/completions: completions, /v1/models: models, '*': passthrough";
+    "/v1/chat/completions: completions, /v1/responses: responses, /v1/models: models, '*': passthrough";
 const ANTHROPIC_ROUTES: &str =
     "/v1/messages: messages, /v1/messages/count_tokens: anthropicTokenCount, '*': passthrough";
 
@@ -108,6 +108,17 @@ async fn official_sdks_through_the_gateway() {
     .await
     .unwrap();
 
+    let bedrock = sim::bedrock::spawn(sim::bedrock::Options::default())
+        .await
+        .unwrap();
+    let bedrock_provider = format!(
+        "bedrock: {{region: {}, accessKeyId: {}, secretAccessKey: {}}}",
+        sim::bedrock::TEST_REGION,
+        sim::bedrock::TEST_ACCESS_KEY_ID,
+        sim::bedrock::TEST_SECRET_ACCESS_KEY
+    )
+    .leak();
+
     // (client dialect -> provider) pairs; the Python tests pick them by env name.
     let bindings = [
         (Binding { env: "GW_OPENAI", provider: "openAI: {}", auth: "backendAuth: {key: sk-upstream-openai}", routes: OPENAI_ROUTES, alias: "sim-gpt-mini" }, openai_sim.addr),
@@ -115,6 +126,8 @@ async fn official_sdks_through_the_gateway() {
         (Binding { env: "GW_O2A", provider: "anthropic: {}", auth: "backendAuth: {key: sk-upstream-anthropic}", routes: OPENAI_ROUTES, alias: "claude-sim-1" }, anthropic_sim.addr),
         (Binding { env: "GW_A2O", provider: "openAI: {}", auth: "backendAuth: {key: sk-upstream-openai}", routes: ANTHROPIC_ROUTES, alias: "sim-gpt-mini" }, openai_sim.addr),
         (Binding { env: "GW_O2G", provider: "gemini: {}", auth: "backendAuth: {key: gemini-upstream-key}", routes: OPENAI_ROUTES, alias: "gemini-sim-flash" }, google.addr),
+        (Binding { env: "GW_O2B", provider: bedrock_provider, auth: "", routes: OPENAI_ROUTES, alias: "anthropic.claude-sim-v1:0" }, bedrock.addr),
+        (Binding { env: "GW_A2B", provider: bedrock_provider, auth: "", routes: ANTHROPIC_ROUTES, alias: "anthropic.claude-sim-v1:0" }, bedrock.addr),
         (Binding { env: "GW_A2V", provider: "vertex: {projectId: sdk-test, region: us-central1, credentials: {file: sa.json}}", auth: "", routes: ANTHROPIC_ROUTES, alias: "gemini-sim-pro" }, google.addr),
     ];
     let ports: Vec<u16> = bindings.iter().map(|_| free_port()).collect();

@@ -55,7 +55,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Anthropic => Format::AnthropicMessages,
             ProviderKind::Gemini | ProviderKind::Vertex => Format::Gemini,
-            ProviderKind::Bedrock => Format::OpenAiChat, // TEMP
+            ProviderKind::Bedrock => Format::Bedrock,
             _ => Format::OpenAiChat,
         }
     }
@@ -348,6 +348,7 @@ impl AiTarget {
             .map_or(self.fallback, |(_, r)| *r);
         let ingress = match route {
             AiRouteType::Messages | AiRouteType::AnthropicTokenCount => Format::AnthropicMessages,
+            AiRouteType::Responses => Format::OpenAiResponses,
             AiRouteType::Passthrough | AiRouteType::Detect if path.ends_with("/messages") => {
                 Format::AnthropicMessages
             }

@@ -45,6 +45,8 @@ pub struct Shape {
     pub include_usage: bool,
     pub provider: ProviderKind,
     pub request_model: Option<String>,
+    /// The model sent upstream (reported where the provider's response names none).
+    pub upstream_model: Option<String>,
     pub max_buffered: usize,
 }
 
@@ -63,6 +65,7 @@ pub fn plan(
         include_usage: false,
         provider: ai.provider,
         request_model: None,
+        upstream_model: None,
         max_buffered: ai.max_buffered,
     };
     let same_path = |op| match (&ai.path_override, ai.provider.keeps_client_path()) {
@@ -94,14 +97,24 @@ pub fn plan(
                 serde_json::json!({ "input_tokens": n }).to_string(),
             )))
         }
-        AiRouteType::Completions | AiRouteType::Messages => {
+        AiRouteType::Completions | AiRouteType::Messages | AiRouteType::Responses => {
             let raw = needs_raw()?;
+            // OpenAI-style providers have the Responses API themselves: it goes as sent
+            // (and stateful fields reach the provider that keeps the state).
+            let egress = if call.ingress == Format::OpenAiResponses && egress == Format::OpenAiChat
+            {
+                Format::OpenAiResponses
+            } else {
+                egress
+            };
+            shape.egress = egress;
             let prepared = llm::prepare_request(call.ingress, egress, raw, &ai.request_options())
                 .map_err(llm_error)?;
             let translated = call.ingress != egress;
             shape.inspect = true;
             shape.include_usage = translated && wants_usage(call.ingress, raw);
             shape.request_model = prepared.request_model;
+            shape.upstream_model = prepared.upstream_model.clone();
             let path = if translated {
                 match &ai.path_override {
                     Some(p) => Some(p.clone()),
@@ -112,6 +125,8 @@ pub fn plan(
                         .map_err(|_| ProxyError::bad_request("invalid provider path"))?,
                     ),
                 }
+            } else if call.ingress == Format::OpenAiResponses {
+                same_path(Operation::Responses)
             } else {
                 same_path(Operation::Chat)
             };
@@ -124,32 +139,24 @@ pub fn plan(
                 shape,
             }))
         }
-        AiRouteType::Embeddings | AiRouteType::Responses => {
-            if egress != Format::OpenAiChat {
+        AiRouteType::Embeddings => {
+            // Gemini serves OpenAI-shaped embeddings on its OpenAI-compatible surface.
+            if egress != Format::OpenAiChat && ai.provider != ProviderKind::Gemini {
                 return Err(ProxyError::not_implemented(format!(
-                    "{} has no {} API",
+                    "{} has no OpenAI-compatible embeddings API",
                     ai.provider.name(),
-                    if matches!(call.route, AiRouteType::Embeddings) {
-                        "embeddings"
-                    } else {
-                        "responses"
-                    }
                 )));
             }
             let raw = needs_raw()?;
             let (rewritten, requested) = rewrite_model(ai, raw)?;
             shape.request_model = requested;
-            let op = if matches!(call.route, AiRouteType::Embeddings) {
-                Operation::Embeddings
-            } else {
-                Operation::Responses
-            };
+            shape.egress = Format::OpenAiChat;
             let payload = Bytes::from(rewritten);
             Ok(Plan::Forward(Forward {
                 body: body::full(payload.clone()),
                 payload: Some(payload),
                 rewrote_body: true,
-                path: same_path(op),
+                path: same_path(Operation::Embeddings),
                 shape,
             }))
         }

@@ -57,7 +57,8 @@ pub async fn shape_response(
                 HeaderValue::from_static("text/event-stream"),
             );
         }
-        let translator = StreamTranslator::new(shape.ingress, shape.egress, shape.include_usage);
+        let translator = StreamTranslator::new(shape.ingress, shape.egress, shape.include_usage)
+            .with_upstream_model(shape.upstream_model.as_deref());
         let body = TranslatingBody {
             inner: body,
             translator,
@@ -68,7 +69,12 @@ pub async fn shape_response(
         return Ok(Response::from_parts(parts, body.boxed_unsync()));
     }
     let bytes = read_limited(body, shape.max_buffered).await?;
-    match llm::translate_response(shape.ingress, shape.egress, &bytes) {
+    match llm::translate_response_with_model(
+        shape.ingress,
+        shape.egress,
+        &bytes,
+        shape.upstream_model.as_deref(),
+    ) {
         Ok((out, info)) => {
             record(shape.provider, shape.request_model.as_deref(), &info, false);
             let out = out.map(Bytes::from).unwrap_or(bytes);

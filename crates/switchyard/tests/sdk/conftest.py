@@ -22,7 +22,14 @@ def gw():
         "a2o": _base("GW_A2O"),  # Anthropic client -> OpenAI provider (translated)
         "o2g": _base("GW_O2G"),  # OpenAI client -> Gemini API (translated)
         "a2v": _base("GW_A2V"),  # Anthropic client -> Vertex AI, service-account OAuth (translated)
+        "o2b": _base("GW_O2B"),  # OpenAI client -> Bedrock Converse, SigV4 (translated)
+        "a2b": _base("GW_A2B"),  # Anthropic client -> Bedrock Converse, SigV4 (translated)
     }
+
+
+# Routes whose provider sends no `retry-after` with a 429 (Bedrock's ThrottlingException has
+# none), so there is none to keep.
+NO_RETRY_AFTER = {"o2b", "a2b"}
 
 
 def post_raw(url: str, body: bytes, headers: dict) -> tuple[int, dict]:

@@ -130,6 +130,39 @@ def oha_record(out, path, extra):
           f"non2xx={rec['non2xx']} errors={rec['errors']}")
 
 
+def ttfb(out, url, n, extra):
+    """Time to first byte of a streamed answer: sequential POSTs on one keep-alive connection,
+    each timed from sending the request to the first byte of the body (the first event)."""
+    import http.client
+    import time
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(url)
+    body = json.dumps({"model": "bench-model", "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]})
+    headers = {"content-type": "application/json"}
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    samples = []
+    for i in range(int(n) + 20):  # the first 20 warm the connection and are not kept
+        t0 = time.perf_counter()
+        conn.request("POST", u.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        first = resp.read1(65536)
+        t1 = time.perf_counter()
+        resp.read()
+        if resp.status != 200 or not first:
+            raise SystemExit(f"ttfb: {url} answered {resp.status}")
+        if i >= 20:
+            samples.append((t1 - t0) * 1e6)
+    samples.sort()
+    rec = {"tool": "ttfb", "n": len(samples),
+           "p50_us": samples[len(samples) // 2],
+           "p99_us": samples[min(len(samples) - 1, int(len(samples) * 0.99))]}
+    rec.update(kv_fields(extra))
+    append(out, rec)
+    print(f"ttfb p50={rec['p50_us']:.0f}us p99={rec['p99_us']:.0f}us n={rec['n']}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Summary
 
@@ -218,6 +251,16 @@ def summary(path):
         if errs:
             notes.append(f"{label}: wrk counted {errs} errors/non-2xx responses; RPS is suspect")
 
+    for case, label, _ in CASES:
+        d, g = sel(f"ttfb-{case}", "direct"), sel(f"ttfb-{case}", "gateway")
+        if not (d and g):
+            continue
+        for q in ("p50", "p99"):
+            vd, vg = med(d, f"{q}_us"), med(g, f"{q}_us")
+            added = vg - vd if vd is not None and vg is not None else None
+            rows.append((f"{label}: time to first byte {q} (median)", fmt(vd, unit=" µs"),
+                         fmt(vg, unit=" µs"), fmt(added, "{:+.0f}", " µs"), "(reference)", ""))
+
     d, g = sel("latency", "direct"), sel("latency", "gateway")
     if d and g:
         for q, limit in (("p50", TARGET_ADDED_P50_US), ("p99", TARGET_ADDED_P99_US)):
@@ -279,6 +322,8 @@ def main(argv):
         wrk_record(args[0], args[1], args[2:])
     elif cmd == "oha-record":
         oha_record(args[0], args[1], args[2:])
+    elif cmd == "ttfb":
+        ttfb(argv[2], argv[3], argv[4], argv[5:])
     elif cmd == "summary":
         summary(args[0])
     else:

@@ -6,7 +6,7 @@
 #   bench/run.sh --perf     also profile the gateway with `perf record -g` under saturation
 #
 # Knobs (environment): ROUNDS SECS CONNS RATE LAT_SECS LAT_CONNS LOAD_CPU SERVER_CPU
-# READY_SPAWNS PERF=auto|1|0 CASES="chat stream ai-chat ai-stream o2a o2a-stream". See bench/README.md for what is measured and how to read it.
+# READY_SPAWNS PERF=auto|1|0 PERF_CASE CASES="chat stream ai-chat ai-stream o2a o2a-stream". See bench/README.md for what is measured and how to read it.
 # Everything it generates goes to bench/out/; tools it builds are cached in bench/.tools/.
 set -euo pipefail
 export LC_ALL=C # $EPOCHREALTIME and printf must use '.' as the decimal point
@@ -29,6 +29,8 @@ LOAD_CPU=${LOAD_CPU:-0}         # wrk/oha/pollers run here ...
 SERVER_CPU=${SERVER_CPU:-1}     # ... and the gateway and nginx here, so they never share a core
 READY_SPAWNS=${READY_SPAWNS:-3} # start-up is timed over this many spawns; the last one is measured
 PERF=${PERF:-auto}              # auto: profile only if a target is missed (and perf works)
+PERF_CASE=${PERF_CASE:-chat}    # the case profiled under saturation
+TTFB_N=${TTFB_N:-300}           # sequential requests per time-to-first-byte run
 
 case "${1:-}" in
   --quick) ROUNDS=1 SECS=3 LAT_SECS=3 READY_SPAWNS=1 ;;
@@ -417,12 +419,23 @@ run_wrk() { # CASE TARGET ROUND
     upstream_conns=$((acc1 - acc0 - 1)) >&2
 }
 
-# Short unrecorded run so both paths start with warm connection pools and page caches.
+# Time to the first streamed byte, sequential requests (no queueing): what the gateway adds
+# before the first event reaches the client.
+run_ttfb() { # CASE TARGET ROUND
+  printf '  %-7s %-8s round %s: ' "$1" "$2" "$3" >&2
+  taskset -c "$LOAD_CPU" python3 "$HELPERS" ttfb "$RESULTS" "$(url_for "$2" "$1")" "$TTFB_N" \
+    kind=run case="ttfb-$1" target="$2" round="$3" >&2
+}
+
+# Short unrecorded run of every case so each route's upstream pool (one per backend) and the
+# page caches are warm before anything is timed.
 warm_up() {
-  local target
-  for target in direct gateway; do
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s -s "$BENCH/wrk.lua" \
-      "$(url_for "$target" chat)" -- chat >/dev/null 2>&1 || true
+  local case target
+  for case in $CASES; do
+    for target in direct gateway; do
+      taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s -s "$BENCH/wrk.lua" \
+        "$(url_for "$target" "$case")" -- "$(mode_for "$case")" >/dev/null 2>&1 || true
+    done
   done
 }
 
@@ -445,12 +458,12 @@ run_perf() {
     log "perf does not work here; skipping the profile"
     return 0
   fi
-  log "profiling the gateway (perf record -g, ${SECS}s chat saturation)"
+  log "profiling the gateway (perf record -g, ${SECS}s $PERF_CASE saturation)"
   taskset -c "$LOAD_CPU" perf record -e cpu-clock -F 999 -g -p "$GW_PID" -o "$OUT/perf.data" \
     -- sleep "$SECS" >"$OUT/perf-record.log" 2>&1 &
   local perf_pid=$!
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
-    "$(url_for gateway chat)" -- chat >/dev/null 2>&1 || true
+    "$(url_for gateway "$PERF_CASE")" -- "$(mode_for "$PERF_CASE")" >/dev/null 2>&1 || true
   wait "$perf_pid" || true
   # The call-graph view (as asked for by `perf report --no-children --stdio | head -60`), a flat
   # top-of-symbols list, and the split between kernel, libc and the gateway's own code.
@@ -504,6 +517,9 @@ EOF
     log "round $round/$ROUNDS"
     for case in $CASES; do
       for target in direct gateway; do run_wrk "$case" "$target" "$round"; done
+      if [[ $(mode_for "$case") == chat-stream ]]; then
+        for target in direct gateway; do run_ttfb "$case" "$target" "$round"; done
+      fi
     done
     for target in direct gateway; do run_oha "$target" "$round"; done
   done

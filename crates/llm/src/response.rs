@@ -7,6 +7,10 @@
 //! DeepSeek convention) plus LiteLLM-style `thinking_blocks` holding the
 //! signatures, so a client that echoes the message back round-trips them.
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::wire::{
@@ -46,6 +50,9 @@ pub fn translate_response_with_model(
     if ingress == egress {
         return Ok((None, info));
     }
+    if (ingress, egress) == (Format::OpenAiChat, Format::AnthropicMessages) {
+        return Ok((Some(anthropic_to_openai(body, &info)?), info));
+    }
     let value: Value = serde_json::from_slice(body).map_err(invalid_upstream)?;
     let Value::Object(resp) = value else {
         return Err(LlmError::bad_gateway(
@@ -53,7 +60,8 @@ pub fn translate_response_with_model(
         ));
     };
     let out = match egress {
-        Format::AnthropicMessages => anthropic_to_openai(resp, &info),
+        // Only an OpenAI client reaches here from Anthropic; handled above.
+        Format::AnthropicMessages => Value::Object(resp),
         Format::OpenAiChat => openai_to_anthropic(resp, &info),
         Format::Gemini => crate::gemini::to_client(ingress, resp, &info),
         Format::Bedrock => crate::bedrock::to_client(ingress, resp, &info),
@@ -115,76 +123,145 @@ fn response_info(format: Format, body: &[u8]) -> Result<ResponseInfo, LlmError> 
     })
 }
 
-fn anthropic_to_openai(resp: Map<String, Value>, info: &ResponseInfo) -> Value {
+/// Anthropic `message` -> OpenAI `chat.completion`, read through a borrowed view and
+/// written from typed structs (no `Value` trees: this is the hot translated path).
+fn anthropic_to_openai(body: &[u8], info: &ResponseInfo) -> Result<Vec<u8>, LlmError> {
+    #[derive(Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        id: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        content: Option<Vec<&'a RawValue>>,
+        #[serde(borrow)]
+        stop_reason: Option<Cow<'a, str>>,
+        #[serde(default)]
+        usage: Option<AnUsage>,
+    }
+    #[derive(Deserialize)]
+    struct Block<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        text: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        thinking: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        name: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        input: Option<&'a RawValue>,
+    }
+    #[derive(Serialize)]
+    struct ToolCall<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        function: Function<'a>,
+    }
+    #[derive(Serialize)]
+    struct Function<'a> {
+        name: &'a str,
+        arguments: &'a str,
+    }
+    #[derive(Serialize)]
+    struct OutMessage<'a> {
+        role: &'static str,
+        content: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reasoning_content: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thinking_blocks: Option<&'a [&'a RawValue]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool_calls: Option<&'a [ToolCall<'a>]>,
+    }
+    #[derive(Serialize)]
+    struct Choice<'a> {
+        index: u64,
+        message: OutMessage<'a>,
+        logprobs: (),
+        finish_reason: Option<&'static str>,
+    }
+    #[derive(Serialize)]
+    struct Completion<'a> {
+        id: &'a str,
+        object: &'static str,
+        created: u64,
+        model: &'a str,
+        choices: [Choice<'a>; 1],
+        usage: Value,
+    }
+
+    let resp: Message = serde_json::from_slice(body).map_err(invalid_upstream)?;
+    let content = resp.content.unwrap_or_default();
+    // A block that is not an object is skipped like an unknown block type.
+    let blocks: Vec<(Block, &RawValue)> = content
+        .iter()
+        .filter_map(|raw| Some((serde_json::from_str(raw.get()).ok()?, *raw)))
+        .collect();
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
     let mut tool_calls = Vec::new();
-    for block in resp
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
+    for (block, raw) in &blocks {
+        match block.kind.as_deref() {
+            Some("text") => text.push_str(block.text.as_deref().unwrap_or_default()),
             Some("thinking") => {
-                reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or_default());
-                thinking_blocks.push(block.clone());
+                reasoning.push_str(block.thinking.as_deref().unwrap_or_default());
+                thinking_blocks.push(*raw);
             }
-            Some("redacted_thinking") => thinking_blocks.push(block.clone()),
-            Some("tool_use") => tool_calls.push(json!({
-                "id": block.get("id").cloned().unwrap_or(Value::String(String::new())),
-                "type": "function",
-                "function": {
-                    "name": block.get("name").cloned().unwrap_or(Value::String(String::new())),
-                    "arguments": block.get("input").cloned().unwrap_or_else(|| json!({})).to_string(),
-                },
-            })),
+            Some("redacted_thinking") => thinking_blocks.push(*raw),
+            Some("tool_use") => tool_calls.push((
+                block,
+                block
+                    .input
+                    .map_or_else(|| "{}".to_string(), |i| compact_json(i.get())),
+            )),
             // server_tool_use, web_search_tool_result, ...: dropped (README).
             _ => {}
         }
     }
-    let mut message = Map::new();
-    message.insert("role".into(), "assistant".into());
-    message.insert(
-        "content".into(),
-        if text.is_empty() && !tool_calls.is_empty() {
-            Value::Null
-        } else {
-            Value::String(text)
-        },
-    );
-    if !reasoning.is_empty() {
-        message.insert("reasoning_content".into(), Value::String(reasoning));
-    }
-    if !thinking_blocks.is_empty() {
-        message.insert("thinking_blocks".into(), Value::Array(thinking_blocks));
-    }
-    if !tool_calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(tool_calls));
-    }
-    let finish = resp
-        .get("stop_reason")
-        .and_then(Value::as_str)
-        .map(finish_reason_from_anthropic);
-    let an_usage: AnUsage = resp
-        .get("usage")
-        .and_then(|u| serde_json::from_value(u.clone()).ok())
-        .unwrap_or_default();
-    json!({
-        "id": resp.get("id").cloned().unwrap_or(Value::String(String::new())),
-        "object": "chat.completion",
-        "created": unix_now(),
-        "model": info.model.clone().unwrap_or_default(),
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": finish,
+    let tool_calls: Vec<ToolCall> = tool_calls
+        .iter()
+        .map(|(block, arguments)| ToolCall {
+            id: block.id.as_deref().unwrap_or_default(),
+            kind: "function",
+            function: Function {
+                name: block.name.as_deref().unwrap_or_default(),
+                arguments,
+            },
+        })
+        .collect();
+    let out = Completion {
+        id: resp.id.as_deref().unwrap_or_default(),
+        object: "chat.completion",
+        created: unix_now(),
+        model: info.model.as_deref().unwrap_or_default(),
+        choices: [Choice {
+            index: 0,
+            message: OutMessage {
+                role: "assistant",
+                // `null` only when the answer is tool calls alone, as OpenAI sends it.
+                content: (!text.is_empty() || tool_calls.is_empty()).then_some(text.as_str()),
+                reasoning_content: (!reasoning.is_empty()).then_some(reasoning.as_str()),
+                thinking_blocks: (!thinking_blocks.is_empty()).then_some(&thinking_blocks[..]),
+                tool_calls: (!tool_calls.is_empty()).then_some(&tool_calls[..]),
+            },
+            logprobs: (),
+            finish_reason: resp
+                .stop_reason
+                .as_deref()
+                .map(finish_reason_from_anthropic),
         }],
-        "usage": openai_usage_json(&an_usage.to_usage()),
-    })
+        usage: openai_usage_json(&resp.usage.unwrap_or_default().to_usage()),
+    };
+    serde_json::to_vec(&out)
+        .map_err(|e| LlmError::bad_gateway(format!("cannot serialise response: {e}")))
+}
+
+/// JSON text without insignificant whitespace (tool arguments as OpenAI writes them).
+fn compact_json(raw: &str) -> String {
+    serde_json::from_str::<Value>(raw).map_or_else(|_| raw.to_string(), |v| v.to_string())
 }
 
 pub(crate) fn openai_to_anthropic(resp: Map<String, Value>, info: &ResponseInfo) -> Value {

@@ -7,6 +7,7 @@
 //! `data: [DONE]`. Thinking signatures and redacted thinking travel in a
 //! LiteLLM-style `thinking_blocks` delta field.
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::sse::write_event;
@@ -56,7 +57,7 @@ impl AnthropicToOpenAi {
                 self.ensure_started(observed, out);
                 match content_block {
                     AnBlockStart::Text { text } if !text.is_empty() => {
-                        self.delta(observed, out, json!({ "content": text }));
+                        self.delta(observed, out, ContentDelta { content: &text });
                     }
                     AnBlockStart::ToolUse { id, name } => {
                         let tool_index = self.tools.len() as u64;
@@ -89,7 +90,7 @@ impl AnthropicToOpenAi {
                 self.ensure_started(observed, out);
                 match delta {
                     AnDelta::TextDelta { text } => {
-                        self.delta(observed, out, json!({ "content": text }))
+                        self.delta(observed, out, ContentDelta { content: &text })
                     }
                     AnDelta::InputJsonDelta { partial_json } => {
                         let Some(&(_, tool_index)) = self.tools.iter().find(|(an, _)| *an == index)
@@ -122,9 +123,12 @@ impl AnthropicToOpenAi {
                     self.chunk(
                         observed,
                         out,
-                        json!([{
-                            "index": 0, "delta": {}, "logprobs": null, "finish_reason": finish,
-                        }]),
+                        [ChoiceOut {
+                            index: 0,
+                            delta: Empty {},
+                            logprobs: (),
+                            finish_reason: Some(finish),
+                        }],
                         None,
                     );
                 }
@@ -149,7 +153,7 @@ impl AnthropicToOpenAi {
             self.chunk(
                 observed,
                 out,
-                json!([]),
+                [(); 0],
                 Some(openai_usage_json(&observed.usage)),
             );
         }
@@ -162,31 +166,83 @@ impl AnthropicToOpenAi {
             return;
         }
         self.started = true;
-        self.delta(observed, out, json!({ "role": "assistant", "content": "" }));
+        self.delta(
+            observed,
+            out,
+            RoleDelta {
+                role: "assistant",
+                content: "",
+            },
+        );
     }
 
-    fn delta(&self, observed: &Observed, out: &mut Vec<u8>, delta: Value) {
+    fn delta(&self, observed: &Observed, out: &mut Vec<u8>, delta: impl Serialize) {
         self.chunk(
             observed,
             out,
-            json!([{
-                "index": 0, "delta": delta, "logprobs": null, "finish_reason": null,
-            }]),
+            [ChoiceOut {
+                index: 0,
+                delta,
+                logprobs: (),
+                finish_reason: None,
+            }],
             None,
         );
     }
 
-    fn chunk(&self, observed: &Observed, out: &mut Vec<u8>, choices: Value, usage: Option<Value>) {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": observed.model.clone().unwrap_or_default(),
-            "choices": choices,
-        });
-        if let Some(u) = usage {
-            chunk["usage"] = u;
+    /// Written straight from typed views: building `Value` trees per event was the
+    /// main cost of a translated stream.
+    fn chunk(
+        &self,
+        observed: &Observed,
+        out: &mut Vec<u8>,
+        choices: impl Serialize,
+        usage: Option<Value>,
+    ) {
+        let chunk = ChunkOut {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: observed.model.as_deref().unwrap_or_default(),
+            choices,
+            usage,
+        };
+        if let Ok(data) = serde_json::to_string(&chunk) {
+            write_event(out, None, &data);
         }
-        write_event(out, None, &chunk.to_string());
     }
 }
+
+#[derive(Serialize)]
+struct ChunkOut<'a, C> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: C,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<D> {
+    index: u64,
+    delta: D,
+    /// Always `null`: Anthropic has no log probabilities.
+    logprobs: (),
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct RoleDelta {
+    role: &'static str,
+    content: &'static str,
+}
+
+#[derive(Serialize)]
+struct ContentDelta<'a> {
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct Empty {}

@@ -249,9 +249,12 @@ impl AnResponseView {
     }
 }
 
-/// Anthropic stream event, by its `type`.
+/// Anthropic stream event, by its `type`. Parsed through flat views of
+/// every field an event may carry rather than serde's internally tagged
+/// enums, which buffer each event into an intermediate tree first (the
+/// dominant cost of reading a stream).
 #[derive(Deserialize, Debug)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(from = "RawEvent")]
 pub(crate) enum AnEvent {
     MessageStart {
         message: AnStartMessage,
@@ -269,7 +272,6 @@ pub(crate) enum AnEvent {
         index: u64,
     },
     MessageDelta {
-        #[serde(default)]
         delta: AnMessageDelta,
         usage: Option<AnUsage>,
     },
@@ -278,7 +280,6 @@ pub(crate) enum AnEvent {
     Error {
         error: AnErrorBody,
     },
-    #[serde(other)]
     Other,
 }
 
@@ -289,52 +290,121 @@ pub(crate) struct AnStartMessage {
     pub usage: Option<AnUsage>,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug)]
 pub(crate) enum AnBlockStart {
-    Text {
-        #[serde(default)]
-        text: String,
-    },
-    ToolUse {
-        #[serde(default)]
-        id: String,
-        #[serde(default)]
-        name: String,
-    },
-    Thinking {
-        #[serde(default)]
-        thinking: String,
-    },
-    RedactedThinking {
-        #[serde(default)]
-        data: String,
-    },
-    #[serde(other)]
+    Text { text: String },
+    ToolUse { id: String, name: String },
+    Thinking { thinking: String },
+    RedactedThinking { data: String },
     Other,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug)]
 pub(crate) enum AnDelta {
-    TextDelta {
-        #[serde(default)]
-        text: String,
-    },
-    InputJsonDelta {
-        #[serde(default)]
-        partial_json: String,
-    },
-    ThinkingDelta {
-        #[serde(default)]
-        thinking: String,
-    },
-    SignatureDelta {
-        #[serde(default)]
-        signature: String,
-    },
-    #[serde(other)]
+    TextDelta { text: String },
+    InputJsonDelta { partial_json: String },
+    ThinkingDelta { thinking: String },
+    SignatureDelta { signature: String },
     Other,
+}
+
+/// Every field of every event type; `type` says which are meaningful.
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(rename = "type", default)]
+    kind: String,
+    message: Option<AnStartMessage>,
+    index: Option<u64>,
+    content_block: Option<RawBlock>,
+    /// A content delta (`content_block_delta`) or a message delta (`message_delta`).
+    delta: Option<RawDelta>,
+    usage: Option<AnUsage>,
+    error: Option<AnErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct RawBlock {
+    #[serde(rename = "type", default)]
+    kind: String,
+    text: Option<String>,
+    id: Option<String>,
+    name: Option<String>,
+    thinking: Option<String>,
+    data: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawDelta {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+    partial_json: Option<String>,
+    thinking: Option<String>,
+    signature: Option<String>,
+    stop_reason: Option<String>,
+}
+
+impl From<RawEvent> for AnEvent {
+    fn from(e: RawEvent) -> Self {
+        let index = e.index.unwrap_or(0);
+        match e.kind.as_str() {
+            "message_start" => AnEvent::MessageStart {
+                message: e.message.unwrap_or_default(),
+            },
+            "content_block_start" => AnEvent::ContentBlockStart {
+                index,
+                content_block: e.content_block.map_or(AnBlockStart::Other, |b| {
+                    match b.kind.as_str() {
+                        "text" => AnBlockStart::Text {
+                            text: b.text.unwrap_or_default(),
+                        },
+                        "tool_use" => AnBlockStart::ToolUse {
+                            id: b.id.unwrap_or_default(),
+                            name: b.name.unwrap_or_default(),
+                        },
+                        "thinking" => AnBlockStart::Thinking {
+                            thinking: b.thinking.unwrap_or_default(),
+                        },
+                        "redacted_thinking" => AnBlockStart::RedactedThinking {
+                            data: b.data.unwrap_or_default(),
+                        },
+                        _ => AnBlockStart::Other,
+                    }
+                }),
+            },
+            "content_block_delta" => AnEvent::ContentBlockDelta {
+                index,
+                delta: e.delta.map_or(AnDelta::Other, |d| match d.kind.as_deref() {
+                    Some("text_delta") => AnDelta::TextDelta {
+                        text: d.text.unwrap_or_default(),
+                    },
+                    Some("input_json_delta") => AnDelta::InputJsonDelta {
+                        partial_json: d.partial_json.unwrap_or_default(),
+                    },
+                    Some("thinking_delta") => AnDelta::ThinkingDelta {
+                        thinking: d.thinking.unwrap_or_default(),
+                    },
+                    Some("signature_delta") => AnDelta::SignatureDelta {
+                        signature: d.signature.unwrap_or_default(),
+                    },
+                    _ => AnDelta::Other,
+                }),
+            },
+            "content_block_stop" => AnEvent::ContentBlockStop { index },
+            "message_delta" => AnEvent::MessageDelta {
+                delta: AnMessageDelta {
+                    stop_reason: e.delta.and_then(|d| d.stop_reason),
+                },
+                usage: e.usage,
+            },
+            "message_stop" => AnEvent::MessageStop,
+            "ping" => AnEvent::Ping,
+            "error" => AnEvent::Error {
+                error: e.error.unwrap_or_default(),
+            },
+            _ => AnEvent::Other,
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]

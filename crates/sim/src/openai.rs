@@ -53,6 +53,21 @@ pub struct Options {
     pub embedding_dimensions: usize,
     /// When set, requests must carry `Authorization: Bearer <key>` (else 401 `invalid_api_key`).
     pub api_key: Option<String>,
+    /// Serve Azure OpenAI's deployment URLs instead of OpenAI's (see [`Azure`]).
+    pub azure: Option<Azure>,
+}
+
+/// Azure OpenAI's data-plane shape (Azure OpenAI REST API reference, "Data plane - inference"):
+/// `POST /openai/deployments/{deployment}/chat/completions?api-version=...` (also `/embeddings`,
+/// `/responses`), the key in an `api-key` header, the model fixed by the deployment (the body's
+/// `model` is ignored). A request without `api-version` is a 404 "Resource not found", an
+/// unknown deployment a 404 `DeploymentNotFound`, a wrong or missing key a 401; these errors
+/// are Azure's `{"error": {"code", "message"}}`.
+#[derive(Clone, Debug)]
+pub struct Azure {
+    /// (deployment name, model it serves).
+    pub deployments: Vec<(String, String)>,
+    pub api_key: String,
 }
 
 impl Default for Options {
@@ -66,6 +81,7 @@ impl Default for Options {
             require_model: true,
             embedding_dimensions: 64,
             api_key: None,
+            azure: None,
         }
     }
 }
@@ -117,7 +133,13 @@ fn service(options: Options) -> crate::Service {
 }
 
 async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
-    if let Some(resp) = check_api_key(&state.options, req.headers()) {
+    let mut azure_model = None;
+    if let Some(azure) = &state.options.azure {
+        match check_azure(azure, &req) {
+            Ok(model) => azure_model = Some(model),
+            Err(resp) => return resp,
+        }
+    } else if let Some(resp) = check_api_key(&state.options, req.headers()) {
         return resp;
     }
     let fault = Fault::for_request(req.headers(), state.options.fault);
@@ -146,11 +168,63 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
                 return not_found(&method, &path);
             };
         return match read_json_object(req.into_body()).await {
-            Ok(body) => handler(&state, &body, fault),
+            Ok(mut body) => {
+                if let Some(model) = azure_model {
+                    body["model"] = Value::String(model);
+                }
+                handler(&state, &body, fault)
+            }
             Err(resp) => resp,
         };
     }
     not_found(&method, &path)
+}
+
+/// Azure's checks, in the order the service applies them; the deployment's model on success.
+fn check_azure(azure: &Azure, req: &Request<Incoming>) -> Result<String, Response<SimBody>> {
+    let azure_error = |status: StatusCode, code: &str, message: &str| {
+        body::json(
+            status,
+            &json!({"error": {"code": code, "message": message}}),
+            None,
+        )
+    };
+    let has_version = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.starts_with("api-version=") && kv.len() > 12)
+    });
+    let deployment = req
+        .uri()
+        .path()
+        .strip_prefix("/openai/deployments/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(d, _)| d);
+    let (Some(deployment), true) = (deployment, has_version) else {
+        return Err(azure_error(
+            StatusCode::NOT_FOUND,
+            "404",
+            "Resource not found",
+        ));
+    };
+    let key = req.headers().get("api-key").and_then(|v| v.to_str().ok());
+    if key != Some(azure.api_key.as_str()) {
+        return Err(azure_error(
+            StatusCode::UNAUTHORIZED,
+            "401",
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to \
+             provide a valid key for an active subscription and use a correct regional API \
+             endpoint for your resource.",
+        ));
+    }
+    match azure.deployments.iter().find(|(d, _)| d == deployment) {
+        Some((_, model)) => Ok(model.clone()),
+        None => Err(azure_error(
+            StatusCode::NOT_FOUND,
+            "DeploymentNotFound",
+            "The API deployment for this resource does not exist. If you created the deployment \
+             within the last 5 minutes, please wait a moment and try again.",
+        )),
+    }
 }
 
 /// The 401 OpenAI answers when `Options::api_key` is set and the bearer token differs.

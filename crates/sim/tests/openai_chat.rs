@@ -381,3 +381,54 @@ async fn api_key_is_required_when_configured() {
     let right = post(sim.addr, PATH, &[("authorization", "Bearer sk-sim")], &body).await;
     assert_eq!(right.status, 200);
 }
+
+#[tokio::test]
+async fn azure_serves_deployment_urls_with_its_key_and_errors() {
+    let sim = spawn(Options {
+        azure: Some(sim::openai::Azure {
+            deployments: vec![("prod-4o".into(), "gpt-4o-2024-08-06".into())],
+            api_key: "az-key".into(),
+        }),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let body = json!({"messages": user("Hi Azure")});
+    let url = "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21";
+    let r = post(sim.addr, url, &[("api-key", "az-key")], &body).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(
+        v["model"], "gpt-4o-2024-08-06",
+        "the deployment picks the model"
+    );
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Hello! You said: Hi Azure"
+    );
+
+    let r = post(sim.addr, url, &[("api-key", "wrong")], &body).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "401");
+    let r = post(
+        sim.addr,
+        "/openai/deployments/prod-4o/chat/completions",
+        &[("api-key", "az-key")],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 404, "no api-version");
+    assert_eq!(r.json()["error"]["message"], "Resource not found");
+    let r = post(
+        sim.addr,
+        "/openai/deployments/other/chat/completions?api-version=2024-10-21",
+        &[("api-key", "az-key")],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "DeploymentNotFound");
+    // OpenAI's own paths are not Azure's.
+    let r = post(sim.addr, PATH, &[("api-key", "az-key")], &body).await;
+    assert_eq!(r.status, 404);
+}

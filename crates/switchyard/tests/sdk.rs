@@ -108,6 +108,15 @@ async fn official_sdks_through_the_gateway() {
     .await
     .unwrap();
 
+    let azure = sim::openai::spawn(sim::openai::Options {
+        azure: Some(sim::openai::Azure {
+            deployments: vec![("prod-mini".into(), "sim-gpt-mini".into())],
+            api_key: "az-upstream-key".into(),
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let bedrock = sim::bedrock::spawn(sim::bedrock::Options::default())
         .await
         .unwrap();
@@ -126,6 +135,7 @@ async fn official_sdks_through_the_gateway() {
         (Binding { env: "GW_O2A", provider: "anthropic: {}", auth: "backendAuth: {key: sk-upstream-anthropic}", routes: OPENAI_ROUTES, alias: "claude-sim-1" }, anthropic_sim.addr),
         (Binding { env: "GW_A2O", provider: "openAI: {}", auth: "backendAuth: {key: sk-upstream-openai}", routes: ANTHROPIC_ROUTES, alias: "sim-gpt-mini" }, openai_sim.addr),
         (Binding { env: "GW_O2G", provider: "gemini: {}", auth: "backendAuth: {key: gemini-upstream-key}", routes: OPENAI_ROUTES, alias: "gemini-sim-flash" }, google.addr),
+        (Binding { env: "GW_AZURE", provider: "azureOpenAI: {host: sdk-test.openai.azure.com, deployment: prod-mini, apiVersion: '2024-10-21'}", auth: "backendAuth: {key: az-upstream-key}", routes: OPENAI_ROUTES, alias: "ignored-by-azure" }, azure.addr),
         (Binding { env: "GW_O2B", provider: bedrock_provider, auth: "", routes: OPENAI_ROUTES, alias: "anthropic.claude-sim-v1:0" }, bedrock.addr),
         (Binding { env: "GW_A2B", provider: bedrock_provider, auth: "", routes: ANTHROPIC_ROUTES, alias: "anthropic.claude-sim-v1:0" }, bedrock.addr),
         (Binding { env: "GW_A2V", provider: "vertex: {projectId: sdk-test, region: us-central1, credentials: {file: sa.json}}", auth: "", routes: ANTHROPIC_ROUTES, alias: "gemini-sim-pro" }, google.addr),

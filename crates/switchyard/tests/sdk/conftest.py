@@ -22,6 +22,7 @@ def gw():
         "a2o": _base("GW_A2O"),  # Anthropic client -> OpenAI provider (translated)
         "o2g": _base("GW_O2G"),  # OpenAI client -> Gemini API (translated)
         "a2v": _base("GW_A2V"),  # Anthropic client -> Vertex AI, service-account OAuth (translated)
+        "azure": _base("GW_AZURE"),  # OpenAI client -> Azure OpenAI deployment, api-key
         "o2b": _base("GW_O2B"),  # OpenAI client -> Bedrock Converse, SigV4 (translated)
         "a2b": _base("GW_A2B"),  # Anthropic client -> Bedrock Converse, SigV4 (translated)
     }

@@ -7,7 +7,7 @@ import pytest
 from conftest import NO_RETRY_AFTER, post_raw
 
 # The same-dialect provider first, then translated ones.
-OPENAI_CLIENT_ROUTES = ["openai", "o2a", "o2g", "o2b"]
+OPENAI_CLIENT_ROUTES = ["openai", "azure", "o2a", "o2g", "o2b"]
 
 WEATHER_TOOL = {
     "type": "function",

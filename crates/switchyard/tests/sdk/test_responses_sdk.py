@@ -7,7 +7,7 @@ import openai
 import pytest
 
 # Native first, then translated.
-RESPONSES_ROUTES = ["openai", "o2a", "o2g", "o2b"]
+RESPONSES_ROUTES = ["openai", "azure", "o2a", "o2g", "o2b"]
 
 WEATHER_TOOL = {
     "type": "function",

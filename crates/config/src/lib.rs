@@ -106,6 +106,7 @@ pub fn load_str(
             .needle
             .as_deref()
             .and_then(|n| locate(text, n))
+            .or_else(|| p.fallback_needle.as_deref().and_then(|n| locate(text, n)))
             .unwrap_or((0, 0));
         err(line, column, p.key, p.message)
     })?;

@@ -210,3 +210,24 @@ fn schema_describes_seed_keys() {
         assert!(schema.contains(&format!("\"{key}\"")), "schema lacks {key}");
     }
 }
+
+#[test]
+fn invalid_cel_names_file_line_key_expression_and_parse_error() {
+    let text = "config:\n  logging:\n    fields:\n      add:\n        ok.field: 'llm.provider'\n        bad.field: 'flattenRecursive(llm.prompt'\n";
+    let e = parse(text).unwrap_err().to_string();
+    assert!(e.starts_with("test.yaml:6:"), "{e}");
+    assert!(e.contains("config.logging.fields.add.bad.field"), "{e}");
+    assert!(e.contains("`flattenRecursive(llm.prompt`"), "{e}");
+    assert!(e.contains("Syntax error"), "{e}");
+
+    let text = "config:\n  tracing:\n    otlpEndpoint: http://127.0.0.1:4317\n    fields:\n      add:\n        x: 'request.path =='\n";
+    let e = parse(text).unwrap_err().to_string();
+    assert!(e.starts_with("test.yaml:6:"), "{e}");
+    assert!(e.contains("config.tracing.fields.add.x"), "{e}");
+
+    let text = "config:\n  logging:\n    filter: 'response.code >= '\n";
+    let e = parse(text).unwrap_err().to_string();
+    assert!(e.starts_with("test.yaml:3:"), "{e}");
+    assert!(e.contains("config.logging.filter"), "{e}");
+    // The seed's own expressions compile (seed_example_loads_with_every_key loads them).
+}

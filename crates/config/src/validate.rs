@@ -12,6 +12,8 @@ pub(crate) struct Problem {
     pub key: String,
     pub message: String,
     pub needle: Option<String>,
+    /// Tried when `needle` is not in the source (it may be written with YAML escapes).
+    pub fallback_needle: Option<String>,
 }
 
 fn problem(key: impl Into<String>, message: impl Into<String>, needle: Option<String>) -> Problem {
@@ -19,7 +21,28 @@ fn problem(key: impl Into<String>, message: impl Into<String>, needle: Option<St
         key: key.into(),
         message: message.into(),
         needle,
+        fallback_needle: None,
     }
+}
+
+/// Compiles a CEL expression the way the gateway will, so a bad one fails the load.
+fn check_cel(key: &str, field: &str, source: &str) -> Result<(), Problem> {
+    cel::Expression::compile(source).map(|_| ()).map_err(|e| Problem {
+        key: key.to_string(),
+        message: format!(
+            "invalid CEL expression `{source}`: {}",
+            e.replace("<input>:", "column ").trim_end()
+        ),
+        needle: Some(source.lines().next().unwrap_or(source).to_string()),
+        fallback_needle: Some(field.to_string()),
+    })
+}
+
+fn check_fields(key: &str, fields: &Option<Fields>) -> Result<(), Problem> {
+    for (name, source) in fields.iter().flat_map(|f| &f.add) {
+        check_cel(&format!("{key}.fields.add.{name}"), name, source)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn check(config: &mut Config, base: &Path) -> Result<(), Problem> {
@@ -36,6 +59,15 @@ pub(crate) fn check(config: &mut Config, base: &Path) -> Result<(), Problem> {
                 )
             })?;
         }
+    }
+    if let Some(l) = &config.config.logging {
+        if let Some(f) = &l.filter {
+            check_cel("config.logging.filter", "filter", f)?;
+        }
+        check_fields("config.logging", &l.fields)?;
+    }
+    if let Some(t) = &config.config.tracing {
+        check_fields("config.tracing", &t.fields)?;
     }
     if let Some(t) = &mut config.config.tracing {
         for (name, s) in [

@@ -1,0 +1,298 @@
+//! Prometheus metrics (`prometheus-client`), one registry for the process, served as
+//! OpenMetrics text on `config.statsAddr` (`/metrics`).
+//!
+//! Label values are bounded: bind, route and backend names come from the config; status is
+//! the numeric code; model names (which clients choose) are capped per metric at
+//! [`MAX_MODELS`] distinct values, the rest reported as `other`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Distinct model names a metric reports before the rest become `other`.
+pub const MAX_MODELS: usize = 64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub bind: String,
+    pub route: String,
+    pub backend: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BindLabels {
+    pub bind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub gen_ai_token_type: &'static str,
+    pub gen_ai_operation_name: &'static str,
+    pub gen_ai_provider_name: &'static str,
+    pub gen_ai_request_model: String,
+    pub gen_ai_response_model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GenAiLabels {
+    pub gen_ai_operation_name: &'static str,
+    pub gen_ai_provider_name: &'static str,
+    pub gen_ai_request_model: String,
+    pub gen_ai_response_model: String,
+    /// Empty when the call succeeded, else the HTTP status class (`4xx`, `5xx`) or `stream`.
+    pub error_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpLabels {
+    pub mcp_method_name: String,
+    pub target: String,
+    pub gen_ai_tool_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RequestLabels, Histogram>,
+    pub upstream_call_duration: Family<BackendLabels, Histogram>,
+    pub upstream_connect_duration: Family<UpstreamLabels, Histogram>,
+    pub upstream_connect_errors: Family<UpstreamLabels, Counter>,
+    pub open_connections: Family<BindLabels, Gauge>,
+    pub token_usage: Family<TokenLabels, Histogram>,
+    pub operation_duration: Family<GenAiLabels, Histogram>,
+    pub time_to_first_token: Family<GenAiLabels, Histogram>,
+    pub time_per_output_token: Family<GenAiLabels, Histogram>,
+    pub mcp_requests: Family<McpLabels, Counter>,
+    pub config_reloads: Family<OutcomeLabels, Counter>,
+    pub spans_exported: Counter,
+    pub spans_dropped: Counter,
+    pub log_lines_dropped: Counter,
+    models: RwLock<HashSet<String>>,
+}
+
+fn seconds_buckets() -> Histogram {
+    // 0.5 ms .. ~65 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+fn token_buckets() -> Histogram {
+    // The OpenTelemetry GenAI conventions' advice: 1, 4, 16, ... 4^13.
+    Histogram::new(exponential_buckets(1.0, 4.0, 14))
+}
+
+fn per_token_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+impl Metrics {
+    /// The process's metrics.
+    pub fn global() -> &'static Metrics {
+        static METRICS: OnceLock<Metrics> = OnceLock::new();
+        METRICS.get_or_init(Metrics::new)
+    }
+
+    fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration =
+            Family::<RequestLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> _);
+        let upstream_call_duration =
+            Family::<BackendLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> _);
+        let upstream_connect_duration =
+            Family::<UpstreamLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> _);
+        let upstream_connect_errors = Family::<UpstreamLabels, Counter>::default();
+        let open_connections = Family::<BindLabels, Gauge>::default();
+        let token_usage =
+            Family::<TokenLabels, Histogram>::new_with_constructor(token_buckets as fn() -> _);
+        let operation_duration =
+            Family::<GenAiLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> _);
+        let time_to_first_token =
+            Family::<GenAiLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> _);
+        let time_per_output_token =
+            Family::<GenAiLabels, Histogram>::new_with_constructor(per_token_buckets as fn() -> _);
+        let mcp_requests = Family::<McpLabels, Counter>::default();
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        let spans_exported = Counter::default();
+        let spans_dropped = Counter::default();
+        let log_lines_dropped = Counter::default();
+
+        let sy = registry.sub_registry_with_prefix("switchyard");
+        sy.register(
+            "requests",
+            "Requests served, by bind, route, backend and status",
+            requests.clone(),
+        );
+        sy.register_with_unit(
+            "request_duration",
+            "Time from request to the end of the response body",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        sy.register_with_unit(
+            "upstream_call_duration",
+            "Time from sending to an upstream to its response headers",
+            Unit::Seconds,
+            upstream_call_duration.clone(),
+        );
+        sy.register_with_unit(
+            "upstream_connect_duration",
+            "Time to open a connection (TCP and TLS) to an upstream",
+            Unit::Seconds,
+            upstream_connect_duration.clone(),
+        );
+        sy.register(
+            "upstream_connect_errors",
+            "Upstream connections that could not be opened",
+            upstream_connect_errors.clone(),
+        );
+        sy.register(
+            "downstream_connections_open",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        sy.register(
+            "mcp_requests",
+            "MCP requests, by method, target and tool",
+            mcp_requests.clone(),
+        );
+        sy.register(
+            "config_reloads",
+            "Config reloads, by outcome",
+            config_reloads.clone(),
+        );
+        sy.register(
+            "trace_spans_exported",
+            "Spans delivered to the OTLP collector",
+            spans_exported.clone(),
+        );
+        sy.register(
+            "trace_spans_dropped",
+            "Spans dropped: export queue full, or the collector failed",
+            spans_dropped.clone(),
+        );
+        sy.register(
+            "access_log_lines_dropped",
+            "Access log lines dropped because the writer fell behind",
+            log_lines_dropped.clone(),
+        );
+        // The OpenTelemetry GenAI metrics, under their conventional names.
+        registry.register_with_unit(
+            "gen_ai_client_token_usage",
+            "Tokens used per LLM call, by type (input, output)",
+            Unit::Other("token".into()),
+            token_usage.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_client_operation_duration",
+            "Duration of LLM calls",
+            Unit::Seconds,
+            operation_duration.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_time_to_first_token",
+            "Time to the first output token of streamed LLM calls",
+            Unit::Seconds,
+            time_to_first_token.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_time_per_output_token",
+            "Time per output token after the first, of streamed LLM calls",
+            Unit::Seconds,
+            time_per_output_token.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_call_duration,
+            upstream_connect_duration,
+            upstream_connect_errors,
+            open_connections,
+            token_usage,
+            operation_duration,
+            time_to_first_token,
+            time_per_output_token,
+            mcp_requests,
+            config_reloads,
+            spans_exported,
+            spans_dropped,
+            log_lines_dropped,
+            models: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// A model name as a label value: itself while fewer than [`MAX_MODELS`] have been seen,
+    /// `other` after that.
+    pub fn model_label(&self, model: Option<&str>) -> String {
+        let Some(model) = model.filter(|m| !m.is_empty()) else {
+            return String::new();
+        };
+        {
+            let seen = self.models.read().unwrap_or_else(|p| p.into_inner());
+            if seen.contains(model) {
+                return model.to_string();
+            }
+            if seen.len() >= MAX_MODELS {
+                return "other".to_string();
+            }
+        }
+        let mut seen = self.models.write().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_MODELS && !seen.contains(model) {
+            return "other".to_string();
+        }
+        seen.insert(model.to_string());
+        model.to_string()
+    }
+
+    pub fn observe_connect(&self, upstream: &Arc<str>, took: Duration, ok: bool) {
+        let labels = UpstreamLabels {
+            upstream: upstream.to_string(),
+        };
+        if ok {
+            self.upstream_connect_duration
+                .get_or_create(&labels)
+                .observe(took.as_secs_f64());
+        } else {
+            self.upstream_connect_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabels {
+                outcome: if ok { "success" } else { "failure" },
+            })
+            .inc();
+    }
+}

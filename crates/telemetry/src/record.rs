@@ -1,0 +1,239 @@
+//! What the proxy learned about one request, handed over when its response body ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use cel::{json_to_value, Bindings, MapBuilder, Uses, Value, Var};
+use http::{HeaderMap, Method, Uri, Version};
+
+use crate::trace::TraceContext;
+
+pub struct RequestRecord {
+    pub start: Instant,
+    pub start_time: SystemTime,
+    pub method: Method,
+    pub uri: Uri,
+    pub host: Option<String>,
+    pub version: Version,
+    pub tls: bool,
+    pub peer: SocketAddr,
+    pub bind: Arc<str>,
+    pub listener: Option<Arc<str>>,
+    pub route: Option<Arc<str>>,
+    pub backend: Option<Arc<str>>,
+    /// `host`, `ai`, `mcp`.
+    pub backend_kind: Option<&'static str>,
+    pub upstream: Option<Arc<str>>,
+    pub request_id: String,
+    pub trace: Option<TraceContext>,
+    /// Kept only when an expression reads them.
+    pub request_headers: Option<HeaderMap>,
+    pub request_body: Option<Bytes>,
+    pub status: u16,
+    pub response_headers: Option<HeaderMap>,
+    pub response_body: Option<BytesMut>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The gateway's own error code, when it answered with an error.
+    pub error: Option<&'static str>,
+    /// Time until the upstream's response headers.
+    pub upstream_time: Option<Duration>,
+    /// The response body broke off (upstream reset, client gone).
+    pub aborted: bool,
+    pub llm: Option<LlmRecord>,
+    pub mcp: Option<McpRecord>,
+}
+
+impl RequestRecord {
+    pub fn new(method: Method, uri: Uri, version: Version, peer: SocketAddr, bind: Arc<str>) -> Self {
+        RequestRecord {
+            start: Instant::now(),
+            start_time: SystemTime::now(),
+            method,
+            uri,
+            host: None,
+            version,
+            tls: false,
+            peer,
+            bind,
+            listener: None,
+            route: None,
+            backend: None,
+            backend_kind: None,
+            upstream: None,
+            request_id: String::new(),
+            trace: None,
+            request_headers: None,
+            request_body: None,
+            status: 0,
+            response_headers: None,
+            response_body: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            error: None,
+            upstream_time: None,
+            aborted: false,
+            llm: None,
+            mcp: None,
+        }
+    }
+
+    /// The CEL variables `uses` names, from this record.
+    pub fn bindings(&self, uses: Uses) -> Bindings {
+        let mut b = Bindings::default();
+        if uses.var(Var::Request) {
+            let mut m = MapBuilder::with_capacity(8);
+            m.insert("method", self.method.as_str())
+                .insert("path", self.uri.path())
+                .insert("uri", self.uri.to_string())
+                .insert("scheme", if self.tls { "https" } else { "http" })
+                .insert("version", version_str(self.version));
+            m.insert_opt("host", self.host.clone());
+            if let Some(h) = &self.request_headers {
+                m.insert("headers", cel::headers_value(h));
+            }
+            if let Some(body) = &self.request_body {
+                m.insert("body", String::from_utf8_lossy(body).into_owned());
+            }
+            b.set(Var::Request, m.build());
+        }
+        if uses.var(Var::Response) {
+            let mut m = MapBuilder::with_capacity(3);
+            m.insert("code", self.status as i64);
+            if let Some(h) = &self.response_headers {
+                m.insert("headers", cel::headers_value(h));
+            }
+            if let Some(body) = &self.response_body {
+                m.insert("body", String::from_utf8_lossy(body).into_owned());
+            }
+            b.set(Var::Response, m.build());
+        }
+        if uses.var(Var::Source) {
+            let mut m = MapBuilder::with_capacity(2);
+            m.insert("address", self.peer.ip().to_string())
+                .insert("port", self.peer.port() as i64);
+            b.set(Var::Source, m.build());
+        }
+        if uses.var(Var::Backend) {
+            let mut m = MapBuilder::with_capacity(3);
+            m.insert_opt("name", self.backend.as_deref().map(str::to_string));
+            m.insert_opt("type", self.backend_kind);
+            m.insert_opt("address", self.upstream.as_deref().map(str::to_string));
+            b.set(Var::Backend, m.build());
+        }
+        if uses.var(Var::Llm) {
+            if let Some(llm) = &self.llm {
+                b.set(Var::Llm, llm.value());
+            }
+        }
+        if uses.var(Var::Mcp) {
+            if let Some(mcp) = &self.mcp {
+                b.set(Var::Mcp, mcp.value());
+            }
+        }
+        b
+    }
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// One LLM call, in provider-neutral terms.
+#[derive(Clone, Debug, Default)]
+pub struct LlmRecord {
+    /// OpenTelemetry `gen_ai.provider.name` (`openai`, `anthropic`, `aws.bedrock`, ...).
+    pub provider: &'static str,
+    /// OpenTelemetry `gen_ai.operation.name` (`chat`, `embeddings`, ...).
+    pub operation: &'static str,
+    pub request_model: Option<String>,
+    pub response_model: Option<String>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cached_input_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+    pub streaming: bool,
+    /// (role, text) per prompt message, the system prompt included.
+    pub prompt: Vec<(String, String)>,
+    pub completion: Vec<String>,
+    /// Sampling parameters as the client sent them (after defaults and overrides).
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// From the request's start to the first content token of a stream.
+    pub time_to_first_token: Option<Duration>,
+}
+
+impl LlmRecord {
+    fn value(&self) -> Value {
+        let mut m = MapBuilder::with_capacity(14);
+        m.insert("provider", self.provider)
+            .insert("operation", self.operation)
+            .insert("streaming", self.streaming);
+        m.insert_opt("requestModel", self.request_model.clone());
+        m.insert_opt("responseModel", self.response_model.clone());
+        let int = |v: Option<u64>| v.map(|n| n as i64);
+        m.insert_opt("inputTokens", int(self.input_tokens));
+        m.insert_opt("outputTokens", int(self.output_tokens));
+        m.insert_opt("cachedInputTokens", int(self.cached_input_tokens));
+        m.insert_opt("reasoningTokens", int(self.reasoning_tokens));
+        if let (Some(i), Some(o)) = (self.input_tokens, self.output_tokens) {
+            m.insert("totalTokens", (i + o) as i64);
+        }
+        let prompt: Vec<Value> = self
+            .prompt
+            .iter()
+            .map(|(role, content)| {
+                let mut p = MapBuilder::with_capacity(2);
+                p.insert("role", role.clone()).insert("content", content.clone());
+                p.build()
+            })
+            .collect();
+        m.insert("prompt", Value::List(Arc::new(prompt)));
+        let completion: Vec<Value> = self
+            .completion
+            .iter()
+            .map(|c| Value::from(c.clone()))
+            .collect();
+        m.insert("completion", Value::List(Arc::new(completion)));
+        m.insert(
+            "params",
+            json_to_value(&serde_json::Value::Object(self.params.clone())),
+        );
+        m.build()
+    }
+}
+
+/// One MCP request.
+#[derive(Clone, Debug, Default)]
+pub struct McpRecord {
+    pub method: Option<String>,
+    pub tool: Option<String>,
+    pub target: Option<String>,
+    pub session_id: Option<String>,
+}
+
+impl McpRecord {
+    fn value(&self) -> Value {
+        let mut m = MapBuilder::with_capacity(3);
+        m.insert_opt("method", self.method.clone());
+        if self.tool.is_some() || self.target.is_some() {
+            let mut t = MapBuilder::with_capacity(2);
+            t.insert_opt("name", self.tool.clone());
+            t.insert_opt("target", self.target.clone());
+            m.insert("tool", t.build());
+        }
+        if let Some(id) = &self.session_id {
+            let mut s = MapBuilder::with_capacity(1);
+            s.insert("id", id.clone());
+            m.insert("session", s.build());
+        }
+        m.build()
+    }
+}

@@ -1,0 +1,167 @@
+use super::*;
+use std::sync::Arc;
+
+fn record() -> RequestRecord {
+    let mut r = RequestRecord::new(
+        http::Method::POST,
+        "/v1/chat/completions?x=1".parse().unwrap(),
+        http::Version::HTTP_11,
+        "10.1.2.3:5555".parse().unwrap(),
+        Arc::from("3100"),
+    );
+    r.status = 200;
+    r.route = Some(Arc::from("chat"));
+    r.backend = Some(Arc::from("qwen-plus"));
+    r.request_id = "req-1".into();
+    r.llm = Some(LlmRecord {
+        provider: "openai",
+        operation: "chat",
+        request_model: Some("any-model-name".into()),
+        response_model: Some("qwen-plus".into()),
+        input_tokens: Some(10),
+        output_tokens: Some(20),
+        prompt: vec![("user".into(), "Hello!".into())],
+        completion: vec!["Hi!".into()],
+        params: [("temperature".to_string(), serde_json::json!(0.5))]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    });
+    r
+}
+
+#[test]
+fn traceparent_parsing_follows_w3c() {
+    let ok = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (t, s, sampled) = TraceContext::parse_traceparent(ok).unwrap();
+    assert_eq!(t[0], 0x4b);
+    assert_eq!(s[7], 0xb7);
+    assert!(sampled);
+    let unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    assert!(!TraceContext::parse_traceparent(unsampled).unwrap().2);
+    for bad in [
+        &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        b"garbage",
+        b"",
+    ] {
+        assert!(TraceContext::parse_traceparent(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+    }
+    // A later version may carry more fields.
+    assert!(TraceContext::parse_traceparent(
+        b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"
+    )
+    .is_some());
+}
+
+#[tokio::test]
+async fn sampling_honours_the_caller_and_the_ratio() {
+    let cache = ExporterCache::default();
+    let cfg = |random: Option<config::Sampling>, client: Option<config::Sampling>| config::Tracing {
+        otlp_endpoint: "http://127.0.0.1:9".into(),
+        otlp_protocol: config::OtlpProtocol::Grpc,
+        headers: Default::default(),
+        random_sampling: random,
+        client_sampling: client,
+        fields: None,
+    };
+    let sampled = http::HeaderValue::from_static(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
+    let unsampled = http::HeaderValue::from_static(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+    );
+    // Defaults: follow the caller, never sample on our own.
+    let t = Tracer::compile(&cfg(None, None), &cache).unwrap();
+    let ctx = t.start(Some(&sampled));
+    assert!(ctx.sampled);
+    assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(ctx.parent_span_id.map(|p| p[7]), Some(0xb7));
+    assert_ne!(ctx.span_id_hex(), "00f067aa0ba902b7", "a span of our own");
+    assert!(!t.start(Some(&unsampled)).sampled);
+    assert!(!t.start(None).sampled);
+    // randomSampling: true samples new traces; clientSampling: false ignores the caller.
+    let t = Tracer::compile(
+        &cfg(
+            Some(config::Sampling::Enabled(true)),
+            Some(config::Sampling::Enabled(false)),
+        ),
+        &cache,
+    )
+    .unwrap();
+    assert!(t.start(None).sampled);
+    assert!(t.start(Some(&unsampled)).sampled);
+    let t = Tracer::compile(&cfg(Some(config::Sampling::Ratio(0.0)), None), &cache).unwrap();
+    assert!(!t.start(None).sampled);
+    let half = Tracer::compile(&cfg(Some(config::Sampling::Ratio(0.5)), None), &cache).unwrap();
+    let n = (0..2000).filter(|_| half.start(None).sampled).count();
+    assert!((800..1200).contains(&n), "{n} of 2000 at 0.5");
+    // The upstream sees this trace with the gateway's span as the parent.
+    let ctx = Tracer::compile(&cfg(None, None), &cache).unwrap().start(Some(&sampled));
+    let tp = ctx.traceparent();
+    let (trace, parent, flag) = TraceContext::parse_traceparent(tp.as_bytes()).unwrap();
+    assert_eq!((trace, parent, flag), (ctx.trace_id, ctx.span_id, true));
+}
+
+#[test]
+fn default_fields_carry_http_and_gen_ai() {
+    let f: std::collections::HashMap<&str, serde_json::Value> =
+        default_fields(&record()).into_iter().collect();
+    assert_eq!(f["method"], "POST");
+    assert_eq!(f["path"], "/v1/chat/completions");
+    assert_eq!(f["status"], 200);
+    assert_eq!(f["route"], "chat");
+    assert_eq!(f["src"], "10.1.2.3:5555");
+    assert_eq!(f["gen_ai.provider.name"], "openai");
+    assert_eq!(f["gen_ai.request.model"], "any-model-name");
+    assert_eq!(f["gen_ai.usage.output_tokens"], 20);
+    assert!(f["time"].as_str().unwrap().ends_with('Z'));
+    assert!(!f.contains_key("trace_id"), "no trace context, no trace id");
+    let a: std::collections::HashMap<&str, serde_json::Value> =
+        span_attributes(&record()).into_iter().collect();
+    assert_eq!(a["gen_ai.request.temperature"], 0.5);
+    assert_eq!(a["http.response.status_code"], 200);
+    assert_eq!(a["url.query"], "x=1");
+}
+
+#[test]
+fn cel_sees_the_record() {
+    let rec = record();
+    let e = cel::Expression::compile(
+        r#"llm.provider + ":" + string(llm.totalTokens) + ":" + request.method + ":" + string(response.code)"#,
+    )
+    .unwrap();
+    let v = e.eval(&rec.bindings(e.uses())).unwrap();
+    assert_eq!(cel::value_to_json(&v), "openai:30:POST:200");
+    let e = cel::Expression::compile("llm.prompt[0].content").unwrap();
+    assert_eq!(
+        cel::value_to_json(&e.eval(&rec.bindings(e.uses())).unwrap()),
+        "Hello!"
+    );
+}
+
+#[test]
+fn metrics_have_their_conventional_names_and_cap_model_labels() {
+    let m = Metrics::global();
+    observe_metrics(&record());
+    let text = m.encode();
+    for name in [
+        "switchyard_requests_total{",
+        "switchyard_request_duration_seconds_bucket{",
+        "gen_ai_client_token_usage_token_bucket{",
+        "gen_ai_client_operation_duration_seconds_bucket{",
+    ] {
+        assert!(text.contains(name), "{name} missing in:\n{text}");
+    }
+    assert!(text.contains(r#"gen_ai_token_type="input""#));
+    assert!(text.contains(r#"gen_ai_request_model="any-model-name""#));
+    for i in 0..(metrics::MAX_MODELS + 10) {
+        m.model_label(Some(&format!("flood-{i}")));
+    }
+    assert_eq!(m.model_label(Some("flood-never-seen")), "other");
+    assert_eq!(m.model_label(Some("any-model-name")), "any-model-name");
+}

@@ -252,12 +252,7 @@ fn reads_body(source: &str, var: &str) -> bool {
         } else {
             return true; // the whole variable
         };
-        if field.starts_with("body")
-            && !field
-                .as_bytes()
-                .get(4)
-                .is_some_and(|&b| is_ident(b))
-        {
+        if field.starts_with("body") && !field.as_bytes().get(4).is_some_and(|&b| is_ident(b)) {
             return true;
         }
     }

@@ -42,9 +42,15 @@ fn the_seeds_fields_flatten_into_dotted_keys() {
     assert_eq!(
         out,
         vec![
-            ("llm.input_messages.0.message.content".into(), json!("Be brief.")),
+            (
+                "llm.input_messages.0.message.content".into(),
+                json!("Be brief.")
+            ),
             ("llm.input_messages.0.message.role".into(), json!("system")),
-            ("llm.input_messages.1.message.content".into(), json!("Hello!")),
+            (
+                "llm.input_messages.1.message.content".into(),
+                json!("Hello!")
+            ),
             ("llm.input_messages.1.message.role".into(), json!("user")),
         ]
     );
@@ -60,7 +66,10 @@ fn the_seeds_fields_flatten_into_dotted_keys() {
             ("llm.output_messages.0.role".into(), json!("assistant")),
         ]
     );
-    assert_eq!(fields("gen_ai.prompt", "flattenRecursive(llm.prompt)", &b).len(), 4);
+    assert_eq!(
+        fields("gen_ai.prompt", "flattenRecursive(llm.prompt)", &b).len(),
+        4
+    );
     assert_eq!(eval("llm.params.temperature", &b), json!(0.2));
     assert_eq!(eval("llm.provider", &b), json!("openai"));
     assert_eq!(eval(r#""openai.chat""#, &b), json!("openai.chat"));
@@ -95,13 +104,19 @@ fn a_missing_variable_is_an_empty_map_and_default_guards_missing_fields() {
     let b = Bindings::default();
     assert_eq!(eval("has(llm.inputTokens)", &b), json!(false));
     assert_eq!(eval("default(llm.inputTokens, 0)", &b), json!(0));
-    assert_eq!(eval("default(llm.usage.deep.field, 'none')", &b), json!("none"));
+    assert_eq!(
+        eval("default(llm.usage.deep.field, 'none')", &b),
+        json!("none")
+    );
     let b = llm_bindings();
     assert_eq!(eval("default(llm.inputTokens, 0)", &b), json!(12));
     assert_eq!(eval("default(llm.params.temperature, 1.0)", &b), json!(0.2));
     let mut b = Bindings::default();
     b.set(Var::Jwt, json_to_value(&json!({"sub": null})));
-    assert_eq!(eval("default(jwt.sub, 'anonymous')", &b), json!("anonymous"));
+    assert_eq!(
+        eval("default(jwt.sub, 'anonymous')", &b),
+        json!("anonymous")
+    );
     // Without `default`, a missing key is an error, not a silent null.
     let e = Expression::compile("llm.inputTokens").unwrap();
     assert!(e.eval(&Bindings::default()).is_err());
@@ -110,12 +125,21 @@ fn a_missing_variable_is_an_empty_map_and_default_guards_missing_fields() {
 #[test]
 fn json_to_json_coalesce_regex_uuid_base64() {
     let b = Bindings::default();
-    assert_eq!(eval(r#"json('{"model": "m", "n": [1, 2]}').n[1]"#, &b), json!(2));
-    assert_eq!(eval(r#"toJson({"a": [1, true, null]})"#, &b), json!(r#"{"a":[1,true,null]}"#));
+    assert_eq!(
+        eval(r#"json('{"model": "m", "n": [1, 2]}').n[1]"#, &b),
+        json!(2)
+    );
+    assert_eq!(
+        eval(r#"toJson({"a": [1, true, null]})"#, &b),
+        json!(r#"{"a":[1,true,null]}"#)
+    );
     assert_eq!(eval("coalesce(null, null, 'x', 'y')", &b), json!("x"));
     assert_eq!(eval("coalesce(null)", &b), json!(null));
     assert_eq!(
-        eval(r#"regexReplace("sk-12345 and sk-999", "sk-[0-9]+", "sk-***")"#, &b),
+        eval(
+            r#"regexReplace("sk-12345 and sk-999", "sk-[0-9]+", "sk-***")"#,
+            &b
+        ),
         json!("sk-*** and sk-***")
     );
     assert_eq!(
@@ -128,7 +152,10 @@ fn json_to_json_coalesce_regex_uuid_base64() {
     assert_eq!(&id[14..15], "4", "version 4: {id}");
     assert_ne!(eval("uuid()", &b), eval("uuid()", &b));
     assert_eq!(eval("base64.encode(b'hello')", &b), json!("aGVsbG8="));
-    assert_eq!(eval("string(base64.decode('aGVsbG8='))", &b), json!("hello"));
+    assert_eq!(
+        eval("string(base64.decode('aGVsbG8='))", &b),
+        json!("hello")
+    );
     assert_eq!(eval("'Hello'.lowerAscii()", &b), json!("hello"));
     let bad = Expression::compile("json('{not json')").unwrap();
     assert!(bad.eval(&b).unwrap_err().contains("json"));
@@ -148,7 +175,10 @@ fn request_headers_are_lower_case_joined_and_redacted() {
     assert_eq!(eval("request.headers['x-tag']", &b), json!("a, b"));
     let all = eval("request.headers", &b).to_string();
     assert!(!all.contains("sk-secret"), "{all}");
-    assert_eq!(eval("request.headers.authorization", &b), json!("<redacted>"));
+    assert_eq!(
+        eval("request.headers.authorization", &b),
+        json!("<redacted>")
+    );
 }
 
 #[test]
@@ -159,7 +189,10 @@ fn uses_name_the_variables_and_bodies_read() {
     assert!(u("request.body").request_body());
     assert!(u("json(request.body).model").request_body());
     assert!(u("request['body']").request_body());
-    assert!(u("toJson(request)").request_body(), "the whole request includes its body");
+    assert!(
+        u("toJson(request)").request_body(),
+        "the whole request includes its body"
+    );
     assert!(!u("request.bodyless").request_body());
     assert!(!u("request.headers").response_body());
     assert!(u("response.body").response_body());

@@ -27,15 +27,17 @@ fn problem(key: impl Into<String>, message: impl Into<String>, needle: Option<St
 
 /// Compiles a CEL expression the way the gateway will, so a bad one fails the load.
 fn check_cel(key: &str, field: &str, source: &str) -> Result<(), Problem> {
-    cel::Expression::compile(source).map(|_| ()).map_err(|e| Problem {
-        key: key.to_string(),
-        message: format!(
-            "invalid CEL expression `{source}`: {}",
-            e.replace("<input>:", "column ").trim_end()
-        ),
-        needle: Some(source.lines().next().unwrap_or(source).to_string()),
-        fallback_needle: Some(field.to_string()),
-    })
+    cel::Expression::compile(source)
+        .map(|_| ())
+        .map_err(|e| Problem {
+            key: key.to_string(),
+            message: format!(
+                "invalid CEL expression `{source}`: {}",
+                e.replace("<input>:", "column ").trim_end()
+            ),
+            needle: Some(source.lines().next().unwrap_or(source).to_string()),
+            fallback_needle: Some(field.to_string()),
+        })
 }
 
 fn check_fields(key: &str, fields: &Option<Fields>) -> Result<(), Problem> {

@@ -14,6 +14,7 @@ use crate::ai;
 use crate::body::{self, Body, Buffered};
 use crate::error::ProxyError;
 use crate::headers;
+use crate::observe::{CountingBody, ObservedBody, Trail};
 use crate::policy::{rewrite_authority, rewrite_path, CorsOutcome, Effective};
 use crate::routes::request_host;
 use crate::snapshot::{BackendRt, BindKey, RouteRt, Snapshot, Target};
@@ -24,9 +25,13 @@ use crate::Shared;
 pub struct ConnCtx {
     pub shared: Arc<Shared>,
     pub bind: BindKey,
+    /// The bind's name in metrics and logs.
+    pub bind_label: Arc<str>,
     pub peer: SocketAddr,
     pub tls: bool,
 }
+
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 pub async fn handle(
     ctx: Arc<ConnCtx>,
@@ -38,24 +43,61 @@ pub async fn handle(
         headers::is_upgrade_request(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let request_id = headers::ensure_request_id(&mut parts.headers);
+    let telemetry = snapshot.telemetry.clone();
+    let mut trail = start_trail(&ctx, &telemetry, &parts, &request_id);
     let mut resp = match route_and_forward(
         &ctx,
         &snapshot,
         parts,
         body::from_incoming(body),
         on_upgrade,
+        &mut trail,
     )
     .await
     {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "request failed");
+            trail.rec.error = Some(e.code);
             e.into_response()
         }
     };
     resp.headers_mut()
         .insert(headers::X_REQUEST_ID.clone(), request_id);
-    Ok(resp)
+    trail.rec.status = resp.status().as_u16();
+    if telemetry.uses().var(cel::Var::Response) {
+        trail.rec.response_headers = Some(resp.headers().clone());
+    }
+    Ok(resp.map(|b| http_body_util::BodyExt::boxed_unsync(ObservedBody::new(b, trail, telemetry))))
+}
+
+/// The record telemetry keeps of this request: always what metrics need, the rest only when
+/// the access log, tracing or an expression asks for it.
+fn start_trail(
+    ctx: &ConnCtx,
+    telemetry: &telemetry::Telemetry,
+    parts: &Parts,
+    request_id: &HeaderValue,
+) -> Trail {
+    let mut rec = telemetry::RequestRecord::new(
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.version,
+        ctx.peer,
+        ctx.bind_label.clone(),
+    );
+    rec.tls = ctx.tls;
+    if telemetry.records_requests() {
+        rec.host = request_host(parts).map(|h| h.into_owned());
+        rec.request_id = request_id.to_str().unwrap_or_default().to_string();
+    }
+    if let Some(t) = telemetry.tracer() {
+        rec.trace = Some(t.start(parts.headers.get(&TRACEPARENT)));
+    }
+    if telemetry.uses().var(cel::Var::Request) {
+        rec.request_headers = Some(parts.headers.clone());
+    }
+    Trail::new(rec)
 }
 
 async fn route_and_forward(
@@ -64,6 +106,7 @@ async fn route_and_forward(
     parts: Parts,
     body: Body,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
     let bind = snapshot.bind(&ctx.bind).ok_or_else(|| {
         ProxyError::upstream_unavailable("this port was removed from the configuration")
@@ -82,6 +125,8 @@ async fn route_and_forward(
         .ok_or_else(ProxyError::no_route)?;
     let route: &RouteRt = found.route;
     let matched_prefix = found.matcher.matched_prefix();
+    trail.rec.listener = Some(listener.name.clone());
+    trail.rec.route = Some(route.name.clone());
 
     let order = route.backend_order();
     let policies: &Effective = match order.is_empty() {
@@ -143,6 +188,7 @@ async fn route_and_forward(
         on_upgrade,
         matched_prefix,
         ai_call,
+        trail,
     )
     .await
     .map_err(|e| match ai_call {
@@ -165,6 +211,7 @@ async fn forward(
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     matched_prefix: Option<&str>,
     ai_call: Option<ai::AiCall>,
+    trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
     let upgrade = on_upgrade.is_some();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -191,11 +238,14 @@ async fn forward(
         ProxyError::payload_too_large(snapshot.limits.max_request_body_bytes.unwrap_or(0) as usize)
     };
 
-    // Buffer the body only when it may have to be sent more than once or an adapter reads it.
+    // Buffer the body only when it may have to be sent more than once, an adapter reads it,
+    // or a telemetry expression reads `request.body`.
+    let capture_body = snapshot.telemetry.uses().request_body();
     let may_resend = !upgrade
         && (policies.retry.as_ref().is_some_and(|r| r.attempts > 1)
             || order.len() > 1
-            || ai_call.is_some_and(|c| c.needs_body()));
+            || ai_call.is_some_and(|c| c.needs_body())
+            || capture_body);
     let mut body = if may_resend {
         match body::buffer_for_replay(body, snapshot.limits.max_buffered_body_bytes).await {
             Ok(Buffered::Complete(b)) => Replay::Bytes(b),
@@ -210,8 +260,27 @@ async fn forward(
     } else {
         Replay::Once(Some(body))
     };
+    match &mut body {
+        Replay::Bytes(b) => {
+            trail.rec.bytes_in = b.len() as u64;
+            if capture_body {
+                trail.rec.request_body = Some(b.clone());
+            }
+        }
+        Replay::Once(once) if snapshot.telemetry.records_requests() => {
+            if let Some(b) = once.take() {
+                let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                trail.bytes_in = Some(count.clone());
+                *once = Some(http_body_util::BodyExt::boxed_unsync(CountingBody::new(
+                    b, count,
+                )));
+            }
+        }
+        Replay::Once(_) => {}
+    }
 
-    let attempt_all = forward_with_retries(route, order, &mut parts, &mut body, matched_prefix);
+    let attempt_all =
+        forward_with_retries(route, order, &mut parts, &mut body, matched_prefix, trail);
     let result = match policies.request_timeout {
         Some(t) => tokio::time::timeout(t, attempt_all)
             .await
@@ -269,6 +338,7 @@ async fn forward_with_retries(
     parts: &mut Parts,
     body: &mut Replay,
     matched_prefix: Option<&str>,
+    trail: &mut Trail,
 ) -> Result<Response<Body>, ProxyError> {
     let first = &route.backends[order.get(0)];
     let retry = first.policies.retry.as_ref();
@@ -289,7 +359,17 @@ async fn forward_with_retries(
             std::mem::take(&mut parts.headers)
         };
         let raw = body.bytes();
-        let outcome = send_once(backend, parts, headers, req_body, raw, matched_prefix).await;
+        trail.rec.backend = Some(backend.name.clone());
+        let outcome = send_once(
+            backend,
+            parts,
+            headers,
+            req_body,
+            raw,
+            matched_prefix,
+            trail,
+        )
+        .await;
         let more_retries = retries_done < max_status_retries && body.can_resend();
         match outcome {
             Ok(resp) => {
@@ -334,12 +414,23 @@ async fn send_once(
     body: Body,
     raw: Option<&Bytes>,
     matched_prefix: Option<&str>,
+    trail: &mut Trail,
 ) -> Result<Response<Body>, Failure> {
+    if let Some(t) = &trail.rec.trace {
+        // The upstream continues this trace, under the gateway's span.
+        headers.insert(TRACEPARENT.clone(), t.traceparent());
+    }
     let upstream = match &backend.target {
-        Target::Upstream(u) => u,
+        Target::Upstream(u) => {
+            trail.rec.backend_kind = Some("host");
+            u
+        }
         Target::Ai(ai) => {
+            trail.rec.backend_kind = Some("ai");
+            trail.rec.upstream = Some(ai.upstream.address.clone());
             let call = ai.classify(parts.uri.path());
-            let fwd = match ai::plan(ai, call, parts, body, raw).map_err(Failure::Fatal)? {
+            let slot = trail.llm_slot();
+            let fwd = match ai::plan(ai, call, parts, body, raw, &slot).map_err(Failure::Fatal)? {
                 ai::Plan::Local(resp) => return Ok(resp),
                 ai::Plan::Forward(f) => f,
             };
@@ -362,15 +453,18 @@ async fn send_once(
             ai::authorize(ai, &mut req, fwd.payload.as_ref())
                 .await
                 .map_err(Failure::Fatal)?;
+            let sent = std::time::Instant::now();
             let resp = call_upstream(&ai.upstream, req, &backend.policies).await?;
+            trail.rec.upstream_time = Some(sent.elapsed());
             return ai::shape_response(resp, fwd.shape)
                 .await
                 .map_err(Failure::Fatal);
         }
         Target::Unsupported(kind) => {
+            trail.rec.backend_kind = Some(*kind);
             return Err(Failure::Fatal(ProxyError::not_implemented(format!(
                 "{kind} backends are not served yet by this build of Switchyard"
-            ))))
+            ))));
         }
     };
     let req = build_upstream_request(
@@ -383,7 +477,11 @@ async fn send_once(
         UpstreamTarget::default(),
     )
     .map_err(Failure::Fatal)?;
-    call_upstream(upstream, req, &backend.policies).await
+    trail.rec.upstream = Some(upstream.address.clone());
+    let sent = std::time::Instant::now();
+    let resp = call_upstream(upstream, req, &backend.policies).await;
+    trail.rec.upstream_time = Some(sent.elapsed());
+    resp
 }
 
 async fn call_upstream(

@@ -58,6 +58,18 @@ async fn run_bind(
 ) {
     let graceful = GracefulShutdown::new();
     let open = Arc::new(AtomicUsize::new(0));
+    // The bind as metrics and logs name it: its port (the real one for `port: 0`).
+    let label: Arc<str> = listener
+        .local_addr()
+        .map_or(key.port, |a| a.port())
+        .to_string()
+        .into();
+    let gauge = telemetry::Metrics::global()
+        .open_connections
+        .get_or_create(&telemetry::metrics::BindLabels {
+            bind: label.to_string(),
+        })
+        .clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -69,11 +81,12 @@ async fn run_bind(
                         continue;
                     }
                     open.fetch_add(1, Ordering::Relaxed);
-                    let guard = OpenGuard(open.clone());
-                    let (shared, key) = (shared.clone(), key.clone());
+                    gauge.inc();
+                    let guard = OpenGuard(open.clone(), gauge.clone());
+                    let (shared, key, label) = (shared.clone(), key.clone(), label.clone());
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
-                        handle_tunnel(shared, key, peer, stream, watcher).await;
+                        handle_tunnel(shared, key, label, peer, stream, watcher).await;
                         drop(guard);
                     });
                 }
@@ -90,17 +103,19 @@ async fn run_bind(
     graceful.shutdown().await;
 }
 
-struct OpenGuard(Arc<AtomicUsize>);
+struct OpenGuard(Arc<AtomicUsize>, telemetry::metrics::OpenGauge);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.dec();
     }
 }
 
 async fn handle_tunnel(
     shared: Arc<Shared>,
     bind: BindKey,
+    bind_label: Arc<str>,
     peer: SocketAddr,
     stream: TcpStream,
     watcher: hyper_util::server::graceful::Watcher,
@@ -125,6 +140,7 @@ async fn handle_tunnel(
         Arc::new(ConnCtx {
             shared,
             bind,
+            bind_label,
             peer,
             tls,
         })

@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub binds: Vec<Arc<BindRt>>,
     pub limits: config::Limits,
     pub config: Arc<Config>,
+    /// Access log, tracing and metrics as this config asks for them.
+    pub telemetry: Arc<telemetry::Telemetry>,
 }
 
 impl Snapshot {
@@ -35,6 +37,7 @@ impl Snapshot {
             binds: Vec::new(),
             limits: config::Limits::default(),
             config: Arc::new(Config::default()),
+            telemetry: Arc::new(telemetry::Telemetry::metrics_only()),
         }
     }
 
@@ -175,6 +178,8 @@ pub enum Target {
 #[derive(Default)]
 pub struct ClientCache {
     clients: Mutex<HashMap<UpstreamKey, Upstream>>,
+    /// Trace exporters, kept across reloads like the upstream clients.
+    exporters: telemetry::ExporterCache,
 }
 
 impl ClientCache {
@@ -276,10 +281,12 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String>
         }));
     }
     cache.retain(&used);
+    let telemetry = telemetry::Telemetry::compile(&config.config, &cache.exporters)?;
     Ok(Snapshot {
         binds,
         limits,
         config: Arc::new(config.clone()),
+        telemetry: Arc::new(telemetry),
     })
 }
 

@@ -51,6 +51,7 @@ impl Upstream {
             format!("{}:{}", key.host, key.port).into()
         };
         let connector = Connector(Arc::new(ConnectorInner {
+            address: address.clone(),
             host: key.host.clone(),
             port: key.port,
             connect_timeout: key.connect_timeout,
@@ -76,6 +77,8 @@ impl Upstream {
 pub struct Connector(Arc<ConnectorInner>);
 
 struct ConnectorInner {
+    /// `host:port`, the metrics label.
+    address: Arc<str>,
     host: Arc<str>,
     port: u16,
     connect_timeout: Duration,
@@ -107,43 +110,53 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, _: Uri) -> Self::Future {
         let inner = self.0.clone();
         Box::pin(async move {
-            let addr = format!("{}:{}", inner.host, inner.port);
-            let connect = async {
-                let addrs = tokio::net::lookup_host((&*inner.host, inner.port))
-                    .await
-                    .map_err(|e| ConnectError(format!("cannot resolve {addr}: {e}")))?;
-                let mut last = None;
-                for a in addrs {
-                    match TcpStream::connect(a).await {
-                        Ok(s) => return Ok(s),
-                        Err(e) => last = Some(e),
-                    }
-                }
-                Err(ConnectError(match last {
-                    Some(e) => format!("cannot connect to {addr}: {e}"),
-                    None => format!("{addr} resolved to no addresses"),
-                }))
-            };
-            let tcp = tokio::time::timeout(inner.connect_timeout, connect)
-                .await
-                .map_err(|_| ConnectError(format!("connecting to {addr} timed out")))??;
-            let _ = tcp.set_nodelay(true);
-            let stream = match &inner.tls {
-                None => UpstreamStream::Plain(tcp),
-                Some((connector, name)) => {
-                    let tls = tokio::time::timeout(
-                        inner.connect_timeout,
-                        connector.connect(name.clone(), tcp),
-                    )
+            let started = std::time::Instant::now();
+            let result = open(&inner).await;
+            telemetry::Metrics::global().observe_connect(
+                &inner.address,
+                started.elapsed(),
+                result.is_ok(),
+            );
+            result
+        })
+    }
+}
+
+/// TCP (and TLS) to the backend's address, each step under the connect timeout.
+async fn open(inner: &ConnectorInner) -> Result<TokioIo<UpstreamStream>, BoxError> {
+    let addr = format!("{}:{}", inner.host, inner.port);
+    let connect = async {
+        let addrs = tokio::net::lookup_host((&*inner.host, inner.port))
+            .await
+            .map_err(|e| ConnectError(format!("cannot resolve {addr}: {e}")))?;
+        let mut last = None;
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(ConnectError(match last {
+            Some(e) => format!("cannot connect to {addr}: {e}"),
+            None => format!("{addr} resolved to no addresses"),
+        }))
+    };
+    let tcp = tokio::time::timeout(inner.connect_timeout, connect)
+        .await
+        .map_err(|_| ConnectError(format!("connecting to {addr} timed out")))??;
+    let _ = tcp.set_nodelay(true);
+    let stream = match &inner.tls {
+        None => UpstreamStream::Plain(tcp),
+        Some((connector, name)) => {
+            let tls =
+                tokio::time::timeout(inner.connect_timeout, connector.connect(name.clone(), tcp))
                     .await
                     .map_err(|_| ConnectError(format!("TLS handshake with {addr} timed out")))?
                     .map_err(|e| ConnectError(format!("TLS handshake with {addr} failed: {e}")))?;
-                    UpstreamStream::Tls(Box::new(tls))
-                }
-            };
-            Ok(TokioIo::new(stream))
-        })
-    }
+            UpstreamStream::Tls(Box::new(tls))
+        }
+    };
+    Ok(TokioIo::new(stream))
 }
 
 pub enum UpstreamStream {

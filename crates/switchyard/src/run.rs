@@ -9,6 +9,7 @@ use admin::AdminState;
 use proxy::Gateway;
 
 const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15000";
+const DEFAULT_STATS_ADDR: &str = "127.0.0.1:15020";
 const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
 /// Worker threads: `SWITCHYARD_WORKER_THREADS`, else the CPUs this process may use (affinity
@@ -108,6 +109,7 @@ pub struct Running {
     pub admin: Arc<AdminState>,
     drain: Duration,
     _admin_task: tokio::task::JoinHandle<()>,
+    _stats_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -126,6 +128,7 @@ impl Running {
             .await
             .map_err(|e| format!("cannot start the admin server on {admin_addr}: {e}"))?;
         let admin_task = admin::serve(admin_listener, admin.clone());
+        let stats_task = start_stats(loaded.config.config.stats_addr.as_deref()).await?;
         let gateway = Gateway::start(loaded).await?;
         admin.config_loaded(config::redacted_dump(&loaded.config));
         // Ready only now: every bind is listening.
@@ -140,6 +143,7 @@ impl Running {
                 .drain_timeout
                 .map_or(DEFAULT_DRAIN, |d| d.0),
             _admin_task: admin_task,
+            _stats_task: stats_task,
         })
     }
 
@@ -152,7 +156,31 @@ impl Running {
         } else {
             tracing::warn!("drain deadline passed with requests still open, exiting");
         }
+        telemetry::access::flush(Duration::from_secs(2));
         ExitCode::SUCCESS
+    }
+}
+
+/// The Prometheus endpoint. A `statsAddr` in the config must be served (else the start
+/// fails, as for `adminAddr`); the default address is best effort, so a second gateway on
+/// one machine still starts without it.
+async fn start_stats(
+    configured: Option<&str>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    let text = configured.unwrap_or(DEFAULT_STATS_ADDR);
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("invalid statsAddr {text:?}"))?;
+    match telemetry::serve_metrics(addr).await {
+        Ok((local, task)) => {
+            tracing::info!(stats = %local, "metrics at /metrics");
+            Ok(Some(task))
+        }
+        Err(e) if configured.is_none() => {
+            tracing::warn!(addr = %addr, error = %e, "metrics endpoint not started (set config.statsAddr)");
+            Ok(None)
+        }
+        Err(e) => Err(format!("cannot start the stats server on {addr}: {e}")),
     }
 }
 
@@ -240,6 +268,7 @@ pub async fn reload(file: &Path, gateway: &Gateway, admin: &AdminState) {
             .map(|_| config::redacted_dump(&loaded.config)),
         Err(e) => Err(e.to_string()),
     };
+    telemetry::Metrics::global().reload(result.is_ok());
     match result {
         Ok(dump) => {
             admin.config_loaded(dump);

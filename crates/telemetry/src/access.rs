@@ -145,7 +145,8 @@ fn writer() -> &'static Option<SyncSender<Msg>> {
 
 fn write_line(line: String) {
     let Some(tx) = writer() else { return };
-    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(Msg::Line(line)) {
+    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(Msg::Line(line))
+    {
         Metrics::global().log_lines_dropped.inc();
     }
 }

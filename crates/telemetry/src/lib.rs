@@ -35,7 +35,10 @@ impl Telemetry {
         }
     }
 
-    pub fn compile(cfg: &config::GlobalConfig, exporters: &ExporterCache) -> Result<Telemetry, String> {
+    pub fn compile(
+        cfg: &config::GlobalConfig,
+        exporters: &ExporterCache,
+    ) -> Result<Telemetry, String> {
         let access = access::AccessLog::compile(cfg.logging.as_ref())?;
         let tracer = cfg
             .tracing
@@ -163,10 +166,22 @@ fn gen_ai_fields(llm: &LlmRecord, f: &mut Vec<(&'static str, Json)>) {
             f.push((k, v));
         }
     };
-    opt("gen_ai.request.model", llm.request_model.as_ref().map(|m| json!(m)));
-    opt("gen_ai.response.model", llm.response_model.as_ref().map(|m| json!(m)));
-    opt("gen_ai.usage.input_tokens", llm.input_tokens.map(|n| json!(n)));
-    opt("gen_ai.usage.output_tokens", llm.output_tokens.map(|n| json!(n)));
+    opt(
+        "gen_ai.request.model",
+        llm.request_model.as_ref().map(|m| json!(m)),
+    );
+    opt(
+        "gen_ai.response.model",
+        llm.response_model.as_ref().map(|m| json!(m)),
+    );
+    opt(
+        "gen_ai.usage.input_tokens",
+        llm.input_tokens.map(|n| json!(n)),
+    );
+    opt(
+        "gen_ai.usage.output_tokens",
+        llm.output_tokens.map(|n| json!(n)),
+    );
     opt(
         "gen_ai.usage.cache_read.input_tokens",
         llm.cached_input_tokens.map(|n| json!(n)),

@@ -16,6 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
+/// The open-connections gauge of one bind.
+pub type OpenGauge = Gauge;
+
 /// Distinct model names a metric reports before the rest become `other`.
 pub const MAX_MODELS: usize = 64;
 

@@ -47,7 +47,13 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn new(method: Method, uri: Uri, version: Version, peer: SocketAddr, bind: Arc<str>) -> Self {
+    pub fn new(
+        method: Method,
+        uri: Uri,
+        version: Version,
+        peer: SocketAddr,
+        bind: Arc<str>,
+    ) -> Self {
         RequestRecord {
             start: Instant::now(),
             start_time: SystemTime::now(),
@@ -191,7 +197,8 @@ impl LlmRecord {
             .iter()
             .map(|(role, content)| {
                 let mut p = MapBuilder::with_capacity(2);
-                p.insert("role", role.clone()).insert("content", content.clone());
+                p.insert("role", role.clone())
+                    .insert("content", content.clone());
                 p.build()
             })
             .collect();

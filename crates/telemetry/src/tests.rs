@@ -49,7 +49,11 @@ fn traceparent_parsing_follows_w3c() {
         b"garbage",
         b"",
     ] {
-        assert!(TraceContext::parse_traceparent(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        assert!(
+            TraceContext::parse_traceparent(bad).is_none(),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
     }
     // A later version may carry more fields.
     assert!(TraceContext::parse_traceparent(
@@ -61,20 +65,19 @@ fn traceparent_parsing_follows_w3c() {
 #[tokio::test]
 async fn sampling_honours_the_caller_and_the_ratio() {
     let cache = ExporterCache::default();
-    let cfg = |random: Option<config::Sampling>, client: Option<config::Sampling>| config::Tracing {
-        otlp_endpoint: "http://127.0.0.1:9".into(),
-        otlp_protocol: config::OtlpProtocol::Grpc,
-        headers: Default::default(),
-        random_sampling: random,
-        client_sampling: client,
-        fields: None,
-    };
-    let sampled = http::HeaderValue::from_static(
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-    );
-    let unsampled = http::HeaderValue::from_static(
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
-    );
+    let cfg =
+        |random: Option<config::Sampling>, client: Option<config::Sampling>| config::Tracing {
+            otlp_endpoint: "http://127.0.0.1:9".into(),
+            otlp_protocol: config::OtlpProtocol::Grpc,
+            headers: Default::default(),
+            random_sampling: random,
+            client_sampling: client,
+            fields: None,
+        };
+    let sampled =
+        http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let unsampled =
+        http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
     // Defaults: follow the caller, never sample on our own.
     let t = Tracer::compile(&cfg(None, None), &cache).unwrap();
     let ctx = t.start(Some(&sampled));
@@ -101,7 +104,9 @@ async fn sampling_honours_the_caller_and_the_ratio() {
     let n = (0..2000).filter(|_| half.start(None).sampled).count();
     assert!((800..1200).contains(&n), "{n} of 2000 at 0.5");
     // The upstream sees this trace with the gateway's span as the parent.
-    let ctx = Tracer::compile(&cfg(None, None), &cache).unwrap().start(Some(&sampled));
+    let ctx = Tracer::compile(&cfg(None, None), &cache)
+        .unwrap()
+        .start(Some(&sampled));
     let tp = ctx.traceparent();
     let (trace, parent, flag) = TraceContext::parse_traceparent(tp.as_bytes()).unwrap();
     assert_eq!((trace, parent, flag), (ctx.trace_id, ctx.span_id, true));

@@ -21,7 +21,9 @@ use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
 
@@ -93,7 +95,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn hex_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != 2 * N
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let mut out = [0u8; N];
@@ -330,7 +336,10 @@ pub struct Exporter {
 }
 
 enum Transport {
-    Grpc(TraceServiceClient<tonic::transport::Channel>, tonic::metadata::MetadataMap),
+    Grpc(
+        TraceServiceClient<tonic::transport::Channel>,
+        tonic::metadata::MetadataMap,
+    ),
     Http {
         client: hyper_util::client::legacy::Client<
             hyper_util::client::legacy::connect::HttpConnector,
@@ -353,7 +362,9 @@ impl Exporter {
                 let mut md = tonic::metadata::MetadataMap::new();
                 for (k, v) in &cfg.headers {
                     let key = tonic::metadata::MetadataKey::from_bytes(k.as_str().as_bytes())
-                        .map_err(|_| format!("tracing.headers: {} is not a gRPC metadata key", k.as_str()))?;
+                        .map_err(|_| {
+                            format!("tracing.headers: {} is not a gRPC metadata key", k.as_str())
+                        })?;
                     let value = v.expose().parse().map_err(|_| {
                         format!("tracing.headers.{}: not a valid header value", k.as_str())
                     })?;
@@ -371,7 +382,11 @@ impl Exporter {
                         format!("tracing.headers.{}: not a valid header value", k.as_str())
                     })?;
                     value.set_sensitive(true);
-                    headers.insert(http::HeaderName::from_bytes(k.as_str().as_bytes()).map_err(|_| "tracing.headers: bad name".to_string())?, value);
+                    headers.insert(
+                        http::HeaderName::from_bytes(k.as_str().as_bytes())
+                            .map_err(|_| "tracing.headers: bad name".to_string())?,
+                        value,
+                    );
                 }
                 let client = hyper_util::client::legacy::Client::builder(
                     hyper_util::rt::TokioExecutor::new(),
@@ -474,7 +489,10 @@ async fn export_loop(mut rx: mpsc::Receiver<Span>, mut transport: Transport) {
     }
 }
 
-async fn export(transport: &mut Transport, request: ExportTraceServiceRequest) -> Result<(), String> {
+async fn export(
+    transport: &mut Transport,
+    request: ExportTraceServiceRequest,
+) -> Result<(), String> {
     match transport {
         Transport::Grpc(client, md) => {
             let mut req = tonic::Request::new(request);

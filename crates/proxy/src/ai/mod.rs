@@ -609,6 +609,10 @@ mod tests {
             Some(&Bytes::from_static(
                 br#"{"model":"m","max_tokens":5,"messages":[]}"#,
             )),
+            &std::sync::Arc::new(crate::observe::LlmSlot {
+                start: std::time::Instant::now(),
+                record: Default::default(),
+            }),
         )
         .unwrap() else {
             panic!("should forward")

@@ -15,8 +15,13 @@ use super::{
     github, AiCall, AiTarget, Credentials, Operation, ProviderKind, ANTHROPIC_VERSION,
     CLIENT_CREDENTIALS,
 };
+use std::sync::Arc;
+
+use telemetry::LlmRecord;
+
 use crate::body::{self, Body};
 use crate::error::ProxyError;
+use crate::observe::LlmSlot;
 
 /// What the handler must do with one call, decided before anything is sent.
 pub enum Plan {
@@ -48,6 +53,8 @@ pub struct Shape {
     /// The model sent upstream (reported where the provider's response names none).
     pub upstream_model: Option<String>,
     pub max_buffered: usize,
+    /// Where the call's usage is recorded for telemetry.
+    pub llm: Arc<LlmSlot>,
 }
 
 pub fn plan(
@@ -56,6 +63,7 @@ pub fn plan(
     parts: &Parts,
     body: Body,
     raw: Option<&Bytes>,
+    slot: &Arc<LlmSlot>,
 ) -> Result<Plan, ProxyError> {
     let egress = ai.provider.egress();
     let mut shape = Shape {
@@ -67,6 +75,7 @@ pub fn plan(
         request_model: None,
         upstream_model: None,
         max_buffered: ai.max_buffered,
+        llm: slot.clone(),
     };
     let same_path = |op| match (&ai.path_override, ai.provider.keeps_client_path()) {
         (Some(p), _) => Some(p.clone()),
@@ -113,6 +122,7 @@ pub fn plan(
             let translated = call.ingress != egress;
             shape.inspect = true;
             shape.include_usage = translated && wants_usage(call.ingress, raw);
+            start_record(slot, ai, "chat", &prepared);
             shape.request_model = prepared.request_model;
             shape.upstream_model = prepared.upstream_model.clone();
             let path = if translated {
@@ -149,6 +159,12 @@ pub fn plan(
             }
             let raw = needs_raw()?;
             let (rewritten, requested) = rewrite_model(ai, raw)?;
+            *slot.record.lock().unwrap_or_else(|p| p.into_inner()) = Some(LlmRecord {
+                provider: ai.provider.name(),
+                operation: "embeddings",
+                request_model: requested.clone(),
+                ..Default::default()
+            });
             shape.request_model = requested;
             shape.egress = Format::OpenAiChat;
             let payload = Bytes::from(rewritten);
@@ -162,6 +178,11 @@ pub fn plan(
         }
         AiRouteType::Detect => {
             shape.inspect = true;
+            *slot.record.lock().unwrap_or_else(|p| p.into_inner()) = Some(LlmRecord {
+                provider: ai.provider.name(),
+                operation: "chat",
+                ..Default::default()
+            });
             Ok(Plan::Forward(Forward {
                 body,
                 payload: raw.cloned(),
@@ -178,6 +199,24 @@ pub fn plan(
             shape,
         })),
     }
+}
+
+/// The request side of the call's telemetry record.
+fn start_record(slot: &LlmSlot, ai: &AiTarget, operation: &'static str, p: &llm::PreparedRequest) {
+    let record = LlmRecord {
+        provider: ai.provider.name(),
+        operation,
+        request_model: p.request_model.clone(),
+        streaming: p.stream,
+        prompt: p
+            .prompt
+            .iter()
+            .map(|m| (m.role.clone(), m.content.clone()))
+            .collect(),
+        params: p.params.clone(),
+        ..Default::default()
+    };
+    *slot.record.lock().unwrap_or_else(|p| p.into_inner()) = Some(record);
 }
 
 /// Request headers for the provider: its credential instead of the client's, and the

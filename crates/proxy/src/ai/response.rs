@@ -11,9 +11,12 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use llm::{ResponseInfo, StreamTranslator};
 
-use super::{ProviderKind, Shape, MAX_ERROR_BODY};
+use std::sync::Arc;
+
+use super::{Shape, MAX_ERROR_BODY};
 use crate::body::{self, Body, BoxError};
 use crate::error::ProxyError;
+use crate::observe::LlmSlot;
 
 /// SSE, or AWS's binary event stream (Bedrock's ConverseStream).
 fn is_stream(headers: &HeaderMap) -> bool {
@@ -63,8 +66,9 @@ pub async fn shape_response(
             inner: body,
             translator,
             done: false,
-            provider: shape.provider,
-            request_model: shape.request_model,
+            llm: shape.llm,
+            upstream_model: shape.upstream_model,
+            first_token: false,
         };
         return Ok(Response::from_parts(parts, body.boxed_unsync()));
     }
@@ -76,7 +80,7 @@ pub async fn shape_response(
         shape.upstream_model.as_deref(),
     ) {
         Ok((out, info)) => {
-            record(shape.provider, shape.request_model.as_deref(), &info, false);
+            record(&shape.llm, shape.upstream_model.as_deref(), info);
             let out = out.map(Bytes::from).unwrap_or(bytes);
             if translated {
                 set_json_length(&mut parts.headers, out.len());
@@ -114,20 +118,16 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
     })
 }
 
-/// The usage of one LLM call; the telemetry layer picks it up from here.
-fn record(provider: ProviderKind, request_model: Option<&str>, info: &ResponseInfo, stream: bool) {
-    tracing::debug!(
-        target: "switchyard::llm",
-        provider = provider.name(),
-        request_model = request_model.unwrap_or(""),
-        response_model = info.model.as_deref().unwrap_or(""),
-        input_tokens = info.usage.input_tokens,
-        output_tokens = info.usage.output_tokens,
-        cached_input_tokens = info.usage.cached_input_tokens,
-        reasoning_tokens = info.usage.reasoning_tokens,
-        stream,
-        "llm call"
-    );
+/// The response side of the call's telemetry record: model, usage, completion text.
+fn record(slot: &LlmSlot, upstream_model: Option<&str>, info: ResponseInfo) {
+    slot.update(|r| {
+        r.response_model = info.model.or_else(|| upstream_model.map(str::to_string));
+        r.input_tokens = info.usage.input_tokens;
+        r.output_tokens = info.usage.output_tokens;
+        r.cached_input_tokens = info.usage.cached_input_tokens;
+        r.reasoning_tokens = info.usage.reasoning_tokens;
+        r.completion = info.completion;
+    });
 }
 
 /// A provider stream rewritten event by event into the caller's dialect. An upstream failure
@@ -136,19 +136,28 @@ struct TranslatingBody {
     inner: Body,
     translator: StreamTranslator,
     done: bool,
-    provider: ProviderKind,
-    request_model: Option<String>,
+    llm: Arc<LlmSlot>,
+    upstream_model: Option<String>,
+    first_token: bool,
 }
 
 impl TranslatingBody {
     fn end(&mut self) {
         self.done = true;
         record(
-            self.provider,
-            self.request_model.as_deref(),
-            &self.translator.info(),
-            true,
+            &self.llm,
+            self.upstream_model.as_deref(),
+            self.translator.info(),
         );
+    }
+
+    /// Time to first token: the first content delta the translator let through.
+    fn note_first_token(&mut self) {
+        if !self.first_token && self.translator.saw_first_token() {
+            self.first_token = true;
+            let ttft = self.llm.start.elapsed();
+            self.llm.update(|r| r.time_to_first_token = Some(ttft));
+        }
     }
 }
 
@@ -167,7 +176,11 @@ impl http_body::Body for TranslatingBody {
             }
             let out = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => this.translator.feed(data),
+                    Ok(data) => {
+                        let out = this.translator.feed(data);
+                        this.note_first_token();
+                        out
+                    }
                     // Trailers have no place in an SSE stream.
                     Err(_) => continue,
                 },

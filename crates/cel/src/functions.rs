@@ -147,8 +147,9 @@ fn uuid_v4() -> String {
 
 /// `default(value, fallback)`: `fallback` when `value` is null or a field on its way is
 /// missing. A macro, because a function's arguments are evaluated (and a missing field
-/// fails) before it runs: `default(a.b.c, x)` becomes
-/// `has(a.b) && has(a.b.c) ? (a.b.c == null ? x : a.b.c) : x`.
+/// fails) before it runs: `default(a.b["k"], x)` becomes
+/// `has(a.b) && "k" in a.b ? (a.b["k"] == null ? x : a.b["k"]) : x`. An index into a list
+/// is guarded the same way, so it must be a map key; other failures still fail.
 pub(crate) fn default_macro() -> Macro {
     Macro::global("default", 2, default_expander)
 }
@@ -161,17 +162,6 @@ fn default_expander(
     let (Some(fallback), Some(value)) = (args.pop(), args.pop()) else {
         return Ok(None);
     };
-    let mut guards = Vec::new();
-    let mut cur = &value;
-    while let Expr::Select(sel) = &cur.expr {
-        guards.push(helper.next_expr(Expr::Select(SelectExpr {
-            operand: sel.operand.clone(),
-            field: sel.field.clone(),
-            test: true,
-        })));
-        cur = &sel.operand;
-    }
-    guards.reverse();
     let call = |helper: &mut MacroExprHelper<'_>, name: &str, args: Vec<IdedExpr>| {
         helper.next_expr(Expr::Call(CallExpr {
             func_name: name.to_string(),
@@ -179,6 +169,32 @@ fn default_expander(
             args,
         }))
     };
+    // One guard per step of the path: `has(a.b)` for a field, `k in a` for a map index.
+    let mut guards = Vec::new();
+    let mut cur = &value;
+    loop {
+        match &cur.expr {
+            Expr::Select(sel) => {
+                guards.push(helper.next_expr(Expr::Select(SelectExpr {
+                    operand: sel.operand.clone(),
+                    field: sel.field.clone(),
+                    test: true,
+                })));
+                cur = &sel.operand;
+            }
+            Expr::Call(c) if c.func_name == operators::INDEX && c.args.len() == 2 => {
+                let (operand, key) = (&c.args[0], &c.args[1]);
+                guards.push(call(
+                    helper,
+                    operators::IN,
+                    vec![key.clone(), operand.clone()],
+                ));
+                cur = operand;
+            }
+            _ => break,
+        }
+    }
+    guards.reverse();
     let null = helper.next_expr(Expr::Literal(LiteralValue::Null));
     let is_null = call(helper, operators::EQUALS, vec![value.clone(), null]);
     let inner = call(

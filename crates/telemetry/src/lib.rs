@@ -92,11 +92,14 @@ impl Telemetry {
     }
 }
 
+/// `fields.add`: name and expression, in config order.
+pub(crate) type AddedFields = Vec<(String, Expression)>;
+
 /// `fields.add` compiled (in config order) and `fields.remove` as a set.
 pub(crate) fn compile_fields(
     fields: Option<&config::Fields>,
     block: &str,
-) -> Result<(Vec<(String, Expression)>, HashSet<String>), String> {
+) -> Result<(AddedFields, HashSet<String>), String> {
     let Some(f) = fields else {
         return Ok((Vec::new(), HashSet::new()));
     };

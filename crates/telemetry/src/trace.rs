@@ -341,9 +341,11 @@ enum Transport {
         tonic::metadata::MetadataMap,
     ),
     Http {
-        client: hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            http_body_util::Full<bytes::Bytes>,
+        client: Box<
+            hyper_util::client::legacy::Client<
+                hyper_util::client::legacy::connect::HttpConnector,
+                http_body_util::Full<bytes::Bytes>,
+            >,
         >,
         uri: http::Uri,
         headers: http::HeaderMap,
@@ -393,7 +395,7 @@ impl Exporter {
                 )
                 .build_http();
                 Transport::Http {
-                    client,
+                    client: Box::new(client),
                     uri,
                     headers,
                 }

@@ -78,6 +78,10 @@ pub struct Uses {
     vars: u8,
     request_body: bool,
     response_body: bool,
+    request_headers: bool,
+    response_headers: bool,
+    /// `llm.prompt`, `llm.completion`, `llm.params` (or the whole `llm`): the costly parts.
+    llm_text: bool,
 }
 
 impl Uses {
@@ -95,11 +99,29 @@ impl Uses {
         self.response_body
     }
 
+    /// Some expression reads `request.headers` (or the whole `request`).
+    pub fn request_headers(&self) -> bool {
+        self.request_headers
+    }
+
+    /// Some expression reads `response.headers` (or the whole `response`).
+    pub fn response_headers(&self) -> bool {
+        self.response_headers
+    }
+
+    /// Some expression reads the prompt, the completion or the parameters of an LLM call.
+    pub fn llm_text(&self) -> bool {
+        self.llm_text
+    }
+
     pub fn union(self, other: Uses) -> Uses {
         Uses {
             vars: self.vars | other.vars,
             request_body: self.request_body || other.request_body,
             response_body: self.response_body || other.response_body,
+            request_headers: self.request_headers || other.request_headers,
+            response_headers: self.response_headers || other.response_headers,
+            llm_text: self.llm_text || other.llm_text,
         }
     }
 
@@ -134,8 +156,15 @@ impl Expression {
                 uses.vars |= v.bit();
             }
         }
-        uses.request_body = uses.var(Var::Request) && reads_body(source, "request");
-        uses.response_body = uses.var(Var::Response) && reads_body(source, "response");
+        uses.request_body = uses.var(Var::Request) && reads_field(source, "request", "body");
+        uses.response_body = uses.var(Var::Response) && reads_field(source, "response", "body");
+        uses.llm_text = uses.var(Var::Llm)
+            && ["prompt", "completion", "params"]
+                .iter()
+                .any(|f| reads_field(source, "llm", f));
+        uses.request_headers = uses.var(Var::Request) && reads_field(source, "request", "headers");
+        uses.response_headers =
+            uses.var(Var::Response) && reads_field(source, "response", "headers");
         Ok(Expression {
             source: source.into(),
             program: Arc::new(program),
@@ -228,10 +257,10 @@ fn root() -> &'static ::cel::Context<'static, 'static> {
     })
 }
 
-/// Whether `source` reads `<var>.body`, `<var>["body"]`, or `<var>` whole (which includes
-/// the body). Conservative: a mention inside a string literal counts too, which at worst
-/// captures a body nobody reads.
-fn reads_body(source: &str, var: &str) -> bool {
+/// Whether `source` reads `<var>.<field>`, `<var>["<field>"]`, or `<var>` whole (which
+/// includes the field). Conservative: a mention inside a string literal counts too, which at
+/// worst keeps a body or headers nobody reads.
+fn reads_field(source: &str, var: &str, name: &str) -> bool {
     let bytes = source.as_bytes();
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut from = 0;
@@ -252,7 +281,12 @@ fn reads_body(source: &str, var: &str) -> bool {
         } else {
             return true; // the whole variable
         };
-        if field.starts_with("body") && !field.as_bytes().get(4).is_some_and(|&b| is_ident(b)) {
+        if field.starts_with(name)
+            && !field
+                .as_bytes()
+                .get(name.len())
+                .is_some_and(|&b| is_ident(b))
+        {
             return true;
         }
     }

@@ -195,10 +195,18 @@ fn uses_name_the_variables_and_bodies_read() {
     );
     assert!(!u("request.bodyless").request_body());
     assert!(!u("request.headers").response_body());
+    assert!(u("request.headers['x']").request_headers());
+    assert!(!u("request.path").request_headers());
+    assert!(u("toJson(response)").response_headers());
+    assert!(!u("response.code").response_headers());
     assert!(u("response.body").response_body());
     assert!(!u("response.code").response_body());
     assert!(!u("llm.provider").var(Var::Request));
     assert!(u("llm.provider").var(Var::Llm));
+    assert!(!u("llm.provider").llm_text());
+    assert!(u("flattenRecursive(llm.prompt)").llm_text());
+    assert!(u("llm.params.temperature").llm_text());
+    assert!(u("toJson(llm)").llm_text());
     let both = u("request.path").union(u("llm.provider"));
     assert!(both.var(Var::Request) && both.var(Var::Llm) && !both.var(Var::Mcp));
 }

@@ -65,7 +65,7 @@ pub async fn handle(
     resp.headers_mut()
         .insert(headers::X_REQUEST_ID.clone(), request_id);
     trail.rec.status = resp.status().as_u16();
-    if telemetry.uses().var(cel::Var::Response) {
+    if telemetry.uses().response_headers() {
         trail.rec.response_headers = Some(resp.headers().clone());
     }
     Ok(resp.map(|b| http_body_util::BodyExt::boxed_unsync(ObservedBody::new(b, trail, telemetry))))
@@ -94,7 +94,7 @@ fn start_trail(
     if let Some(t) = telemetry.tracer() {
         rec.trace = Some(t.start(parts.headers.get(&TRACEPARENT)));
     }
-    if telemetry.uses().var(cel::Var::Request) {
+    if telemetry.uses().request_headers() {
         rec.request_headers = Some(parts.headers.clone());
     }
     Trail::new(rec)

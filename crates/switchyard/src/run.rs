@@ -156,7 +156,7 @@ impl Running {
         } else {
             tracing::warn!("drain deadline passed with requests still open, exiting");
         }
-        telemetry::access::flush(Duration::from_secs(2));
+        telemetry::access::flush();
         ExitCode::SUCCESS
     }
 }

@@ -1,21 +1,19 @@
 //! The access log (`config.logging`): one line per request when its response body ends, in
-//! JSON or `key=value` text, on standard output. Lines go through a bounded queue to a writer
-//! thread, so a slow terminal or pipe never stalls a request: past the queue, lines are
-//! dropped and counted (`switchyard_access_log_lines_dropped_total`).
+//! JSON or `key=value` text, on standard output. Lines gather in a bounded buffer that a
+//! writer thread empties every 50 ms (sooner when 64 KiB wait), so a slow terminal or pipe
+//! never stalls a request: past 8 MiB, lines are dropped and counted
+//! (`switchyard_access_log_lines_dropped_total`).
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use cel::{Expression, Uses};
 use serde_json::Value as Json;
 
+use crate::fields::Field;
 use crate::metrics::Metrics;
 use crate::record::RequestRecord;
-
-/// Lines queued for the writer before new ones are dropped.
-const QUEUE_LINES: usize = 16 * 1024;
 
 pub struct AccessLog {
     json: bool,
@@ -59,136 +57,142 @@ impl AccessLog {
                 return;
             }
         }
-        let mut fields: Vec<(String, Json)> = crate::default_fields(rec)
-            .into_iter()
-            .filter(|(k, _)| !self.remove.contains(*k))
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let mut added: Vec<(String, Json)> = Vec::new();
         if let Some(scope) = scope {
             for (name, expr) in &self.add {
                 match expr.eval_in(scope) {
-                    Ok(v) => {
-                        fields.retain(|(k, _)| k != name);
-                        cel::expand_field(name, &v, &mut fields);
-                    }
+                    Ok(v) => cel::expand_field(name, &v, &mut added),
                     // A field whose expression fails (a missing key on this request) is left
                     // out; the failure is not worth a line of its own at every request.
                     Err(e) => tracing::trace!(field = %name, error = %e, "log field not evaluated"),
                 }
             }
         }
-        let line = if self.json {
-            json_line(&fields)
+        // Defaults first, unless removed or replaced by an added field of the same name.
+        let defaults = crate::fields::default_fields(rec);
+        let kept = defaults
+            .into_iter()
+            .filter(|(k, _)| !self.remove.contains(*k) && !added.iter().any(|(a, _)| a == k));
+        let fields = kept.chain(added.iter().map(|(k, v)| (k.as_str(), Field::Json(v))));
+        let mut line = Vec::with_capacity(512);
+        if self.json {
+            json_line(fields, &mut line);
         } else {
-            text_line(&fields)
-        };
-        write_line(line);
+            text_line(fields, &mut line);
+        }
+        write_line(&line);
     }
 }
 
-fn json_line(fields: &[(String, Json)]) -> String {
-    let mut obj = serde_json::Map::with_capacity(fields.len());
-    for (k, v) in fields {
-        obj.insert(k.clone(), v.clone());
+/// One JSON object, written straight into `out` (no intermediate map).
+fn json_line<'a>(fields: impl Iterator<Item = (&'a str, Field<'a>)>, out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (k, v)) in fields.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, &v);
     }
-    let mut s = Json::Object(obj).to_string();
-    s.push('\n');
-    s
+    out.extend_from_slice(b"}\n");
 }
 
 /// `key=value` pairs; values with spaces, quotes or `=` are quoted, structured values are
 /// written as JSON.
-fn text_line(fields: &[(String, Json)]) -> String {
-    let mut s = String::with_capacity(256);
-    for (i, (k, v)) in fields.iter().enumerate() {
+fn text_line<'a>(fields: impl Iterator<Item = (&'a str, Field<'a>)>, out: &mut Vec<u8>) {
+    for (i, (k, v)) in fields.enumerate() {
         if i > 0 {
-            s.push(' ');
+            out.push(b' ');
         }
-        s.push_str(k);
-        s.push('=');
-        let raw = match v {
-            Json::String(t) => t.clone(),
-            Json::Null => "null".to_string(),
-            other => other.to_string(),
-        };
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
+        let raw = v.text();
         let plain = !raw.is_empty()
             && !raw
                 .chars()
                 .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
         if plain {
-            s.push_str(&raw);
+            out.extend_from_slice(raw.as_bytes());
         } else {
-            s.push_str(&Json::String(raw).to_string());
+            let _ = serde_json::to_writer(&mut *out, &*raw);
         }
     }
-    s.push('\n');
-    s
+    out.push(b'\n');
 }
 
-enum Msg {
-    Line(String),
-    /// Write out everything before this, then answer.
-    Flush(SyncSender<()>),
+/// Past this many buffered bytes (the writer fell behind), lines are dropped.
+const MAX_BUFFERED: usize = 8 << 20;
+/// The writer is woken early once this much is waiting.
+const WAKE_AT: usize = 64 << 10;
+/// Otherwise it writes what has gathered this often.
+const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Lines are appended to a shared buffer; a writer thread takes the whole buffer at once.
+/// A request never waits on the terminal or pipe, and the writer is not woken per line.
+struct Sink {
+    pending: Mutex<Vec<u8>>,
+    wake: Condvar,
+    /// Held while a taken buffer is written, so a flush keeps lines in order.
+    writing: Mutex<()>,
 }
 
-fn writer() -> &'static Option<SyncSender<Msg>> {
-    static WRITER: OnceLock<Option<SyncSender<Msg>>> = OnceLock::new();
-    WRITER.get_or_init(|| {
-        let (tx, rx) = sync_channel::<Msg>(QUEUE_LINES);
-        std::thread::Builder::new()
+fn sink() -> &'static Sink {
+    static SINK: OnceLock<&'static Sink> = OnceLock::new();
+    SINK.get_or_init(|| {
+        let sink: &'static Sink = Box::leak(Box::new(Sink {
+            pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
+            wake: Condvar::new(),
+            writing: Mutex::new(()),
+        }));
+        let _ = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx))
-            .ok()
-            .map(|_| tx)
+            .spawn(move || loop {
+                let taken = {
+                    let guard = sink.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    let (mut guard, _) = sink
+                        .wake
+                        .wait_timeout_while(guard, WRITE_EVERY, |p| p.len() < WAKE_AT)
+                        .unwrap_or_else(|p| p.into_inner());
+                    std::mem::take(&mut *guard)
+                };
+                write_out(sink, &taken);
+            });
+        sink
     })
 }
 
-fn write_line(line: String) {
-    let Some(tx) = writer() else { return };
-    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(Msg::Line(line))
-    {
+fn write_out(sink: &Sink, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let _order = sink.writing.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes);
+    let _ = out.flush();
+}
+
+fn write_line(line: &[u8]) {
+    let sink = sink();
+    let mut pending = sink.pending.lock().unwrap_or_else(|p| p.into_inner());
+    if pending.len() + line.len() > MAX_BUFFERED {
+        drop(pending);
         Metrics::global().log_lines_dropped.inc();
+        return;
+    }
+    pending.extend_from_slice(line);
+    if pending.len() >= WAKE_AT {
+        sink.wake.notify_one();
     }
 }
 
-/// Writes lines as they come, flushing whenever the queue runs dry.
-fn write_loop(rx: Receiver<Msg>) {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    let handle = |msg: Msg, out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>| match msg {
-        Msg::Line(line) => {
-            let _ = out.write_all(line.as_bytes());
-        }
-        Msg::Flush(done) => {
-            let _ = out.flush();
-            let _ = done.try_send(());
-        }
-    };
-    while let Ok(msg) = rx.recv() {
-        handle(msg, &mut out);
-        while let Ok(more) = rx.try_recv() {
-            handle(more, &mut out);
-        }
-        let _ = out.flush();
-    }
-}
-
-/// Waits, up to `timeout`, until every line queued so far is written (for a clean shutdown).
-pub fn flush(timeout: std::time::Duration) {
-    let Some(tx) = writer() else { return };
-    let deadline = std::time::Instant::now() + timeout;
-    let (done_tx, done_rx) = sync_channel::<()>(1);
-    let mut msg = Msg::Flush(done_tx);
-    loop {
-        match tx.try_send(msg) {
-            Ok(()) => break,
-            Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
-                msg = m;
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(_) => return,
-        }
-    }
-    let left = deadline.saturating_duration_since(std::time::Instant::now());
-    let _ = done_rx.recv_timeout(left);
+/// Writes every line logged so far (for a clean shutdown).
+pub fn flush() {
+    let sink = sink();
+    let _order = sink.writing.lock().unwrap_or_else(|p| p.into_inner());
+    let taken = std::mem::take(&mut *sink.pending.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&taken);
+    let _ = out.flush();
 }

@@ -3,6 +3,7 @@
 //! over when the response body ends ([`Telemetry::finish`]).
 
 pub mod access;
+mod fields;
 pub mod metrics;
 mod record;
 mod stats;
@@ -11,7 +12,6 @@ pub mod trace;
 use std::collections::HashSet;
 
 use cel::{Expression, Uses};
-use serde_json::{json, Value as Json};
 
 pub use metrics::Metrics;
 pub use record::{LlmRecord, McpRecord, RequestRecord};
@@ -115,166 +115,16 @@ pub(crate) fn compile_fields(
     Ok((add, f.remove.iter().cloned().collect()))
 }
 
-/// The access log's default fields, in order. Absent values are left out.
-pub(crate) fn default_fields(rec: &RequestRecord) -> Vec<(&'static str, Json)> {
-    let mut f: Vec<(&'static str, Json)> = Vec::with_capacity(24);
-    f.push((
-        "time",
-        json!(humantime::format_rfc3339_millis(rec.start_time).to_string()),
-    ));
-    f.push(("method", json!(rec.method.as_str())));
-    f.push(("path", json!(rec.uri.path())));
-    f.push(("status", json!(rec.status)));
-    f.push((
-        "duration_ms",
-        json!((rec.start.elapsed().as_secs_f64() * 1e6).round() / 1e3),
-    ));
-    f.push(("bytes_in", json!(rec.bytes_in)));
-    f.push(("bytes_out", json!(rec.bytes_out)));
-    f.push(("bind", json!(&*rec.bind)));
-    let mut opt = |k: &'static str, v: Option<Json>| {
-        if let Some(v) = v {
-            f.push((k, v));
-        }
-    };
-    opt("listener", rec.listener.as_deref().map(|s| json!(s)));
-    opt("route", rec.route.as_deref().map(|s| json!(s)));
-    opt("backend", rec.backend.as_deref().map(|s| json!(s)));
-    opt("upstream", rec.upstream.as_deref().map(|s| json!(s)));
-    opt("src", Some(json!(rec.peer.to_string())));
-    opt(
-        "request_id",
-        (!rec.request_id.is_empty()).then(|| json!(rec.request_id)),
-    );
-    opt("trace_id", rec.trace.map(|t| json!(t.trace_id_hex())));
-    opt("span_id", rec.trace.map(|t| json!(t.span_id_hex())));
-    opt("error", rec.error.map(|e| json!(e)));
-    if rec.aborted {
-        f.push(("aborted", json!(true)));
-    }
-    if let Some(llm) = &rec.llm {
-        gen_ai_fields(llm, &mut f);
-    }
-    if let Some(mcp) = &rec.mcp {
-        mcp_fields(mcp, &mut f);
-    }
-    f
-}
-
-fn gen_ai_fields(llm: &LlmRecord, f: &mut Vec<(&'static str, Json)>) {
-    f.push(("gen_ai.operation.name", json!(llm.operation)));
-    f.push(("gen_ai.provider.name", json!(llm.provider)));
-    let mut opt = |k: &'static str, v: Option<Json>| {
-        if let Some(v) = v {
-            f.push((k, v));
-        }
-    };
-    opt(
-        "gen_ai.request.model",
-        llm.request_model.as_ref().map(|m| json!(m)),
-    );
-    opt(
-        "gen_ai.response.model",
-        llm.response_model.as_ref().map(|m| json!(m)),
-    );
-    opt(
-        "gen_ai.usage.input_tokens",
-        llm.input_tokens.map(|n| json!(n)),
-    );
-    opt(
-        "gen_ai.usage.output_tokens",
-        llm.output_tokens.map(|n| json!(n)),
-    );
-    opt(
-        "gen_ai.usage.cache_read.input_tokens",
-        llm.cached_input_tokens.map(|n| json!(n)),
-    );
-    opt(
-        "gen_ai.usage.reasoning.output_tokens",
-        llm.reasoning_tokens.map(|n| json!(n)),
-    );
-    if llm.streaming {
-        opt("gen_ai.response.streaming", Some(json!(true)));
-    }
-}
-
-fn mcp_fields(mcp: &McpRecord, f: &mut Vec<(&'static str, Json)>) {
-    let mut opt = |k: &'static str, v: Option<&String>| {
-        if let Some(v) = v {
-            f.push((k, json!(v)));
-        }
-    };
-    opt("mcp.method.name", mcp.method.as_ref());
-    opt("gen_ai.tool.name", mcp.tool.as_ref());
-    opt("mcp.target", mcp.target.as_ref());
-    opt("mcp.session.id", mcp.session_id.as_ref());
-}
-
-/// A span's attributes: the OpenTelemetry HTTP server names, then GenAI and MCP ones.
-pub(crate) fn span_attributes(rec: &RequestRecord) -> Vec<(&'static str, Json)> {
-    let mut f: Vec<(&'static str, Json)> = Vec::with_capacity(24);
-    f.push(("http.request.method", json!(rec.method.as_str())));
-    f.push(("url.path", json!(rec.uri.path())));
-    if let Some(q) = rec.uri.query() {
-        f.push(("url.query", json!(q)));
-    }
-    f.push(("url.scheme", json!(if rec.tls { "https" } else { "http" })));
-    f.push(("http.response.status_code", json!(rec.status)));
-    f.push(("client.address", json!(rec.peer.ip().to_string())));
-    f.push(("client.port", json!(rec.peer.port())));
-    if let Some(h) = &rec.host {
-        f.push(("server.address", json!(h)));
-    }
-    if let Some(r) = &rec.route {
-        f.push(("http.route", json!(&**r)));
-    }
-    if let Some(b) = &rec.backend {
-        f.push(("switchyard.backend", json!(&**b)));
-    }
-    if let Some(u) = &rec.upstream {
-        f.push(("switchyard.upstream", json!(&**u)));
-    }
-    f.push(("switchyard.bind", json!(&*rec.bind)));
-    if !rec.request_id.is_empty() {
-        f.push(("switchyard.request_id", json!(rec.request_id)));
-    }
-    if let Some(e) = rec.error {
-        f.push(("error.type", json!(e)));
-    } else if rec.status >= 500 {
-        f.push(("error.type", json!(rec.status.to_string())));
-    }
-    if let Some(llm) = &rec.llm {
-        gen_ai_fields(llm, &mut f);
-        for (k, v) in &llm.params {
-            let name = match k.as_str() {
-                "temperature" => "gen_ai.request.temperature",
-                "top_p" => "gen_ai.request.top_p",
-                "top_k" => "gen_ai.request.top_k",
-                "max_tokens" | "max_completion_tokens" | "max_output_tokens" => {
-                    "gen_ai.request.max_tokens"
-                }
-                "seed" => "gen_ai.request.seed",
-                "frequency_penalty" => "gen_ai.request.frequency_penalty",
-                "presence_penalty" => "gen_ai.request.presence_penalty",
-                "stop" | "stop_sequences" => "gen_ai.request.stop_sequences",
-                _ => continue,
-            };
-            f.push((name, v.clone()));
-        }
-    }
-    if let Some(mcp) = &rec.mcp {
-        mcp_fields(mcp, &mut f);
-    }
-    f
-}
-
 fn observe_metrics(rec: &RequestRecord) {
     let m = Metrics::global();
     let elapsed = rec.start.elapsed();
+    let label = |s: &Option<std::sync::Arc<str>>| {
+        metrics::Label(s.clone().unwrap_or_else(|| std::sync::Arc::from("")))
+    };
     let labels = metrics::RequestLabels {
-        bind: rec.bind.to_string(),
-        route: rec.route.as_deref().unwrap_or("").to_string(),
-        backend: rec.backend.as_deref().unwrap_or("").to_string(),
+        bind: metrics::Label(rec.bind.clone()),
+        route: label(&rec.route),
+        backend: label(&rec.backend),
         status: rec.status,
     };
     m.requests.get_or_create(&labels).inc();
@@ -284,7 +134,7 @@ fn observe_metrics(rec: &RequestRecord) {
     if let (Some(t), Some(b)) = (rec.upstream_time, &rec.backend) {
         m.upstream_call_duration
             .get_or_create(&metrics::BackendLabels {
-                backend: b.to_string(),
+                backend: metrics::Label(b.clone()),
             })
             .observe(t.as_secs_f64());
     }

@@ -131,7 +131,7 @@ impl RequestRecord {
         }
         if uses.var(Var::Llm) {
             if let Some(llm) = &self.llm {
-                b.set(Var::Llm, llm.value());
+                b.set(Var::Llm, llm.value(uses.llm_text()));
             }
         }
         if uses.var(Var::Mcp) {
@@ -177,7 +177,8 @@ pub struct LlmRecord {
 }
 
 impl LlmRecord {
-    fn value(&self) -> Value {
+    /// `with_text`: also the prompt, completion and parameters (costly; only when read).
+    fn value(&self, with_text: bool) -> Value {
         let mut m = MapBuilder::with_capacity(14);
         m.insert("provider", self.provider)
             .insert("operation", self.operation)
@@ -191,6 +192,9 @@ impl LlmRecord {
         m.insert_opt("reasoningTokens", int(self.reasoning_tokens));
         if let (Some(i), Some(o)) = (self.input_tokens, self.output_tokens) {
             m.insert("totalTokens", (i + o) as i64);
+        }
+        if !with_text {
+            return m.build();
         }
         let prompt: Vec<Value> = self
             .prompt

@@ -114,8 +114,11 @@ async fn sampling_honours_the_caller_and_the_ratio() {
 
 #[test]
 fn default_fields_carry_http_and_gen_ai() {
-    let f: std::collections::HashMap<&str, serde_json::Value> =
-        default_fields(&record()).into_iter().collect();
+    let rec = record();
+    let f: std::collections::HashMap<&str, serde_json::Value> = fields::default_fields(&rec)
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::to_value(&v).unwrap()))
+        .collect();
     assert_eq!(f["method"], "POST");
     assert_eq!(f["path"], "/v1/chat/completions");
     assert_eq!(f["status"], 200);
@@ -126,8 +129,10 @@ fn default_fields_carry_http_and_gen_ai() {
     assert_eq!(f["gen_ai.usage.output_tokens"], 20);
     assert!(f["time"].as_str().unwrap().ends_with('Z'));
     assert!(!f.contains_key("trace_id"), "no trace context, no trace id");
-    let a: std::collections::HashMap<&str, serde_json::Value> =
-        span_attributes(&record()).into_iter().collect();
+    let a: std::collections::HashMap<&str, serde_json::Value> = fields::span_attributes(&rec)
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::to_value(&v).unwrap()))
+        .collect();
     assert_eq!(a["gen_ai.request.temperature"], 0.5);
     assert_eq!(a["http.response.status_code"], 200);
     assert_eq!(a["url.query"], "x=1");

@@ -200,25 +200,40 @@ impl Tracer {
         let Some(ctx) = rec.trace.filter(|t| t.sampled) else {
             return;
         };
-        let mut fields: Vec<(String, Json)> = crate::span_attributes(rec)
-            .into_iter()
-            .filter(|(k, _)| !self.remove.contains(*k))
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        let mut name = default_span_name(rec);
+        let mut added: Vec<(String, Json)> = Vec::new();
+        let mut name = None;
         if let Some(scope) = scope {
             for (field, expr) in &self.add {
                 let Ok(v) = expr.eval_in(scope) else { continue };
                 if field == "span.name" {
                     if let cel::Value::String(s) = &v {
-                        name = s.to_string();
+                        name = Some(s.to_string());
                         continue;
                     }
                 }
-                fields.retain(|(k, _)| k != field);
-                cel::expand_field(field, &v, &mut fields);
+                cel::expand_field(field, &v, &mut added);
             }
         }
+        let name = name.unwrap_or_else(|| default_span_name(rec));
+        let mut attributes: Vec<KeyValue> = crate::fields::span_attributes(rec)
+            .into_iter()
+            .filter(|(k, _)| !self.remove.contains(*k) && !added.iter().any(|(a, _)| a == k))
+            .map(|(k, v)| KeyValue {
+                key: k.to_string(),
+                value: Some(any_value_of_field(v)),
+                ..Default::default()
+            })
+            .collect();
+        attributes.extend(
+            added
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(key, v)| KeyValue {
+                    key,
+                    value: Some(any_value_of(v)),
+                    ..Default::default()
+                }),
+        );
         let start = rec
             .start_time
             .duration_since(UNIX_EPOCH)
@@ -234,15 +249,7 @@ impl Tracer {
             kind: span::SpanKind::Server as i32,
             start_time_unix_nano: start.as_nanos() as u64,
             end_time_unix_nano: end.as_nanos() as u64,
-            attributes: fields
-                .into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| KeyValue {
-                    key: k,
-                    value: Some(any_value_of(v)),
-                    ..Default::default()
-                })
-                .collect(),
+            attributes,
             status: Some(Status {
                 message: if error {
                     rec.error.unwrap_or("error").to_string()
@@ -282,6 +289,20 @@ fn default_span_name(rec: &RequestRecord) -> String {
         Some(r) => format!("{} {r}", rec.method),
         None => rec.method.to_string(),
     }
+}
+
+fn any_value_of_field(v: crate::fields::Field<'_>) -> AnyValue {
+    use crate::fields::Field;
+    use any_value::Value as V;
+    let value = match v {
+        Field::Str(s) => V::StringValue(s.to_string()),
+        Field::String(s) => V::StringValue(s),
+        Field::U64(n) => V::IntValue(n.min(i64::MAX as u64) as i64),
+        Field::F64(f) => V::DoubleValue(f),
+        Field::Bool(b) => V::BoolValue(b),
+        Field::Json(j) => return any_value_of(j.clone()),
+    };
+    AnyValue { value: Some(value) }
 }
 
 fn any_value_of(v: Json) -> AnyValue {

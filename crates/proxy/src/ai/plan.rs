@@ -117,12 +117,13 @@ pub fn plan(
                 egress
             };
             shape.egress = egress;
-            let prepared = llm::prepare_request(call.ingress, egress, raw, &ai.request_options())
-                .map_err(llm_error)?;
+            let mut prepared =
+                llm::prepare_request(call.ingress, egress, raw, &ai.request_options())
+                    .map_err(llm_error)?;
             let translated = call.ingress != egress;
             shape.inspect = true;
             shape.include_usage = translated && wants_usage(call.ingress, raw);
-            start_record(slot, ai, "chat", &prepared);
+            start_record(slot, ai, "chat", &mut prepared);
             shape.request_model = prepared.request_model;
             shape.upstream_model = prepared.upstream_model.clone();
             let path = if translated {
@@ -202,18 +203,23 @@ pub fn plan(
 }
 
 /// The request side of the call's telemetry record.
-fn start_record(slot: &LlmSlot, ai: &AiTarget, operation: &'static str, p: &llm::PreparedRequest) {
+/// The prompt and parameters move into the record: the request needs only the body after this.
+fn start_record(
+    slot: &LlmSlot,
+    ai: &AiTarget,
+    operation: &'static str,
+    p: &mut llm::PreparedRequest,
+) {
     let record = LlmRecord {
         provider: ai.provider.name(),
         operation,
         request_model: p.request_model.clone(),
         streaming: p.stream,
-        prompt: p
-            .prompt
-            .iter()
-            .map(|m| (m.role.clone(), m.content.clone()))
+        prompt: std::mem::take(&mut p.prompt)
+            .into_iter()
+            .map(|m| (m.role, m.content))
             .collect(),
-        params: p.params.clone(),
+        params: std::mem::take(&mut p.params),
         ..Default::default()
     };
     *slot.record.lock().unwrap_or_else(|p| p.into_inner()) = Some(record);

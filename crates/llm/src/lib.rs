@@ -45,7 +45,7 @@ mod stream_responses;
 mod wire;
 
 pub use errors::{error_body, translate_error};
-pub use request::prepare_request;
+pub use request::{apply_request_options, prepare_request};
 pub use response::{translate_response, translate_response_with_model};
 pub use stream::StreamTranslator;
 

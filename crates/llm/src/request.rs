@@ -86,25 +86,7 @@ pub fn prepare_request(
         }
     }
 
-    let request_model = req.get("model").and_then(Value::as_str).map(str::to_owned);
-
-    for (k, v) in opts.overrides {
-        req.insert(k.clone(), v.clone());
-    }
-    for (k, v) in opts.defaults {
-        if !req.contains_key(k) {
-            req.insert(k.clone(), v.clone());
-        }
-    }
-
-    let effective_model = req.get("model").and_then(Value::as_str).map(str::to_owned);
-    let upstream_model = match opts.model_override {
-        Some(m) => Some(m.to_owned()),
-        None => effective_model.map(|m| resolve_alias(opts.model_aliases, m)),
-    };
-    if let Some(m) = &upstream_model {
-        req.insert("model".into(), Value::String(m.clone()));
-    }
+    let (request_model, upstream_model) = apply_request_options(&mut req, opts);
 
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let param_names = match ingress {
@@ -152,12 +134,37 @@ pub fn prepare_request(
     })
 }
 
-pub(crate) fn resolve_alias(aliases: &[(String, String)], model: String) -> String {
-    aliases
-        .iter()
-        .find(|(pattern, _)| crate::glob_match(pattern, &model))
-        .map(|(_, target)| target.clone())
-        .unwrap_or(model)
+/// Applies `overrides` (always set), then `defaults` (set when absent), to a client's request
+/// object, then its model: `model_override`, else the first matching alias, else as sent.
+/// Returns (the model the client asked for, the model sent upstream); the latter is written
+/// into the object.
+pub fn apply_request_options(
+    req: &mut Map<String, Value>,
+    opts: &RequestOptions,
+) -> (Option<String>, Option<String>) {
+    let request_model = req.get("model").and_then(Value::as_str).map(str::to_owned);
+    for (k, v) in opts.overrides {
+        req.insert(k.clone(), v.clone());
+    }
+    for (k, v) in opts.defaults {
+        if !req.contains_key(k) {
+            req.insert(k.clone(), v.clone());
+        }
+    }
+    let effective = req.get("model").and_then(Value::as_str).map(str::to_owned);
+    let upstream_model = match opts.model_override {
+        Some(m) => Some(m.to_owned()),
+        None => effective.map(|m| {
+            opts.model_aliases
+                .iter()
+                .find(|(pattern, _)| crate::glob_match(pattern, &m))
+                .map_or(m.clone(), |(_, target)| target.clone())
+        }),
+    };
+    if let Some(m) = &upstream_model {
+        req.insert("model".into(), Value::String(m.clone()));
+    }
+    (request_model, upstream_model)
 }
 
 fn describe_json_error(e: &serde_json::Error) -> String {

@@ -41,23 +41,15 @@ const COPIED_FIELDS: &[&str] = &[
 
 /// `prepare_request` for a Responses client: options are applied to the
 /// Responses body (so users write them in the client's spelling, as for the
-/// other ingresses), the body is translated to Chat, and the Chat request
-/// goes through `prepare_request(OpenAiChat, egress, ..)` for model
-/// resolution and the provider translation.
+/// other ingresses) and the model resolved, the body is translated to Chat,
+/// and the Chat request goes through `prepare_request(OpenAiChat, egress, ..)`
+/// for the provider translation.
 pub(crate) fn prepare(
     egress: Format,
     mut req: Map<String, Value>,
     opts: &RequestOptions,
 ) -> Result<PreparedRequest, LlmError> {
-    let request_model = req.get("model").and_then(Value::as_str).map(str::to_owned);
-    for (k, v) in opts.overrides {
-        req.insert(k.clone(), v.clone());
-    }
-    for (k, v) in opts.defaults {
-        if !req.contains_key(k) {
-            req.insert(k.clone(), v.clone());
-        }
-    }
+    let (request_model, _) = crate::apply_request_options(&mut req, opts);
     let params: Map<String, Value> = RESPONSES_PARAMS
         .iter()
         .filter_map(|&k| req.get(k).map(|v| (k.to_owned(), v.clone())))
@@ -66,11 +58,11 @@ pub(crate) fn prepare(
     let chat = to_chat(req)?;
     let chat_body = serde_json::to_vec(&Value::Object(chat))
         .map_err(|e| LlmError::bad_request(format!("cannot serialise request: {e}")))?;
-    // Overrides and defaults were applied above, in the client's format.
+    // Options and the model were applied above, in the client's format.
     let empty = Map::new();
     let chat_opts = RequestOptions {
-        model_override: opts.model_override,
-        model_aliases: opts.model_aliases,
+        model_override: None,
+        model_aliases: &[],
         defaults: &empty,
         overrides: &empty,
         default_max_tokens: opts.default_max_tokens,
@@ -92,23 +84,7 @@ pub(crate) fn prepare_native(
     mut req: Map<String, Value>,
     opts: &RequestOptions,
 ) -> Result<PreparedRequest, LlmError> {
-    let request_model = req.get("model").and_then(Value::as_str).map(str::to_owned);
-    for (k, v) in opts.overrides {
-        req.insert(k.clone(), v.clone());
-    }
-    for (k, v) in opts.defaults {
-        if !req.contains_key(k) {
-            req.insert(k.clone(), v.clone());
-        }
-    }
-    let effective = req.get("model").and_then(Value::as_str).map(str::to_owned);
-    let upstream_model = match opts.model_override {
-        Some(m) => Some(m.to_owned()),
-        None => effective.map(|m| crate::request::resolve_alias(opts.model_aliases, m)),
-    };
-    if let Some(m) = &upstream_model {
-        req.insert("model".into(), Value::String(m.clone()));
-    }
+    let (request_model, upstream_model) = crate::apply_request_options(&mut req, opts);
     let params: Map<String, Value> = RESPONSES_PARAMS
         .iter()
         .filter_map(|&k| req.get(k).map(|v| (k.to_owned(), v.clone())))

@@ -1,32 +1,18 @@
 //! Gemini egress: requests, responses, streams and errors against golden
 //! fixtures (`tests/fixtures/gemini_*`), for OpenAI and Anthropic clients.
 
+mod common;
+
 use bytes::Bytes;
+use common::{fixture, json_of, prepare_plain};
 use llm::{
     error_body, prepare_request, translate_error, translate_response, Format, RequestOptions,
     StreamTranslator, Usage,
 };
 use serde_json::{json, Map, Value};
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn json_of(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).expect("valid JSON")
-}
-
 fn prepare(ingress: Format, body: &[u8]) -> Result<llm::PreparedRequest, llm::LlmError> {
-    let empty = Map::new();
-    let opts = RequestOptions {
-        model_override: None,
-        model_aliases: &[],
-        defaults: &empty,
-        overrides: &empty,
-        default_max_tokens: 4096,
-    };
-    prepare_request(ingress, Format::Gemini, body, &opts)
+    prepare_plain(ingress, Format::Gemini, body)
 }
 
 /// Removes the wall-clock `created` field (asserting it was there).

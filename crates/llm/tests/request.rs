@@ -1,16 +1,10 @@
 //! Request preparation and translation, against golden fixtures.
 
+mod common;
+
+use common::{fixture, json_of};
 use llm::{prepare_request, Format, PromptMessage, RequestOptions};
 use serde_json::{json, Map, Value};
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn json_of(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).expect("valid JSON")
-}
 
 struct Opts {
     model_override: Option<String>,

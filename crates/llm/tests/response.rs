@@ -1,16 +1,9 @@
 //! Non-streaming response translation, against golden fixtures.
 
+mod common;
+
+use common::{fixture, json_of};
 use llm::{translate_response, Format, Usage};
-use serde_json::Value;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn json_of(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).expect("valid JSON")
-}
 
 #[test]
 fn anthropic_response_to_openai_golden() {

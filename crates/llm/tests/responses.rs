@@ -2,21 +2,15 @@
 //! against golden fixtures (`tests/fixtures/responses_*`), through the Chat
 //! pivot to OpenAI Chat, Anthropic and Gemini providers.
 
+mod common;
+
 use bytes::Bytes;
+use common::{fixture, json_of};
 use llm::{
     error_body, prepare_request, translate_error, translate_response, Format, LlmError,
     PreparedRequest, PromptMessage, RequestOptions, StreamTranslator, Usage,
 };
 use serde_json::{json, Map, Value};
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn json_of(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).expect("valid JSON")
-}
 
 /// Compares with a golden fixture, printing the actual value on mismatch.
 fn assert_golden(actual: &Value, name: &str) {
@@ -37,15 +31,7 @@ fn prepare_with(
 }
 
 fn prepare(egress: Format, body: &[u8]) -> Result<PreparedRequest, LlmError> {
-    let empty = Map::new();
-    let opts = RequestOptions {
-        model_override: None,
-        model_aliases: &[],
-        defaults: &empty,
-        overrides: &empty,
-        default_max_tokens: 4096,
-    };
-    prepare_with(egress, body, &opts)
+    common::prepare_plain(Format::OpenAiResponses, egress, body)
 }
 
 fn bad_request(body: Value) -> String {

@@ -1,14 +1,12 @@
 //! Stream translation: golden fixtures, chunk-boundary independence,
 //! passthrough, include_usage and failure events.
 
+mod common;
+
 use bytes::Bytes;
+use common::fixture;
 use llm::{Format, StreamTranslator, Usage};
 use serde_json::Value;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
 
 /// Feeds `input` split into `chunk_size`-byte chunks, then finishes.
 fn run(t: &mut StreamTranslator, input: &[u8], chunk_size: usize) -> Vec<u8> {

@@ -70,7 +70,7 @@ impl LlmSlot {
 /// `response.body`), the record handed to telemetry exactly once at the end.
 pub struct ObservedBody {
     inner: Body,
-    state: Option<Box<Closing>>,
+    state: Option<Closing>,
 }
 
 struct Closing {
@@ -84,11 +84,11 @@ impl ObservedBody {
         let capture = telemetry.uses().response_body();
         ObservedBody {
             inner,
-            state: Some(Box::new(Closing {
+            state: Some(Closing {
                 trail,
                 telemetry,
                 capture,
-            })),
+            }),
         }
     }
 
@@ -98,7 +98,7 @@ impl ObservedBody {
                 mut trail,
                 telemetry,
                 ..
-            } = *state;
+            } = state;
             trail.rec.aborted |= aborted;
             if let Some(n) = &trail.bytes_in {
                 trail.rec.bytes_in = n.load(Ordering::Relaxed);

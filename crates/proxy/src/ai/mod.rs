@@ -459,19 +459,6 @@ impl AiTarget {
             default_max_tokens: DEFAULT_MAX_TOKENS,
         }
     }
-
-    /// The model to send for a requested one: forced model, else the first matching alias.
-    fn resolve_model(&self, requested: Option<&str>) -> Option<String> {
-        if let Some(m) = &self.model_override {
-            return Some(m.clone());
-        }
-        let requested = requested?;
-        self.aliases
-            .iter()
-            .find(|(pattern, _)| llm::glob_match(pattern, requested))
-            .map(|(_, to)| to.clone())
-            .or_else(|| Some(requested.to_string()))
-    }
 }
 
 /// Percent-encodes a model name for one path segment (Bedrock ids hold `:`, ARNs `/`).

@@ -49,7 +49,6 @@ pub struct Shape {
     pub inspect: bool,
     pub include_usage: bool,
     pub provider: ProviderKind,
-    pub request_model: Option<String>,
     /// The model sent upstream (reported where the provider's response names none).
     pub upstream_model: Option<String>,
     pub max_buffered: usize,
@@ -72,7 +71,6 @@ pub fn plan(
         inspect: false,
         include_usage: false,
         provider: ai.provider,
-        request_model: None,
         upstream_model: None,
         max_buffered: ai.max_buffered,
         llm: slot.clone(),
@@ -124,7 +122,6 @@ pub fn plan(
             shape.inspect = true;
             shape.include_usage = translated && wants_usage(call.ingress, raw);
             start_record(slot, ai, "chat", &mut prepared);
-            shape.request_model = prepared.request_model;
             shape.upstream_model = prepared.upstream_model.clone();
             let path = if translated {
                 match &ai.path_override {
@@ -163,10 +160,9 @@ pub fn plan(
             *slot.record.lock().unwrap_or_else(|p| p.into_inner()) = Some(LlmRecord {
                 provider: ai.provider.name(),
                 operation: "embeddings",
-                request_model: requested.clone(),
+                request_model: requested,
                 ..Default::default()
             });
-            shape.request_model = requested;
             shape.egress = Format::OpenAiChat;
             let payload = Bytes::from(rewritten);
             Ok(Plan::Forward(Forward {
@@ -213,7 +209,7 @@ fn start_record(
     let record = LlmRecord {
         provider: ai.provider.name(),
         operation,
-        request_model: p.request_model.clone(),
+        request_model: p.request_model.take(),
         streaming: p.stream,
         prompt: std::mem::take(&mut p.prompt)
             .into_iter()
@@ -326,16 +322,7 @@ fn rewrite_model(ai: &AiTarget, raw: &[u8]) -> Result<(Vec<u8>, Option<String>),
             "request body must be a JSON object",
         ));
     };
-    for (k, val) in &ai.overrides {
-        obj.insert(k.clone(), val.clone());
-    }
-    for (k, val) in &ai.defaults {
-        obj.entry(k.clone()).or_insert_with(|| val.clone());
-    }
-    let requested = obj.get("model").and_then(Value::as_str).map(str::to_string);
-    if let Some(m) = ai.resolve_model(requested.as_deref()) {
-        obj.insert("model".into(), Value::String(m));
-    }
+    let (requested, _) = llm::apply_request_options(obj, &ai.request_options());
     let out = serde_json::to_vec(&v).map_err(|e| ProxyError::bad_request(e.to_string()))?;
     Ok((out, requested))
 }

@@ -475,6 +475,13 @@ pub struct McpBackend {
     pub failure_mode: Option<McpFailureMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stateful_mode: Option<bool>,
+    /// Key that seals session ids (authenticated encryption), so any replica sharing it, or
+    /// this gateway after a restart, resumes a session. Default: a random key per process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<Secret>,
+    /// A session unused this long is closed, with its upstream sessions. Default 30m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_idle_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -572,6 +579,18 @@ pub struct Policies {
     /// LLM behaviour of an `ai` backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai: Option<AiPolicy>,
+    /// Which MCP tools a caller may list and call (CEL rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_authorization: Option<McpAuthorization>,
+}
+
+/// Tool access on an `mcp` backend: a tool is visible and callable when any rule is true.
+/// Rules see `mcp.method`, `mcp.tool.name`, `mcp.tool.target`, `request.headers`, `jwt`,
+/// `source`. With no rules every tool is allowed.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpAuthorization {
+    pub rules: Vec<String>,
 }
 
 impl Policies {
@@ -600,6 +619,7 @@ impl Policies {
             backend_auth: pick(&top.backend_auth, &self.backend_auth),
             backend_http: pick(&top.backend_http, &self.backend_http),
             ai: pick(&top.ai, &self.ai),
+            mcp_authorization: pick(&top.mcp_authorization, &self.mcp_authorization),
         }
     }
 }

@@ -250,6 +250,9 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
                         Some("targets".into()),
                     ));
                 }
+                if let Some(k) = &mut mcp.session_key {
+                    load_secret(k, base, &format!("{bkey}.mcp.sessionKey"))?;
+                }
                 let mut names = HashSet::new();
                 for (ti, t) in mcp.targets.iter_mut().enumerate() {
                     let tkey = format!("{bkey}.mcp.targets[{ti}]");
@@ -263,6 +266,21 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
                         return Err(problem(
                             tkey,
                             "an mcp target takes exactly one of `mcp`, `sse`, `stdio` or `openapi`",
+                            Some(t.name.clone()),
+                        ));
+                    }
+                    if t.name.is_empty()
+                        || !t
+                            .name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                    {
+                        return Err(problem(
+                            format!("{tkey}.name"),
+                            format!(
+                                "target name {:?} must be letters, digits, `-` or `.` (it prefixes tool names as `<target>_<tool>`)",
+                                t.name
+                            ),
                             Some(t.name.clone()),
                         ));
                     }
@@ -351,6 +369,11 @@ fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Proble
                 "allowCredentials cannot be combined with allowOrigins \"*\" (browsers reject it); list the origins",
                 Some("allowCredentials".into()),
             ));
+        }
+    }
+    if let Some(authz) = &p.mcp_authorization {
+        for (i, rule) in authz.rules.iter().enumerate() {
+            check_cel(&format!("{key}.mcpAuthorization.rules[{i}]"), "rules", rule)?;
         }
     }
     Ok(())

@@ -142,6 +142,8 @@ async fn route_and_forward(
             CorsOutcome::NotCors => {}
         }
     }
+    let mcp_route =
+        !order.is_empty() && matches!(route.backends[order.get(0)].target, Target::Mcp(_));
     let finish = |mut resp: Response<Body>| {
         if let Some(m) = &policies.response_headers {
             m.apply(resp.headers_mut());
@@ -149,6 +151,17 @@ async fn route_and_forward(
         if let Some(h) = &cors_headers {
             for (k, v) in h {
                 resp.headers_mut().insert(k.clone(), v.clone());
+            }
+            // A browser MCP client must read the session id to continue its session.
+            if mcp_route
+                && !resp
+                    .headers()
+                    .contains_key(header::ACCESS_CONTROL_EXPOSE_HEADERS)
+            {
+                resp.headers_mut().insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static("mcp-session-id"),
+                );
             }
         }
         resp
@@ -460,11 +473,29 @@ async fn send_once(
                 .await
                 .map_err(Failure::Fatal);
         }
-        Target::Unsupported(kind) => {
-            trail.rec.backend_kind = Some(*kind);
-            return Err(Failure::Fatal(ProxyError::not_implemented(format!(
-                "{kind} backends are not served yet by this build of Switchyard"
-            ))));
+        Target::Mcp(m) => {
+            trail.rec.backend_kind = Some("mcp");
+            if let Some(modifier) = &backend.policies.request_headers {
+                modifier.apply(&mut headers);
+            }
+            let mut req = Request::new(body);
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = parts.uri.clone();
+            *req.headers_mut() = headers;
+            let mut observed = mcp::Observed::default();
+            let down = mcp::Downstream {
+                source: trail.rec.peer,
+                jwt: None,
+                observed: &mut observed,
+            };
+            let resp = m.gateway.serve(req, down).await;
+            trail.rec.mcp = Some(telemetry::McpRecord {
+                method: observed.method,
+                tool: observed.tool,
+                target: observed.target,
+                session_id: observed.session_id,
+            });
+            return Ok(resp);
         }
     };
     let req = build_upstream_request(

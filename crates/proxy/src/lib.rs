@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 mod handler;
 pub mod headers;
+pub mod mcp;
 pub mod observe;
 pub mod policy;
 pub mod routes;

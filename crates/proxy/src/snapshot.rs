@@ -170,8 +170,7 @@ pub struct BackendRt {
 pub enum Target {
     Upstream(Box<Upstream>),
     Ai(Box<crate::ai::AiTarget>),
-    /// A backend kind whose adapter is not built yet; answered with 501.
-    Unsupported(&'static str),
+    Mcp(Box<crate::mcp::McpTarget>),
 }
 
 /// Upstream clients shared between snapshots, so a reload keeps warm connection pools.
@@ -359,7 +358,12 @@ fn compile_route(
                 .map_err(|e| format!("{bkey}.ai: {e}"))?;
                 (ai.name.as_str().into(), Target::Ai(Box::new(target)))
             }
-            BackendKind::Mcp(_) => (format!("mcp{bi}").into(), Target::Unsupported("mcp")),
+            BackendKind::Mcp(m) => {
+                let target =
+                    crate::mcp::compile(m, route_policies, backend_policies, limits, cache, used)
+                        .map_err(|e| format!("{bkey}.mcp: {e}"))?;
+                (format!("mcp{bi}").into(), Target::Mcp(Box::new(target)))
+            }
         };
         backends.push(BackendRt {
             name,
@@ -395,7 +399,7 @@ fn upstream_for(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn upstream_with(
+pub(crate) fn upstream_with(
     host: &str,
     port: u16,
     tls: Option<&config::BackendTls>,

@@ -16,6 +16,7 @@ pub mod bedrock;
 mod body;
 mod fault;
 pub mod gemini;
+pub mod mcp;
 pub mod openai;
 mod tools;
 

@@ -26,6 +26,22 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut mcp_sims = Vec::new();
+    for name in ["alpha", "beta"] {
+        match sim::mcp::spawn(sim::mcp::Options {
+            name: Some(format!("sim-mcp-{name}")),
+            ..Default::default()
+        })
+        .await
+        {
+            Ok(s) => mcp_sims.push(s),
+            Err(e) => {
+                eprintln!("demo: cannot start the simulated MCP server: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let (mcp_url, mcp2_url) = (mcp_sims[0].url.clone(), mcp_sims[1].url.clone());
     let sim_addr = sim.addr.to_string();
     let anthropic_addr = anthropic.addr.to_string();
     let port_s = port.to_string();
@@ -38,6 +54,8 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
             "SIM_OPENAI_ADDR" => Some(sim_addr.clone()),
             "SIM_ANTHROPIC_ADDR" => Some(anthropic_addr.clone()),
             "DEMO_PORT" => Some(port_s.clone()),
+            "SIM_MCP_URL" => Some(mcp_url.clone()),
+            "SIM_MCP2_URL" => Some(mcp2_url.clone()),
             other => std::env::var(other).ok(),
         },
     ) {
@@ -68,10 +86,17 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
          \x20      -d '{{\"model\":\"any\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'   # translated to Anthropic\n\
          \x20 curl -s http://127.0.0.1:{port}/v1/models\n\
          \x20 curl -s http://127.0.0.1:{admin_port}/config_dump\n\n\
+         MCP: two simulated MCP servers federated at /mcp (initialize, then list tools):\n\
+         \x20 SID=$(curl -si http://127.0.0.1:{port}/mcp -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\\n\
+         \x20      -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"1\"}}}}}}' \\\n\
+         \x20      | tr -d '\\r' | awk 'tolower($1)==\"mcp-session-id:\"{{print $2}}')\n\
+         \x20 curl -s http://127.0.0.1:{port}/mcp -H 'content-type: application/json' -H \"mcp-session-id: $SID\" \\\n\
+         \x20      -d '{{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}}'\n\n\
          Ctrl-C to stop.\n"
     );
     let code = running.wait_for_signal_and_drain().await;
     drop(sim);
     drop(anthropic);
+    drop(mcp_sims);
     code
 }

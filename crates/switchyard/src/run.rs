@@ -157,6 +157,8 @@ impl Running {
             tracing::warn!("drain deadline passed with requests still open, exiting");
         }
         telemetry::access::flush();
+        // stdio MCP servers die with the gateway, never orphaned.
+        proxy::mcp::kill_stdio_children();
         ExitCode::SUCCESS
     }
 }

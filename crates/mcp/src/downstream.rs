@@ -1,0 +1,1149 @@
+//! The client side: MCP streamable HTTP at the route. POST carries one JSON-RPC message
+//! (answered with JSON or an SSE stream), GET opens the session's server stream, DELETE ends
+//! the session.
+
+use crate::authz::Caller;
+use crate::jsonrpc::{self, Code, Kind};
+use crate::local::LocalSession;
+use crate::names;
+use crate::session::{now_secs, random_id, SessionState, TargetSession};
+use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
+use crate::upstream::{answer, CallCtx, Target, UpstreamError};
+use crate::{boxed, Body, FailureMode, Gateway, Observed, SUPPORTED_VERSIONS};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use rmcp::model::{ErrorCode, Implementation, InitializeResult, ServerCapabilities};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Largest JSON-RPC message accepted from a client.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// "Session not found", as the streamable HTTP transport's 404 answers carry.
+const SESSION_NOT_FOUND: ErrorCode = ErrorCode(-32001);
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// The client side of one request, as the proxy knows it.
+pub struct Downstream<'a> {
+    pub source: SocketAddr,
+    /// Verified JWT claims, when an authentication policy produced them.
+    pub jwt: Option<&'a Value>,
+    pub observed: &'a mut Observed,
+}
+
+/// Request headers that are the gateway's business with the client, not the upstream's.
+fn forwarded_headers(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(h.len());
+    for (k, v) in h {
+        let drop = matches!(
+            k.as_str(),
+            "host"
+                | "content-length"
+                | "content-type"
+                | "accept"
+                | "accept-encoding"
+                | "origin"
+                | "referer"
+                | "cookie"
+                | "last-event-id"
+                | SESSION_HEADER
+                | VERSION_HEADER
+        ) || k.as_str().starts_with("access-control-");
+        if !drop {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(crate::full(serde_json::to_vec(v).unwrap_or_default()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn ok(v: &Value) -> Response<Body> {
+    json_response(StatusCode::OK, v)
+}
+
+fn status_only(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(crate::empty());
+    *r.status_mut() = status;
+    r
+}
+
+fn accepts_sse(h: &HeaderMap) -> bool {
+    h.get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream") || v.contains("*/*"))
+}
+
+fn error_text(e: &Value) -> String {
+    e.get("error")
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("error")
+        .to_string()
+}
+
+/// A session to continue, or the answer explaining why there is none.
+struct Opened {
+    state: SessionState,
+    local: Arc<LocalSession>,
+}
+
+impl Gateway {
+    /// Serves one client request on the route. (Boxed: the future is large and its type would
+    /// otherwise be checked for `Send` again inside every caller.)
+    pub fn serve<'a>(
+        &'a self,
+        req: http::Request<Body>,
+        down: Downstream<'a>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send + 'a>> {
+        Box::pin(self.serve_inner(req, down))
+    }
+
+    async fn serve_inner(
+        &self,
+        req: http::Request<Body>,
+        mut down: Downstream<'_>,
+    ) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let fwd = forwarded_headers(&parts.headers);
+        match parts.method {
+            Method::POST => self.post(&parts.headers, body, &fwd, &mut down).await,
+            Method::GET => self.get(&parts.headers, &fwd, &mut down).await,
+            Method::DELETE => self.delete(&parts.headers, &fwd, &mut down).await,
+            _ => {
+                let mut r = status_only(StatusCode::METHOD_NOT_ALLOWED);
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+                r
+            }
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn open(
+        &self,
+        headers: &HeaderMap,
+        down: &mut Downstream<'_>,
+    ) -> Result<Opened, Response<Body>> {
+        let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+            return Err(json_response(
+                StatusCode::BAD_REQUEST,
+                &jsonrpc::error(
+                    Value::Null,
+                    Code::INVALID_REQUEST,
+                    "missing Mcp-Session-Id header: send initialize first",
+                ),
+            ));
+        };
+        let state = self.sealer.open(sid).map_err(|why| {
+            json_response(
+                StatusCode::NOT_FOUND,
+                &jsonrpc::error(
+                    Value::Null,
+                    SESSION_NOT_FOUND,
+                    format!("{why}: start a new session with initialize"),
+                ),
+            )
+        })?;
+        down.observed.session_id = Some(state.id.clone());
+        let local = self.sessions.get(&state.id).ok_or_else(|| {
+            json_response(
+                StatusCode::NOT_FOUND,
+                &jsonrpc::error(
+                    Value::Null,
+                    SESSION_NOT_FOUND,
+                    "session ended: start a new session with initialize",
+                ),
+            )
+        })?;
+        if let Some(v) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()) {
+            if !SUPPORTED_VERSIONS.contains(&v) {
+                return Err(unsupported_version(Value::Null, v));
+            }
+        }
+        Ok(Opened { state, local })
+    }
+
+    async fn post(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        fwd: &HeaderMap,
+        down: &mut Downstream<'_>,
+    ) -> Response<Body> {
+        let bytes = match crate::read_body(body, MAX_MESSAGE_BYTES).await {
+            Ok(b) => b,
+            Err(e) => {
+                let (status, msg) = match e {
+                    crate::ReadError::TooLarge => (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("message larger than {MAX_MESSAGE_BYTES} bytes"),
+                    ),
+                    crate::ReadError::Broken(m) => (
+                        StatusCode::BAD_REQUEST,
+                        format!("reading the request body: {m}"),
+                    ),
+                };
+                return json_response(
+                    status,
+                    &jsonrpc::error(Value::Null, Code::INVALID_REQUEST, msg),
+                );
+            }
+        };
+        let msg: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &jsonrpc::error(Value::Null, Code::PARSE_ERROR, format!("invalid JSON: {e}")),
+                )
+            }
+        };
+        if msg.is_array() {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &jsonrpc::error(
+                    Value::Null,
+                    Code::INVALID_REQUEST,
+                    "JSON-RPC batches are not supported (removed from MCP in 2025-06-18)",
+                ),
+            );
+        }
+        let kind = jsonrpc::kind(&msg);
+        if kind == Kind::Invalid {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &jsonrpc::error(
+                    jsonrpc::id(&msg),
+                    Code::INVALID_REQUEST,
+                    "not a JSON-RPC 2.0 request, notification or response",
+                ),
+            );
+        }
+        if kind != Kind::Response {
+            down.observed.method = Some(jsonrpc::method(&msg).to_string());
+        }
+        if kind == Kind::Request && jsonrpc::method(&msg) == "initialize" {
+            return self.initialize(msg, fwd, down).await;
+        }
+        if headers.get(SESSION_HEADER).is_none() {
+            let stateless = jsonrpc::params(&msg)
+                .and_then(|p| p.get("_meta"))
+                .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+                .and_then(Value::as_str);
+            if let Some(v) = stateless {
+                return unsupported_version(jsonrpc::id(&msg), v);
+            }
+        }
+        let opened = match self.open(headers, down) {
+            Ok(o) => o,
+            Err(r) => return r,
+        };
+        let ctx = CallCtx {
+            headers: fwd,
+            local: &opened.local,
+            init: &opened.state.init,
+        };
+        match kind {
+            Kind::Notification => {
+                self.notify_all(&ctx, &opened.state, &msg).await;
+                status_only(StatusCode::ACCEPTED)
+            }
+            Kind::Response => {
+                self.answer_server(&ctx, &opened.state, msg).await;
+                status_only(StatusCode::ACCEPTED)
+            }
+            _ => {
+                let caller = Caller {
+                    headers,
+                    source: down.source,
+                    jwt: down.jwt,
+                };
+                self.request(
+                    &ctx,
+                    &opened.state,
+                    msg,
+                    &caller,
+                    accepts_sse(headers),
+                    down.observed,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn initialize(
+        &self,
+        msg: Value,
+        fwd: &HeaderMap,
+        down: &mut Downstream<'_>,
+    ) -> Response<Body> {
+        let id = jsonrpc::id(&msg);
+        let mut init = jsonrpc::params(&msg).cloned().unwrap_or_default();
+        let requested = init
+            .remove("protocolVersion")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        // The client's version when we speak it, else our newest (the client then decides).
+        let version = SUPPORTED_VERSIONS
+            .iter()
+            .find(|v| **v == requested)
+            .unwrap_or(&SUPPORTED_VERSIONS[0])
+            .to_string();
+        let init = Value::Object(init);
+        let sid = random_id();
+        down.observed.session_id = Some(sid.clone());
+        let Some(local) = self.sessions.get(&sid) else {
+            return ok(&jsonrpc::error(
+                id,
+                Code::INTERNAL_ERROR,
+                "session id collision",
+            ));
+        };
+        let ctx = CallCtx {
+            headers: fwd,
+            local: &local,
+            init: &init,
+        };
+        let outcomes = join_all(
+            self.targets
+                .iter()
+                .map(|t| boxed(t.initialize(&ctx, &version))),
+        )
+        .await;
+        let mut joined = Vec::new();
+        let mut caps = ServerCapabilities::default();
+        let mut instructions = Vec::new();
+        for (t, outcome) in self.targets.iter().zip(outcomes) {
+            match outcome {
+                Ok((result, ts)) => {
+                    merge_capabilities(&mut caps, result.get("capabilities"));
+                    if let Some(i) = result.get("instructions").and_then(Value::as_str) {
+                        instructions.push(if self.targets.len() > 1 {
+                            format!("{}: {i}", t.name)
+                        } else {
+                            i.to_string()
+                        });
+                    }
+                    joined.push(ts);
+                }
+                Err(e) if self.failure == FailureMode::FailOpen => {
+                    tracing::warn!(mcp_target = %t.name, error = %e, "MCP target left out of the session (failOpen)");
+                }
+                Err(e) => {
+                    tracing::warn!(mcp_target = %t.name, error = %e, "MCP target failed to initialize (failClosed)");
+                    self.sessions.end(&sid);
+                    return ok(&jsonrpc::error_with(
+                        id,
+                        Code::INTERNAL_ERROR,
+                        format!("MCP target {} is unavailable: {e}", t.name),
+                        Some(json!({"target": &*t.name})),
+                    ));
+                }
+            }
+        }
+        if joined.is_empty() {
+            self.sessions.end(&sid);
+            return ok(&jsonrpc::error(
+                id,
+                Code::INTERNAL_ERROR,
+                "no MCP target is available",
+            ));
+        }
+        let state = SessionState {
+            id: sid,
+            iat: now_secs(),
+            version: version.clone(),
+            targets: joined,
+            init,
+        };
+        let sealed = self.sealer.seal(&state);
+        let mut result = InitializeResult::new(caps)
+            .with_server_info(Implementation::new("switchyard", env!("CARGO_PKG_VERSION")));
+        if !instructions.is_empty() {
+            result = result.with_instructions(instructions.join("\n\n"));
+        }
+        let mut result = serde_json::to_value(result).unwrap_or_default();
+        result["protocolVersion"] = Value::from(version);
+        let mut resp = ok(&jsonrpc::result(id, result));
+        if let Ok(v) = HeaderValue::from_str(&sealed) {
+            resp.headers_mut().insert(SESSION_HEADER, v);
+        }
+        resp
+    }
+
+    /// The targets of this session, with their upstream sessions.
+    fn joined<'s>(
+        &'s self,
+        state: &'s SessionState,
+    ) -> impl Iterator<Item = (&'s Arc<Target>, &'s TargetSession)> {
+        state
+            .targets
+            .iter()
+            .filter_map(|ts| self.target(&ts.target).map(|t| (t, ts)))
+    }
+
+    async fn notify_all(&self, ctx: &CallCtx<'_>, state: &SessionState, msg: &Value) {
+        let sends = self.joined(state).map(|(t, ts)| {
+            boxed(async move {
+                if let Err(e) = t.send(ctx, ts, msg).await {
+                    tracing::debug!(mcp_target = %t.name, error = %e, "notification not delivered");
+                }
+            })
+        });
+        join_all(sends).await;
+    }
+
+    /// The client answers a request one of the targets sent: route it back with its own id.
+    async fn answer_server(&self, ctx: &CallCtx<'_>, state: &SessionState, mut msg: Value) {
+        let Some((target, original)) =
+            jsonrpc::untag_server_id(&jsonrpc::id(&msg)).map(|(t, id)| (t.to_string(), id))
+        else {
+            tracing::debug!("client answered a request no target sent");
+            return;
+        };
+        let Some((t, ts)) = self.joined(state).find(|(t, _)| *t.name == *target) else {
+            return;
+        };
+        msg["id"] = original;
+        if let Err(e) = t.send(ctx, ts, &msg).await {
+            tracing::debug!(mcp_target = %t.name, error = %e, "answer to a server request not delivered");
+        }
+    }
+
+    async fn request(
+        &self,
+        ctx: &CallCtx<'_>,
+        state: &SessionState,
+        mut msg: Value,
+        caller: &Caller<'_>,
+        sse: bool,
+        observed: &mut Observed,
+    ) -> Response<Body> {
+        let id = jsonrpc::id(&msg);
+        let method = jsonrpc::method(&msg).to_string();
+        if method == "ping" {
+            return ok(&jsonrpc::result(id, json!({})));
+        }
+        if names::list_key(&method).is_some() {
+            return match self.list(ctx, state, &msg, caller).await {
+                Ok(v) => ok(&jsonrpc::result(id, v)),
+                Err(e) => ok(&e.with_id(id)),
+            };
+        }
+        if method == "logging/setLevel" {
+            let calls = self.joined(state).map(|(t, ts)| {
+                let m = msg.clone();
+                boxed(async move {
+                    if let Ok(rx) = t.request(ctx, ts, m).await {
+                        let _ = answer(rx, |_| {}).await;
+                    }
+                })
+            });
+            join_all(calls).await;
+            return ok(&jsonrpc::result(id, json!({})));
+        }
+        // Everything else goes to one target: find it from the name or URI it addresses.
+        let routing = match method.as_str() {
+            "tools/call" | "prompts/get" => Some(("name", "name")),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                Some(("uri", "uri"))
+            }
+            _ => None,
+        };
+        let (target, ts) = if let Some((field, _)) = routing {
+            let Some(addressed) = jsonrpc::params(&msg)
+                .and_then(|p| p.get(field))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            else {
+                return ok(&jsonrpc::error(
+                    id,
+                    Code::INVALID_PARAMS,
+                    format!("{method} needs params.{field}"),
+                ));
+            };
+            let list = match method.as_str() {
+                "tools/call" => "tools/list",
+                "prompts/get" => "prompts/list",
+                _ => "resources/list",
+            };
+            let Some((t, ts, original)) = self
+                .resolve(ctx, state, caller, list, field, &addressed)
+                .await
+            else {
+                let what = if field == "uri" {
+                    "resource"
+                } else if method == "tools/call" {
+                    "tool"
+                } else {
+                    "prompt"
+                };
+                return ok(&jsonrpc::error(
+                    id,
+                    Code::INVALID_PARAMS,
+                    format!("unknown {what}: {addressed}"),
+                ));
+            };
+            observed.target = Some(t.name.to_string());
+            if method == "tools/call" {
+                observed.tool = Some(original.clone());
+                if let Some(a) = &self.authz {
+                    if !a.allows(caller, &method, &t.name, &original) {
+                        return ok(&jsonrpc::error(
+                            id,
+                            Code::INVALID_PARAMS,
+                            format!("tool {addressed} is not permitted"),
+                        ));
+                    }
+                }
+            }
+            jsonrpc::params_mut(&mut msg).insert(field.into(), Value::from(original));
+            (t, ts)
+        } else if method == "completion/complete" {
+            let r = jsonrpc::params(&msg)
+                .and_then(|p| p.get("ref"))
+                .cloned()
+                .unwrap_or_default();
+            let (field, list) = match r.get("type").and_then(Value::as_str) {
+                Some("ref/prompt") => ("name", "prompts/list"),
+                _ => ("uri", "resources/templates/list"),
+            };
+            let addressed = r
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let Some((t, ts, original)) = self
+                .resolve(ctx, state, caller, list, field, &addressed)
+                .await
+            else {
+                return ok(&jsonrpc::error(
+                    id,
+                    Code::INVALID_PARAMS,
+                    format!("unknown reference: {addressed}"),
+                ));
+            };
+            if let Some(Value::Object(r)) = jsonrpc::params_mut(&mut msg).get_mut("ref") {
+                r.insert(field.into(), Value::from(original));
+            }
+            (t, ts)
+        } else {
+            let mut joined = self.joined(state);
+            match (joined.next(), joined.next()) {
+                (Some(only), None) => only,
+                _ => {
+                    return ok(&jsonrpc::error(
+                        id,
+                        Code::METHOD_NOT_FOUND,
+                        format!("method {method} is not supported across several MCP targets"),
+                    ));
+                }
+            }
+        };
+        self.forward(ctx, target, ts, msg, id, sse).await
+    }
+
+    /// The target a prefixed (or, unprefixed, listed) name or URI belongs to, and the name the
+    /// target knows it by.
+    async fn resolve<'s>(
+        &'s self,
+        ctx: &CallCtx<'_>,
+        state: &'s SessionState,
+        caller: &Caller<'_>,
+        list: &str,
+        field: &str,
+        addressed: &str,
+    ) -> Option<(&'s Arc<Target>, &'s TargetSession, String)> {
+        if self.prefixed {
+            let (t, original) = if field == "name" {
+                names::split_name(addressed)?
+            } else {
+                names::split_uri(addressed)?
+            };
+            let (t, ts) = self.joined(state).find(|(x, _)| &*x.name == t)?;
+            return Some((t, ts, original.to_string()));
+        }
+        let mut joined = self.joined(state);
+        if let (Some((t, ts)), None) = (joined.next(), joined.next()) {
+            return Some((t, ts, addressed.to_string()));
+        }
+        // Unprefixed names over several targets: the first target that lists it owns it.
+        let (key, _) = names::list_key(list)?;
+        for (t, ts) in self.joined(state) {
+            let page = self.list_one(ctx, t, ts, list, None).await.ok()?;
+            let found = page
+                .get(key)
+                .and_then(Value::as_array)
+                .is_some_and(|items| {
+                    items
+                        .iter()
+                        .any(|i| i.get(field).and_then(Value::as_str) == Some(addressed))
+                });
+            if found {
+                return Some((t, ts, addressed.to_string()));
+            }
+        }
+        let _ = caller;
+        None
+    }
+
+    async fn list_one(
+        &self,
+        ctx: &CallCtx<'_>,
+        t: &Target,
+        ts: &TargetSession,
+        method: &str,
+        cursor: Option<&str>,
+    ) -> Result<Value, ListError> {
+        let mut params = Map::new();
+        if let Some(c) = cursor {
+            params.insert("cursor".into(), Value::from(c));
+        }
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let rx = t.request(ctx, ts, msg).await.map_err(ListError::Upstream)?;
+        let a = answer(rx, |_| {}).await.map_err(ListError::Upstream)?;
+        if let Some(code) = a
+            .get("error")
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_i64)
+        {
+            if code == Code::METHOD_NOT_FOUND.0 as i64 {
+                return Err(ListError::Unsupported);
+            }
+            return Err(ListError::Upstream(UpstreamError::Failed(error_text(&a))));
+        }
+        Ok(a.get("result").cloned().unwrap_or_default())
+    }
+
+    /// A `*/list` across the session's targets: items renamed, tools the caller may not call
+    /// left out, and one cursor carrying every target's next page.
+    async fn list(
+        &self,
+        ctx: &CallCtx<'_>,
+        state: &SessionState,
+        msg: &Value,
+        caller: &Caller<'_>,
+    ) -> Result<Value, RpcError> {
+        let method = jsonrpc::method(msg);
+        let (key, field) = names::list_key(method).unwrap_or(("items", "name"));
+        let pages: Option<BTreeMap<String, String>> = match jsonrpc::params(msg)
+            .and_then(|p| p.get("cursor"))
+            .and_then(Value::as_str)
+        {
+            None => None,
+            Some(c) => Some(
+                decode_cursor(c)
+                    .ok_or_else(|| RpcError::new(Code::INVALID_PARAMS, "invalid cursor"))?,
+            ),
+        };
+        let queries: Vec<_> = self
+            .joined(state)
+            .filter_map(|(t, ts)| match &pages {
+                None => Some((t, ts, None)),
+                Some(p) => p.get(&*t.name).map(|c| (t, ts, Some(c.as_str()))),
+            })
+            .collect();
+        let results = join_all(
+            queries
+                .iter()
+                .map(|(t, ts, c)| boxed(self.list_one(ctx, t, ts, method, *c))),
+        )
+        .await;
+        let mut items = Vec::new();
+        let mut next = BTreeMap::new();
+        for ((t, _, _), r) in queries.iter().zip(results) {
+            let page = match r {
+                Ok(p) => p,
+                Err(ListError::Unsupported) => continue,
+                Err(ListError::Upstream(UpstreamError::SessionGone))
+                    if self.failure == FailureMode::FailClosed =>
+                {
+                    return Err(RpcError::new(
+                        Code::INTERNAL_ERROR,
+                        format!(
+                            "MCP target {}: the upstream session expired; start a new session",
+                            t.name
+                        ),
+                    ));
+                }
+                Err(ListError::Upstream(e)) => {
+                    if self.failure == FailureMode::FailOpen {
+                        tracing::warn!(mcp_target = %t.name, error = %e, "MCP target left out of {method} (failOpen)");
+                        continue;
+                    }
+                    return Err(RpcError::new(
+                        Code::INTERNAL_ERROR,
+                        format!("MCP target {} failed: {e}", t.name),
+                    ));
+                }
+            };
+            if let Some(c) = page.get("nextCursor").and_then(Value::as_str) {
+                next.insert(t.name.to_string(), c.to_string());
+            }
+            let Some(Value::Array(list)) = page.get(key).cloned() else {
+                continue;
+            };
+            for mut item in list {
+                if key == "tools" {
+                    if let (Some(a), Some(name)) =
+                        (&self.authz, item.get("name").and_then(Value::as_str))
+                    {
+                        if !a.allows(caller, "tools/call", &t.name, name) {
+                            continue;
+                        }
+                    }
+                }
+                if self.prefixed {
+                    names::prefix_item(&mut item, field, &t.name);
+                }
+                items.push(item);
+            }
+        }
+        let mut result = Map::new();
+        result.insert(key.into(), Value::Array(items));
+        if !next.is_empty() {
+            result.insert("nextCursor".into(), Value::from(encode_cursor(&next)));
+        }
+        Ok(Value::Object(result))
+    }
+
+    /// Sends a request to one target and relays what comes back: a JSON answer when the
+    /// answer is all there is (or the client takes only JSON), else an SSE stream.
+    async fn forward(
+        &self,
+        ctx: &CallCtx<'_>,
+        t: &Arc<Target>,
+        ts: &TargetSession,
+        msg: Value,
+        id: Value,
+        sse: bool,
+    ) -> Response<Body> {
+        let mut rx = match t.request(ctx, ts, msg).await {
+            Ok(rx) => rx,
+            Err(UpstreamError::SessionGone) => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    &jsonrpc::error(
+                        id,
+                        SESSION_NOT_FOUND,
+                        format!(
+                            "MCP target {}: the upstream session expired; start a new session",
+                            t.name
+                        ),
+                    ),
+                )
+            }
+            Err(e) => return ok(&target_failed(id, &t.name, &e)),
+        };
+        let prefixed = self.prefixed;
+        let name = t.name.clone();
+        let first = match rx.recv().await {
+            Some(m) => m,
+            None => {
+                return ok(&target_failed(
+                    id,
+                    &t.name,
+                    &UpstreamError::Failed("it closed the call without answering".into()),
+                ))
+            }
+        };
+        if jsonrpc::kind(&first) == Kind::Response {
+            return ok(&from_upstream(first, &name, prefixed));
+        }
+        if !sse {
+            let a = answer(rx, |_| {}).await;
+            return ok(&match a {
+                Ok(m) => from_upstream(m, &name, prefixed),
+                Err(e) => target_failed(id, &name, &e),
+            });
+        }
+        let (tx, out) = mpsc::channel::<Value>(64);
+        tokio::spawn(async move {
+            if tx
+                .send(from_upstream(first, &name, prefixed))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            while let Some(m) = rx.recv().await {
+                let done = jsonrpc::kind(&m) == Kind::Response;
+                if tx.send(from_upstream(m, &name, prefixed)).await.is_err() || done {
+                    return;
+                }
+            }
+            // The target went away mid-call: the client still gets an answer for its request.
+            let _ = tx
+                .send(target_failed(
+                    id,
+                    &name,
+                    &UpstreamError::Failed("it closed the call without answering".into()),
+                ))
+                .await;
+        });
+        sse_response(out, None, Vec::new())
+    }
+
+    async fn get(
+        &self,
+        headers: &HeaderMap,
+        fwd: &HeaderMap,
+        down: &mut Downstream<'_>,
+    ) -> Response<Body> {
+        if !accepts_sse(headers) {
+            return status_only(StatusCode::NOT_ACCEPTABLE);
+        }
+        let opened = match self.open(headers, down) {
+            Ok(o) => o,
+            Err(r) => return r,
+        };
+        down.observed.method = Some("GET".into());
+        let (tx, rx) = mpsc::channel::<Value>(256);
+        let (own_tx, mut own_rx) = mpsc::channel::<(Arc<str>, Value)>(256);
+        *opened
+            .local
+            .server_stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(own_tx);
+        let prefixed = self.prefixed;
+        let mut tasks = Vec::new();
+        {
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some((name, m)) = own_rx.recv().await {
+                    if tx.send(from_upstream(m, &name, prefixed)).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        for (t, ts) in self.joined(&opened.state) {
+            let (t, ts, tx) = (t.clone(), ts.clone(), tx.clone());
+            let (fwd, local, init) = (fwd.clone(), opened.local.clone(), opened.state.init.clone());
+            tasks.push(tokio::spawn(async move {
+                let (raw_tx, mut raw_rx) = mpsc::channel::<Value>(64);
+                let name = t.name.clone();
+                let relay = async {
+                    while let Some(m) = raw_rx.recv().await {
+                        if tx.send(from_upstream(m, &name, prefixed)).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let ctx = CallCtx {
+                    headers: &fwd,
+                    local: &local,
+                    init: &init,
+                };
+                let listen = t.listen(&ctx, &ts, raw_tx);
+                let (r, ()) = tokio::join!(listen, relay);
+                if let Err(e) = r {
+                    tracing::debug!(mcp_target = %t.name, error = %e, "server stream ended");
+                }
+            }));
+        }
+        drop(tx);
+        sse_response(rx, Some(KEEPALIVE), tasks)
+    }
+
+    async fn delete(
+        &self,
+        headers: &HeaderMap,
+        fwd: &HeaderMap,
+        down: &mut Downstream<'_>,
+    ) -> Response<Body> {
+        let opened = match self.open(headers, down) {
+            Ok(o) => o,
+            Err(r) => return r,
+        };
+        down.observed.method = Some("DELETE".into());
+        let ctx = CallCtx {
+            headers: fwd,
+            local: &opened.local,
+            init: &opened.state.init,
+        };
+        join_all(
+            self.joined(&opened.state)
+                .map(|(t, ts)| boxed(t.close(&ctx, ts))),
+        )
+        .await;
+        self.sessions.end(&opened.state.id);
+        status_only(StatusCode::OK)
+    }
+}
+
+fn unsupported_version(id: Value, v: &str) -> Response<Body> {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &jsonrpc::error_with(
+            id,
+            ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
+            format!(
+                "protocol version {v} is not supported; this gateway speaks {}",
+                SUPPORTED_VERSIONS.join(", ")
+            ),
+            Some(json!({"supported": SUPPORTED_VERSIONS, "requested": v})),
+        ),
+    )
+}
+
+fn target_failed(id: Value, target: &str, e: &UpstreamError) -> Value {
+    jsonrpc::error_with(
+        id,
+        Code::INTERNAL_ERROR,
+        format!("MCP target {target} failed: {e}"),
+        Some(json!({"target": target})),
+    )
+}
+
+/// A message from a target, as the client must see it: the target's own requests get ids
+/// that route the client's answer back, resource URIs get the target's prefix.
+fn from_upstream(mut m: Value, target: &str, prefixed: bool) -> Value {
+    match jsonrpc::kind(&m) {
+        Kind::Request => {
+            let id = jsonrpc::id(&m);
+            m["id"] = jsonrpc::tag_server_id(target, &id);
+        }
+        Kind::Notification => match jsonrpc::method(&m) {
+            "notifications/resources/updated" if prefixed => {
+                let p = jsonrpc::params_mut(&mut m);
+                if let Some(Value::String(u)) = p.get_mut("uri") {
+                    *u = names::prefix_uri(target, u);
+                }
+            }
+            "notifications/cancelled" => {
+                let p = jsonrpc::params_mut(&mut m);
+                if let Some(rid) = p.get("requestId").cloned() {
+                    p.insert("requestId".into(), jsonrpc::tag_server_id(target, &rid));
+                }
+            }
+            _ => {}
+        },
+        Kind::Response if prefixed => {
+            if let Some(Value::Array(contents)) =
+                m.get_mut("result").and_then(|r| r.get_mut("contents"))
+            {
+                for c in contents {
+                    names::prefix_item(c, "uri", target);
+                }
+            }
+        }
+        _ => {}
+    }
+    m
+}
+
+fn merge_capabilities(into: &mut ServerCapabilities, caps: Option<&Value>) {
+    let Some(c) = caps.and_then(|c| serde_json::from_value::<ServerCapabilities>(c.clone()).ok())
+    else {
+        return;
+    };
+    fn or(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+        match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(false) || b.unwrap_or(false)),
+        }
+    }
+    if let Some(t) = c.tools {
+        let m = into.tools.get_or_insert_with(Default::default);
+        m.list_changed = or(m.list_changed, t.list_changed);
+    }
+    if let Some(p) = c.prompts {
+        let m = into.prompts.get_or_insert_with(Default::default);
+        m.list_changed = or(m.list_changed, p.list_changed);
+    }
+    if let Some(r) = c.resources {
+        let m = into.resources.get_or_insert_with(Default::default);
+        m.list_changed = or(m.list_changed, r.list_changed);
+        m.subscribe = or(m.subscribe, r.subscribe);
+    }
+    if c.logging.is_some() {
+        into.logging.get_or_insert_with(Default::default);
+    }
+    if c.completions.is_some() {
+        into.completions.get_or_insert_with(Default::default);
+    }
+    if let Some(e) = c.experimental {
+        into.experimental
+            .get_or_insert_with(Default::default)
+            .extend(e);
+    }
+    if let Some(e) = c.extensions {
+        into.extensions
+            .get_or_insert_with(Default::default)
+            .extend(e);
+    }
+}
+
+fn encode_cursor(pages: &BTreeMap<String, String>) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(pages).unwrap_or_default())
+}
+
+fn decode_cursor(c: &str) -> Option<BTreeMap<String, String>> {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(c).ok()?).ok()
+}
+
+enum ListError {
+    Unsupported,
+    Upstream(UpstreamError),
+}
+
+struct RpcError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl RpcError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+    fn with_id(self, id: Value) -> Value {
+        jsonrpc::error(id, self.code, self.message)
+    }
+}
+
+/// Aborts the tasks feeding a stream when the client goes away.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// An SSE response of JSON-RPC messages, each with an event id; optional keep-alive comments.
+fn sse_response(
+    rx: mpsc::Receiver<Value>,
+    keepalive: Option<Duration>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> Response<Body> {
+    struct State {
+        rx: mpsc::Receiver<Value>,
+        n: u64,
+        tick: Option<tokio::time::Interval>,
+        _guard: AbortOnDrop,
+    }
+    let tick = keepalive.map(|d| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let state = State {
+        rx,
+        n: 0,
+        tick,
+        _guard: AbortOnDrop(tasks),
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        let next = match &mut s.tick {
+            Some(tick) => tokio::select! {
+                m = s.rx.recv() => m.map(Some),
+                _ = tick.tick() => Some(None),
+            },
+            None => s.rx.recv().await.map(Some),
+        };
+        let frame = match next? {
+            Some(m) => {
+                s.n += 1;
+                let data = serde_json::to_string(&m).unwrap_or_default();
+                Bytes::from(format!("id: {}\nevent: message\ndata: {data}\n\n", s.n))
+            }
+            None => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((Ok::<_, crate::BoxError>(http_body::Frame::data(frame)), s))
+    });
+    let mut r = Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_requests_and_uris_are_rewritten() {
+        let req = json!({"jsonrpc":"2.0","id":4,"method":"sampling/createMessage","params":{}});
+        let out = from_upstream(req, "everything", true);
+        assert_eq!(
+            jsonrpc::untag_server_id(&out["id"]),
+            Some(("everything", json!(4)))
+        );
+        let n = json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"test://1"}});
+        assert_eq!(
+            from_upstream(n.clone(), "a", true)["params"]["uri"],
+            "a+test://1"
+        );
+        assert_eq!(from_upstream(n, "a", false)["params"]["uri"], "test://1");
+        let read =
+            json!({"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"test://1","text":"x"}]}});
+        assert_eq!(
+            from_upstream(read, "a", true)["result"]["contents"][0]["uri"],
+            "a+test://1"
+        );
+    }
+
+    #[test]
+    fn capabilities_merge_as_a_union() {
+        let mut caps = ServerCapabilities::default();
+        merge_capabilities(&mut caps, Some(&json!({"tools": {}})));
+        merge_capabilities(
+            &mut caps,
+            Some(
+                &json!({"tools": {"listChanged": true}, "resources": {"subscribe": true}, "logging": {}}),
+            ),
+        );
+        let v = serde_json::to_value(&caps).unwrap();
+        assert_eq!(v["tools"]["listChanged"], true);
+        assert_eq!(v["resources"]["subscribe"], true);
+        assert!(v.get("logging").is_some());
+        assert!(v.get("prompts").is_none());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let mut m = BTreeMap::new();
+        m.insert("a".to_string(), "page-2".to_string());
+        assert_eq!(decode_cursor(&encode_cursor(&m)), Some(m));
+        assert_eq!(decode_cursor("%%%"), None);
+    }
+
+    #[test]
+    fn gateway_headers_stay_at_the_gateway() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer abc".parse().unwrap());
+        h.insert(SESSION_HEADER, "sealed".parse().unwrap());
+        h.insert("origin", "http://x".parse().unwrap());
+        h.insert("content-length", "10".parse().unwrap());
+        let f = forwarded_headers(&h);
+        assert_eq!(f.get("authorization").unwrap(), "Bearer abc");
+        assert_eq!(f.len(), 1);
+    }
+}

@@ -1,0 +1,184 @@
+//! Sealed session ids.
+//!
+//! A downstream session is the list of upstream sessions it maps to (one per target), the
+//! protocol version, and the client's `initialize` parameters (so a stdio target can be
+//! re-initialized on a replica that never saw the session). All of it travels inside the
+//! `Mcp-Session-Id` the client holds, sealed with AES-256-GCM: any gateway with the same key
+//! resumes the session, and a client can neither read nor forge it.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Sealed ids older than this are refused even if their key still opens them.
+pub const MAX_SESSION_AGE_SECS: u64 = 24 * 3600;
+
+/// One upstream session of a downstream session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSession {
+    /// Target name from the config.
+    #[serde(rename = "t")]
+    pub target: String,
+    /// The upstream's `Mcp-Session-Id`, when it issued one.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The protocol version this upstream agreed to.
+    #[serde(rename = "v")]
+    pub version: String,
+}
+
+/// What a sealed session id holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// Random id naming this session in logs, metrics and per-replica state.
+    pub id: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Protocol version agreed with the client.
+    pub version: String,
+    pub targets: Vec<TargetSession>,
+    /// The client's `initialize` params, replayed to targets that must be re-initialized.
+    #[serde(default)]
+    pub init: serde_json::Value,
+}
+
+impl SessionState {
+    pub fn target(&self, name: &str) -> Option<&TargetSession> {
+        self.targets.iter().find(|t| t.target == name)
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A random 128-bit id, hex.
+pub fn random_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+pub struct Sealer {
+    key: LessSafeKey,
+}
+
+impl Sealer {
+    /// A key derived from configured secret text (SHA-256), or a random one.
+    pub fn new(secret: Option<&str>) -> Sealer {
+        let bytes: [u8; 32] = match secret {
+            Some(s) => {
+                let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+                let mut k = [0u8; 32];
+                k.copy_from_slice(d.as_ref());
+                k
+            }
+            None => {
+                let mut k = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k)
+                    .unwrap_or_else(|_| k.iter_mut().for_each(|b| *b = fastrand::u8(..)));
+                k
+            }
+        };
+        // 32 bytes is always a valid AES-256 key.
+        let unbound = UnboundKey::new(&AES_256_GCM, &bytes).expect("AES-256 key length");
+        Sealer {
+            key: LessSafeKey::new(unbound),
+        }
+    }
+
+    pub fn seal(&self, state: &SessionState) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).is_err() {
+            nonce.iter_mut().for_each(|b| *b = fastrand::u8(..));
+        }
+        let mut data = serde_json::to_vec(state).unwrap_or_default();
+        // Sealing in place only fails on absurd lengths.
+        if self
+            .key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
+            .is_err()
+        {
+            return String::new();
+        }
+        let mut out = Vec::with_capacity(NONCE_LEN + data.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&data);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// The state inside a sealed id, or why it is not a session of ours.
+    pub fn open(&self, sealed: &str) -> Result<SessionState, &'static str> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(sealed.trim())
+            .map_err(|_| "malformed session id")?;
+        if raw.len() < NONCE_LEN + 16 {
+            return Err("malformed session id");
+        }
+        let (nonce, rest) = raw.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| "malformed session id")?;
+        let mut buf = rest.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::empty(), &mut buf)
+            .map_err(|_| "unknown session")?;
+        let state: SessionState =
+            serde_json::from_slice(plain).map_err(|_| "malformed session id")?;
+        if now_secs().saturating_sub(state.iat) > MAX_SESSION_AGE_SECS {
+            return Err("session expired");
+        }
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> SessionState {
+        SessionState {
+            id: random_id(),
+            iat: now_secs(),
+            version: "2025-06-18".into(),
+            targets: vec![TargetSession {
+                target: "a".into(),
+                session_id: Some("up-1".into()),
+                version: "2025-06-18".into(),
+            }],
+            init: serde_json::json!({"clientInfo": {"name": "t", "version": "1"}}),
+        }
+    }
+
+    #[test]
+    fn a_sealed_id_opens_with_the_same_key_only() {
+        let s = state();
+        let a = Sealer::new(Some("key-one"));
+        let sealed = a.seal(&s);
+        assert!(
+            !sealed.contains("up-1"),
+            "upstream session id must not be readable"
+        );
+        assert_eq!(Sealer::new(Some("key-one")).open(&sealed).unwrap(), s);
+        assert_eq!(
+            Sealer::new(Some("key-two")).open(&sealed),
+            Err("unknown session")
+        );
+        assert!(Sealer::new(None).open(&sealed).is_err());
+    }
+
+    #[test]
+    fn tampering_and_age_are_refused() {
+        let sealer = Sealer::new(Some("k"));
+        let sealed = sealer.seal(&state());
+        let mut bytes = sealed.into_bytes();
+        let i = bytes.len() / 2;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        assert!(sealer.open(std::str::from_utf8(&bytes).unwrap()).is_err());
+        assert_eq!(sealer.open("not base64 !"), Err("malformed session id"));
+        let mut old = state();
+        old.iat = now_secs() - MAX_SESSION_AGE_SECS - 10;
+        assert_eq!(sealer.open(&sealer.seal(&old)), Err("session expired"));
+    }
+}

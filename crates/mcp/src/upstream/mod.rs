@@ -1,0 +1,241 @@
+//! The targets a federation talks to, behind one interface: initialize, request (a stream of
+//! messages ending with the answer), send (notifications and answers to server requests),
+//! listen (the server's own stream) and close.
+
+pub mod http;
+pub mod stdio;
+
+use crate::local::LocalSession;
+use crate::session::TargetSession;
+use ::http::HeaderMap;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Where an upstream's messages are delivered.
+pub type Sink = mpsc::Sender<Value>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamError {
+    /// The upstream no longer knows this session (it answered 404).
+    SessionGone,
+    Failed(String),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::SessionGone => f.write_str("the upstream session expired"),
+            UpstreamError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+pub enum Transport {
+    Http(http::HttpTarget),
+    Stdio(stdio::StdioSpec),
+}
+
+pub struct Target {
+    pub name: Arc<str>,
+    pub transport: Transport,
+}
+
+/// What one call needs besides the message.
+pub struct CallCtx<'a> {
+    /// Downstream headers forwarded to HTTP targets (after the route's header policies).
+    pub headers: &'a HeaderMap,
+    pub local: &'a Arc<LocalSession>,
+    /// The client's `initialize` params, replayed when a stdio target must be (re)started.
+    pub init: &'a Value,
+}
+
+fn initialize_msg(init: &Value, version: &str) -> Value {
+    let mut params = match init {
+        Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    params.insert("protocolVersion".into(), Value::from(version));
+    serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params})
+}
+
+const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+/// Reads the answer to a request off a message stream, passing everything else to `others`.
+pub async fn answer(
+    mut rx: mpsc::Receiver<Value>,
+    mut others: impl FnMut(Value),
+) -> Result<Value, UpstreamError> {
+    while let Some(msg) = rx.recv().await {
+        if crate::jsonrpc::kind(&msg) == crate::jsonrpc::Kind::Response {
+            return Ok(msg);
+        }
+        others(msg);
+    }
+    Err(UpstreamError::Failed(
+        "the upstream closed the exchange before answering".into(),
+    ))
+}
+
+impl Target {
+    /// Opens an upstream session: `initialize`, then `notifications/initialized` for targets the
+    /// gateway owns the lifecycle of (stdio; an HTTP target gets the client's own notification).
+    /// Returns the upstream's result and its session.
+    pub async fn initialize(
+        &self,
+        ctx: &CallCtx<'_>,
+        version: &str,
+    ) -> Result<(Value, TargetSession), UpstreamError> {
+        let msg = initialize_msg(ctx.init, version);
+        let (answer_msg, session_id) = match &self.transport {
+            Transport::Http(h) => {
+                let posted = h.post(ctx.headers, None, None, &msg).await?;
+                (answer(posted.messages, |_| {}).await?, posted.session_id)
+            }
+            Transport::Stdio(spec) => {
+                let conn = ctx.local.stdio(&self.name, spec, None).await?;
+                let rx = conn.request(msg).await?;
+                let a = answer(rx, |_| {}).await?;
+                (a, None)
+            }
+        };
+        if let Some(e) = answer_msg.get("error") {
+            return Err(UpstreamError::Failed(format!(
+                "initialize was refused: {}",
+                e.get("message").and_then(Value::as_str).unwrap_or("error")
+            )));
+        }
+        let result = answer_msg.get("result").cloned().unwrap_or(Value::Null);
+        let agreed = result
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(version)
+            .to_string();
+        if let Transport::Stdio(_) = &self.transport {
+            if let Some(conn) = ctx.local.live_stdio(&self.name) {
+                let _ = conn
+                    .send(&serde_json::from_str(INITIALIZED).unwrap_or_default())
+                    .await;
+            }
+        }
+        Ok((
+            result,
+            TargetSession {
+                target: self.name.to_string(),
+                session_id,
+                version: agreed,
+            },
+        ))
+    }
+
+    /// Sends a request; returns the stream of messages that ends with its answer.
+    pub async fn request(
+        &self,
+        ctx: &CallCtx<'_>,
+        ts: &TargetSession,
+        msg: Value,
+    ) -> Result<mpsc::Receiver<Value>, UpstreamError> {
+        match &self.transport {
+            Transport::Http(h) => Ok(h
+                .post(
+                    ctx.headers,
+                    ts.session_id.as_deref(),
+                    Some(&ts.version),
+                    &msg,
+                )
+                .await?
+                .messages),
+            Transport::Stdio(spec) => {
+                let conn = ctx
+                    .local
+                    .stdio(&self.name, spec, Some((self, ctx, ts)))
+                    .await?;
+                conn.request(msg).await
+            }
+        }
+    }
+
+    /// Sends a notification, or the client's answer to one of the server's requests.
+    pub async fn send(
+        &self,
+        ctx: &CallCtx<'_>,
+        ts: &TargetSession,
+        msg: &Value,
+    ) -> Result<(), UpstreamError> {
+        match &self.transport {
+            Transport::Http(h) => {
+                h.post(
+                    ctx.headers,
+                    ts.session_id.as_deref(),
+                    Some(&ts.version),
+                    msg,
+                )
+                .await?;
+                Ok(())
+            }
+            Transport::Stdio(spec) => {
+                // The gateway ran this child's handshake itself.
+                if crate::jsonrpc::method(msg) == "notifications/initialized" {
+                    return Ok(());
+                }
+                // Anything else goes to the running child, started (and re-initialized) first
+                // when this session resumed here: the client may be answering its request.
+                let conn = match ctx.local.live_stdio(&self.name) {
+                    Some(c) => c,
+                    None => {
+                        ctx.local
+                            .stdio(&self.name, spec, Some((self, ctx, ts)))
+                            .await?
+                    }
+                };
+                conn.send(msg).await
+            }
+        }
+    }
+
+    /// Copies the server's own stream into `sink` until it ends.
+    pub async fn listen(
+        &self,
+        ctx: &CallCtx<'_>,
+        ts: &TargetSession,
+        sink: Sink,
+    ) -> Result<(), UpstreamError> {
+        match &self.transport {
+            Transport::Http(h) => {
+                h.listen(
+                    ctx.headers,
+                    ts.session_id.as_deref(),
+                    Some(&ts.version),
+                    sink,
+                )
+                .await
+            }
+            // A stdio child's own messages reach the session's server stream directly.
+            Transport::Stdio(_) => Ok(()),
+        }
+    }
+
+    pub async fn close(&self, ctx: &CallCtx<'_>, ts: &TargetSession) {
+        if let (Transport::Http(h), Some(sid)) = (&self.transport, &ts.session_id) {
+            h.delete(ctx.headers, sid, Some(&ts.version)).await;
+        }
+    }
+
+    /// Re-runs the handshake on a freshly (re)started stdio child, at the version the session
+    /// agreed; used by [`LocalSession::stdio`].
+    pub(crate) async fn reinitialize(
+        conn: &stdio::StdioConn,
+        init: &Value,
+        version: &str,
+    ) -> Result<(), UpstreamError> {
+        let rx = conn.request(initialize_msg(init, version)).await?;
+        let a = answer(rx, |_| {}).await?;
+        if a.get("error").is_some() {
+            return Err(UpstreamError::Failed(
+                "the restarted server refused initialize".into(),
+            ));
+        }
+        conn.send(&serde_json::from_str(INITIALIZED).unwrap_or_default())
+            .await
+    }
+}

@@ -1,6 +1,6 @@
 //! A small MCP server over streamable HTTP (MCP 2025-03-26 .. 2025-11-25), for `switchyard demo`
-//! and tests: tools `echo`, `add` and `slow_count` (which reports progress over an SSE
-//! response), a `greeting` prompt and a `sim://readme` resource. Sessions are issued on
+//! and tests: tools `echo`, `add`, `slow_count` (which reports progress over an SSE
+//! response) and `crash` (which resets the connection mid-answer), a `greeting` prompt and a `sim://readme` resource. Sessions are issued on
 //! `initialize` and enforced afterwards (404 for an unknown one); `required_auth` makes every
 //! request without that exact `Authorization` a 401.
 
@@ -247,6 +247,7 @@ fn tools() -> Value {
     json!([
         {"name": "echo", "description": "Returns its text", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
         {"name": "add", "description": "Adds two numbers", "inputSchema": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}},
+        {"name": "crash", "description": "Dies in the middle of answering", "inputSchema": {"type": "object"}},
         {"name": "slow_count", "description": "Counts to n, reporting progress", "inputSchema": {"type": "object", "properties": {"n": {"type": "integer"}}}}
     ])
 }
@@ -281,6 +282,24 @@ fn call_tool(id: Value, params: &Value) -> Response<SimBody> {
                     .map_err(|n| match n {})
                     .boxed_unsync(),
             );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            return r;
+        }
+        "crash" => {
+            // Starts an SSE answer, then resets the connection: an upstream dying mid-call.
+            let first = format!(
+                "event: message\ndata: {}\n\n",
+                json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "about to crash"}})
+            );
+            let frames: Vec<Result<http_body::Frame<Bytes>, crate::BoxError>> = vec![
+                Ok(http_body::Frame::data(Bytes::from(first))),
+                Err("simulated crash".into()),
+            ];
+            let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+            let mut r = Response::new(body.boxed_unsync());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/event-stream"),

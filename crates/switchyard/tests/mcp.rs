@@ -1,0 +1,473 @@
+//! MCP gateway end to end: the real binary federating the MCP reference server
+//! (`@modelcontextprotocol/server-everything` from npm, over stdio) and the simulated MCP server
+//! (streamable HTTP), driven by the official `mcp` Python SDK (`tests/mcp/client.py`) and by
+//! raw HTTP for the wire details (CORS preflight, session errors, bad input).
+//!
+//! Needs `node`, `npm install --prefix crates/switchyard/tests/mcp` and the `.venv` that
+//! `.ci/run` creates.
+
+mod common;
+
+use common::{free_port, wait_until, Proc, BIN};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn everything() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        p.exists(),
+        "the MCP tests need the reference server: npm install --prefix crates/switchyard/tests/mcp"
+    );
+    p
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SWITCHYARD_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the MCP tests need the .venv that .ci/run creates"
+    );
+    venv
+}
+
+/// The seed's port-3101 route (cors + an Authorization the client never has), federating the
+/// reference server over stdio and the simulated server over HTTP.
+fn config(port: u16, sim_url: &str, extra_backend: &str) -> String {
+    let node_script = everything();
+    format!(
+        r#"config:
+  adminAddr: 127.0.0.1:{admin}
+  statsAddr: 127.0.0.1:{stats}
+binds:
+- port: {port}
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - policies:
+        cors:
+          allowOrigins:
+            - "*"
+          allowHeaders:
+            - mcp-protocol-version
+            - content-type
+            - cache-control
+        requestHeaderModifier:
+          add:
+            Authorization: "Bearer abc"
+        mcpAuthorization:
+          rules:
+          - '!(mcp.tool.target == "everything" && mcp.tool.name == "get-env")'
+      backends:
+      - mcp:
+          sessionKey: test-session-key
+          {extra_backend}
+          targets:
+          - name: everything
+            stdio:
+              cmd: node
+              args: ["{}", "stdio"]
+          - name: sim
+            mcp:
+              host: {sim_url}
+"#,
+        node_script.display(),
+        admin = free_port(),
+        stats = free_port(),
+    )
+}
+
+fn start(dir: &std::path::Path, port: u16, yaml: &str) -> Proc {
+    let path = dir.join("mcp.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let child = Command::new(BIN)
+        .args(["-f", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until("gateway up", Duration::from_secs(20), || {
+        TcpStream::connect(addr).is_ok()
+    });
+    Proc(child)
+}
+
+/// A raw HTTP/1.1 exchange: (status, lower-cased head, body).
+fn exchange(
+    port: u16,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "{method} /mcp HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head[9..12].parse().unwrap(),
+        head.to_ascii_lowercase(),
+        body.to_string(),
+    )
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map(str::trim)
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+const JSON: (&str, &str) = ("content-type", "application/json");
+const ACCEPT: (&str, &str) = ("accept", "application/json, text/event-stream");
+
+/// Initializes over raw HTTP; returns the session id exactly as sent (case kept).
+fn raw_session(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{INIT}",
+        INIT.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            k.eq_ignore_ascii_case("mcp-session-id")
+                .then(|| v.trim().to_string())
+        })
+        .expect("initialize returns a session id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_client_through_federated_stdio_and_http_targets() {
+    let sim = sim::mcp::spawn(sim::mcp::Options {
+        required_auth: Some("Bearer abc".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _gw = start(dir.path(), port, &config(port, &sim.url, ""));
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py"))
+            .args(["federation", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "client failed: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(v["server"], "switchyard");
+    assert_eq!(
+        v["version"], "2025-11-25",
+        "the SDK's newest version is spoken"
+    );
+    let tools: Vec<&str> = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for t in [
+        "everything_echo",
+        "everything_get-sum",
+        "sim_echo",
+        "sim_add",
+        "sim_slow_count",
+    ] {
+        assert!(tools.contains(&t), "{t} missing from {tools:?}");
+    }
+    assert!(
+        !tools.contains(&"everything_get-env"),
+        "a denied tool is not listed"
+    );
+    assert!(
+        v["stdio_echo"]
+            .as_str()
+            .unwrap()
+            .contains("hi from the sdk"),
+        "{v}"
+    );
+    assert_eq!(v["http_add"], "5");
+    assert_eq!(v["http_progress"], serde_json::json!([1.0, 2.0, 3.0]));
+    assert_eq!(v["http_slow"], "counted to 3");
+    assert!(
+        v["stdio_progress"].as_u64().unwrap() >= 1,
+        "stdio progress relayed: {v}"
+    );
+    assert!(
+        v["denied"].as_str().unwrap().contains("not permitted"),
+        "{v}"
+    );
+    assert!(
+        v["unknown"].as_str().unwrap().contains("unknown tool"),
+        "{v}"
+    );
+    let prompts = v["prompts"].to_string();
+    assert!(
+        prompts.contains("everything_simple-prompt") && prompts.contains("sim_greeting"),
+        "{prompts}"
+    );
+    assert_eq!(v["prompt_text"], "Say hello to ops.");
+    assert!(
+        v["resources"].to_string().contains("sim+sim://readme"),
+        "{v}"
+    );
+    assert!(
+        v["resources"].to_string().contains("everything+demo://"),
+        "{v}"
+    );
+    assert_eq!(v["resource_text"], "Switchyard's simulated MCP server.");
+    assert_eq!(v["resource_uri"], "sim+sim://readme");
+    // The upstream saw the Authorization the route added; the client never had it.
+    let seen = sim.seen_authorization();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|a| a == "Bearer abc"),
+        "{seen:?}"
+    );
+    // The SDK's DELETE on exit closed the upstream session.
+    wait_until("upstream session closed", Duration::from_secs(5), || {
+        sim.sessions() == 0
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_across_a_gateway_restart() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = config(port, &sim.url, "");
+    let gw = start(dir.path(), port, &yaml);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mut client = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py"))
+        .args(["resume", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    let ready = tokio::task::spawn_blocking(move || {
+        stdout.read_line(&mut line).unwrap();
+        (line, stdout)
+    });
+    let (line, mut stdout) = tokio::time::timeout(Duration::from_secs(60), ready)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(line.starts_with("READY "), "{line}");
+    // A new gateway process: same key, no memory of the session, stdio child gone.
+    drop(gw);
+    let _gw2 = start(dir.path(), port, &yaml);
+    client.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        let status = client.wait().unwrap();
+        (rest, status)
+    });
+    let (rest, status) = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{rest}");
+    let v: Value = serde_json::from_str(rest.trim()).unwrap();
+    assert!(v["before"].as_str().unwrap().contains("before"));
+    assert!(
+        v["after"].as_str().unwrap().contains("after"),
+        "the stdio target was restarted and re-initialized: {v}"
+    );
+    assert_eq!(v["after_http"], "2");
+    assert_eq!(
+        line.trim().strip_prefix("READY ").unwrap(),
+        v["session_after"].as_str().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_details_cors_errors_and_failure_modes() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _gw = start(dir.path(), port, &config(port, &sim.url, ""));
+
+    // Browser preflight, as the seed's cors policy allows it.
+    let (status, head, _) = exchange(
+        port,
+        "OPTIONS",
+        &[
+            ("origin", "http://app.example"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "mcp-protocol-version, content-type",
+            ),
+        ],
+        "",
+    );
+    assert!(status == 200 || status == 204, "{head}");
+    assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
+    assert!(header(&head, "access-control-allow-headers")
+        .unwrap()
+        .contains("mcp-protocol-version"));
+    // The actual request: the session id is exposed to browser code.
+    let (status, head, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ACCEPT, ("origin", "http://app.example")],
+        INIT,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        header(&head, "access-control-expose-headers"),
+        Some("mcp-session-id")
+    );
+    let sid = raw_session(port);
+    assert!(
+        !sid.contains("sim-"),
+        "upstream session ids are sealed, not readable"
+    );
+
+    // Bad input.
+    let (status, _, body) = exchange(port, "POST", &[JSON, ("mcp-session-id", &sid)], "{not json");
+    assert_eq!(status, 400);
+    assert!(body.contains("-32700"), "{body}");
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON],
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    );
+    assert_eq!(status, 400, "no session: {body}");
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", "forged")],
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    );
+    assert_eq!(status, 404, "unknown session: {body}");
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":3,"method":"nope/nope"}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("-32601"), "{body}");
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON],
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("-32022") && body.contains("2025-11-25"),
+        "{body}"
+    );
+
+    // An upstream dying mid-call: that call gets an error answer, the gateway stays up.
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ACCEPT, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sim_crash","arguments":{}}}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#""id":5"#)
+            && body.contains("-32603")
+            && body.contains("MCP target sim failed"),
+        "{body}"
+    );
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"everything_echo","arguments":{"message":"still up"}}}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("still up"), "{body}");
+    let (_, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sim_add","arguments":{"a":1,"b":2}}}"#,
+    );
+    assert!(body.contains(r#""text":"3""#), "{body}");
+
+    // DELETE ends the session; the id is then refused.
+    let (status, _, _) = exchange(port, "DELETE", &[("mcp-session-id", &sid)], "");
+    assert_eq!(status, 200);
+    let (status, _, _) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#,
+    );
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_leaves_a_dead_target_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dead = format!("http://127.0.0.1:{}/mcp", free_port());
+    let _gw = start(
+        dir.path(),
+        port,
+        &config(port, &dead, "failureMode: failOpen"),
+    );
+    let sid = raw_session(port);
+    let (_, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"everything_echo"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("sim_")), "{names:?}");
+
+    // The same dead target with failClosed: initialize itself fails, naming it.
+    let port2 = free_port();
+    let dir2 = tempfile::tempdir().unwrap();
+    let _gw2 = start(dir2.path(), port2, &config(port2, &dead, ""));
+    let (status, _, body) = exchange(port2, "POST", &[JSON, ACCEPT], INIT);
+    assert_eq!(status, 200);
+    assert!(body.contains("MCP target sim is unavailable"), "{body}");
+}

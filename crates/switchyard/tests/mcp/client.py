@@ -1,0 +1,93 @@
+"""MCP client scenarios run by crates/switchyard/tests/mcp.rs against the gateway, with the
+official `mcp` Python SDK (streamable HTTP transport).
+
+usage: client.py federation URL | resume URL
+Prints one JSON line of findings per scenario; exits non-zero on a failed expectation.
+"""
+
+import asyncio
+import json
+import sys
+
+from mcp import ClientSession
+from mcp.client.streamable_http import streamablehttp_client
+from mcp.shared.exceptions import McpError
+
+
+def text_of(result):
+    return " ".join(c.text for c in result.content if getattr(c, "type", "") == "text")
+
+
+async def federation(url):
+    out = {}
+    async with streamablehttp_client(url) as (read, write, session_id):
+        async with ClientSession(read, write) as s:
+            init = await s.initialize()
+            out["server"] = init.serverInfo.name
+            out["version"] = init.protocolVersion
+            out["session"] = session_id()
+            tools = await s.list_tools()
+            out["tools"] = sorted(t.name for t in tools.tools)
+            r = await s.call_tool("everything_echo", {"message": "hi from the sdk"})
+            out["stdio_echo"] = text_of(r)
+            r = await s.call_tool("sim_add", {"a": 2, "b": 3})
+            out["http_add"] = text_of(r)
+
+            progress = []
+
+            async def on_progress(p, total, message):
+                progress.append(p)
+
+            r = await s.call_tool("sim_slow_count", {"n": 3}, progress_callback=on_progress)
+            out["http_progress"] = list(progress)
+            out["http_slow"] = text_of(r)
+            progress.clear()
+            r = await s.call_tool(
+                "everything_trigger-long-running-operation",
+                {"duration": 0.3, "steps": 3},
+                progress_callback=on_progress,
+            )
+            out["stdio_progress"] = len(progress)
+            try:
+                await s.call_tool("everything_get-env", {})
+                out["denied"] = None
+            except McpError as e:
+                out["denied"] = e.error.message
+            prompts = await s.list_prompts()
+            out["prompts"] = sorted(p.name for p in prompts.prompts)
+            p = await s.get_prompt("sim_greeting", {"who": "ops"})
+            out["prompt_text"] = p.messages[0].content.text
+            res = await s.list_resources()
+            out["resources"] = sorted(str(r.uri) for r in res.resources)
+            read = await s.read_resource("sim+sim://readme")
+            out["resource_text"] = read.contents[0].text
+            out["resource_uri"] = str(read.contents[0].uri)
+            try:
+                await s.call_tool("nosuch_tool", {})
+                out["unknown"] = None
+            except McpError as e:
+                out["unknown"] = e.error.message
+    print(json.dumps(out), flush=True)
+
+
+async def resume(url):
+    out = {}
+    async with streamablehttp_client(url) as (read, write, session_id):
+        async with ClientSession(read, write) as s:
+            await s.initialize()
+            r = await s.call_tool("everything_echo", {"message": "before"})
+            out["before"] = text_of(r)
+            print("READY " + session_id(), flush=True)
+            # The test restarts the gateway now, then lets us go on in the same session.
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            r = await s.call_tool("everything_echo", {"message": "after"})
+            out["after"] = text_of(r)
+            r = await s.call_tool("sim_add", {"a": 1, "b": 1})
+            out["after_http"] = text_of(r)
+            out["session_after"] = session_id()
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    scenario, url = sys.argv[1], sys.argv[2]
+    asyncio.run({"federation": federation, "resume": resume}[scenario](url))

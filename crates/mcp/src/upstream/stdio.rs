@@ -152,14 +152,12 @@ impl StdioConn {
             let mut line = Vec::new();
             loop {
                 line.clear();
-                let n = match (&mut reader)
+                // A read error ends the child's stdout like EOF does.
+                let n = (&mut reader)
                     .take(MAX_LINE_BYTES as u64)
                     .read_until(b'\n', &mut line)
                     .await
-                {
-                    Ok(n) => n,
-                    Err(_) => 0,
-                };
+                    .unwrap_or_default();
                 let Some(conn) = weak.upgrade() else { return };
                 if n == 0 || (line.len() >= MAX_LINE_BYTES && !line.ends_with(b"\n")) {
                     conn.died();

@@ -3,19 +3,17 @@
 //! the session.
 
 use crate::authz::Caller;
+use crate::federate::{decode_cursor, encode_cursor, from_upstream, merge_capabilities};
 use crate::jsonrpc::{self, Code, Kind};
 use crate::local::LocalSession;
 use crate::names;
 use crate::session::{now_secs, random_id, SessionState, TargetSession};
+use crate::stream::{sse_response, Guard, Opts};
 use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
 use crate::upstream::{answer, CallCtx, Target, UpstreamError};
 use crate::{boxed, Body, FailureMode, Gateway, Observed, SUPPORTED_VERSIONS};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use http_body_util::BodyExt;
 use rmcp::model::{ErrorCode, Implementation, InitializeResult, ServerCapabilities};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -122,8 +120,21 @@ impl Gateway {
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let fwd = forwarded_headers(&parts.headers);
+        let streamable = parts.headers.contains_key(SESSION_HEADER);
+        let legacy_id = crate::legacy::query_session(parts.uri.query()).filter(|_| !streamable);
         match parts.method {
-            Method::POST => self.post(&parts.headers, body, &fwd, &mut down).await,
+            Method::POST => match legacy_id {
+                Some(id) => {
+                    self.legacy_post(id, &parts.headers, body, &fwd, &mut down)
+                        .await
+                }
+                None => self.post(&parts.headers, body, &fwd, &mut down).await,
+            },
+            // Without a session, an event-stream GET is a legacy (2024-11-05) client.
+            Method::GET if !streamable && accepts_sse(&parts.headers) => {
+                down.observed.method = Some("GET".into());
+                self.legacy_open(parts.uri.path())
+            }
             Method::GET => self.get(&parts.headers, &fwd, &mut down).await,
             Method::DELETE => self.delete(&parts.headers, &fwd, &mut down).await,
             _ => {
@@ -180,7 +191,7 @@ impl Gateway {
         Ok(Opened { state, local })
     }
 
-    async fn post(
+    pub(crate) async fn post(
         &self,
         headers: &HeaderMap,
         body: Body,
@@ -798,7 +809,7 @@ impl Gateway {
                 ))
                 .await;
         });
-        sse_response(out, None, Vec::new())
+        sse_response(out, Opts::default())
     }
 
     async fn get(
@@ -860,7 +871,17 @@ impl Gateway {
             }));
         }
         drop(tx);
-        sse_response(rx, Some(KEEPALIVE), tasks)
+        sse_response(
+            rx,
+            Opts {
+                keepalive: Some(KEEPALIVE),
+                guard: Guard {
+                    tasks,
+                    on_drop: None,
+                },
+                ..Default::default()
+            },
+        )
     }
 
     async fn delete(
@@ -913,93 +934,6 @@ fn target_failed(id: Value, target: &str, e: &UpstreamError) -> Value {
     )
 }
 
-/// A message from a target, as the client must see it: the target's own requests get ids
-/// that route the client's answer back, resource URIs get the target's prefix.
-fn from_upstream(mut m: Value, target: &str, prefixed: bool) -> Value {
-    match jsonrpc::kind(&m) {
-        Kind::Request => {
-            let id = jsonrpc::id(&m);
-            m["id"] = jsonrpc::tag_server_id(target, &id);
-        }
-        Kind::Notification => match jsonrpc::method(&m) {
-            "notifications/resources/updated" if prefixed => {
-                let p = jsonrpc::params_mut(&mut m);
-                if let Some(Value::String(u)) = p.get_mut("uri") {
-                    *u = names::prefix_uri(target, u);
-                }
-            }
-            "notifications/cancelled" => {
-                let p = jsonrpc::params_mut(&mut m);
-                if let Some(rid) = p.get("requestId").cloned() {
-                    p.insert("requestId".into(), jsonrpc::tag_server_id(target, &rid));
-                }
-            }
-            _ => {}
-        },
-        Kind::Response if prefixed => {
-            if let Some(Value::Array(contents)) =
-                m.get_mut("result").and_then(|r| r.get_mut("contents"))
-            {
-                for c in contents {
-                    names::prefix_item(c, "uri", target);
-                }
-            }
-        }
-        _ => {}
-    }
-    m
-}
-
-fn merge_capabilities(into: &mut ServerCapabilities, caps: Option<&Value>) {
-    let Some(c) = caps.and_then(|c| serde_json::from_value::<ServerCapabilities>(c.clone()).ok())
-    else {
-        return;
-    };
-    fn or(a: Option<bool>, b: Option<bool>) -> Option<bool> {
-        match (a, b) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(false) || b.unwrap_or(false)),
-        }
-    }
-    if let Some(t) = c.tools {
-        let m = into.tools.get_or_insert_with(Default::default);
-        m.list_changed = or(m.list_changed, t.list_changed);
-    }
-    if let Some(p) = c.prompts {
-        let m = into.prompts.get_or_insert_with(Default::default);
-        m.list_changed = or(m.list_changed, p.list_changed);
-    }
-    if let Some(r) = c.resources {
-        let m = into.resources.get_or_insert_with(Default::default);
-        m.list_changed = or(m.list_changed, r.list_changed);
-        m.subscribe = or(m.subscribe, r.subscribe);
-    }
-    if c.logging.is_some() {
-        into.logging.get_or_insert_with(Default::default);
-    }
-    if c.completions.is_some() {
-        into.completions.get_or_insert_with(Default::default);
-    }
-    if let Some(e) = c.experimental {
-        into.experimental
-            .get_or_insert_with(Default::default)
-            .extend(e);
-    }
-    if let Some(e) = c.extensions {
-        into.extensions
-            .get_or_insert_with(Default::default)
-            .extend(e);
-    }
-}
-
-fn encode_cursor(pages: &BTreeMap<String, String>) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(pages).unwrap_or_default())
-}
-
-fn decode_cursor(c: &str) -> Option<BTreeMap<String, String>> {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(c).ok()?).ok()
-}
-
 enum ListError {
     Unsupported,
     Upstream(UpstreamError),
@@ -1022,118 +956,9 @@ impl RpcError {
     }
 }
 
-/// Aborts the tasks feeding a stream when the client goes away.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
-}
-
-/// An SSE response of JSON-RPC messages, each with an event id; optional keep-alive comments.
-fn sse_response(
-    rx: mpsc::Receiver<Value>,
-    keepalive: Option<Duration>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-) -> Response<Body> {
-    struct State {
-        rx: mpsc::Receiver<Value>,
-        n: u64,
-        tick: Option<tokio::time::Interval>,
-        _guard: AbortOnDrop,
-    }
-    let tick = keepalive.map(|d| {
-        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
-    });
-    let state = State {
-        rx,
-        n: 0,
-        tick,
-        _guard: AbortOnDrop(tasks),
-    };
-    let stream = futures_util::stream::unfold(state, |mut s| async move {
-        let next = match &mut s.tick {
-            Some(tick) => tokio::select! {
-                m = s.rx.recv() => m.map(Some),
-                _ = tick.tick() => Some(None),
-            },
-            None => s.rx.recv().await.map(Some),
-        };
-        let frame = match next? {
-            Some(m) => {
-                s.n += 1;
-                let data = serde_json::to_string(&m).unwrap_or_default();
-                Bytes::from(format!("id: {}\nevent: message\ndata: {data}\n\n", s.n))
-            }
-            None => Bytes::from_static(b": keep-alive\n\n"),
-        };
-        Some((Ok::<_, crate::BoxError>(http_body::Frame::data(frame)), s))
-    });
-    let mut r = Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstream_requests_and_uris_are_rewritten() {
-        let req = json!({"jsonrpc":"2.0","id":4,"method":"sampling/createMessage","params":{}});
-        let out = from_upstream(req, "everything", true);
-        assert_eq!(
-            jsonrpc::untag_server_id(&out["id"]),
-            Some(("everything", json!(4)))
-        );
-        let n = json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"test://1"}});
-        assert_eq!(
-            from_upstream(n.clone(), "a", true)["params"]["uri"],
-            "a+test://1"
-        );
-        assert_eq!(from_upstream(n, "a", false)["params"]["uri"], "test://1");
-        let read =
-            json!({"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"test://1","text":"x"}]}});
-        assert_eq!(
-            from_upstream(read, "a", true)["result"]["contents"][0]["uri"],
-            "a+test://1"
-        );
-    }
-
-    #[test]
-    fn capabilities_merge_as_a_union() {
-        let mut caps = ServerCapabilities::default();
-        merge_capabilities(&mut caps, Some(&json!({"tools": {}})));
-        merge_capabilities(
-            &mut caps,
-            Some(
-                &json!({"tools": {"listChanged": true}, "resources": {"subscribe": true}, "logging": {}}),
-            ),
-        );
-        let v = serde_json::to_value(&caps).unwrap();
-        assert_eq!(v["tools"]["listChanged"], true);
-        assert_eq!(v["resources"]["subscribe"], true);
-        assert!(v.get("logging").is_some());
-        assert!(v.get("prompts").is_none());
-    }
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let mut m = BTreeMap::new();
-        m.insert("a".to_string(), "page-2".to_string());
-        assert_eq!(decode_cursor(&encode_cursor(&m)), Some(m));
-        assert_eq!(decode_cursor("%%%"), None);
-    }
 
     #[test]
     fn gateway_headers_stay_at_the_gateway() {

@@ -9,10 +9,13 @@
 
 pub mod authz;
 mod downstream;
+mod federate;
 pub mod jsonrpc;
+mod legacy;
 pub mod local;
 pub mod names;
 pub mod session;
+mod stream;
 pub mod upstream;
 
 use bytes::Bytes;
@@ -103,6 +106,8 @@ pub struct Gateway {
     sealer: session::Sealer,
     authz: Option<authz::Authz>,
     sessions: Arc<local::LocalSessions>,
+    /// Legacy SSE clients connected to this replica.
+    legacy: legacy::Registry,
 }
 
 impl Gateway {
@@ -130,10 +135,10 @@ impl Gateway {
                         .map(|(k, v)| (k.clone(), v.expose().to_string()))
                         .collect(),
                 })
-            } else if t.sse.is_some() {
-                return Err(format!(
-                    "{key}: legacy SSE targets are not supported yet; use the server's streamable HTTP endpoint (`mcp: {{host}}`)"
-                ));
+            } else if let Some(h) = &t.sse {
+                let url = parse_url(&h.host).map_err(|e| format!("{key}.sse.host: {e}"))?;
+                let client = http_client(t, &url).map_err(|e| format!("{key}: {e}"))?;
+                upstream::Transport::Sse(upstream::sse::SseTarget { url, client })
             } else {
                 return Err(format!("{key}: OpenAPI targets are not supported yet"));
             };
@@ -164,6 +169,7 @@ impl Gateway {
             sealer: session::Sealer::new(cfg.session_key.as_ref().map(|k| k.expose())),
             authz: authorization.map(authz::Authz::compile).transpose()?,
             sessions: local::LocalSessions::new(idle),
+            legacy: Default::default(),
         })
     }
 

@@ -5,8 +5,10 @@
 
 use crate::session::TargetSession;
 use crate::session::MAX_SESSION_AGE_SECS;
-use crate::upstream::stdio::{Backoff, ServerStream, StdioConn, StdioSpec};
+use crate::upstream::mux::Conn;
+use crate::upstream::stdio::{Backoff, ServerStream};
 use crate::upstream::{CallCtx, Target, UpstreamError};
+use crate::BoxFut;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,14 +17,14 @@ use std::time::{Duration, Instant};
 const MAX_WAIT_FOR_RESTART: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
-struct StdioSlot {
-    conn: Option<Arc<StdioConn>>,
+struct ConnSlot {
+    conn: Option<Arc<dyn Conn>>,
     backoff: Backoff,
 }
 
 pub struct LocalSession {
     last_used: Mutex<Instant>,
-    slots: Mutex<HashMap<Arc<str>, StdioSlot>>,
+    slots: Mutex<HashMap<Arc<str>, ConnSlot>>,
     spawn_lock: tokio::sync::Mutex<()>,
     pub server_stream: ServerStream,
 }
@@ -48,8 +50,8 @@ impl LocalSession {
             .elapsed()
     }
 
-    /// The running child of a stdio target, if there is one.
-    pub fn live_stdio(&self, target: &str) -> Option<Arc<StdioConn>> {
+    /// The live connection to a stdio or SSE target, if there is one.
+    pub fn live(&self, target: &str) -> Option<Arc<dyn Conn>> {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots
             .get(target)
@@ -57,40 +59,40 @@ impl LocalSession {
             .filter(|c| c.is_alive())
     }
 
-    /// The child of a stdio target, started (or restarted, with backoff) when it is not
-    /// running. A restart within an established session replays the handshake (`reinit`).
-    pub async fn stdio(
+    /// The connection to a stdio or SSE target, opened (or reopened, with backoff) when there
+    /// is none. A reopen within an established session replays the handshake (`reinit`).
+    pub async fn conn<'c>(
         &self,
         target: &Arc<str>,
-        spec: &StdioSpec,
-        reinit: Option<(&Target, &CallCtx<'_>, &TargetSession)>,
-    ) -> Result<Arc<StdioConn>, UpstreamError> {
-        if let Some(c) = self.live_stdio(target) {
+        connect: impl FnOnce() -> BoxFut<'c, Result<Arc<dyn Conn>, UpstreamError>>,
+        reinit: Option<(&CallCtx<'_>, &TargetSession)>,
+    ) -> Result<Arc<dyn Conn>, UpstreamError> {
+        if let Some(c) = self.live(target) {
             return Ok(c);
         }
         let _serial = self.spawn_lock.lock().await;
-        if let Some(c) = self.live_stdio(target) {
+        if let Some(c) = self.live(target) {
             return Ok(c);
         }
         let delay = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             let slot = slots.entry(target.clone()).or_default();
-            let lived = slot.conn.as_ref().map(|c| c.started.elapsed());
+            let lived = slot.conn.as_ref().map(|c| c.started().elapsed());
             slot.backoff.next_delay(lived)
         };
         if delay > MAX_WAIT_FOR_RESTART {
             return Err(UpstreamError::Failed(format!(
-                "stdio target {target} keeps exiting; next restart in {}s",
+                "MCP target {target} keeps failing; next reconnect in {}s",
                 delay.as_secs()
             )));
         }
         tokio::time::sleep(delay).await;
         if reinit.is_some() {
-            tracing::info!(mcp_target = %target, "starting stdio MCP server for a resumed session");
+            tracing::info!(mcp_target = %target, "reconnecting an MCP target for a resumed session");
         }
-        let conn = StdioConn::spawn(target.clone(), spec, self.server_stream.clone())?;
-        if let Some((_, ctx, ts)) = reinit {
-            Target::reinitialize(&conn, ctx.init, &ts.version).await?;
+        let conn = connect().await?;
+        if let Some((ctx, ts)) = reinit {
+            Target::reinitialize(conn.as_ref(), ctx.init, &ts.version).await?;
         }
         self.slots
             .lock()

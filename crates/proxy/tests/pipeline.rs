@@ -291,7 +291,7 @@ async fn bad_input_gets_clear_errors() {
 }
 
 #[tokio::test]
-async fn upstream_refused_is_503_and_mcp_backend_is_501() {
+async fn upstream_refused_is_503_and_an_mcp_get_without_sse_is_406() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
@@ -312,9 +312,9 @@ async fn upstream_refused_is_503_and_mcp_backend_is_501() {
     let r = get(addr, "/dead").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["error"]["code"], "upstream_unavailable");
+    // The MCP endpoint's GET is an event stream; a client that cannot take one is refused.
     let r = get(addr, "/mcp").await;
-    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
-    assert_eq!(r.json()["error"]["code"], "not_implemented");
+    assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
 }
 
 #[tokio::test]

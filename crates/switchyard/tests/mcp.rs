@@ -41,6 +41,10 @@ fn python() -> PathBuf {
 /// The seed's port-3101 route (cors + an Authorization the client never has), federating the
 /// reference server over stdio and the simulated server over HTTP.
 fn config(port: u16, sim_url: &str, extra_backend: &str) -> String {
+    config_with(port, sim_url, extra_backend, "")
+}
+
+fn config_with(port: u16, sim_url: &str, extra_backend: &str, extra_targets: &str) -> String {
     let node_script = everything();
     format!(
         r#"config:
@@ -77,7 +81,7 @@ binds:
           - name: sim
             mcp:
               host: {sim_url}
-"#,
+{extra_targets}"#,
         node_script.display(),
         admin = free_port(),
         stats = free_port(),
@@ -470,4 +474,53 @@ async fn fail_open_leaves_a_dead_target_out() {
     let (status, _, body) = exchange(port2, "POST", &[JSON, ACCEPT], INIT);
     assert_eq!(status, 200);
     assert!(body.contains("MCP target sim is unavailable"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_sse_clients_and_targets() {
+    // The reference server on its legacy HTTP+SSE transport, as a third target.
+    let sse_port = free_port();
+    let _old = Proc(
+        Command::new("node")
+            .arg(everything())
+            .arg("sse")
+            .env("PORT", sse_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sse_addr: SocketAddr = format!("127.0.0.1:{sse_port}").parse().unwrap();
+    wait_until("legacy SSE server up", Duration::from_secs(20), || {
+        TcpStream::connect(sse_addr).is_ok()
+    });
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let targets = format!("          - name: old\n            sse:\n              host: http://127.0.0.1:{sse_port}/sse\n");
+    let _gw = start(dir.path(), port, &config_with(port, &sim.url, "", &targets));
+    // A legacy client (the SDK's SSE transport) through the gateway.
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py"))
+            .args(["legacy", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "client failed: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let tools = v["tools"].to_string();
+    for t in ["everything_echo", "old_echo", "sim_add"] {
+        assert!(tools.contains(t), "{t} missing: {tools}");
+    }
+    assert!(v["old_echo"].as_str().unwrap().contains("via sse"), "{v}");
+    assert!(
+        v["stdio_echo"].as_str().unwrap().contains("via stdio"),
+        "{v}"
+    );
+    assert_eq!(v["http_add"], "7");
 }

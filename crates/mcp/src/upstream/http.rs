@@ -192,7 +192,7 @@ async fn read_limited(body: Body) -> Result<Bytes, UpstreamError> {
 
 /// The body with its error as `std::io::Error`, which the SSE decoder wants. (A named type:
 /// `map_err` with a closure trips a higher-ranked `Send` inference limit inside spawned tasks.)
-struct IoBody(Body);
+pub(crate) struct IoBody(pub(crate) Body);
 
 impl http_body::Body for IoBody {
     type Data = Bytes;

@@ -3,6 +3,8 @@
 //! listen (the server's own stream) and close.
 
 pub mod http;
+pub mod mux;
+pub mod sse;
 pub mod stdio;
 
 use crate::local::LocalSession;
@@ -34,6 +36,7 @@ impl std::fmt::Display for UpstreamError {
 pub enum Transport {
     Http(http::HttpTarget),
     Stdio(stdio::StdioSpec),
+    Sse(sse::SseTarget),
 }
 
 pub struct Target {
@@ -92,11 +95,10 @@ impl Target {
                 let posted = h.post(ctx.headers, None, None, &msg).await?;
                 (answer(posted.messages, |_| {}).await?, posted.session_id)
             }
-            Transport::Stdio(spec) => {
-                let conn = ctx.local.stdio(&self.name, spec, None).await?;
+            Transport::Stdio(_) | Transport::Sse(_) => {
+                let conn = self.conn(ctx, None).await?;
                 let rx = conn.request(msg).await?;
-                let a = answer(rx, |_| {}).await?;
-                (a, None)
+                (answer(rx, |_| {}).await?, None)
             }
         };
         if let Some(e) = answer_msg.get("error") {
@@ -111,8 +113,8 @@ impl Target {
             .and_then(Value::as_str)
             .unwrap_or(version)
             .to_string();
-        if let Transport::Stdio(_) = &self.transport {
-            if let Some(conn) = ctx.local.live_stdio(&self.name) {
+        if !matches!(self.transport, Transport::Http(_)) {
+            if let Some(conn) = ctx.local.live(&self.name) {
                 let _ = conn
                     .send(&serde_json::from_str(INITIALIZED).unwrap_or_default())
                     .await;
@@ -145,11 +147,8 @@ impl Target {
                 )
                 .await?
                 .messages),
-            Transport::Stdio(spec) => {
-                let conn = ctx
-                    .local
-                    .stdio(&self.name, spec, Some((self, ctx, ts)))
-                    .await?;
+            Transport::Stdio(_) | Transport::Sse(_) => {
+                let conn = self.conn(ctx, Some(ts)).await?;
                 conn.request(msg).await
             }
         }
@@ -173,21 +172,14 @@ impl Target {
                 .await?;
                 Ok(())
             }
-            Transport::Stdio(spec) => {
-                // The gateway ran this child's handshake itself.
+            Transport::Stdio(_) | Transport::Sse(_) => {
+                // The gateway ran this connection's handshake itself.
                 if crate::jsonrpc::method(msg) == "notifications/initialized" {
                     return Ok(());
                 }
-                // Anything else goes to the running child, started (and re-initialized) first
+                // Anything else goes to the live connection, opened (and re-initialized) first
                 // when this session resumed here: the client may be answering its request.
-                let conn = match ctx.local.live_stdio(&self.name) {
-                    Some(c) => c,
-                    None => {
-                        ctx.local
-                            .stdio(&self.name, spec, Some((self, ctx, ts)))
-                            .await?
-                    }
-                };
+                let conn = self.conn(ctx, Some(ts)).await?;
                 conn.send(msg).await
             }
         }
@@ -210,8 +202,8 @@ impl Target {
                 )
                 .await
             }
-            // A stdio child's own messages reach the session's server stream directly.
-            Transport::Stdio(_) => Ok(()),
+            // A connection's own messages reach the session's server stream directly.
+            Transport::Stdio(_) | Transport::Sse(_) => Ok(()),
         }
     }
 
@@ -221,10 +213,44 @@ impl Target {
         }
     }
 
-    /// Re-runs the handshake on a freshly (re)started stdio child, at the version the session
-    /// agreed; used by [`LocalSession::stdio`].
+    /// This session's connection to a stdio or SSE target, (re)opened when needed; `resumed`
+    /// replays the handshake on a new connection.
+    async fn conn(
+        &self,
+        ctx: &CallCtx<'_>,
+        resumed: Option<&TargetSession>,
+    ) -> Result<Arc<dyn mux::Conn>, UpstreamError> {
+        let server_stream = ctx.local.server_stream.clone();
+        let name = self.name.clone();
+        let headers = ctx.headers;
+        let connect = || -> crate::BoxFut<'_, Result<Arc<dyn mux::Conn>, UpstreamError>> {
+            Box::pin(async move {
+                match &self.transport {
+                    Transport::Stdio(spec) => {
+                        Ok(stdio::StdioConn::spawn(name, spec, server_stream)?
+                            as Arc<dyn mux::Conn>)
+                    }
+                    Transport::Sse(spec) => {
+                        Ok(
+                            sse::SseConn::connect(name, spec, headers, server_stream).await?
+                                as Arc<dyn mux::Conn>,
+                        )
+                    }
+                    Transport::Http(_) => {
+                        Err(UpstreamError::Failed("not a connection target".into()))
+                    }
+                }
+            })
+        };
+        ctx.local
+            .conn(&self.name, connect, resumed.map(|ts| (ctx, ts)))
+            .await
+    }
+
+    /// Re-runs the handshake on a new connection, at the version the session agreed; used by
+    /// [`LocalSession::conn`].
     pub(crate) async fn reinitialize(
-        conn: &stdio::StdioConn,
+        conn: &dyn mux::Conn,
         init: &Value,
         version: &str,
     ) -> Result<(), UpstreamError> {

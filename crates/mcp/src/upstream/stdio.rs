@@ -4,14 +4,15 @@
 //! state: it is killed, with its whole process group, when the session ends or idles out, when
 //! the gateway shuts down, and (on Linux) when the gateway dies.
 
-use super::{Sink, UpstreamError};
+use super::mux::{Conn, Mux};
+use super::UpstreamError;
+use crate::BoxFut;
 
 /// The session's server stream (the client's GET), if one is open: messages tagged by target.
 pub type ServerStream = Arc<Mutex<Option<mpsc::Sender<(Arc<str>, Value)>>>>;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -62,21 +63,10 @@ pub fn kill_all() {
     }
 }
 
-struct Pending {
-    original_id: Value,
-    tx: Sink,
-}
-
 pub struct StdioConn {
-    target: Arc<str>,
+    mux: Arc<Mux>,
     stdin: mpsc::Sender<Vec<u8>>,
-    pending: Mutex<BTreeMap<u64, Pending>>,
-    next_id: AtomicU64,
-    /// Where messages the child sends on its own go when no call is in flight.
-    server_stream: ServerStream,
-    alive: AtomicBool,
     pgid: i32,
-    pub started: Instant,
     _child: tokio::process::Child,
 }
 
@@ -120,15 +110,11 @@ impl StdioConn {
             return Err(UpstreamError::Failed("child has no stdio pipes".into()));
         };
         let (stdin_tx, mut stdin_rx) = mpsc::channel::<Vec<u8>>(64);
+        let mux = Arc::new(Mux::new(target.clone(), server_stream));
         let conn = Arc::new(StdioConn {
-            target: target.clone(),
+            mux: mux.clone(),
             stdin: stdin_tx,
-            pending: Mutex::new(BTreeMap::new()),
-            next_id: AtomicU64::new(1),
-            server_stream,
-            alive: AtomicBool::new(true),
             pgid,
-            started: Instant::now(),
             _child: child,
         });
         tokio::spawn(async move {
@@ -146,7 +132,6 @@ impl StdioConn {
                 tracing::info!(target: "switchyard::mcp::stdio", mcp_target = %t, "{line}");
             }
         });
-        let weak = Arc::downgrade(&conn);
         tokio::spawn(async move {
             let mut reader = BufReader::with_capacity(64 * 1024, stdout);
             let mut line = Vec::new();
@@ -158,73 +143,19 @@ impl StdioConn {
                     .read_until(b'\n', &mut line)
                     .await
                     .unwrap_or_default();
-                let Some(conn) = weak.upgrade() else { return };
                 if n == 0 || (line.len() >= MAX_LINE_BYTES && !line.ends_with(b"\n")) {
-                    conn.died();
+                    mux.died();
                     return;
                 }
                 match serde_json::from_slice::<Value>(&line) {
-                    Ok(msg) => conn.dispatch(msg).await,
+                    Ok(msg) => mux.dispatch(msg).await,
                     Err(_) => {
-                        tracing::debug!(mcp_target = %conn.target, "stdio target wrote a line that is not JSON")
+                        tracing::debug!(mcp_target = %mux.target, "stdio target wrote a line that is not JSON")
                     }
                 }
             }
         });
         Ok(conn)
-    }
-
-    pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
-    }
-
-    fn died(&self) {
-        self.alive.store(false, Ordering::Release);
-        // Dropping the senders tells every waiting call that no answer is coming.
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        tracing::warn!(mcp_target = %self.target, "stdio MCP server exited");
-    }
-
-    async fn dispatch(&self, mut msg: Value) {
-        use crate::jsonrpc::{kind, Kind};
-        if kind(&msg) == Kind::Response {
-            let ours = msg.get("id").and_then(Value::as_u64);
-            let pending = ours.and_then(|id| {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id)
-            });
-            if let Some(p) = pending {
-                msg["id"] = p.original_id;
-                let _ = p.tx.send(msg).await;
-            }
-            return;
-        }
-        // A notification or a request of the server's own: to the oldest call in flight
-        // (progress and logging belong to it), else to the session's server stream.
-        let call = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .next()
-            .map(|p| p.tx.clone());
-        if let Some(tx) = call {
-            let _ = tx.send(msg).await;
-            return;
-        }
-        let stream = self
-            .server_stream
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(tx) = stream {
-            let _ = tx.send((self.target.clone(), msg)).await;
-        }
     }
 
     async fn write(&self, msg: &Value) -> Result<(), UpstreamError> {
@@ -235,33 +166,30 @@ impl StdioConn {
             .await
             .map_err(|_| UpstreamError::Failed("stdio MCP server is gone".into()))
     }
+}
 
-    /// Sends a request; its answer (and anything the server sends meanwhile) arrives on the
-    /// returned channel.
-    pub async fn request(&self, mut msg: Value) -> Result<mpsc::Receiver<Value>, UpstreamError> {
-        if !self.is_alive() {
-            return Err(UpstreamError::Failed("stdio MCP server is gone".into()));
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let original_id = std::mem::replace(&mut msg["id"], Value::from(id));
-        let (tx, rx) = mpsc::channel(64);
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Pending { original_id, tx });
-        if let Err(e) = self.write(&msg).await {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            return Err(e);
-        }
-        Ok(rx)
+impl Conn for StdioConn {
+    fn is_alive(&self) -> bool {
+        self.mux.is_alive()
     }
 
-    /// Sends a notification or a response to one of the server's requests.
-    pub async fn send(&self, msg: &Value) -> Result<(), UpstreamError> {
-        self.write(msg).await
+    fn started(&self) -> Instant {
+        self.mux.started
+    }
+
+    fn request(&self, mut msg: Value) -> BoxFut<'_, Result<mpsc::Receiver<Value>, UpstreamError>> {
+        Box::pin(async move {
+            let (id, rx) = self.mux.register(&mut msg)?;
+            if let Err(e) = self.write(&msg).await {
+                self.mux.forget(id);
+                return Err(e);
+            }
+            Ok(rx)
+        })
+    }
+
+    fn send<'a>(&'a self, msg: &'a Value) -> BoxFut<'a, Result<(), UpstreamError>> {
+        Box::pin(self.write(msg))
     }
 }
 

@@ -1,7 +1,7 @@
 """MCP client scenarios run by crates/switchyard/tests/mcp.rs against the gateway, with the
 official `mcp` Python SDK (streamable HTTP transport).
 
-usage: client.py federation URL | resume URL
+usage: client.py federation URL | resume URL | legacy URL
 Prints one JSON line of findings per scenario; exits non-zero on a failed expectation.
 """
 
@@ -88,6 +88,22 @@ async def resume(url):
     print(json.dumps(out), flush=True)
 
 
+async def legacy(url):
+    from mcp.client.sse import sse_client
+
+    out = {}
+    async with sse_client(url) as (read, write):
+        async with ClientSession(read, write) as s:
+            await s.initialize()
+            tools = await s.list_tools()
+            out["tools"] = sorted(t.name for t in tools.tools)
+            out["old_echo"] = text_of(await s.call_tool("old_echo", {"message": "via sse"}))
+            out["stdio_echo"] = text_of(await s.call_tool("everything_echo", {"message": "via stdio"}))
+            out["http_add"] = text_of(await s.call_tool("sim_add", {"a": 3, "b": 4}))
+    print(json.dumps(out), flush=True)
+
+
 if __name__ == "__main__":
     scenario, url = sys.argv[1], sys.argv[2]
-    asyncio.run({"federation": federation, "resume": resume}[scenario](url))
+    scenarios = {"federation": federation, "resume": resume, "legacy": legacy}
+    asyncio.run(scenarios[scenario](url))

@@ -1,0 +1,90 @@
+//! Event streams to the client: JSON-RPC messages as SSE events with ids, keep-alive
+//! comments, and the tasks feeding a stream stopped when the client goes away.
+
+use crate::Body;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Aborts the tasks feeding a stream when the client goes away.
+/// Stops what feeds a stream when the client goes away: tasks are aborted, `on_drop` runs.
+#[derive(Default)]
+pub(crate) struct Guard {
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+/// How a stream starts and is kept alive.
+#[derive(Default)]
+pub(crate) struct Opts {
+    /// Raw bytes sent first (the legacy transport's `endpoint` event).
+    pub prelude: Option<Bytes>,
+    pub keepalive: Option<Duration>,
+    pub guard: Guard,
+}
+
+/// An SSE response of JSON-RPC messages, each with an event id.
+pub(crate) fn sse_response(rx: mpsc::Receiver<Value>, opts: Opts) -> Response<Body> {
+    struct State {
+        rx: mpsc::Receiver<Value>,
+        n: u64,
+        prelude: Option<Bytes>,
+        tick: Option<tokio::time::Interval>,
+        _guard: Guard,
+    }
+    let tick = opts.keepalive.map(|d| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let state = State {
+        rx,
+        n: 0,
+        prelude: opts.prelude,
+        tick,
+        _guard: opts.guard,
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        if let Some(p) = s.prelude.take() {
+            return Some((Ok::<_, crate::BoxError>(http_body::Frame::data(p)), s));
+        }
+        let next = match &mut s.tick {
+            Some(tick) => tokio::select! {
+                m = s.rx.recv() => m.map(Some),
+                _ = tick.tick() => Some(None),
+            },
+            None => s.rx.recv().await.map(Some),
+        };
+        let frame = match next? {
+            Some(m) => {
+                s.n += 1;
+                let data = serde_json::to_string(&m).unwrap_or_default();
+                Bytes::from(format!("id: {}\nevent: message\ndata: {data}\n\n", s.n))
+            }
+            None => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((Ok::<_, crate::BoxError>(http_body::Frame::data(frame)), s))
+    });
+    let mut r = Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}

@@ -1,0 +1,128 @@
+//! Request/answer matching for targets the gateway holds a connection to per session (a stdio
+//! child, a legacy SSE stream): the gateway's own ids on the wire, the client's restored on
+//! the way back, and the target's own messages routed to the call they belong to.
+
+use super::stdio::ServerStream;
+use super::{Sink, UpstreamError};
+use crate::BoxFut;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// A per-session connection to a target.
+pub trait Conn: Send + Sync {
+    fn is_alive(&self) -> bool;
+    fn started(&self) -> Instant;
+    /// Sends a request; its answer (and what the target sends meanwhile) arrives on the
+    /// returned channel.
+    fn request(&self, msg: Value) -> BoxFut<'_, Result<mpsc::Receiver<Value>, UpstreamError>>;
+    /// Sends a notification, or an answer to one of the target's requests.
+    fn send<'a>(&'a self, msg: &'a Value) -> BoxFut<'a, Result<(), UpstreamError>>;
+}
+
+struct Pending {
+    original_id: Value,
+    tx: Sink,
+}
+
+pub struct Mux {
+    pub target: Arc<str>,
+    pending: Mutex<BTreeMap<u64, Pending>>,
+    next_id: AtomicU64,
+    /// Where the target's own messages go when no call is in flight.
+    server_stream: ServerStream,
+    alive: AtomicBool,
+    pub started: Instant,
+}
+
+impl Mux {
+    pub fn new(target: Arc<str>, server_stream: ServerStream) -> Mux {
+        Mux {
+            target,
+            pending: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            server_stream,
+            alive: AtomicBool::new(true),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// The connection is gone: every waiting call learns no answer is coming.
+    pub fn died(&self) {
+        self.alive.store(false, Ordering::Release);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        tracing::warn!(mcp_target = %self.target, "MCP target connection closed");
+    }
+
+    /// Gives `msg` one of our ids and returns it with the channel its answer will arrive on.
+    pub fn register(&self, msg: &mut Value) -> Result<(u64, mpsc::Receiver<Value>), UpstreamError> {
+        if !self.is_alive() {
+            return Err(UpstreamError::Failed("the MCP target is gone".into()));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let original_id = std::mem::replace(&mut msg["id"], Value::from(id));
+        let (tx, rx) = mpsc::channel(64);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Pending { original_id, tx });
+        Ok((id, rx))
+    }
+
+    pub fn forget(&self, id: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Routes one message from the target.
+    pub async fn dispatch(&self, mut msg: Value) {
+        use crate::jsonrpc::{kind, Kind};
+        if kind(&msg) == Kind::Response {
+            let ours = msg.get("id").and_then(Value::as_u64);
+            let pending = ours.and_then(|id| {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id)
+            });
+            if let Some(p) = pending {
+                msg["id"] = p.original_id;
+                let _ = p.tx.send(msg).await;
+            }
+            return;
+        }
+        // A notification or a request of the target's own: to the oldest call in flight
+        // (progress and logging belong to it), else to the session's server stream.
+        let call = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .next()
+            .map(|p| p.tx.clone());
+        if let Some(tx) = call {
+            let _ = tx.send(msg).await;
+            return;
+        }
+        let stream = self
+            .server_stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(tx) = stream {
+            let _ = tx.send((self.target.clone(), msg)).await;
+        }
+    }
+}

@@ -291,6 +291,13 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
                             Some(t.name.clone()),
                         ));
                     }
+                    if let Some(o) = &mut t.openapi {
+                        let is_url =
+                            o.schema.starts_with("http://") || o.schema.starts_with("https://");
+                        if !is_url && Path::new(&o.schema).is_relative() {
+                            o.schema = base.join(&o.schema).to_string_lossy().into_owned();
+                        }
+                    }
                     if let Some(stdio) = &mut t.stdio {
                         for (k, v) in stdio.env.iter_mut() {
                             load_secret(v, base, &format!("{tkey}.stdio.env.{k}"))?;

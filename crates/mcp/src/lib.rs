@@ -139,8 +139,22 @@ impl Gateway {
                 let url = parse_url(&h.host).map_err(|e| format!("{key}.sse.host: {e}"))?;
                 let client = http_client(t, &url).map_err(|e| format!("{key}: {e}"))?;
                 upstream::Transport::Sse(upstream::sse::SseTarget { url, client })
+            } else if let Some(o) = &t.openapi {
+                let host = if o.host.contains("://") {
+                    o.host.clone()
+                } else {
+                    format!("http://{}", o.host)
+                };
+                let url = parse_url(&host).map_err(|e| format!("{key}.openapi.host: {e}"))?;
+                let client = http_client(t, &url).map_err(|e| format!("{key}: {e}"))?;
+                upstream::Transport::OpenApi(
+                    upstream::openapi::OpenApiTarget::new(&o.schema, url, client)
+                        .map_err(|e| format!("{key}.openapi.schema: {e}"))?,
+                )
             } else {
-                return Err(format!("{key}: OpenAPI targets are not supported yet"));
+                return Err(format!(
+                    "{key}: a target needs one of mcp, sse, stdio or openapi"
+                ));
             };
             targets.push(Arc::new(upstream::Target {
                 name: t.name.as_str().into(),

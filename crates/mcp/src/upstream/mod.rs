@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod mux;
+pub mod openapi;
 pub mod sse;
 pub mod stdio;
 
@@ -37,6 +38,7 @@ pub enum Transport {
     Http(http::HttpTarget),
     Stdio(stdio::StdioSpec),
     Sse(sse::SseTarget),
+    OpenApi(openapi::OpenApiTarget),
 }
 
 pub struct Target {
@@ -100,6 +102,7 @@ impl Target {
                 let rx = conn.request(msg).await?;
                 (answer(rx, |_| {}).await?, None)
             }
+            Transport::OpenApi(o) => (o.answer(&msg, ctx.headers).await?, None),
         };
         if let Some(e) = answer_msg.get("error") {
             return Err(UpstreamError::Failed(format!(
@@ -113,7 +116,7 @@ impl Target {
             .and_then(Value::as_str)
             .unwrap_or(version)
             .to_string();
-        if !matches!(self.transport, Transport::Http(_)) {
+        if matches!(self.transport, Transport::Stdio(_) | Transport::Sse(_)) {
             if let Some(conn) = ctx.local.live(&self.name) {
                 let _ = conn
                     .send(&serde_json::from_str(INITIALIZED).unwrap_or_default())
@@ -151,6 +154,11 @@ impl Target {
                 let conn = self.conn(ctx, Some(ts)).await?;
                 conn.request(msg).await
             }
+            Transport::OpenApi(o) => {
+                let (tx, rx) = mpsc::channel(1);
+                let _ = tx.send(o.answer(&msg, ctx.headers).await?).await;
+                Ok(rx)
+            }
         }
     }
 
@@ -182,6 +190,8 @@ impl Target {
                 let conn = self.conn(ctx, Some(ts)).await?;
                 conn.send(msg).await
             }
+            // The gateway is this target's server: nothing to notify.
+            Transport::OpenApi(_) => Ok(()),
         }
     }
 
@@ -203,7 +213,7 @@ impl Target {
                 .await
             }
             // A connection's own messages reach the session's server stream directly.
-            Transport::Stdio(_) | Transport::Sse(_) => Ok(()),
+            Transport::Stdio(_) | Transport::Sse(_) | Transport::OpenApi(_) => Ok(()),
         }
     }
 
@@ -236,7 +246,7 @@ impl Target {
                                 as Arc<dyn mux::Conn>,
                         )
                     }
-                    Transport::Http(_) => {
+                    Transport::Http(_) | Transport::OpenApi(_) => {
                         Err(UpstreamError::Failed("not a connection target".into()))
                     }
                 }

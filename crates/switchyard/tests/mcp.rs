@@ -675,3 +675,67 @@ components:
         "{r}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_requests_reach_the_client_and_its_answers_return() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = config(port, &sim.url, "");
+    let _gw = start(dir.path(), port, &yaml);
+    let out = run_client("callbacks", port).await;
+    assert_eq!(
+        out["has_sampling_tool"], true,
+        "client capabilities reached the target: {out}"
+    );
+    assert!(out["sampling_prompt"].as_str().unwrap().contains("what is MCP?"), "{out}");
+    assert!(
+        out["sampling"].as_str().unwrap().contains("sampled!"),
+        "{out}"
+    );
+    assert!(
+        out["roots"]
+            .as_str()
+            .unwrap()
+            .contains("file:///srv/project"),
+        "{out}"
+    );
+    assert!(
+        out["elicitation"].as_str().unwrap().contains("blue"),
+        "{out}"
+    );
+    // MCP metrics, labelled by method, target and tool.
+    let stats = stats_addr(&yaml);
+    let (_, metrics) = common::http(stats, "GET", "/metrics", "").unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("switchyard_mcp_requests_total{")
+            && l.contains(r#"mcp_method_name="tools/call""#)
+            && l.contains(r#"target="everything""#)
+            && l.contains(r#"gen_ai_tool_name="trigger-sampling-request""#)),
+        "{metrics}"
+    );
+}
+
+async fn run_client(scenario: &'static str, port: u16) -> Value {
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py"))
+            .args([scenario, &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "client failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"))
+}
+
+fn stats_addr(yaml: &str) -> SocketAddr {
+    yaml.lines()
+        .find_map(|l| l.trim().strip_prefix("statsAddr: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}

@@ -189,9 +189,9 @@ fn observe_metrics(rec: &RequestRecord) {
         if let Some(method) = &mcp.method {
             m.mcp_requests
                 .get_or_create(&metrics::McpLabels {
-                    mcp_method_name: method.clone(),
+                    mcp_method_name: metrics::mcp_method_label(method),
                     target: mcp.target.clone().unwrap_or_default(),
-                    gen_ai_tool_name: mcp.tool.clone().unwrap_or_default(),
+                    gen_ai_tool_name: m.tool_label(mcp.tool.as_deref()),
                 })
                 .inc();
         }

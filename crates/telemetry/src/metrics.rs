@@ -79,7 +79,7 @@ pub struct GenAiLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct McpLabels {
-    pub mcp_method_name: String,
+    pub mcp_method_name: &'static str,
     pub target: String,
     pub gen_ai_tool_name: String,
 }
@@ -107,6 +107,7 @@ pub struct Metrics {
     pub spans_dropped: Counter,
     pub log_lines_dropped: Counter,
     models: RwLock<HashSet<String>>,
+    tools: RwLock<HashSet<String>>,
 }
 
 fn seconds_buckets() -> Histogram {
@@ -257,6 +258,7 @@ impl Metrics {
             spans_dropped,
             log_lines_dropped,
             models: RwLock::new(HashSet::new()),
+            tools: RwLock::new(HashSet::new()),
         }
     }
 
@@ -271,24 +273,12 @@ impl Metrics {
     /// A model name as a label value: itself while fewer than [`MAX_MODELS`] have been seen,
     /// `other` after that.
     pub fn model_label(&self, model: Option<&str>) -> String {
-        let Some(model) = model.filter(|m| !m.is_empty()) else {
-            return String::new();
-        };
-        {
-            let seen = self.models.read().unwrap_or_else(|p| p.into_inner());
-            if seen.contains(model) {
-                return model.to_string();
-            }
-            if seen.len() >= MAX_MODELS {
-                return "other".to_string();
-            }
-        }
-        let mut seen = self.models.write().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_MODELS && !seen.contains(model) {
-            return "other".to_string();
-        }
-        seen.insert(model.to_string());
-        model.to_string()
+        capped(&self.models, model)
+    }
+
+    /// A tool name as a label value, capped like model names.
+    pub fn tool_label(&self, tool: Option<&str>) -> String {
+        capped(&self.tools, tool)
     }
 
     pub fn observe_connect(&self, upstream: &Arc<str>, took: Duration, ok: bool) {
@@ -311,4 +301,57 @@ impl Metrics {
             })
             .inc();
     }
+}
+
+/// `value` while fewer than [`MAX_MODELS`] distinct values have been seen in `seen`, else
+/// `other`; clients choose these strings, so they must not grow the label set without bound.
+fn capped(seen_set: &RwLock<HashSet<String>>, value: Option<&str>) -> String {
+    let Some(value) = value.filter(|m| !m.is_empty()) else {
+        return String::new();
+    };
+    {
+        let seen = seen_set.read().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(value) {
+            return value.to_string();
+        }
+        if seen.len() >= MAX_MODELS {
+            return "other".to_string();
+        }
+    }
+    let mut seen = seen_set.write().unwrap_or_else(|p| p.into_inner());
+    if seen.len() >= MAX_MODELS && !seen.contains(value) {
+        return "other".to_string();
+    }
+    seen.insert(value.to_string());
+    value.to_string()
+}
+
+/// An MCP method as a label value: the methods of the MCP specification, else `other`.
+pub fn mcp_method_label(method: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "completion/complete",
+        "logging/setLevel",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+        "GET",
+        "DELETE",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == method)
+        .copied()
+        .unwrap_or("other")
 }

@@ -1,7 +1,7 @@
 """MCP client scenarios run by crates/switchyard/tests/mcp.rs against the gateway, with the
 official `mcp` Python SDK (streamable HTTP transport).
 
-usage: client.py federation URL | resume URL | legacy URL
+usage: client.py federation|resume|legacy|callbacks URL
 Prints one JSON line of findings per scenario; exits non-zero on a failed expectation.
 """
 
@@ -88,6 +88,43 @@ async def resume(url):
     print(json.dumps(out), flush=True)
 
 
+async def callbacks(url):
+    """Requests the server sends the client (sampling, elicitation, roots) through the gateway."""
+    from mcp import types
+
+    seen = {}
+
+    async def sampling(ctx, params):
+        seen["sampling_prompt"] = params.messages[0].content.text
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="sampled!"), model="sim"
+        )
+
+    async def elicit(ctx, params):
+        seen["elicit_message"] = params.message
+        return types.ElicitResult(action="accept", content={"color": "blue", "number": 7, "pets": ["cats"]})
+
+    async def roots(ctx):
+        return types.ListRootsResult(roots=[types.Root(uri="file:///srv/project", name="project")])
+
+    out = {}
+    async with streamablehttp_client(url) as (read, write, _):
+        async with ClientSession(
+            read, write, sampling_callback=sampling, elicitation_callback=elicit, list_roots_callback=roots
+        ) as s:
+            await s.initialize()
+            names = [t.name for t in (await s.list_tools()).tools]
+            out["has_sampling_tool"] = "everything_trigger-sampling-request" in names
+            r = await s.call_tool("everything_trigger-sampling-request", {"prompt": "what is MCP?"})
+            out["sampling"] = text_of(r)
+            r = await s.call_tool("everything_get-roots-list", {})
+            out["roots"] = text_of(r)
+            r = await s.call_tool("everything_trigger-elicitation-request", {})
+            out["elicitation"] = text_of(r)
+    out.update(seen)
+    print(json.dumps(out), flush=True)
+
+
 async def legacy(url):
     from mcp.client.sse import sse_client
 
@@ -105,5 +142,5 @@ async def legacy(url):
 
 if __name__ == "__main__":
     scenario, url = sys.argv[1], sys.argv[2]
-    scenarios = {"federation": federation, "resume": resume, "legacy": legacy}
+    scenarios = {"federation": federation, "resume": resume, "legacy": legacy, "callbacks": callbacks}
     asyncio.run(scenarios[scenario](url))

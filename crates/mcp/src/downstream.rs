@@ -7,8 +7,9 @@ use crate::federate::{decode_cursor, encode_cursor, from_upstream, merge_capabil
 use crate::jsonrpc::{self, Code, Kind};
 use crate::local::LocalSession;
 use crate::names;
+use crate::replay::StreamKind;
 use crate::session::{now_secs, random_id, SessionState, TargetSession};
-use crate::stream::{sse_response, Guard, Opts};
+use crate::stream::{sse_response, Event, Guard, Opts};
 use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
 use crate::upstream::{answer, CallCtx, Target, UpstreamError};
 use crate::{boxed, Body, FailureMode, Gateway, Observed, SUPPORTED_VERSIONS};
@@ -785,29 +786,42 @@ impl Gateway {
                 Err(e) => target_failed(id, &name, &e),
             });
         }
-        let (tx, out) = mpsc::channel::<Value>(64);
+        let (tx, out) = mpsc::channel::<Event>(64);
+        let log = ctx.local.events.clone();
+        let stream = log.open(StreamKind::Post);
         tokio::spawn(async move {
-            if tx
-                .send(from_upstream(first, &name, prefixed))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            while let Some(m) = rx.recv().await {
+            // Read to the answer even if the client left: it may resume with Last-Event-ID.
+            let mut client = Some(tx);
+            let mut pending = Some(first);
+            loop {
+                let m = match pending.take() {
+                    Some(m) => m,
+                    None => match rx.recv().await {
+                        Some(m) => m,
+                        // The target went away mid-call: the client still gets an answer.
+                        None => target_failed(
+                            id.clone(),
+                            &name,
+                            &UpstreamError::Failed("it closed the call without answering".into()),
+                        ),
+                    },
+                };
                 let done = jsonrpc::kind(&m) == Kind::Response;
-                if tx.send(from_upstream(m, &name, prefixed)).await.is_err() || done {
-                    return;
+                let m = from_upstream(m, &name, prefixed);
+                let event = Event {
+                    id: Some(log.record(stream, &m)),
+                    msg: m,
+                };
+                if let Some(tx) = &client {
+                    if tx.send(event).await.is_err() {
+                        client = None;
+                    }
+                }
+                if done {
+                    break;
                 }
             }
-            // The target went away mid-call: the client still gets an answer for its request.
-            let _ = tx
-                .send(target_failed(
-                    id,
-                    &name,
-                    &UpstreamError::Failed("it closed the call without answering".into()),
-                ))
-                .await;
+            log.finish(stream);
         });
         sse_response(out, Opts::default())
     }
@@ -826,7 +840,42 @@ impl Gateway {
             Err(r) => return r,
         };
         down.observed.method = Some("GET".into());
-        let (tx, rx) = mpsc::channel::<Value>(256);
+        let (tx, rx) = mpsc::channel::<Event>(256);
+        let log = opened.local.events.clone();
+        let mut tasks = Vec::new();
+        // A client resuming a broken stream gets what it missed on that stream first.
+        let resumed = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::replay::parse_id)
+            .filter(|(s, _)| log.kind(*s).is_some());
+        let stream = match resumed {
+            Some((s, after)) if log.kind(s) == Some(StreamKind::Post) => {
+                // The rest of a POST's answer, then the stream ends as that answer would have.
+                let l = log.clone();
+                tasks.push(tokio::spawn(async move { l.follow(s, after, tx).await }));
+                return sse_response(
+                    rx,
+                    Opts {
+                        keepalive: Some(KEEPALIVE),
+                        guard: Guard {
+                            tasks,
+                            on_drop: None,
+                        },
+                        ..Default::default()
+                    },
+                );
+            }
+            Some((s, after)) => {
+                let (replay_tx, mut replay_rx) = mpsc::channel::<Event>(64);
+                log.follow(s, after, replay_tx).await;
+                while let Ok(e) = replay_rx.try_recv() {
+                    let _ = tx.try_send(e);
+                }
+                s
+            }
+            None => log.open(StreamKind::Server),
+        };
         let (own_tx, mut own_rx) = mpsc::channel::<(Arc<str>, Value)>(256);
         *opened
             .local
@@ -834,26 +883,32 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(own_tx);
         let prefixed = self.prefixed;
-        let mut tasks = Vec::new();
+        let record = move |log: &crate::replay::EventLog, name: &str, m: Value| {
+            let m = from_upstream(m, name, prefixed);
+            Event {
+                id: Some(log.record(stream, &m)),
+                msg: m,
+            }
+        };
         {
-            let tx = tx.clone();
+            let (tx, log) = (tx.clone(), log.clone());
             tasks.push(tokio::spawn(async move {
                 while let Some((name, m)) = own_rx.recv().await {
-                    if tx.send(from_upstream(m, &name, prefixed)).await.is_err() {
+                    if tx.send(record(&log, &name, m)).await.is_err() {
                         return;
                     }
                 }
             }));
         }
         for (t, ts) in self.joined(&opened.state) {
-            let (t, ts, tx) = (t.clone(), ts.clone(), tx.clone());
+            let (t, ts, tx, log) = (t.clone(), ts.clone(), tx.clone(), log.clone());
             let (fwd, local, init) = (fwd.clone(), opened.local.clone(), opened.state.init.clone());
             tasks.push(tokio::spawn(async move {
                 let (raw_tx, mut raw_rx) = mpsc::channel::<Value>(64);
                 let name = t.name.clone();
                 let relay = async {
                     while let Some(m) = raw_rx.recv().await {
-                        if tx.send(from_upstream(m, &name, prefixed)).await.is_err() {
+                        if tx.send(record(&log, &name, m)).await.is_err() {
                             return;
                         }
                     }

@@ -6,7 +6,7 @@
 
 use crate::federate::from_upstream;
 use crate::session::random_id;
-use crate::stream::{sse_response, Guard, Opts};
+use crate::stream::{sse_response, Event, Guard, Opts};
 use crate::upstream::http::SESSION_HEADER;
 use crate::{Body, Downstream, Gateway};
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 /// One legacy client: its event stream and, once it initialized, its sealed session.
 pub(crate) struct Legacy {
-    tx: mpsc::Sender<Value>,
+    tx: mpsc::Sender<Event>,
     sealed: Mutex<Option<String>>,
 }
 
@@ -109,13 +109,13 @@ impl Gateway {
                     else {
                         continue;
                     };
-                    if tx.send(msg).await.is_err() {
+                    if tx.send(Event::plain(msg)).await.is_err() {
                         return;
                     }
                 }
             } else if let Ok(bytes) = crate::read_body(body, 16 << 20).await {
                 if let Ok(msg) = serde_json::from_slice::<Value>(&bytes) {
-                    let _ = tx.send(msg).await;
+                    let _ = tx.send(Event::plain(msg)).await;
                 }
             }
         });
@@ -144,7 +144,11 @@ impl Gateway {
         let prefixed = self.prefixed;
         tokio::spawn(async move {
             while let Some((name, m)) = own_rx.recv().await {
-                if tx.send(from_upstream(m, &name, prefixed)).await.is_err() {
+                if tx
+                    .send(Event::plain(from_upstream(m, &name, prefixed)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

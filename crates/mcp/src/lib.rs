@@ -14,6 +14,7 @@ pub mod jsonrpc;
 mod legacy;
 pub mod local;
 pub mod names;
+mod replay;
 pub mod session;
 mod stream;
 pub mod upstream;

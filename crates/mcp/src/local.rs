@@ -27,6 +27,8 @@ pub struct LocalSession {
     slots: Mutex<HashMap<Arc<str>, ConnSlot>>,
     spawn_lock: tokio::sync::Mutex<()>,
     pub server_stream: ServerStream,
+    /// Events sent in this session, for `Last-Event-ID` resumption.
+    pub events: Arc<crate::replay::EventLog>,
 }
 
 impl LocalSession {
@@ -36,6 +38,7 @@ impl LocalSession {
             slots: Mutex::new(HashMap::new()),
             spawn_lock: tokio::sync::Mutex::new(()),
             server_stream: Arc::new(Mutex::new(None)),
+            events: Default::default(),
         }
     }
 

@@ -10,6 +10,18 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Aborts the tasks feeding a stream when the client goes away.
+/// One message on a stream, with its event id when the stream is resumable.
+pub(crate) struct Event {
+    pub id: Option<String>,
+    pub msg: Value,
+}
+
+impl Event {
+    pub fn plain(msg: Value) -> Event {
+        Event { id: None, msg }
+    }
+}
+
 /// Stops what feeds a stream when the client goes away: tasks are aborted, `on_drop` runs.
 #[derive(Default)]
 pub(crate) struct Guard {
@@ -37,11 +49,10 @@ pub(crate) struct Opts {
     pub guard: Guard,
 }
 
-/// An SSE response of JSON-RPC messages, each with an event id.
-pub(crate) fn sse_response(rx: mpsc::Receiver<Value>, opts: Opts) -> Response<Body> {
+/// An SSE response of JSON-RPC messages.
+pub(crate) fn sse_response(rx: mpsc::Receiver<Event>, opts: Opts) -> Response<Body> {
     struct State {
-        rx: mpsc::Receiver<Value>,
-        n: u64,
+        rx: mpsc::Receiver<Event>,
         prelude: Option<Bytes>,
         tick: Option<tokio::time::Interval>,
         _guard: Guard,
@@ -53,7 +64,6 @@ pub(crate) fn sse_response(rx: mpsc::Receiver<Value>, opts: Opts) -> Response<Bo
     });
     let state = State {
         rx,
-        n: 0,
         prelude: opts.prelude,
         tick,
         _guard: opts.guard,
@@ -70,10 +80,12 @@ pub(crate) fn sse_response(rx: mpsc::Receiver<Value>, opts: Opts) -> Response<Bo
             None => s.rx.recv().await.map(Some),
         };
         let frame = match next? {
-            Some(m) => {
-                s.n += 1;
-                let data = serde_json::to_string(&m).unwrap_or_default();
-                Bytes::from(format!("id: {}\nevent: message\ndata: {data}\n\n", s.n))
+            Some(e) => {
+                let data = serde_json::to_string(&e.msg).unwrap_or_default();
+                Bytes::from(match e.id {
+                    Some(id) => format!("id: {id}\nevent: message\ndata: {data}\n\n"),
+                    None => format!("event: message\ndata: {data}\n\n"),
+                })
             }
             None => Bytes::from_static(b": keep-alive\n\n"),
         };

@@ -688,7 +688,13 @@ async fn server_requests_reach_the_client_and_its_answers_return() {
         out["has_sampling_tool"], true,
         "client capabilities reached the target: {out}"
     );
-    assert!(out["sampling_prompt"].as_str().unwrap().contains("what is MCP?"), "{out}");
+    assert!(
+        out["sampling_prompt"]
+            .as_str()
+            .unwrap()
+            .contains("what is MCP?"),
+        "{out}"
+    );
     assert!(
         out["sampling"].as_str().unwrap().contains("sampled!"),
         "{out}"
@@ -708,10 +714,12 @@ async fn server_requests_reach_the_client_and_its_answers_return() {
     let stats = stats_addr(&yaml);
     let (_, metrics) = common::http(stats, "GET", "/metrics", "").unwrap();
     assert!(
-        metrics.lines().any(|l| l.starts_with("switchyard_mcp_requests_total{")
-            && l.contains(r#"mcp_method_name="tools/call""#)
-            && l.contains(r#"target="everything""#)
-            && l.contains(r#"gen_ai_tool_name="trigger-sampling-request""#)),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_mcp_requests_total{")
+                && l.contains(r#"mcp_method_name="tools/call""#)
+                && l.contains(r#"target="everything""#)
+                && l.contains(r#"gen_ai_tool_name="trigger-sampling-request""#)),
         "{metrics}"
     );
 }
@@ -738,4 +746,71 @@ fn stats_addr(yaml: &str) -> SocketAddr {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_call_stream_resumes_with_last_event_id() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _gw = start(dir.path(), port, &config(port, &sim.url, ""));
+    let sid = raw_session(port);
+    // A long call with progress; the client reads its first event and goes away.
+    let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"everything_trigger-long-running-operation","arguments":{"duration":1.5,"steps":3},"_meta":{"progressToken":"tok"}}}"#;
+    let first_id = tokio::task::spawn_blocking({
+        let sid = sid.clone();
+        move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            write!(
+                s,
+                "POST /mcp HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-session-id: {sid}\r\nContent-Length: {}\r\n\r\n{call}",
+                call.len()
+            )
+            .unwrap();
+            let mut seen = String::new();
+            let mut buf = [0u8; 1024];
+            // Up to the first progress event.
+            while !seen.contains(r#""progress":1"#) {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "stream ended early: {seen}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            let event = seen
+                .split("\n\n")
+                .find(|e| e.contains(r#""progress":1"#))
+                .unwrap();
+            let id = event.split("id: ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
+            id // the socket closes here, mid-call
+        }
+    })
+    .await
+    .unwrap();
+    let (status, head, body) = tokio::task::spawn_blocking(move || {
+        exchange(
+            port,
+            "GET",
+            &[
+                ("accept", "text/event-stream"),
+                ("mcp-session-id", &sid),
+                ("last-event-id", &first_id),
+            ],
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        !body.contains(r#""progress":1,"#),
+        "what the client saw is not sent again: {body}"
+    );
+    assert!(
+        body.contains(r#""progress":3"#),
+        "the missed progress arrives: {body}"
+    );
+    assert!(
+        body.contains(r#""id":9"#) && body.contains("Long running operation completed"),
+        "and the answer: {body}"
+    );
 }

@@ -25,6 +25,8 @@ pub trait Conn: Send + Sync {
 
 struct Pending {
     original_id: Value,
+    /// The call's `_meta.progressToken`: its progress notifications go to it.
+    progress_token: Option<Value>,
     tx: Sink,
 }
 
@@ -71,11 +73,19 @@ impl Mux {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let original_id = std::mem::replace(&mut msg["id"], Value::from(id));
+        let progress_token = msg.pointer("/params/_meta/progressToken").cloned();
         let (tx, rx) = mpsc::channel(64);
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Pending { original_id, tx });
+            .insert(
+                id,
+                Pending {
+                    original_id,
+                    progress_token,
+                    tx,
+                },
+            );
         Ok((id, rx))
     }
 
@@ -103,15 +113,33 @@ impl Mux {
             }
             return;
         }
-        // A notification or a request of the target's own: to the oldest call in flight
-        // (progress and logging belong to it), else to the session's server stream.
-        let call = self
-            .pending
+        // The target's own messages: progress to the call it reports on; list changes and
+        // resource updates to the session's server stream when one is open; requests
+        // (sampling, elicitation...) and logging to the oldest call in flight, which they
+        // usually serve, else the server stream.
+        let method = crate::jsonrpc::method(&msg);
+        let token = (method == "notifications/progress")
+            .then(|| msg.pointer("/params/progressToken").cloned())
+            .flatten();
+        let session_wide =
+            method.ends_with("/list_changed") || method == "notifications/resources/updated";
+        let has_stream = self
+            .server_stream
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .next()
-            .map(|p| p.tx.clone());
+            .is_some();
+        let call = (!(session_wide && has_stream))
+            .then(|| {
+                let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                match &token {
+                    Some(t) => pending
+                        .values()
+                        .find(|p| p.progress_token.as_ref() == Some(t))
+                        .map(|p| p.tx.clone()),
+                    None => pending.values().next().map(|p| p.tx.clone()),
+                }
+            })
+            .flatten();
         if let Some(tx) = call {
             let _ = tx.send(msg).await;
             return;

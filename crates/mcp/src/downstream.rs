@@ -121,6 +121,12 @@ impl Gateway {
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let fwd = forwarded_headers(&parts.headers);
+        if !self.stateful && parts.method != Method::POST {
+            let mut r = status_only(StatusCode::METHOD_NOT_ALLOWED);
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
         let streamable = parts.headers.contains_key(SESSION_HEADER);
         let legacy_id = crate::legacy::query_session(parts.uri.query()).filter(|_| !streamable);
         match parts.method {
@@ -263,6 +269,9 @@ impl Gateway {
                 return unsupported_version(jsonrpc::id(&msg), v);
             }
         }
+        if !self.stateful {
+            return self.stateless(msg, kind, headers, fwd, down).await;
+        }
         let opened = match self.open(headers, down) {
             Ok(o) => o,
             Err(r) => return r,
@@ -318,16 +327,46 @@ impl Gateway {
             .find(|v| **v == requested)
             .unwrap_or(&SUPPORTED_VERSIONS[0])
             .to_string();
-        let init = Value::Object(init);
+        let joined = match self
+            .join_targets(fwd, Value::Object(init), version.clone(), down)
+            .await
+        {
+            Ok(j) => j,
+            Err(e) => return ok(&e.with_id(id)),
+        };
+        let mut result = InitializeResult::new(joined.caps)
+            .with_server_info(Implementation::new("switchyard", env!("CARGO_PKG_VERSION")));
+        if !joined.instructions.is_empty() {
+            result = result.with_instructions(joined.instructions.join("\n\n"));
+        }
+        let mut result = serde_json::to_value(result).unwrap_or_default();
+        result["protocolVersion"] = Value::from(version);
+        let mut resp = ok(&jsonrpc::result(id, result));
+        if self.stateful {
+            let sealed = self.sealer.seal(&joined.state);
+            if let Ok(v) = HeaderValue::from_str(&sealed) {
+                resp.headers_mut().insert(SESSION_HEADER, v);
+            }
+        } else {
+            self.leave(fwd, &joined.state, &joined.local).await;
+        }
+        resp
+    }
+
+    /// Opens one upstream session per target (per `failureMode`), merging what they offer.
+    async fn join_targets(
+        &self,
+        fwd: &HeaderMap,
+        init: Value,
+        version: String,
+        down: &mut Downstream<'_>,
+    ) -> Result<Joined, RpcError> {
         let sid = random_id();
         down.observed.session_id = Some(sid.clone());
-        let Some(local) = self.sessions.get(&sid) else {
-            return ok(&jsonrpc::error(
-                id,
-                Code::INTERNAL_ERROR,
-                "session id collision",
-            ));
-        };
+        let local = self
+            .sessions
+            .get(&sid)
+            .ok_or_else(|| RpcError::new(Code::INTERNAL_ERROR, "session id collision"))?;
         let ctx = CallCtx {
             headers: fwd,
             local: &local,
@@ -361,19 +400,17 @@ impl Gateway {
                 Err(e) => {
                     tracing::warn!(mcp_target = %t.name, error = %e, "MCP target failed to initialize (failClosed)");
                     self.sessions.end(&sid);
-                    return ok(&jsonrpc::error_with(
-                        id,
-                        Code::INTERNAL_ERROR,
-                        format!("MCP target {} is unavailable: {e}", t.name),
-                        Some(json!({"target": &*t.name})),
-                    ));
+                    return Err(RpcError {
+                        code: Code::INTERNAL_ERROR,
+                        message: format!("MCP target {} is unavailable: {e}", t.name),
+                        data: Some(json!({"target": &*t.name})),
+                    });
                 }
             }
         }
         if joined.is_empty() {
             self.sessions.end(&sid);
-            return ok(&jsonrpc::error(
-                id,
+            return Err(RpcError::new(
                 Code::INTERNAL_ERROR,
                 "no MCP target is available",
             ));
@@ -381,22 +418,69 @@ impl Gateway {
         let state = SessionState {
             id: sid,
             iat: now_secs(),
-            version: version.clone(),
+            version,
             targets: joined,
             init,
         };
-        let sealed = self.sealer.seal(&state);
-        let mut result = InitializeResult::new(caps)
-            .with_server_info(Implementation::new("switchyard", env!("CARGO_PKG_VERSION")));
-        if !instructions.is_empty() {
-            result = result.with_instructions(instructions.join("\n\n"));
+        Ok(Joined {
+            state,
+            local,
+            caps,
+            instructions,
+        })
+    }
+
+    /// Ends a session's upstream sessions (DELETE, or the end of a stateless request).
+    async fn leave(&self, fwd: &HeaderMap, state: &SessionState, local: &Arc<LocalSession>) {
+        let ctx = CallCtx {
+            headers: fwd,
+            local,
+            init: &state.init,
+        };
+        join_all(self.joined(state).map(|(t, ts)| boxed(t.close(&ctx, ts)))).await;
+        self.sessions.end(&state.id);
+    }
+
+    /// `statefulMode: false`: no session outlives a request. Each request opens upstream
+    /// sessions, is answered in one JSON response, and closes them; notifications and answers
+    /// to server requests have no session to go to and are accepted and dropped.
+    async fn stateless(
+        &self,
+        msg: Value,
+        kind: Kind,
+        headers: &HeaderMap,
+        fwd: &HeaderMap,
+        down: &mut Downstream<'_>,
+    ) -> Response<Body> {
+        if kind != Kind::Request {
+            return status_only(StatusCode::ACCEPTED);
         }
-        let mut result = serde_json::to_value(result).unwrap_or_default();
-        result["protocolVersion"] = Value::from(version);
-        let mut resp = ok(&jsonrpc::result(id, result));
-        if let Ok(v) = HeaderValue::from_str(&sealed) {
-            resp.headers_mut().insert(SESSION_HEADER, v);
-        }
+        let id = jsonrpc::id(&msg);
+        let version = headers
+            .get(VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| SUPPORTED_VERSIONS.contains(v))
+            .unwrap_or(SUPPORTED_VERSIONS[0])
+            .to_string();
+        let init = json!({"capabilities": {}, "clientInfo": {"name": "switchyard", "version": env!("CARGO_PKG_VERSION")}});
+        let joined = match self.join_targets(fwd, init, version, down).await {
+            Ok(j) => j,
+            Err(e) => return ok(&e.with_id(id)),
+        };
+        let ctx = CallCtx {
+            headers: fwd,
+            local: &joined.local,
+            init: &joined.state.init,
+        };
+        let caller = Caller {
+            headers,
+            source: down.source,
+            jwt: down.jwt,
+        };
+        let resp = self
+            .request(&ctx, &joined.state, msg, &caller, false, down.observed)
+            .await;
+        self.leave(fwd, &joined.state, &joined.local).await;
         resp
     }
 
@@ -950,17 +1034,7 @@ impl Gateway {
             Err(r) => return r,
         };
         down.observed.method = Some("DELETE".into());
-        let ctx = CallCtx {
-            headers: fwd,
-            local: &opened.local,
-            init: &opened.state.init,
-        };
-        join_all(
-            self.joined(&opened.state)
-                .map(|(t, ts)| boxed(t.close(&ctx, ts))),
-        )
-        .await;
-        self.sessions.end(&opened.state.id);
+        self.leave(fwd, &opened.state, &opened.local).await;
         status_only(StatusCode::OK)
     }
 }
@@ -997,6 +1071,14 @@ enum ListError {
 struct RpcError {
     code: ErrorCode,
     message: String,
+    data: Option<Value>,
+}
+
+struct Joined {
+    state: SessionState,
+    local: Arc<LocalSession>,
+    caps: ServerCapabilities,
+    instructions: Vec<String>,
 }
 
 impl RpcError {
@@ -1004,10 +1086,11 @@ impl RpcError {
         RpcError {
             code,
             message: message.into(),
+            data: None,
         }
     }
     fn with_id(self, id: Value) -> Value {
-        jsonrpc::error(id, self.code, self.message)
+        jsonrpc::error_with(id, self.code, self.message, self.data)
     }
 }
 

@@ -103,6 +103,8 @@ enum FailureMode {
 pub struct Gateway {
     targets: Vec<Arc<upstream::Target>>,
     prefixed: bool,
+    /// `statefulMode` (default true): sessions span requests.
+    stateful: bool,
     failure: FailureMode,
     sealer: session::Sealer,
     authz: Option<authz::Authz>,
@@ -162,9 +164,6 @@ impl Gateway {
                 transport,
             }));
         }
-        if cfg.stateful_mode == Some(false) {
-            return Err("statefulMode: false is not supported yet (sessions are always on)".into());
-        }
         let prefixed = match cfg.prefix_mode {
             Some(config::McpPrefixMode::Always) => true,
             Some(config::McpPrefixMode::Never) => false,
@@ -180,6 +179,7 @@ impl Gateway {
         Ok(Gateway {
             targets,
             prefixed,
+            stateful: cfg.stateful_mode != Some(false),
             failure,
             sealer: session::Sealer::new(cfg.session_key.as_ref().map(|k| k.expose())),
             authz: authorization.map(authz::Authz::compile).transpose()?,

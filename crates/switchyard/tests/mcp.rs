@@ -814,3 +814,46 @@ async fn a_broken_call_stream_resumes_with_last_event_id() {
         "and the answer: {body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_mode_needs_no_session() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _gw = start(
+        dir.path(),
+        port,
+        &config(port, &sim.url, "statefulMode: false"),
+    );
+    let (status, head, body) = exchange(port, "POST", &[JSON, ACCEPT], INIT);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        header(&head, "mcp-session-id").is_none(),
+        "no session is issued"
+    );
+    assert!(body.contains(r#""tools""#), "{body}");
+    let (_, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ACCEPT],
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sim_add","arguments":{"a":20,"b":22}}}"#,
+    );
+    assert!(body.contains(r#""text":"42""#), "{body}");
+    let (_, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON],
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#,
+    );
+    assert!(
+        body.contains("everything_echo") && body.contains("sim_echo"),
+        "{body}"
+    );
+    assert_eq!(
+        sim.sessions(),
+        0,
+        "every request closed the upstream sessions it opened"
+    );
+    let (status, _, _) = exchange(port, "GET", &[("accept", "text/event-stream")], "");
+    assert_eq!(status, 405);
+}

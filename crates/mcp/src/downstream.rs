@@ -3,21 +3,19 @@
 //! the session.
 
 use crate::authz::Caller;
-use crate::federate::{decode_cursor, encode_cursor, from_upstream, merge_capabilities};
+use crate::federate::{from_upstream, merge_capabilities};
 use crate::jsonrpc::{self, Code, Kind};
 use crate::local::LocalSession;
-use crate::names;
 use crate::replay::StreamKind;
-use crate::session::{now_secs, random_id, SessionState, TargetSession};
+use crate::session::{now_secs, random_id, SessionState};
 use crate::stream::{sse_response, Event, Guard, Opts};
 use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
-use crate::upstream::{answer, CallCtx, Target, UpstreamError};
+use crate::upstream::CallCtx;
 use crate::{boxed, Body, FailureMode, Gateway, Observed, SUPPORTED_VERSIONS};
 use futures_util::future::join_all;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use rmcp::model::{ErrorCode, Implementation, InitializeResult, ServerCapabilities};
-use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +24,7 @@ use tokio::sync::mpsc;
 /// Largest JSON-RPC message accepted from a client.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// "Session not found", as the streamable HTTP transport's 404 answers carry.
-const SESSION_NOT_FOUND: ErrorCode = ErrorCode(-32001);
+pub(crate) const SESSION_NOT_FOUND: ErrorCode = ErrorCode(-32001);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// The client side of one request, as the proxy knows it.
@@ -62,7 +60,7 @@ fn forwarded_headers(h: &HeaderMap) -> HeaderMap {
     out
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(crate::full(serde_json::to_vec(v).unwrap_or_default()));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -72,24 +70,24 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     r
 }
 
-fn ok(v: &Value) -> Response<Body> {
+pub(crate) fn ok(v: &Value) -> Response<Body> {
     json_response(StatusCode::OK, v)
 }
 
-fn status_only(status: StatusCode) -> Response<Body> {
+pub(crate) fn status_only(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(crate::empty());
     *r.status_mut() = status;
     r
 }
 
-fn accepts_sse(h: &HeaderMap) -> bool {
+pub(crate) fn accepts_sse(h: &HeaderMap) -> bool {
     h.get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream") || v.contains("*/*"))
 }
 
-fn error_text(e: &Value) -> String {
+pub(crate) fn error_text(e: &Value) -> String {
     e.get("error")
         .and_then(|e| e.get("message"))
         .and_then(Value::as_str)
@@ -484,432 +482,6 @@ impl Gateway {
         resp
     }
 
-    /// The targets of this session, with their upstream sessions.
-    fn joined<'s>(
-        &'s self,
-        state: &'s SessionState,
-    ) -> impl Iterator<Item = (&'s Arc<Target>, &'s TargetSession)> {
-        state
-            .targets
-            .iter()
-            .filter_map(|ts| self.target(&ts.target).map(|t| (t, ts)))
-    }
-
-    async fn notify_all(&self, ctx: &CallCtx<'_>, state: &SessionState, msg: &Value) {
-        let sends = self.joined(state).map(|(t, ts)| {
-            boxed(async move {
-                if let Err(e) = t.send(ctx, ts, msg).await {
-                    tracing::debug!(mcp_target = %t.name, error = %e, "notification not delivered");
-                }
-            })
-        });
-        join_all(sends).await;
-    }
-
-    /// The client answers a request one of the targets sent: route it back with its own id.
-    async fn answer_server(&self, ctx: &CallCtx<'_>, state: &SessionState, mut msg: Value) {
-        let Some((target, original)) =
-            jsonrpc::untag_server_id(&jsonrpc::id(&msg)).map(|(t, id)| (t.to_string(), id))
-        else {
-            tracing::debug!("client answered a request no target sent");
-            return;
-        };
-        let Some((t, ts)) = self.joined(state).find(|(t, _)| *t.name == *target) else {
-            return;
-        };
-        msg["id"] = original;
-        if let Err(e) = t.send(ctx, ts, &msg).await {
-            tracing::debug!(mcp_target = %t.name, error = %e, "answer to a server request not delivered");
-        }
-    }
-
-    async fn request(
-        &self,
-        ctx: &CallCtx<'_>,
-        state: &SessionState,
-        mut msg: Value,
-        caller: &Caller<'_>,
-        sse: bool,
-        observed: &mut Observed,
-    ) -> Response<Body> {
-        let id = jsonrpc::id(&msg);
-        let method = jsonrpc::method(&msg).to_string();
-        if method == "ping" {
-            return ok(&jsonrpc::result(id, json!({})));
-        }
-        if names::list_key(&method).is_some() {
-            return match self.list(ctx, state, &msg, caller).await {
-                Ok(v) => ok(&jsonrpc::result(id, v)),
-                Err(e) => ok(&e.with_id(id)),
-            };
-        }
-        if method == "logging/setLevel" {
-            let calls = self.joined(state).map(|(t, ts)| {
-                let m = msg.clone();
-                boxed(async move {
-                    if let Ok(rx) = t.request(ctx, ts, m).await {
-                        let _ = answer(rx, |_| {}).await;
-                    }
-                })
-            });
-            join_all(calls).await;
-            return ok(&jsonrpc::result(id, json!({})));
-        }
-        // Everything else goes to one target: find it from the name or URI it addresses.
-        let routing = match method.as_str() {
-            "tools/call" | "prompts/get" => Some(("name", "name")),
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                Some(("uri", "uri"))
-            }
-            _ => None,
-        };
-        let (target, ts) = if let Some((field, _)) = routing {
-            let Some(addressed) = jsonrpc::params(&msg)
-                .and_then(|p| p.get(field))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-            else {
-                return ok(&jsonrpc::error(
-                    id,
-                    Code::INVALID_PARAMS,
-                    format!("{method} needs params.{field}"),
-                ));
-            };
-            let list = match method.as_str() {
-                "tools/call" => "tools/list",
-                "prompts/get" => "prompts/list",
-                _ => "resources/list",
-            };
-            let Some((t, ts, original)) = self
-                .resolve(ctx, state, caller, list, field, &addressed)
-                .await
-            else {
-                let what = if field == "uri" {
-                    "resource"
-                } else if method == "tools/call" {
-                    "tool"
-                } else {
-                    "prompt"
-                };
-                return ok(&jsonrpc::error(
-                    id,
-                    Code::INVALID_PARAMS,
-                    format!("unknown {what}: {addressed}"),
-                ));
-            };
-            observed.target = Some(t.name.to_string());
-            if method == "tools/call" {
-                observed.tool = Some(original.clone());
-                if let Some(a) = &self.authz {
-                    if !a.allows(caller, &method, &t.name, &original) {
-                        return ok(&jsonrpc::error(
-                            id,
-                            Code::INVALID_PARAMS,
-                            format!("tool {addressed} is not permitted"),
-                        ));
-                    }
-                }
-            }
-            jsonrpc::params_mut(&mut msg).insert(field.into(), Value::from(original));
-            (t, ts)
-        } else if method == "completion/complete" {
-            let r = jsonrpc::params(&msg)
-                .and_then(|p| p.get("ref"))
-                .cloned()
-                .unwrap_or_default();
-            let (field, list) = match r.get("type").and_then(Value::as_str) {
-                Some("ref/prompt") => ("name", "prompts/list"),
-                _ => ("uri", "resources/templates/list"),
-            };
-            let addressed = r
-                .get(field)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let Some((t, ts, original)) = self
-                .resolve(ctx, state, caller, list, field, &addressed)
-                .await
-            else {
-                return ok(&jsonrpc::error(
-                    id,
-                    Code::INVALID_PARAMS,
-                    format!("unknown reference: {addressed}"),
-                ));
-            };
-            if let Some(Value::Object(r)) = jsonrpc::params_mut(&mut msg).get_mut("ref") {
-                r.insert(field.into(), Value::from(original));
-            }
-            (t, ts)
-        } else {
-            let mut joined = self.joined(state);
-            match (joined.next(), joined.next()) {
-                (Some(only), None) => only,
-                _ => {
-                    return ok(&jsonrpc::error(
-                        id,
-                        Code::METHOD_NOT_FOUND,
-                        format!("method {method} is not supported across several MCP targets"),
-                    ));
-                }
-            }
-        };
-        self.forward(ctx, target, ts, msg, id, sse).await
-    }
-
-    /// The target a prefixed (or, unprefixed, listed) name or URI belongs to, and the name the
-    /// target knows it by.
-    async fn resolve<'s>(
-        &'s self,
-        ctx: &CallCtx<'_>,
-        state: &'s SessionState,
-        caller: &Caller<'_>,
-        list: &str,
-        field: &str,
-        addressed: &str,
-    ) -> Option<(&'s Arc<Target>, &'s TargetSession, String)> {
-        if self.prefixed {
-            let (t, original) = if field == "name" {
-                names::split_name(addressed)?
-            } else {
-                names::split_uri(addressed)?
-            };
-            let (t, ts) = self.joined(state).find(|(x, _)| &*x.name == t)?;
-            return Some((t, ts, original.to_string()));
-        }
-        let mut joined = self.joined(state);
-        if let (Some((t, ts)), None) = (joined.next(), joined.next()) {
-            return Some((t, ts, addressed.to_string()));
-        }
-        // Unprefixed names over several targets: the first target that lists it owns it.
-        let (key, _) = names::list_key(list)?;
-        for (t, ts) in self.joined(state) {
-            let page = self.list_one(ctx, t, ts, list, None).await.ok()?;
-            let found = page
-                .get(key)
-                .and_then(Value::as_array)
-                .is_some_and(|items| {
-                    items
-                        .iter()
-                        .any(|i| i.get(field).and_then(Value::as_str) == Some(addressed))
-                });
-            if found {
-                return Some((t, ts, addressed.to_string()));
-            }
-        }
-        let _ = caller;
-        None
-    }
-
-    async fn list_one(
-        &self,
-        ctx: &CallCtx<'_>,
-        t: &Target,
-        ts: &TargetSession,
-        method: &str,
-        cursor: Option<&str>,
-    ) -> Result<Value, ListError> {
-        let mut params = Map::new();
-        if let Some(c) = cursor {
-            params.insert("cursor".into(), Value::from(c));
-        }
-        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let rx = t.request(ctx, ts, msg).await.map_err(ListError::Upstream)?;
-        let a = answer(rx, |_| {}).await.map_err(ListError::Upstream)?;
-        if let Some(code) = a
-            .get("error")
-            .and_then(|e| e.get("code"))
-            .and_then(Value::as_i64)
-        {
-            if code == Code::METHOD_NOT_FOUND.0 as i64 {
-                return Err(ListError::Unsupported);
-            }
-            return Err(ListError::Upstream(UpstreamError::Failed(error_text(&a))));
-        }
-        Ok(a.get("result").cloned().unwrap_or_default())
-    }
-
-    /// A `*/list` across the session's targets: items renamed, tools the caller may not call
-    /// left out, and one cursor carrying every target's next page.
-    async fn list(
-        &self,
-        ctx: &CallCtx<'_>,
-        state: &SessionState,
-        msg: &Value,
-        caller: &Caller<'_>,
-    ) -> Result<Value, RpcError> {
-        let method = jsonrpc::method(msg);
-        let (key, field) = names::list_key(method).unwrap_or(("items", "name"));
-        let pages: Option<BTreeMap<String, String>> = match jsonrpc::params(msg)
-            .and_then(|p| p.get("cursor"))
-            .and_then(Value::as_str)
-        {
-            None => None,
-            Some(c) => Some(
-                decode_cursor(c)
-                    .ok_or_else(|| RpcError::new(Code::INVALID_PARAMS, "invalid cursor"))?,
-            ),
-        };
-        let queries: Vec<_> = self
-            .joined(state)
-            .filter_map(|(t, ts)| match &pages {
-                None => Some((t, ts, None)),
-                Some(p) => p.get(&*t.name).map(|c| (t, ts, Some(c.as_str()))),
-            })
-            .collect();
-        let results = join_all(
-            queries
-                .iter()
-                .map(|(t, ts, c)| boxed(self.list_one(ctx, t, ts, method, *c))),
-        )
-        .await;
-        let mut items = Vec::new();
-        let mut next = BTreeMap::new();
-        for ((t, _, _), r) in queries.iter().zip(results) {
-            let page = match r {
-                Ok(p) => p,
-                Err(ListError::Unsupported) => continue,
-                Err(ListError::Upstream(UpstreamError::SessionGone))
-                    if self.failure == FailureMode::FailClosed =>
-                {
-                    return Err(RpcError::new(
-                        Code::INTERNAL_ERROR,
-                        format!(
-                            "MCP target {}: the upstream session expired; start a new session",
-                            t.name
-                        ),
-                    ));
-                }
-                Err(ListError::Upstream(e)) => {
-                    if self.failure == FailureMode::FailOpen {
-                        tracing::warn!(mcp_target = %t.name, error = %e, "MCP target left out of {method} (failOpen)");
-                        continue;
-                    }
-                    return Err(RpcError::new(
-                        Code::INTERNAL_ERROR,
-                        format!("MCP target {} failed: {e}", t.name),
-                    ));
-                }
-            };
-            if let Some(c) = page.get("nextCursor").and_then(Value::as_str) {
-                next.insert(t.name.to_string(), c.to_string());
-            }
-            let Some(Value::Array(list)) = page.get(key).cloned() else {
-                continue;
-            };
-            for mut item in list {
-                if key == "tools" {
-                    if let (Some(a), Some(name)) =
-                        (&self.authz, item.get("name").and_then(Value::as_str))
-                    {
-                        if !a.allows(caller, "tools/call", &t.name, name) {
-                            continue;
-                        }
-                    }
-                }
-                if self.prefixed {
-                    names::prefix_item(&mut item, field, &t.name);
-                }
-                items.push(item);
-            }
-        }
-        let mut result = Map::new();
-        result.insert(key.into(), Value::Array(items));
-        if !next.is_empty() {
-            result.insert("nextCursor".into(), Value::from(encode_cursor(&next)));
-        }
-        Ok(Value::Object(result))
-    }
-
-    /// Sends a request to one target and relays what comes back: a JSON answer when the
-    /// answer is all there is (or the client takes only JSON), else an SSE stream.
-    async fn forward(
-        &self,
-        ctx: &CallCtx<'_>,
-        t: &Arc<Target>,
-        ts: &TargetSession,
-        msg: Value,
-        id: Value,
-        sse: bool,
-    ) -> Response<Body> {
-        let mut rx = match t.request(ctx, ts, msg).await {
-            Ok(rx) => rx,
-            Err(UpstreamError::SessionGone) => {
-                return json_response(
-                    StatusCode::NOT_FOUND,
-                    &jsonrpc::error(
-                        id,
-                        SESSION_NOT_FOUND,
-                        format!(
-                            "MCP target {}: the upstream session expired; start a new session",
-                            t.name
-                        ),
-                    ),
-                )
-            }
-            Err(e) => return ok(&target_failed(id, &t.name, &e)),
-        };
-        let prefixed = self.prefixed;
-        let name = t.name.clone();
-        let first = match rx.recv().await {
-            Some(m) => m,
-            None => {
-                return ok(&target_failed(
-                    id,
-                    &t.name,
-                    &UpstreamError::Failed("it closed the call without answering".into()),
-                ))
-            }
-        };
-        if jsonrpc::kind(&first) == Kind::Response {
-            return ok(&from_upstream(first, &name, prefixed));
-        }
-        if !sse {
-            let a = answer(rx, |_| {}).await;
-            return ok(&match a {
-                Ok(m) => from_upstream(m, &name, prefixed),
-                Err(e) => target_failed(id, &name, &e),
-            });
-        }
-        let (tx, out) = mpsc::channel::<Event>(64);
-        let log = ctx.local.events.clone();
-        let stream = log.open(StreamKind::Post);
-        tokio::spawn(async move {
-            // Read to the answer even if the client left: it may resume with Last-Event-ID.
-            let mut client = Some(tx);
-            let mut pending = Some(first);
-            loop {
-                let m = match pending.take() {
-                    Some(m) => m,
-                    None => match rx.recv().await {
-                        Some(m) => m,
-                        // The target went away mid-call: the client still gets an answer.
-                        None => target_failed(
-                            id.clone(),
-                            &name,
-                            &UpstreamError::Failed("it closed the call without answering".into()),
-                        ),
-                    },
-                };
-                let done = jsonrpc::kind(&m) == Kind::Response;
-                let m = from_upstream(m, &name, prefixed);
-                let event = Event {
-                    id: Some(log.record(stream, &m)),
-                    msg: m,
-                };
-                if let Some(tx) = &client {
-                    if tx.send(event).await.is_err() {
-                        client = None;
-                    }
-                }
-                if done {
-                    break;
-                }
-            }
-            log.finish(stream);
-        });
-        sse_response(out, Opts::default())
-    }
-
     async fn get(
         &self,
         headers: &HeaderMap,
@@ -1054,24 +626,10 @@ fn unsupported_version(id: Value, v: &str) -> Response<Body> {
     )
 }
 
-fn target_failed(id: Value, target: &str, e: &UpstreamError) -> Value {
-    jsonrpc::error_with(
-        id,
-        Code::INTERNAL_ERROR,
-        format!("MCP target {target} failed: {e}"),
-        Some(json!({"target": target})),
-    )
-}
-
-enum ListError {
-    Unsupported,
-    Upstream(UpstreamError),
-}
-
-struct RpcError {
-    code: ErrorCode,
-    message: String,
-    data: Option<Value>,
+pub(crate) struct RpcError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub data: Option<Value>,
 }
 
 struct Joined {
@@ -1082,14 +640,14 @@ struct Joined {
 }
 
 impl RpcError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         RpcError {
             code,
             message: message.into(),
             data: None,
         }
     }
-    fn with_id(self, id: Value) -> Value {
+    pub(crate) fn with_id(self, id: Value) -> Value {
         jsonrpc::error_with(id, self.code, self.message, self.data)
     }
 }

@@ -15,6 +15,7 @@ mod legacy;
 pub mod local;
 pub mod names;
 mod replay;
+mod route;
 pub mod session;
 mod stream;
 pub mod upstream;

@@ -7,12 +7,43 @@ use crate::snapshot::ClientCache;
 use crate::upstream::{is_connect_error, root_message, Upstream, UpstreamKey};
 use http::header::AUTHORIZATION;
 use http::{Request, Response, Version};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 pub struct McpTarget {
-    pub gateway: mcp::Gateway,
+    pub gateway: Arc<mcp::Gateway>,
+}
+
+/// Gateways of the snapshots alive now, by the fingerprint of their config.
+#[derive(Default)]
+pub(crate) struct GatewayCache(Mutex<HashMap<u64, Weak<mcp::Gateway>>>);
+
+/// Everything a gateway is built from, secrets included (their serialized form is redacted).
+fn fingerprint(
+    m: &config::McpBackend,
+    authorization: Option<&config::McpAuthorization>,
+    limits: &config::Limits,
+) -> u64 {
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(m).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(&authorization)
+        .unwrap_or_default()
+        .hash(&mut h);
+    format!("{limits:?}").hash(&mut h);
+    m.session_key.as_ref().map(|k| k.expose()).hash(&mut h);
+    for t in &m.targets {
+        for v in t.stdio.iter().flat_map(|s| s.env.values()) {
+            v.expose().hash(&mut h);
+        }
+        if let Some(a) = t.policies.as_ref().and_then(|p| p.backend_auth.as_ref()) {
+            a.key.expose().hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 /// One HTTP target's client: the pooled upstream plus the target's own policies.
@@ -71,6 +102,12 @@ pub(crate) fn compile(
     let authorization = backend_policies
         .and_then(|p| p.mcp_authorization.as_ref())
         .or_else(|| route_policies.and_then(|p| p.mcp_authorization.as_ref()));
+    let key = fingerprint(m, authorization, limits);
+    let mut kept = cache.mcp.0.lock().unwrap_or_else(|p| p.into_inner());
+    kept.retain(|_, g| g.strong_count() > 0);
+    if let Some(gateway) = kept.get(&key).and_then(Weak::upgrade) {
+        return Ok(McpTarget { gateway });
+    }
     let gateway = mcp::Gateway::compile(m, authorization, |target, url| {
         let own = target.policies.as_ref();
         let https = url.scheme_str() == Some("https");
@@ -89,10 +126,48 @@ pub(crate) fn compile(
             policies: Arc::new(policies),
         }) as Arc<dyn mcp::HttpClient>)
     })?;
+    let gateway = Arc::new(gateway);
+    kept.insert(key, Arc::downgrade(&gateway));
     Ok(McpTarget { gateway })
 }
 
 /// Kills every stdio MCP server this process started (shutdown).
 pub fn kill_stdio_children() {
     mcp::kill_stdio_children();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(yaml: &str) -> config::McpBackend {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_backend_keeps_its_gateway_across_reloads() {
+        let cache = ClientCache::default();
+        let limits: config::Limits = serde_yaml_ng::from_str("{}").unwrap();
+        let yaml = "{sessionKey: one, targets: [{name: a, mcp: {host: 'http://127.0.0.1:9/mcp'}}]}";
+        let mut used = Vec::new();
+        let first = compile(&backend(yaml), None, None, &limits, &cache, &mut used).unwrap();
+        let again = compile(&backend(yaml), None, None, &limits, &cache, &mut used).unwrap();
+        assert!(
+            Arc::ptr_eq(&first.gateway, &again.gateway),
+            "same config, same sessions"
+        );
+        let rekeyed = yaml.replace("one", "two");
+        let other = compile(&backend(&rekeyed), None, None, &limits, &cache, &mut used).unwrap();
+        assert!(
+            !Arc::ptr_eq(&first.gateway, &other.gateway),
+            "a new session key is a new gateway"
+        );
+        drop((first, again));
+        let fresh = compile(&backend(yaml), None, None, &limits, &cache, &mut used).unwrap();
+        assert_eq!(
+            Arc::strong_count(&fresh.gateway),
+            1,
+            "a gateway no snapshot holds is not kept"
+        );
+    }
 }

@@ -179,6 +179,9 @@ pub struct ClientCache {
     clients: Mutex<HashMap<UpstreamKey, Upstream>>,
     /// Trace exporters, kept across reloads like the upstream clients.
     exporters: telemetry::ExporterCache,
+    /// MCP gateways by config fingerprint: a reload that leaves an `mcp` backend unchanged
+    /// keeps its sessions' stdio children, event logs and legacy streams.
+    pub(crate) mcp: crate::mcp::GatewayCache,
 }
 
 impl ClientCache {

@@ -26,6 +26,13 @@ fn everything() -> PathBuf {
     p
 }
 
+/// The Python client, bounded: a hung client fails its test instead of hanging the suite.
+fn python_cmd() -> Command {
+    let mut c = Command::new("timeout");
+    c.arg("90").arg(python());
+    c
+}
+
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("SWITCHYARD_PYTHON") {
         return p.into();
@@ -93,7 +100,10 @@ fn start(dir: &std::path::Path, port: u16, yaml: &str) -> Proc {
     std::fs::write(&path, yaml).unwrap();
     let child = Command::new(BIN)
         .args(["-f", path.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("MCP_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -176,7 +186,7 @@ async fn sdk_client_through_federated_stdio_and_http_targets() {
     let _gw = start(dir.path(), port, &config(port, &sim.url, ""));
     let url = format!("http://127.0.0.1:{port}/mcp");
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        python_cmd()
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py"))
             .args(["federation", &url])
             .output()
@@ -269,7 +279,7 @@ async fn sessions_resume_across_a_gateway_restart() {
     let yaml = config(port, &sim.url, "");
     let gw = start(dir.path(), port, &yaml);
     let url = format!("http://127.0.0.1:{port}/mcp");
-    let mut client = Command::new(python())
+    let mut client = python_cmd()
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py"))
         .args(["resume", &url])
         .stdin(Stdio::piped())
@@ -502,7 +512,7 @@ async fn legacy_sse_clients_and_targets() {
     // A legacy client (the SDK's SSE transport) through the gateway.
     let url = format!("http://127.0.0.1:{port}/mcp");
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        python_cmd()
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py"))
             .args(["legacy", &url])
             .output()
@@ -727,7 +737,7 @@ async fn server_requests_reach_the_client_and_its_answers_return() {
 async fn run_client(scenario: &'static str, port: u16) -> Value {
     let url = format!("http://127.0.0.1:{port}/mcp");
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        python_cmd()
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py"))
             .args([scenario, &url])
             .output()
@@ -780,7 +790,8 @@ async fn a_broken_call_stream_resumes_with_last_event_id() {
                 .split("\n\n")
                 .find(|e| e.contains(r#""progress":1"#))
                 .unwrap();
-            let id = event.split("id: ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
+            // The event's own `id:` line (not the response head's x-request-id).
+            let id = event.split("\nid: ").nth(1).unwrap().lines().next().unwrap().trim().to_string();
             id // the socket closes here, mid-call
         }
     })

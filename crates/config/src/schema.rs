@@ -582,6 +582,34 @@ pub struct Policies {
     /// Which MCP tools a caller may list and call (CEL rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_authorization: Option<McpAuthorization>,
+    /// Bearer JWT authentication; verified claims are the `jwt` CEL variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_auth: Option<JwtAuth>,
+}
+
+/// Verifies `Authorization: Bearer <JWT>` against a JWK set: signature, `exp`/`nbf` (30 s
+/// leeway), and `iss`/`aud` when given.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JwtAuth {
+    /// `strict` (default): a valid token is required. `optional`: no token is fine, a bad
+    /// one is refused. `permissive`: never refuses; only a valid token's claims are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<JwtMode>,
+    /// The JWK set (JSON), usually `{file: jwks.json}`.
+    pub jwks: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum JwtMode {
+    Strict,
+    Optional,
+    Permissive,
 }
 
 /// Tool access on an `mcp` backend: a tool is visible and callable when any rule is true.
@@ -620,6 +648,7 @@ impl Policies {
             backend_http: pick(&top.backend_http, &self.backend_http),
             ai: pick(&top.ai, &self.ai),
             mcp_authorization: pick(&top.mcp_authorization, &self.mcp_authorization),
+            jwt_auth: pick(&top.jwt_auth, &self.jwt_auth),
         }
     }
 }

@@ -378,6 +378,9 @@ fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Proble
             ));
         }
     }
+    if let Some(j) = &mut p.jwt_auth {
+        load_secret(&mut j.jwks, base, &format!("{key}.jwtAuth.jwks"))?;
+    }
     if let Some(authz) = &p.mcp_authorization {
         for (i, rule) in authz.rules.iter().enumerate() {
             check_cel(&format!("{key}.mcpAuthorization.rules[{i}]"), "rules", rule)?;

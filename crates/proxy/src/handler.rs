@@ -166,6 +166,15 @@ async fn route_and_forward(
         }
         resp
     };
+    if let Some(jwt) = &policies.jwt_auth {
+        match jwt.check(&parts.headers) {
+            Ok(claims) => trail.rec.jwt = claims,
+            Err(refusal) => {
+                trail.rec.error = Some("unauthenticated");
+                return Ok(finish(refusal.respond()));
+            }
+        }
+    }
     if let Some(d) = &policies.direct_response {
         return Ok(finish(d.respond()));
     }
@@ -483,9 +492,10 @@ async fn send_once(
             *req.uri_mut() = parts.uri.clone();
             *req.headers_mut() = headers;
             let mut observed = mcp::Observed::default();
+            let claims = trail.rec.jwt.clone();
             let down = mcp::Downstream {
                 source: trail.rec.peer,
-                jwt: None,
+                jwt: claims.as_deref(),
                 observed: &mut observed,
             };
             let resp = m.gateway.serve(req, down).await;

@@ -1,6 +1,7 @@
 //! Switchyard's data plane: binds, listeners, routes, policies, backends, upstream pool.
 
 pub mod ai;
+pub mod authn;
 pub mod body;
 pub mod error;
 mod handler;

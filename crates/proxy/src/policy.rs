@@ -25,6 +25,7 @@ pub struct Effective {
     pub retry: Option<Retry>,
     /// Complete `Authorization` value; marked sensitive so it never prints.
     pub backend_auth: Option<HeaderValue>,
+    pub jwt_auth: Option<std::sync::Arc<crate::authn::JwtAuth>>,
 }
 
 impl Effective {
@@ -85,6 +86,9 @@ impl Effective {
                     v.set_sensitive(true);
                     Ok::<_, String>(v)
                 })
+                .transpose()?,
+            jwt_auth: pick(route, backend, |p| p.jwt_auth.as_ref())
+                .map(|j| crate::authn::JwtAuth::compile(j).map(std::sync::Arc::new))
                 .transpose()?,
         })
     }

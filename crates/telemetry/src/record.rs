@@ -44,6 +44,8 @@ pub struct RequestRecord {
     pub aborted: bool,
     pub llm: Option<LlmRecord>,
     pub mcp: Option<McpRecord>,
+    /// Verified JWT claims (`jwtAuth`).
+    pub jwt: Option<Arc<serde_json::Value>>,
 }
 
 impl RequestRecord {
@@ -83,6 +85,7 @@ impl RequestRecord {
             aborted: false,
             llm: None,
             mcp: None,
+            jwt: None,
         }
     }
 
@@ -137,6 +140,11 @@ impl RequestRecord {
         if uses.var(Var::Mcp) {
             if let Some(mcp) = &self.mcp {
                 b.set(Var::Mcp, mcp.value());
+            }
+        }
+        if uses.var(Var::Jwt) {
+            if let Some(claims) = &self.jwt {
+                b.set(Var::Jwt, json_to_value(claims));
             }
         }
         b

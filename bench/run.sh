@@ -6,7 +6,7 @@
 #   bench/run.sh --perf     also profile the gateway with `perf record -g` under saturation
 #
 # Knobs (environment): ROUNDS SECS CONNS RATE LAT_SECS LAT_CONNS LOAD_CPU SERVER_CPU
-# READY_SPAWNS PERF=auto|1|0 PERF_CASE CASES="chat stream ai-chat ai-stream o2a o2a-stream". See bench/README.md for what is measured and how to read it.
+# READY_SPAWNS PERF=auto|1|0 PERF_CASE CASES="chat stream ai-chat ai-stream o2a o2a-stream mcp". See bench/README.md for what is measured and how to read it.
 # Everything it generates goes to bench/out/; tools it builds are cached in bench/.tools/.
 set -euo pipefail
 export LC_ALL=C # $EPOCHREALTIME and printf must use '.' as the decimal point
@@ -156,6 +156,7 @@ vm_kb() {
 CHAT_JSON='{"id":"chatcmpl-bench0000000000000000000000001","object":"chat.completion","created":1735689600,"model":"bench-model-2025-01-01","system_fingerprint":"fp_bench000001","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is a fixed benchmark completion from the nginx upstream. It is long enough to look like a short real answer, and short enough to be cheap to serve.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":36,"total_tokens":60,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}'
 
 # The same answer as an Anthropic Messages response.
+MCP_JSON='{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"nginx-mcp","version":"1"},"content":[{"type":"text","text":"Hello! This is a fixed benchmark tool result from the nginx upstream."}],"isError":false}}'
 MESSAGES_JSON='{"id":"msg_bench0000000000000000000001","type":"message","role":"assistant","model":"bench-claude-2025-01-01","content":[{"type":"text","text":"Hello! This is a fixed benchmark completion from the nginx upstream. It is long enough to look like a short real answer, and short enough to be cheap to serve."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":24,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":36}}'
 
 write_upstream() {
@@ -212,6 +213,12 @@ http {
     location = /v1/messages {
       default_type application/json;
       return 200 '$MESSAGES_JSON';
+    }
+    # A static MCP server: one answer that is both an initialize result and a tool result.
+    location = /mcp {
+      default_type application/json;
+      add_header Mcp-Session-Id bench-upstream-session;
+      return 200 '$MCP_JSON';
     }
     # POSTed streams: return answers any method, unlike a static file.
     location = /v1/chat-stream {
@@ -282,6 +289,10 @@ binds:
     - matches: [{path: {pathPrefix: /o2a-stream}}]
       backends:
       - ai: {name: o2a-stream, hostOverride: 127.0.0.1:$UP_PORT, provider: {anthropic: {}}, pathOverride: /v1/messages-stream, policies: {backendAuth: {key: sk-bench}}}
+    # The MCP case: tools/call through the MCP gateway (sealed session, routing, relay).
+    - matches: [{path: {exact: /mcp}}]
+      backends:
+      - mcp: {sessionKey: bench, targets: [{name: bench, mcp: {host: "http://127.0.0.1:$UP_PORT/mcp"}}]}
     # The plain HTTP path.
     - backends:
       - host: 127.0.0.1:$UP_PORT
@@ -389,6 +400,11 @@ fetch() { # TARGET CASE: print the response body
   local body='{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}'
   case $(mode_for "$2") in
     stream) curl -fsS "$(url_for "$1" "$2")" ;;
+    mcp)
+      mcp_session
+      curl -fsS -X POST -H 'content-type: application/json' -H "mcp-session-id: $MCP_SESSION" \
+        -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hello","arguments":{}}}' \
+        "$(url_for "$1" "$2")" ;;
     chat-stream) body='{"model":"bench-model","stream":true,"messages":[{"role":"user","content":"hi"}]}' ;&
     *) curl -fsS -X POST -H 'content-type: application/json' -d "$body" "$(url_for "$1" "$2")" ;;
   esac
@@ -402,6 +418,8 @@ smoke_test() {
     case $case in
       o2a*) # translated: OpenAI framing out of an Anthropic upstream
         [[ $via == *chat.completion* && $via == *"Hello"* ]] || die "the $case translation is wrong: $via" ;;
+      mcp) # relayed message by message: same JSON-RPC answer, re-serialized
+        [[ $via == *'"isError":false'* && $via == *"fixed benchmark tool result"* ]] || die "the MCP answer is wrong: $via" ;;
       *) [[ $direct == "$via" ]] || die "the gateway changed the $case response body" ;;
     esac
   done
@@ -412,12 +430,24 @@ smoke_test() {
 # Load cases.
 
 # The cases: what wrk sends, and the direct and through-gateway URLs.
-CASES=${CASES:-"chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream"}
+CASES=${CASES:-"chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp"}
+
+# The MCP case's session at the gateway (an initialize, once); wrk sends it as Mcp-Session-Id.
+mcp_session() {
+  [[ -n ${MCP_SESSION:-} ]] && return 0
+  MCP_SESSION=$(curl -fsS -D - -o /dev/null -X POST -H 'content-type: application/json' \
+    -H 'accept: application/json, text/event-stream' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}' \
+    "http://127.0.0.1:$GW_PORT/mcp" | tr -d '\r' | awk 'tolower($1) == "mcp-session-id:" { print $2 }')
+  [[ -n $MCP_SESSION ]] || die "the MCP gateway issued no session; see $OUT/gateway.log"
+  export MCP_SESSION
+}
 
 mode_for() { # CASE -> wrk mode
   case ${1%+tel} in
     stream) echo stream ;;
     ai-stream | o2a-stream) echo chat-stream ;;
+    mcp) echo mcp ;;
     *) echo chat ;;
   esac
 }
@@ -432,6 +462,7 @@ url_for() { # TARGET CASE ("+tel": the telemetry gateway)
     ai-stream) direct=/v1/chat-stream gateway=/ai-stream/v1/chat/completions ;;
     o2a) direct=/v1/messages gateway=/o2a/v1/chat/completions ;;
     o2a-stream) direct=/v1/messages-stream gateway=/o2a-stream/v1/chat/completions ;;
+    mcp) direct=/mcp gateway=/mcp ;;
     *) die "unknown case $2" ;;
   esac
   if [[ $1 == gateway ]]; then
@@ -539,6 +570,7 @@ main() {
   start_upstream
   start_gateway_timed
   start_telemetry_gateway
+  if [[ " $CASES " == *" mcp "* ]]; then mcp_session; fi
   smoke_test
 
   local commit dirty=0

@@ -4,7 +4,8 @@
 --   wrk -t1 -c32 -d6s -s bench/wrk.lua http://127.0.0.1:PORT/v1/stream -- stream
 --
 -- "chat" sends a small OpenAI chat request as a POST with a JSON body, "chat-stream" the same with
--- "stream": true; "stream" is a plain GET.
+-- "stream": true; "stream" is a plain GET; "mcp" an MCP tools/call with the session in
+-- $MCP_SESSION.
 -- done() prints one machine-readable line, "WRKJSON {...}", which run.sh keeps instead of
 -- scraping wrk's human output.
 
@@ -22,6 +23,13 @@ function init(args)
     wrk.body = '{"model":"bench-model",' .. stream
       .. '"messages":[{"role":"system","content":"You are terse."},'
       .. '{"role":"user","content":"Say hello in one word."}],"temperature":0}'
+  elseif mode == "mcp" then
+    -- An MCP tools/call in the session bench/run.sh opened (ignored by the direct upstream).
+    wrk.method = "POST"
+    wrk.headers["Content-Type"] = "application/json"
+    wrk.headers["Accept"] = "application/json, text/event-stream"
+    wrk.headers["Mcp-Session-Id"] = os.getenv("MCP_SESSION") or ""
+    wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hello","arguments":{}}}'
   else
     wrk.method = "GET"
     wrk.headers["Accept"] = "text/event-stream"

@@ -22,6 +22,8 @@ pub struct Options {
     pub required_auth: Option<String>,
     /// Server name in `initialize` (tells federated servers apart in tests).
     pub name: Option<String>,
+    /// Tools per `tools/list` page (cursor pagination); default: all on one page.
+    pub page_size: Option<usize>,
 }
 
 #[derive(Default)]
@@ -215,7 +217,20 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<SimBody> {
     };
     let result = match method {
         "ping" => json!({}),
-        "tools/list" => json!({"tools": tools()}),
+        "tools/list" => {
+            let all = tools().as_array().cloned().unwrap_or_default();
+            let start: usize = msg["params"]["cursor"]
+                .as_str()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let size = state.options.page_size.unwrap_or(all.len()).max(1);
+            let page: Vec<Value> = all.iter().skip(start).take(size).cloned().collect();
+            let mut r = json!({"tools": page});
+            if start + size < all.len() {
+                r["nextCursor"] = json!((start + size).to_string());
+            }
+            r
+        }
         "prompts/list" => {
             json!({"prompts": [{"name": "greeting", "description": "Greets someone", "arguments": [{"name": "who", "required": true}]}]})
         }

@@ -968,3 +968,152 @@ binds:
     );
     assert!(call.contains("not permitted"), "{call}");
 }
+
+/// Live (not zombie) processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name; a zombie is already dead.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_children_never_outlive_the_gateway() {
+    for signal in ["TERM", "KILL"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let yaml = format!(
+            r#"config:
+  adminAddr: 127.0.0.1:{admin}
+  statsAddr: 127.0.0.1:{stats}
+  drainTimeout: 1s
+binds:
+- port: {port}
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: everything
+            stdio:
+              cmd: node
+              args: ["{script}", "stdio"]
+"#,
+            admin = free_port(),
+            stats = free_port(),
+            script = everything().display()
+        );
+        let mut gw = start(dir.path(), port, &yaml);
+        raw_session(port);
+        let gw_pid = gw.0.id();
+        let children = children_of(gw_pid);
+        assert!(!children.is_empty(), "the session started a stdio child");
+        Command::new("kill")
+            .args(["-s", signal, &gw_pid.to_string()])
+            .status()
+            .unwrap();
+        let _ = gw.0.wait();
+        wait_until(
+            &format!("stdio children gone after SIG{signal}"),
+            Duration::from_secs(10),
+            || children.iter().all(|c| !is_running(*c)),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pagination_spans_targets() {
+    // Two paginating targets, two tools per page each: the client pages through one cursor.
+    let a = sim::mcp::spawn(sim::mcp::Options {
+        page_size: Some(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = sim::mcp::spawn(sim::mcp::Options {
+        page_size: Some(3),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let targets = format!(
+        "          - name: other\n            mcp:\n              host: {}\n",
+        b.url
+    );
+    // Replace the stdio target: only the two HTTP targets here.
+    let yaml = config_with(port, &a.url, "", &targets);
+    let yaml = {
+        let start = yaml.find("          - name: everything").unwrap();
+        let end = yaml.find("          - name: sim").unwrap();
+        format!("{}{}", &yaml[..start], &yaml[end..])
+    };
+    let _gw = start(dir.path(), port, &yaml);
+    let sid = raw_session(port);
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let params = match &cursor {
+            Some(c) => format!(r#","params":{{"cursor":"{c}"}}"#),
+            None => String::new(),
+        };
+        let (_, _, body) = exchange(
+            port,
+            "POST",
+            &[JSON, ("mcp-session-id", &sid)],
+            &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list"{params}}}"#),
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
+        names.extend(
+            v["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_string()),
+        );
+        pages += 1;
+        match v["result"]["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(pages < 10, "pagination must end");
+    }
+    names.sort();
+    let expected: Vec<String> = ["sim", "other"]
+        .iter()
+        .flat_map(|t| ["add", "crash", "echo", "slow_count"].map(|n| format!("{t}_{n}")))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(names, expected, "every tool of every target, once");
+    assert_eq!(pages, 2, "pages of both targets are fetched together");
+    let (_, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"cursor":"garbage!"}}"#,
+    );
+    assert!(body.contains("-32602"), "{body}");
+}

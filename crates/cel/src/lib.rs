@@ -128,6 +128,12 @@ impl Uses {
     pub fn any(&self) -> bool {
         self.vars != 0
     }
+
+    /// These uses plus variable `v`, for a caller that always binds it.
+    pub fn with_var(mut self, v: Var) -> Uses {
+        self.vars |= v.bit();
+        self
+    }
 }
 
 /// A compiled CEL expression.

@@ -23,7 +23,7 @@ impl Authz {
     pub fn compile(cfg: &config::McpAuthorization) -> Result<Authz, String> {
         let mut rules = Vec::with_capacity(cfg.rules.len());
         // `mcp` is always bound, whether or not a rule names it.
-        let mut uses = Expression::compile("mcp")?.uses();
+        let mut uses = Uses::default().with_var(Var::Mcp);
         for (i, r) in cfg.rules.iter().enumerate() {
             let e =
                 Expression::compile(r).map_err(|e| format!("mcpAuthorization.rules[{i}]: {e}"))?;

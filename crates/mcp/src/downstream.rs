@@ -8,7 +8,7 @@ use crate::jsonrpc::{self, Code, Kind};
 use crate::local::LocalSession;
 use crate::replay::StreamKind;
 use crate::session::{now_secs, random_id, SessionState};
-use crate::stream::{sse_response, Event, Guard, Opts};
+use crate::stream::{sse_response, Event, Opts};
 use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
 use crate::upstream::CallCtx;
 use crate::{boxed, Body, FailureMode, Gateway, Observed, SUPPORTED_VERSIONS};
@@ -18,14 +18,12 @@ use rmcp::model::{ErrorCode, Implementation, InitializeResult, ServerCapabilitie
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Largest JSON-RPC message accepted from a client.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// "Session not found", as the streamable HTTP transport's 404 answers carry.
 pub(crate) const SESSION_NOT_FOUND: ErrorCode = ErrorCode(-32001);
-const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// The client side of one request, as the proxy knows it.
 pub struct Downstream<'a> {
@@ -496,7 +494,7 @@ impl Gateway {
             Err(r) => return r,
         };
         down.observed.method = Some("GET".into());
-        let (tx, rx) = mpsc::channel::<Event>(256);
+        let (tx, rx) = mpsc::channel::<Event>(crate::replay::MAX_EVENTS_PER_STREAM);
         let log = opened.local.events.clone();
         let mut tasks = Vec::new();
         // A client resuming a broken stream gets what it missed on that stream first.
@@ -510,22 +508,12 @@ impl Gateway {
                 // The rest of a POST's answer, then the stream ends as that answer would have.
                 let l = log.clone();
                 tasks.push(tokio::spawn(async move { l.follow(s, after, tx).await }));
-                return sse_response(
-                    rx,
-                    Opts {
-                        keepalive: Some(KEEPALIVE),
-                        guard: Guard {
-                            tasks,
-                            on_drop: None,
-                        },
-                        ..Default::default()
-                    },
-                );
+                return sse_response(rx, Opts::server_stream(tasks));
             }
             Some((s, after)) => {
-                let (replay_tx, mut replay_rx) = mpsc::channel::<Event>(64);
-                log.follow(s, after, replay_tx).await;
-                while let Ok(e) = replay_rx.try_recv() {
+                // What the server stream sent after `after` (at most a stream's log, which the
+                // channel holds), then it goes on live under the same stream id.
+                for e in log.since(s, after).0 {
                     let _ = tx.try_send(e);
                 }
                 s
@@ -582,17 +570,7 @@ impl Gateway {
             }));
         }
         drop(tx);
-        sse_response(
-            rx,
-            Opts {
-                keepalive: Some(KEEPALIVE),
-                guard: Guard {
-                    tasks,
-                    on_drop: None,
-                },
-                ..Default::default()
-            },
-        )
+        sse_response(rx, Opts::server_stream(tasks))
     }
 
     async fn delete(

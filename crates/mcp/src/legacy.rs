@@ -14,7 +14,6 @@ use futures_util::StreamExt;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::Value;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// One legacy client: its event stream and, once it initialized, its sealed session.
@@ -49,7 +48,7 @@ impl Gateway {
             rx,
             Opts {
                 prelude: Some(Bytes::from(endpoint)),
-                keepalive: Some(Duration::from_secs(15)),
+                keepalive: Some(crate::stream::KEEPALIVE),
                 guard: Guard {
                     tasks: Vec::new(),
                     on_drop: Some(Box::new(move || {

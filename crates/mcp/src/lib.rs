@@ -192,11 +192,6 @@ impl Gateway {
     fn target(&self, name: &str) -> Option<&Arc<upstream::Target>> {
         self.targets.iter().find(|t| &*t.name == name)
     }
-
-    /// Sessions this replica holds state for.
-    pub fn local_sessions(&self) -> usize {
-        self.sessions.len()
-    }
 }
 
 fn parse_url(s: &str) -> Result<Uri, String> {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, Notify};
 
 /// Events kept per stream, and streams kept per session.
-const MAX_EVENTS_PER_STREAM: usize = 256;
+pub(crate) const MAX_EVENTS_PER_STREAM: usize = 256;
 const MAX_STREAMS: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +102,7 @@ impl EventLog {
     }
 
     /// Events of `stream` after `after`, and whether the stream has ended (or is forgotten).
-    fn since(&self, stream: u32, after: u64) -> (Vec<Event>, bool) {
+    pub(crate) fn since(&self, stream: u32, after: u64) -> (Vec<Event>, bool) {
         let g = self.lock();
         let Some(s) = g.1.iter().find(|s| s.id == stream) else {
             return (Vec::new(), true);

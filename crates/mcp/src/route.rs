@@ -120,9 +120,7 @@ impl Gateway {
                 "prompts/get" => "prompts/list",
                 _ => "resources/list",
             };
-            let Some((t, ts, original)) = self
-                .resolve(ctx, state, caller, list, field, &addressed)
-                .await
+            let Some((t, ts, original)) = self.resolve(ctx, state, list, field, &addressed).await
             else {
                 let what = if field == "uri" {
                     "resource"
@@ -166,9 +164,7 @@ impl Gateway {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            let Some((t, ts, original)) = self
-                .resolve(ctx, state, caller, list, field, &addressed)
-                .await
+            let Some((t, ts, original)) = self.resolve(ctx, state, list, field, &addressed).await
             else {
                 return ok(&jsonrpc::error(
                     id,
@@ -202,7 +198,6 @@ impl Gateway {
         &'s self,
         ctx: &CallCtx<'_>,
         state: &'s SessionState,
-        caller: &Caller<'_>,
         list: &str,
         field: &str,
         addressed: &str,
@@ -236,7 +231,6 @@ impl Gateway {
                 return Some((t, ts, addressed.to_string()));
             }
         }
-        let _ = caller;
         None
     }
 

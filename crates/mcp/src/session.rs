@@ -44,12 +44,6 @@ pub struct SessionState {
     pub init: serde_json::Value,
 }
 
-impl SessionState {
-    pub fn target(&self, name: &str) -> Option<&TargetSession> {
-        self.targets.iter().find(|t| t.target == name)
-    }
-}
-
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

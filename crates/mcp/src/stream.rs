@@ -49,6 +49,23 @@ pub(crate) struct Opts {
     pub guard: Guard,
 }
 
+impl Opts {
+    /// A session's server stream: kept alive, fed by `tasks`.
+    pub fn server_stream(tasks: Vec<tokio::task::JoinHandle<()>>) -> Opts {
+        Opts {
+            keepalive: Some(KEEPALIVE),
+            guard: Guard {
+                tasks,
+                on_drop: None,
+            },
+            prelude: None,
+        }
+    }
+}
+
+/// Keep-alive comments on long-lived streams, so proxies in between do not time them out.
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
+
 /// An SSE response of JSON-RPC messages.
 pub(crate) fn sse_response(rx: mpsc::Receiver<Event>, opts: Opts) -> Response<Body> {
     struct State {

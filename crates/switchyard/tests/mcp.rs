@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{free_port, wait_until, Proc, BIN};
+use common::{free_port, python, wait_until, Proc, BIN};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -31,18 +31,6 @@ fn python_cmd() -> Command {
     let mut c = Command::new("timeout");
     c.arg("90").arg(python());
     c
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SWITCHYARD_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the MCP tests need the .venv that .ci/run creates"
-    );
-    venv
 }
 
 /// The seed's port-3101 route (cors + an Authorization the client never has), federating the
@@ -186,19 +174,7 @@ async fn sdk_client_through_federated_stdio_and_http_targets() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _gw = start(dir.path(), port, &config(port, &sim.url, ""));
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let out = tokio::task::spawn_blocking(move || {
-        python_cmd()
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py"))
-            .args(["federation", &url])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "client failed: {stderr}");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let v = run_client("federation", port).await;
     assert_eq!(v["server"], "switchyard");
     assert_eq!(
         v["version"], "2025-11-25",
@@ -512,19 +488,7 @@ async fn legacy_sse_clients_and_targets() {
     let targets = format!("          - name: old\n            sse:\n              host: http://127.0.0.1:{sse_port}/sse\n");
     let _gw = start(dir.path(), port, &config_with(port, &sim.url, "", &targets));
     // A legacy client (the SDK's SSE transport) through the gateway.
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let out = tokio::task::spawn_blocking(move || {
-        python_cmd()
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py"))
-            .args(["legacy", &url])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "client failed: {stderr}");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let v = run_client("legacy", port).await;
     let tools = v["tools"].to_string();
     for t in ["everything_echo", "old_echo", "sim_add"] {
         assert!(tools.contains(t), "{t} missing: {tools}");

@@ -3,43 +3,13 @@
 //! (`tests/sdk/*.py`). Python comes from `$SWITCHYARD_PYTHON` or the workspace's `.venv`
 //! (`.ci/run` creates it from `tests/sdk/requirements.txt`).
 
+mod common;
+
+use common::{free_port, python, Proc, BIN};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SWITCHYARD_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the SDK tests need Python with the `openai`, `anthropic` and `pytest` packages: \
-         python3 -m venv .venv && .venv/bin/pip install -r crates/switchyard/tests/sdk/requirements.txt \
-         (or set SWITCHYARD_PYTHON)"
-    );
-    venv
-}
 
 /// One bind with one `ai` backend; `provider` is the provider's YAML (`openAI: {}`), `auth` a
 /// policies line for its credentials (or empty).

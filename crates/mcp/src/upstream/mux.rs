@@ -12,15 +12,38 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// A per-session connection to a target.
+/// A per-session connection to a target: a [`Mux`] for matching answers, and a way to put a
+/// message on the wire. Requests, sends and liveness follow from those two.
 pub trait Conn: Send + Sync {
-    fn is_alive(&self) -> bool;
-    fn started(&self) -> Instant;
+    fn mux(&self) -> &Mux;
+    /// Puts one message on the wire.
+    fn write<'a>(&'a self, msg: &'a Value) -> BoxFut<'a, Result<(), UpstreamError>>;
+
+    fn is_alive(&self) -> bool {
+        self.mux().is_alive()
+    }
+
+    fn started(&self) -> Instant {
+        self.mux().started
+    }
+
     /// Sends a request; its answer (and what the target sends meanwhile) arrives on the
     /// returned channel.
-    fn request(&self, msg: Value) -> BoxFut<'_, Result<mpsc::Receiver<Value>, UpstreamError>>;
+    fn request(&self, mut msg: Value) -> BoxFut<'_, Result<mpsc::Receiver<Value>, UpstreamError>> {
+        Box::pin(async move {
+            let (id, rx) = self.mux().register(&mut msg)?;
+            if let Err(e) = self.write(&msg).await {
+                self.mux().forget(id);
+                return Err(e);
+            }
+            Ok(rx)
+        })
+    }
+
     /// Sends a notification, or an answer to one of the target's requests.
-    fn send<'a>(&'a self, msg: &'a Value) -> BoxFut<'a, Result<(), UpstreamError>>;
+    fn send<'a>(&'a self, msg: &'a Value) -> BoxFut<'a, Result<(), UpstreamError>> {
+        self.write(msg)
+    }
 }
 
 struct Pending {
@@ -118,39 +141,81 @@ impl Mux {
         // (sampling, elicitation...) and logging to the oldest call in flight, which they
         // usually serve, else the server stream.
         let method = crate::jsonrpc::method(&msg);
-        let token = (method == "notifications/progress")
-            .then(|| msg.pointer("/params/progressToken").cloned())
-            .flatten();
         let session_wide =
             method.ends_with("/list_changed") || method == "notifications/resources/updated";
-        let has_stream = self
-            .server_stream
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        let call = (!(session_wide && has_stream))
-            .then(|| {
-                let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                match &token {
-                    Some(t) => pending
-                        .values()
-                        .find(|p| p.progress_token.as_ref() == Some(t))
-                        .map(|p| p.tx.clone()),
-                    None => pending.values().next().map(|p| p.tx.clone()),
-                }
-            })
-            .flatten();
-        if let Some(tx) = call {
-            let _ = tx.send(msg).await;
-            return;
-        }
         let stream = self
             .server_stream
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(tx) = stream {
+            .clone()
+            .filter(|tx| !tx.is_closed()); // the client's GET may have gone
+        let call = if session_wide && stream.is_some() {
+            None
+        } else {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut calls = pending.values();
+            match msg
+                .pointer("/params/progressToken")
+                .filter(|_| method == "notifications/progress")
+            {
+                Some(t) => calls.find(|p| p.progress_token.as_ref() == Some(t)),
+                None => calls.next(),
+            }
+            .map(|p| p.tx.clone())
+        };
+        if let Some(tx) = call {
+            let _ = tx.send(msg).await;
+        } else if let Some(tx) = stream {
             let _ = tx.send((self.target.clone(), msg)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn target_messages_go_to_the_call_or_the_open_server_stream() {
+        let stream: ServerStream = Arc::new(Mutex::new(None));
+        let mux = Mux::new("t".into(), stream.clone());
+        let mut call = json!({"jsonrpc": "2.0", "id": "c1", "method": "tools/call",
+            "params": {"_meta": {"progressToken": "p"}}});
+        let (_, mut rx) = mux.register(&mut call).unwrap();
+        let changed = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+
+        // No server stream: a list change goes to the call in flight.
+        mux.dispatch(changed.clone()).await;
+        assert_eq!(
+            rx.recv().await.unwrap()["method"],
+            "notifications/tools/list_changed"
+        );
+
+        // An open server stream takes it; progress still goes to its call.
+        let (tx, mut server) = mpsc::channel(4);
+        *stream.lock().unwrap() = Some(tx);
+        mux.dispatch(changed.clone()).await;
+        assert_eq!(
+            server.recv().await.unwrap().1["method"],
+            "notifications/tools/list_changed"
+        );
+        mux.dispatch(json!({"jsonrpc": "2.0", "method": "notifications/progress",
+            "params": {"progressToken": "p", "progress": 1}}))
+            .await;
+        assert_eq!(rx.recv().await.unwrap()["params"]["progress"], 1);
+
+        // The client's GET went away: back to the call, not lost.
+        drop(server);
+        mux.dispatch(changed).await;
+        assert_eq!(
+            rx.recv().await.unwrap()["method"],
+            "notifications/tools/list_changed"
+        );
+
+        // The answer gets the client's id back.
+        mux.dispatch(json!({"jsonrpc": "2.0", "id": 1, "result": {}}))
+            .await;
+        assert_eq!(rx.recv().await.unwrap()["id"], "c1");
     }
 }

@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Uri};
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// How long the target may take to name its message endpoint.
 const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -150,26 +150,11 @@ impl SseConn {
 }
 
 impl Conn for SseConn {
-    fn is_alive(&self) -> bool {
-        self.mux.is_alive()
+    fn mux(&self) -> &Mux {
+        &self.mux
     }
 
-    fn started(&self) -> Instant {
-        self.mux.started
-    }
-
-    fn request(&self, mut msg: Value) -> BoxFut<'_, Result<mpsc::Receiver<Value>, UpstreamError>> {
-        Box::pin(async move {
-            let (id, rx) = self.mux.register(&mut msg)?;
-            if let Err(e) = self.post(&msg).await {
-                self.mux.forget(id);
-                return Err(e);
-            }
-            Ok(rx)
-        })
-    }
-
-    fn send<'a>(&'a self, msg: &'a Value) -> BoxFut<'a, Result<(), UpstreamError>> {
+    fn write<'a>(&'a self, msg: &'a Value) -> BoxFut<'a, Result<(), UpstreamError>> {
         Box::pin(self.post(msg))
     }
 }

@@ -158,7 +158,7 @@ impl StdioConn {
         Ok(conn)
     }
 
-    async fn write(&self, msg: &Value) -> Result<(), UpstreamError> {
+    async fn write_line(&self, msg: &Value) -> Result<(), UpstreamError> {
         let mut line = serde_json::to_vec(msg).unwrap_or_default();
         line.push(b'\n');
         self.stdin
@@ -169,27 +169,12 @@ impl StdioConn {
 }
 
 impl Conn for StdioConn {
-    fn is_alive(&self) -> bool {
-        self.mux.is_alive()
+    fn mux(&self) -> &Mux {
+        &self.mux
     }
 
-    fn started(&self) -> Instant {
-        self.mux.started
-    }
-
-    fn request(&self, mut msg: Value) -> BoxFut<'_, Result<mpsc::Receiver<Value>, UpstreamError>> {
-        Box::pin(async move {
-            let (id, rx) = self.mux.register(&mut msg)?;
-            if let Err(e) = self.write(&msg).await {
-                self.mux.forget(id);
-                return Err(e);
-            }
-            Ok(rx)
-        })
-    }
-
-    fn send<'a>(&'a self, msg: &'a Value) -> BoxFut<'a, Result<(), UpstreamError>> {
-        Box::pin(self.write(msg))
+    fn write<'a>(&'a self, msg: &'a Value) -> BoxFut<'a, Result<(), UpstreamError>> {
+        Box::pin(self.write_line(msg))
     }
 }
 
@@ -255,8 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_child_that_answers_and_one_that_dies() {
-        // `cat` echoes each request line back: a response-shaped echo needs a real server, so
-        // use sh to answer one request and exit.
+        // A shell "server": answers one request (after a notification of its own) and exits.
         let spec = StdioSpec {
             cmd: "sh".into(),
             args: vec![

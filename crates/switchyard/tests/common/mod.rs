@@ -59,6 +59,22 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Python for the end-to-end client tests: `$SWITCHYARD_PYTHON`, else the workspace's `.venv`
+/// (`.ci/run` creates it from `tests/sdk/requirements.txt`).
+pub fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("SWITCHYARD_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the end-to-end tests need Python with the packages in crates/switchyard/tests/sdk/requirements.txt: \
+         python3 -m venv .venv && .venv/bin/pip install -r crates/switchyard/tests/sdk/requirements.txt \
+         (or set SWITCHYARD_PYTHON)"
+    );
+    venv
+}
+
 pub struct Proc(pub Child);
 
 impl Drop for Proc {

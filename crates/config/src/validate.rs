@@ -101,6 +101,22 @@ pub(crate) fn check(config: &mut Config, base: &Path) -> Result<(), Problem> {
         ));
     }
 
+    check_pools(config, base)?;
+    let pool_names: Vec<String> = config.pools.iter().map(|p| p.name.clone()).collect();
+    if let Some(x) = &config.config.ext_proc {
+        x.addr.parse::<std::net::SocketAddr>().map_err(|_| {
+            problem(
+                "config.extProc.addr",
+                format!(
+                    "invalid address {:?}: expected ip:port, e.g. \"127.0.0.1:9002\"",
+                    x.addr
+                ),
+                Some(x.addr.clone()),
+            )
+        })?;
+        check_pool_ref(&x.pool, &pool_names, "config.extProc.pool")?;
+    }
+
     let mut ports = HashSet::new();
     for (bi, bind) in config.binds.iter_mut().enumerate() {
         let bkey = format!("binds[{bi}]");
@@ -156,8 +172,101 @@ pub(crate) fn check(config: &mut Config, base: &Path) -> Result<(), Problem> {
                 (ListenerProtocol::Http, None) => {}
             }
             for (ri, route) in listener.routes.iter_mut().enumerate() {
-                check_route(route, &format!("{lkey}.routes[{ri}]"), base)?;
+                let rkey = format!("{lkey}.routes[{ri}]");
+                check_route(route, &rkey, base)?;
+                for (bi, b) in route.backends.iter().enumerate() {
+                    match &b.kind {
+                        BackendKind::Pool(p) => {
+                            check_pool_ref(p, &pool_names, &format!("{rkey}.backends[{bi}].pool"))?
+                        }
+                        BackendKind::Ai(ai) => {
+                            if let Some(p) = &ai.pool {
+                                let key = format!("{rkey}.backends[{bi}].ai.pool");
+                                check_pool_ref(p, &pool_names, &key)?;
+                                if ai.host_override.is_some() {
+                                    return Err(problem(
+                                        key,
+                                        "`pool` and `hostOverride` both say where to send: keep one",
+                                        Some(p.clone()),
+                                    ));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
             }
+        }
+    }
+    Ok(())
+}
+
+fn check_pool_ref(name: &str, pools: &[String], key: &str) -> Result<(), Problem> {
+    if pools.iter().any(|p| p == name) {
+        return Ok(());
+    }
+    let known = if pools.is_empty() {
+        "no pools are defined (top-level `pools:`)".to_string()
+    } else {
+        format!("defined pools: {}", pools.join(", "))
+    };
+    Err(problem(
+        key,
+        format!("unknown pool {name:?}; {known}"),
+        Some(name.to_string()),
+    ))
+}
+
+fn check_pools(config: &mut Config, base: &Path) -> Result<(), Problem> {
+    let mut names = HashSet::new();
+    for (pi, pool) in config.pools.iter_mut().enumerate() {
+        let key = format!("pools[{pi}]");
+        let needle = Some(pool.name.clone());
+        if pool.name.is_empty() || !names.insert(pool.name.clone()) {
+            return Err(problem(
+                format!("{key}.name"),
+                format!("pool name {:?} is empty or used twice", pool.name),
+                needle,
+            ));
+        }
+        let sources = [
+            pool.endpoints.is_some(),
+            pool.endpoints_file.is_some(),
+            pool.endpoints_dns.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(problem(
+                key,
+                "a pool takes exactly one of `endpoints`, `endpointsFile` or `endpointsDns`",
+                needle,
+            ));
+        }
+        if let Some(f) = &mut pool.endpoints_file {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        if let Some(spec) = &pool.strategy {
+            picker::parse_strategy(spec, &picker::PrefixConfig::default()).map_err(|e| {
+                problem(format!("{key}.strategy"), e.to_string(), Some(spec.clone()))
+            })?;
+        }
+        if pool.prefix_cache.block_size == Some(0) {
+            return Err(problem(
+                format!("{key}.prefixCache.blockSize"),
+                "blockSize must be at least 1",
+                Some("blockSize".into()),
+            ));
+        }
+        let m = &pool.metrics;
+        if m.enabled
+            && (m.interval.0.is_zero() || m.timeout.0.is_zero() || !m.path.starts_with('/'))
+        {
+            return Err(problem(
+                format!("{key}.metrics"),
+                "metrics need a positive interval and timeout and a path starting with '/'",
+                Some("metrics".into()),
+            ));
         }
     }
     Ok(())
@@ -308,7 +417,7 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
                     }
                 }
             }
-            BackendKind::Host(_) => {}
+            BackendKind::Host(_) | BackendKind::Pool(_) => {}
         }
     }
     Ok(())

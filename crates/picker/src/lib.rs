@@ -15,8 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod metrics;
+#[cfg(feature = "runtime")]
+pub mod pool;
 pub mod prefix;
+pub mod request;
+pub mod spec;
 pub mod strategies;
+
+pub use request::{parse_request, ParsedRequest};
+pub use spec::{Endpoints, MetricsSpec, PoolSpec};
 
 pub use prefix::{PrefixCachePicker, PrefixConfig};
 pub use strategies::{
@@ -162,6 +169,43 @@ pub trait Picker: Send + Sync {
     fn forget(&self, _pod: &PodId) {}
 }
 
+impl<T: Picker + ?Sized> Picker for Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn score(&self, req: &PickRequest, pods: &[PodState]) -> Vec<Option<f64>> {
+        (**self).score(req, pods)
+    }
+    fn observe(&self, req: &PickRequest, chosen: &PodId) {
+        (**self).observe(req, chosen)
+    }
+    fn forget(&self, pod: &PodId) {
+        (**self).forget(pod)
+    }
+}
+
+/// State that stateful strategies keep per pool, shared by every strategy spec that names
+/// them: `prefix-cache` and `prefix-cache:2,least-request:1` read one match table.
+pub struct SharedState {
+    pub prefix: Arc<PrefixCachePicker>,
+    pub sessions: Arc<SessionAffinity>,
+}
+
+impl SharedState {
+    pub fn new(cfg: PrefixConfig) -> Self {
+        SharedState {
+            prefix: Arc::new(PrefixCachePicker::new(cfg)),
+            sessions: Arc::new(SessionAffinity::default()),
+        }
+    }
+
+    /// Drops what the stateful strategies remember about a pod that left.
+    pub fn forget(&self, pod: &PodId) {
+        self.prefix.forget(pod);
+        self.sessions.forget(pod);
+    }
+}
+
 /// Why no pod could be picked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoPod {
@@ -250,22 +294,30 @@ pub enum UnknownStrategy {
     Empty,
 }
 
-fn build(name: &str, cfg: &PrefixConfig) -> Option<Box<dyn Picker>> {
+fn build(name: &str, shared: &SharedState) -> Option<Box<dyn Picker>> {
     Some(match name {
         "random" => Box::new(Random),
         "least-request" => Box::new(LeastRequest),
         "least-kv-cache" => Box::new(LeastKvCache),
         "least-latency" => Box::new(LeastLatency),
         "throughput" => Box::new(Throughput),
-        "prefix-cache" => Box::new(PrefixCachePicker::new(cfg.clone())),
-        "session-affinity" => Box::new(SessionAffinity::default()),
+        "prefix-cache" => Box::new(shared.prefix.clone()),
+        "session-affinity" => Box::new(shared.sessions.clone()),
         _ => return None,
     })
 }
 
 /// Parses `"least-request"` or a weighted combination such as
-/// `"prefix-cache:2,least-request:1"` (weight defaults to 1).
+/// `"prefix-cache:2,least-request:1"` (weight defaults to 1), with fresh state.
 pub fn parse_strategy(spec: &str, cfg: &PrefixConfig) -> Result<Box<dyn Picker>, UnknownStrategy> {
+    parse_strategy_shared(spec, &SharedState::new(cfg.clone()))
+}
+
+/// [`parse_strategy`] over a pool's [`SharedState`].
+pub fn parse_strategy_shared(
+    spec: &str,
+    shared: &SharedState,
+) -> Result<Box<dyn Picker>, UnknownStrategy> {
     let mut parts: Vec<(Box<dyn Picker>, f64)> = Vec::new();
     for part in spec.split(',') {
         let part = part.trim();
@@ -288,7 +340,7 @@ pub fn parse_strategy(spec: &str, cfg: &PrefixConfig) -> Result<Box<dyn Picker>,
             }
             None => (part, 1.0),
         };
-        let picker = build(name, cfg).ok_or_else(|| UnknownStrategy::Name {
+        let picker = build(name, shared).ok_or_else(|| UnknownStrategy::Name {
             name: name.to_string(),
         })?;
         parts.push((picker, weight));

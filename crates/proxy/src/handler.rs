@@ -267,6 +267,7 @@ async fn forward(
         && (policies.retry.as_ref().is_some_and(|r| r.attempts > 1)
             || order.len() > 1
             || ai_call.is_some_and(|c| c.needs_body())
+            || order_uses_pool(route, order)
             || capture_body);
     let mut body = if may_resend {
         match body::buffer_for_replay(body, snapshot.limits.max_buffered_body_bytes).await {
@@ -327,6 +328,15 @@ async fn forward(
         headers::strip_hop_by_hop(resp.headers_mut(), false);
     }
     Ok(resp)
+}
+
+/// A pool picks by the request body (model, prompt) and may resend it to the next pod.
+fn order_uses_pool(route: &RouteRt, order: &crate::snapshot::smallvec_like::Order) -> bool {
+    (0..order.len()).any(|i| match &route.backends[order.get(i)].target {
+        Target::Pool(_) => true,
+        Target::Ai(ai) => ai.pool.is_some(),
+        _ => false,
+    })
 }
 
 /// A request body that is either replayable or can be sent exactly once.
@@ -457,6 +467,59 @@ async fn send_once(
                 ai::Plan::Forward(f) => f,
             };
             ai::provider_headers(ai, &mut headers, &fwd);
+            if let Some(pt) = &ai.pool {
+                let resend = fwd.payload.clone().or_else(|| raw.cloned());
+                let mut choice = pt.choose(&parts.headers, raw).map_err(Failure::Fatal)?;
+                let mut first = Some(fwd.body);
+                let mut refused = String::new();
+                while let Some((pod, guard)) = choice.next(pt) {
+                    let Some(body) = first.take().or_else(|| resend.clone().map(body::full)) else {
+                        break;
+                    };
+                    let upstream = pt.upstream(&pod).map_err(Failure::Fatal)?;
+                    let authority = Authority::try_from(pod.id.as_str()).map_err(|_| {
+                        Failure::Fatal(ProxyError::bad_request("invalid pod address"))
+                    })?;
+                    let target = UpstreamTarget {
+                        authority: Some(&authority),
+                        path: fwd.path.clone(),
+                        backend_auth: false,
+                    };
+                    let mut req = build_upstream_request(
+                        parts,
+                        headers.clone(),
+                        body,
+                        &backend.policies,
+                        &upstream,
+                        matched_prefix,
+                        target,
+                    )
+                    .map_err(Failure::Fatal)?;
+                    ai::authorize(ai, &mut req, fwd.payload.as_ref())
+                        .await
+                        .map_err(Failure::Fatal)?;
+                    trail.rec.upstream = Some(upstream.address.clone());
+                    let sent = std::time::Instant::now();
+                    match call_upstream(&upstream, req, &backend.policies).await {
+                        Ok(resp) => {
+                            trail.rec.upstream_time = Some(sent.elapsed());
+                            pt.pool.succeeded(&pod);
+                            let mut resp = ai::shape_response(resp, fwd.shape)
+                                .await
+                                .map_err(Failure::Fatal)?;
+                            crate::pool::mark_response(&mut resp, &pod);
+                            trail.pod = Some(guard);
+                            return Ok(resp);
+                        }
+                        Err(Failure::Connect(msg)) => {
+                            pt.pool.connect_failed(&pod);
+                            refused = msg;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                return Err(pool_exhausted(pt, choice.tried(), refused));
+            }
             let target = UpstreamTarget {
                 authority: Some(&ai.authority),
                 path: fwd.path,
@@ -507,6 +570,45 @@ async fn send_once(
             });
             return Ok(resp);
         }
+        Target::Pool(pt) => {
+            trail.rec.backend_kind = Some("pool");
+            let mut choice = pt.choose(&parts.headers, raw).map_err(Failure::Fatal)?;
+            let mut first = Some(body);
+            let mut refused = String::new();
+            while let Some((pod, guard)) = choice.next(pt) {
+                let Some(body) = first.take().or_else(|| raw.cloned().map(body::full)) else {
+                    break;
+                };
+                let upstream = pt.upstream(&pod).map_err(Failure::Fatal)?;
+                let req = build_upstream_request(
+                    parts,
+                    headers.clone(),
+                    body,
+                    &backend.policies,
+                    &upstream,
+                    matched_prefix,
+                    UpstreamTarget::default(),
+                )
+                .map_err(Failure::Fatal)?;
+                trail.rec.upstream = Some(upstream.address.clone());
+                let sent = std::time::Instant::now();
+                match call_upstream(&upstream, req, &backend.policies).await {
+                    Ok(mut resp) => {
+                        trail.rec.upstream_time = Some(sent.elapsed());
+                        pt.pool.succeeded(&pod);
+                        crate::pool::mark_response(&mut resp, &pod);
+                        trail.pod = Some(guard);
+                        return Ok(resp);
+                    }
+                    Err(Failure::Connect(msg)) => {
+                        pt.pool.connect_failed(&pod);
+                        refused = msg;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Err(pool_exhausted(pt, choice.tried(), refused));
+        }
     };
     let req = build_upstream_request(
         parts,
@@ -523,6 +625,14 @@ async fn send_once(
     let resp = call_upstream(upstream, req, &backend.policies).await;
     trail.rec.upstream_time = Some(sent.elapsed());
     resp
+}
+
+/// Every pod tried refused the connection: the caller may fail over to another backend.
+fn pool_exhausted(pt: &crate::pool::PoolTarget, tried: usize, last: String) -> Failure {
+    Failure::Connect(format!(
+        "pool {}: {tried} pod(s) refused the connection; last: {last}",
+        pt.pool.name()
+    ))
 }
 
 async fn call_upstream(

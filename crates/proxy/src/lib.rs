@@ -9,6 +9,7 @@ pub mod headers;
 pub mod mcp;
 pub mod observe;
 pub mod policy;
+pub mod pool;
 pub mod routes;
 mod server;
 pub mod snapshot;

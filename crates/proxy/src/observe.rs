@@ -25,6 +25,8 @@ pub struct Trail {
     pub llm: Option<Arc<LlmSlot>>,
     /// Request body bytes, counted as the upstream reads them when the body streams.
     pub bytes_in: Option<Arc<AtomicU64>>,
+    /// The pool pod serving this request: counted in flight until the response ends.
+    pub pod: Option<picker::pool::InFlight>,
 }
 
 impl Trail {
@@ -33,6 +35,7 @@ impl Trail {
             rec: Box::new(rec),
             llm: None,
             bytes_in: None,
+            pod: None,
         }
     }
 
@@ -105,6 +108,11 @@ impl ObservedBody {
             }
             if let Some(slot) = &trail.llm {
                 trail.rec.llm = slot.record.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }
+            if let Some(pod) = trail.pod.take() {
+                if let Some(n) = trail.rec.llm.as_ref().and_then(|l| l.output_tokens) {
+                    pod.record_output_tokens(n);
+                }
             }
             telemetry.finish(*trail.rec);
         }

@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// Access log, tracing and metrics as this config asks for them.
     pub telemetry: Arc<telemetry::Telemetry>,
+    /// Model pools by name (kept across reloads while unchanged).
+    pub pools: HashMap<String, Arc<picker::pool::Pool>>,
 }
 
 impl Snapshot {
@@ -38,6 +40,7 @@ impl Snapshot {
             limits: config::Limits::default(),
             config: Arc::new(Config::default()),
             telemetry: Arc::new(telemetry::Telemetry::metrics_only()),
+            pools: HashMap::new(),
         }
     }
 
@@ -171,6 +174,7 @@ pub enum Target {
     Upstream(Box<Upstream>),
     Ai(Box<crate::ai::AiTarget>),
     Mcp(Box<crate::mcp::McpTarget>),
+    Pool(Box<crate::pool::PoolTarget>),
 }
 
 /// Upstream clients shared between snapshots, so a reload keeps warm connection pools.
@@ -182,6 +186,8 @@ pub struct ClientCache {
     /// MCP gateways by config fingerprint: a reload that leaves an `mcp` backend unchanged
     /// keeps its sessions' stdio children, event logs and legacy streams.
     pub(crate) mcp: crate::mcp::GatewayCache,
+    /// Model pools, kept across reloads while their settings are unchanged.
+    pools: crate::pool::PoolCache,
 }
 
 impl ClientCache {
@@ -214,6 +220,19 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String>
     let limits = config.config.limits.clone();
     let mut used = Vec::new();
     let mut binds = Vec::new();
+    let mut pools = HashMap::new();
+    for (pi, p) in config.pools.iter().enumerate() {
+        let pool = cache
+            .pools
+            .get(p)
+            .map_err(|e| format!("pools[{pi}] ({}): {e}", p.name))?;
+        pools.insert(p.name.clone(), pool);
+    }
+    let ctx = CompileCtx {
+        limits: &limits,
+        cache,
+        pools: &pools,
+    };
     for (bi, bind) in config.binds.iter().enumerate() {
         let key = BindKey {
             address: bind.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -246,7 +265,7 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String>
             let mut routes = Vec::new();
             for (ri, r) in l.routes.iter().enumerate() {
                 let rkey = format!("{lkey}.routes[{ri}]");
-                let route = compile_route(r, &rkey, &limits, cache, &mut used)?;
+                let route = compile_route(r, &rkey, &ctx, &mut used)?;
                 let matchers = if r.matches.is_empty() {
                     vec![Matcher::any()]
                 } else {
@@ -283,22 +302,66 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String>
         }));
     }
     cache.retain(&used);
+    let names: Vec<&str> = pools.keys().map(String::as_str).collect();
+    cache.pools.retain(&names);
     let telemetry = telemetry::Telemetry::compile(&config.config, &cache.exporters)?;
     Ok(Snapshot {
         binds,
         limits,
         config: Arc::new(config.clone()),
         telemetry: Arc::new(telemetry),
+        pools,
     })
+}
+
+/// What compiling a route needs besides the route.
+struct CompileCtx<'a> {
+    limits: &'a config::Limits,
+    cache: &'a ClientCache,
+    pools: &'a HashMap<String, Arc<picker::pool::Pool>>,
+}
+
+impl CompileCtx<'_> {
+    /// A pool backend's per-pod client settings, from the backend's and route's policies.
+    fn pool_target(
+        &self,
+        name: &str,
+        route: Option<&Policies>,
+        backend: Option<&Policies>,
+    ) -> Result<crate::pool::PoolTarget, String> {
+        let pool = self
+            .pools
+            .get(name)
+            .ok_or_else(|| format!("unknown pool {name:?}"))?
+            .clone();
+        let tls = backend
+            .and_then(|p| p.backend_tls.as_ref())
+            .or_else(|| route.and_then(|p| p.backend_tls.as_ref()))
+            .cloned();
+        let http2 = backend
+            .and_then(|p| p.backend_http.as_ref())
+            .or_else(|| route.and_then(|p| p.backend_http.as_ref()))
+            .is_some_and(|h| h.version == config::HttpVersion::Http2);
+        let template = UpstreamKey {
+            host: "".into(),
+            port: 0,
+            http2,
+            tls_fingerprint: tls.as_ref().map(tls_fingerprint),
+            connect_timeout: self.limits.upstream_connect_timeout.0,
+            pool_idle_timeout: self.limits.upstream_pool_idle_timeout.0,
+            pool_max_idle: self.limits.upstream_pool_max_idle,
+        };
+        Ok(crate::pool::PoolTarget::new(pool, template, tls))
+    }
 }
 
 fn compile_route(
     r: &config::Route,
     rkey: &str,
-    limits: &config::Limits,
-    cache: &ClientCache,
+    ctx: &CompileCtx<'_>,
     used: &mut Vec<UpstreamKey>,
 ) -> Result<RouteRt, String> {
+    let (limits, cache) = (ctx.limits, ctx.cache);
     let route_policies = r.policies.as_ref();
     let mut backends = Vec::new();
     for (bi, b) in r.backends.iter().enumerate() {
@@ -349,7 +412,7 @@ fn compile_route(
                     used,
                 )
                 .map_err(|e| format!("{bkey}: {e}"))?;
-                let target = crate::ai::AiTarget::compile(
+                let mut target = crate::ai::AiTarget::compile(
                     crate::ai::AiCompileInput {
                         ai,
                         route_policies,
@@ -359,6 +422,12 @@ fn compile_route(
                     upstream,
                 )
                 .map_err(|e| format!("{bkey}.ai: {e}"))?;
+                if let Some(p) = &ai.pool {
+                    let pt = ctx
+                        .pool_target(p, route_policies, backend_policies)
+                        .map_err(|e| format!("{bkey}.ai.pool: {e}"))?;
+                    target.pool = Some(Box::new(pt));
+                }
                 (ai.name.as_str().into(), Target::Ai(Box::new(target)))
             }
             BackendKind::Mcp(m) => {
@@ -366,6 +435,12 @@ fn compile_route(
                     crate::mcp::compile(m, route_policies, backend_policies, limits, cache, used)
                         .map_err(|e| format!("{bkey}.mcp: {e}"))?;
                 (format!("mcp{bi}").into(), Target::Mcp(Box::new(target)))
+            }
+            BackendKind::Pool(name) => {
+                let pt = ctx
+                    .pool_target(name, route_policies, backend_policies)
+                    .map_err(|e| format!("{bkey}.pool: {e}"))?;
+                (name.as_str().into(), Target::Pool(Box::new(pt)))
             }
         };
         backends.push(BackendRt {

@@ -8,6 +8,9 @@
 //! tests can assert on it, and faults can be injected per request with the [`FAULT_HEADER`]
 //! header or per server with `Options::fault` (see [`Fault`]).
 //!
+//! [`vllm`] is different in kind: a fleet of simulated vLLM pods whose engine models continuous
+//! batching and a prefix-cached paged KV cache in time, for benchmarking routing strategies.
+//!
 //! Both simulators share one accept loop (`serve_service`) for plain TCP and TLS, so a test can
 //! put either behind TLS with its own CA and ALPN (`h2`, `http/1.1`).
 
@@ -19,6 +22,7 @@ pub mod gemini;
 pub mod mcp;
 pub mod openai;
 mod tools;
+pub mod vllm;
 
 pub use fault::{Fault, FAULT_HEADER};
 
@@ -49,17 +53,28 @@ pub type SimBody = UnsyncBoxBody<Bytes, BoxError>;
 pub struct SimServer {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// Background tasks that live as long as the server (e.g. a simulated engine loop).
+    companions: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl SimServer {
     pub fn abort(&self) {
         self.task.abort();
+        for t in &self.companions {
+            t.abort();
+        }
+    }
+
+    /// Ties `task` to this server: aborted with it.
+    pub(crate) fn with_companion(mut self, task: tokio::task::JoinHandle<()>) -> Self {
+        self.companions.push(task);
+        self
     }
 }
 
 impl Drop for SimServer {
     fn drop(&mut self) {
-        self.task.abort();
+        self.abort();
     }
 }
 
@@ -106,7 +121,11 @@ pub(crate) fn serve_service(
             });
         }
     });
-    SimServer { addr, task }
+    SimServer {
+        addr,
+        task,
+        companions: Vec::new(),
+    }
 }
 
 /// A TLS config that offers `h2` and `http/1.1` unless the caller chose its own ALPN list.

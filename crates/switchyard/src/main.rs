@@ -33,6 +33,11 @@ enum Command {
     },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Run only the Envoy ext_proc endpoint picker (`config.extProc`) on a config's pools.
+    Extproc {
+        #[arg(short = 'f', long = "file", value_name = "CONFIG")]
+        file: PathBuf,
+    },
     /// Run on a built-in config with simulated backends; prints what to curl.
     Demo {
         /// Port for the demo gateway.
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        (Some(Command::Extproc { file }), _) => run::block_on(run::run_extproc(file)),
         (Some(Command::Demo { port, admin_port }), _) => run::block_on(demo::run(port, admin_port)),
         (None, Some(file)) => run::block_on(run::run_file(file)),
         (None, None) => {

@@ -92,8 +92,14 @@ pub async fn run_file(file: PathBuf) -> ExitCode {
         }
     };
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
-    let _watcher = match watch_config(file.clone(), running.gateway.clone(), running.admin.clone())
-    {
+    let on_change = {
+        let (file, gateway, admin) = (file.clone(), running.gateway.clone(), running.admin.clone());
+        move || {
+            let (file, gateway, admin) = (file.clone(), gateway.clone(), admin.clone());
+            Box::pin(async move { reload(&file, &gateway, &admin).await }) as ChangeFuture
+        }
+    };
+    let _watcher = match watch_config(file.clone(), on_change) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %e, file = %file.display(), "cannot watch the config file; hot reload is off");
@@ -110,6 +116,7 @@ pub struct Running {
     drain: Duration,
     _admin_task: tokio::task::JoinHandle<()>,
     _stats_task: Option<tokio::task::JoinHandle<()>>,
+    _extproc_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -130,6 +137,22 @@ impl Running {
         let admin_task = admin::serve(admin_listener, admin.clone());
         let stats_task = start_stats(loaded.config.config.stats_addr.as_deref()).await?;
         let gateway = Gateway::start(loaded).await?;
+        let extproc_task = match &loaded.config.config.ext_proc {
+            Some(x) => {
+                let listener = extproc::bind(parse_addr(&x.addr, "extProc.addr")?).await?;
+                tracing::info!(addr = %x.addr, pool = %x.pool, "ext_proc server listening");
+                // The pool the gateway's current config names, so both share in-flight counts
+                // and prefix tables, across reloads too.
+                let g = gateway.clone();
+                let source: extproc::PoolSource = Arc::new(move || {
+                    let snap = g.snapshot();
+                    let name = &snap.config.config.ext_proc.as_ref()?.pool;
+                    snap.pools.get(name).cloned()
+                });
+                Some(extproc::serve(listener, source))
+            }
+            None => None,
+        };
         admin.config_loaded(config::redacted_dump(&loaded.config));
         // Ready only now: every bind is listening.
         admin.set_ready(true);
@@ -144,6 +167,7 @@ impl Running {
                 .map_or(DEFAULT_DRAIN, |d| d.0),
             _admin_task: admin_task,
             _stats_task: stats_task,
+            _extproc_task: extproc_task,
         })
     }
 
@@ -208,12 +232,125 @@ async fn wait_for_signal() {
     }
 }
 
+fn parse_addr(text: &str, key: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("invalid {key} {text:?}: expected ip:port"))
+}
+
+/// `switchyard extproc -f CONFIG`: the ext_proc picker alone, on `config.extProc`, with the
+/// admin server (readiness) and metrics; the pool follows config reloads.
+pub async fn run_extproc(file: PathBuf) -> ExitCode {
+    match extproc_main(&file).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The pool `config.extProc` names, built (and started) from `loaded`.
+fn extproc_pool(loaded: &config::Loaded) -> Result<Arc<picker::pool::Pool>, String> {
+    let x = loaded
+        .config
+        .config
+        .ext_proc
+        .as_ref()
+        .ok_or("the config has no `config.extProc: {addr, pool}`")?;
+    let cfg = loaded
+        .config
+        .pools
+        .iter()
+        .find(|p| p.name == x.pool)
+        .ok_or_else(|| format!("config.extProc.pool: unknown pool {:?}", x.pool))?;
+    let pool =
+        picker::pool::Pool::new(cfg.spec()).map_err(|e| format!("pool {}: {e}", cfg.name))?;
+    pool.start();
+    Ok(pool)
+}
+
+async fn extproc_main(file: &Path) -> Result<ExitCode, String> {
+    let loaded = config::load_file(file).map_err(|e| e.to_string())?;
+    init_logging(loaded.config.config.logging.as_ref().and_then(|l| l.level));
+    let pool = Arc::new(arc_swap::ArcSwap::from(extproc_pool(&loaded)?));
+    let x = loaded.config.config.ext_proc.clone().ok_or("no extProc")?;
+    let admin = AdminState::new(file.display().to_string());
+    let admin_addr = parse_addr(
+        loaded
+            .config
+            .config
+            .admin_addr
+            .as_deref()
+            .unwrap_or(DEFAULT_ADMIN_ADDR),
+        "adminAddr",
+    )?;
+    let admin_listener = admin::bind(admin_addr)
+        .await
+        .map_err(|e| format!("cannot start the admin server on {admin_addr}: {e}"))?;
+    let _admin_task = admin::serve(admin_listener, admin.clone());
+    let _stats_task = start_stats(loaded.config.config.stats_addr.as_deref()).await?;
+    let listener = extproc::bind(parse_addr(&x.addr, "extProc.addr")?).await?;
+    let source: extproc::PoolSource = {
+        let pool = pool.clone();
+        Arc::new(move || Some(pool.load_full()))
+    };
+    let _server = extproc::serve(listener, source);
+    admin.config_loaded(config::redacted_dump(&loaded.config));
+    admin.set_ready(true);
+    tracing::info!(addr = %x.addr, pool = %x.pool, admin = %admin_addr, "ext_proc server ready");
+    let on_change = {
+        let (file, pool, admin) = (file.to_path_buf(), pool.clone(), admin.clone());
+        move || {
+            let (file, pool, admin) = (file.clone(), pool.clone(), admin.clone());
+            Box::pin(async move {
+                let result = config::load_file(&file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|l| Ok((extproc_pool_reusing(&l, &pool.load_full())?, l)));
+                telemetry::Metrics::global().reload(result.is_ok());
+                match result {
+                    Ok((p, l)) => {
+                        pool.store(p);
+                        admin.config_loaded(config::redacted_dump(&l.config));
+                        tracing::info!(file = %file.display(), "config reloaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "config refused; the previous config keeps serving");
+                        admin.config_refused(e);
+                    }
+                }
+            }) as ChangeFuture
+        }
+    };
+    let _watcher = watch_config(file.to_path_buf(), on_change)
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; hot reload is off"))
+        .ok();
+    wait_for_signal().await;
+    admin.set_ready(false);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The reloaded pool: the running one when its settings did not change (its state stays).
+fn extproc_pool_reusing(
+    loaded: &config::Loaded,
+    current: &Arc<picker::pool::Pool>,
+) -> Result<Arc<picker::pool::Pool>, String> {
+    let same = loaded.config.config.ext_proc.as_ref().and_then(|x| {
+        let cfg = loaded.config.pools.iter().find(|p| p.name == x.pool)?;
+        (cfg.spec() == *current.spec()).then(|| current.clone())
+    });
+    match same {
+        Some(p) => Ok(p),
+        None => extproc_pool(loaded),
+    }
+}
+
+type ChangeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Watches the config file's directory (editors and Kubernetes replace files rather than
-/// write them in place) and reloads when the file's content changes.
+/// write them in place) and runs `on_change` when the file's content changes.
 fn watch_config(
     file: PathBuf,
-    gateway: Arc<Gateway>,
-    admin: Arc<AdminState>,
+    on_change: impl Fn() -> ChangeFuture + Send + 'static,
 ) -> notify::Result<notify::RecommendedWatcher> {
     use notify::Watcher;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -256,7 +393,7 @@ fn watch_config(
                 continue;
             }
             last = now;
-            reload(&file, &gateway, &admin).await;
+            on_change().await;
         }
     });
     Ok(watcher)

@@ -85,6 +85,15 @@ pub struct McpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PickLabels {
+    pub pool: String,
+    /// The strategy's own name (`weighted` for combinations), never the raw header.
+    pub strategy: &'static str,
+    /// `picked`, `no_pod` or `bad_request`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -103,6 +112,8 @@ pub struct Metrics {
     pub time_per_output_token: Family<GenAiLabels, Histogram>,
     pub mcp_requests: Family<McpLabels, Counter>,
     pub config_reloads: Family<OutcomeLabels, Counter>,
+    pub pool_picks: Family<PickLabels, Counter>,
+    pub pool_pick_duration: Family<PickLabels, Histogram>,
     pub spans_exported: Counter,
     pub spans_dropped: Counter,
     pub log_lines_dropped: Counter,
@@ -118,6 +129,11 @@ fn seconds_buckets() -> Histogram {
 fn token_buckets() -> Histogram {
     // The OpenTelemetry GenAI conventions' advice: 1, 4, 16, ... 4^13.
     Histogram::new(exponential_buckets(1.0, 4.0, 14))
+}
+
+fn pick_buckets() -> Histogram {
+    // 1 µs .. ~16 ms: picking is meant to take microseconds.
+    Histogram::new(exponential_buckets(0.000001, 2.0, 15))
 }
 
 fn per_token_buckets() -> Histogram {
@@ -152,6 +168,9 @@ impl Metrics {
             Family::<GenAiLabels, Histogram>::new_with_constructor(per_token_buckets as fn() -> _);
         let mcp_requests = Family::<McpLabels, Counter>::default();
         let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        let pool_picks = Family::<PickLabels, Counter>::default();
+        let pool_pick_duration =
+            Family::<PickLabels, Histogram>::new_with_constructor(pick_buckets as fn() -> _);
         let spans_exported = Counter::default();
         let spans_dropped = Counter::default();
         let log_lines_dropped = Counter::default();
@@ -199,6 +218,17 @@ impl Metrics {
             "config_reloads",
             "Config reloads, by outcome",
             config_reloads.clone(),
+        );
+        sy.register(
+            "pool_picks",
+            "Endpoint picks for model pools, by pool, strategy and outcome",
+            pool_picks.clone(),
+        );
+        sy.register_with_unit(
+            "pool_pick_duration",
+            "Time to parse a request and rank a pool's pods",
+            Unit::Seconds,
+            pool_pick_duration.clone(),
         );
         sy.register(
             "trace_spans_exported",
@@ -254,6 +284,8 @@ impl Metrics {
             time_per_output_token,
             mcp_requests,
             config_reloads,
+            pool_picks,
+            pool_pick_duration,
             spans_exported,
             spans_dropped,
             log_lines_dropped,
@@ -292,6 +324,25 @@ impl Metrics {
         } else {
             self.upstream_connect_errors.get_or_create(&labels).inc();
         }
+    }
+
+    /// One endpoint pick (gateway pool backend or ext_proc).
+    pub fn observe_pick(
+        &self,
+        pool: &str,
+        strategy: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        let labels = PickLabels {
+            pool: pool.to_string(),
+            strategy,
+            outcome,
+        };
+        self.pool_picks.get_or_create(&labels).inc();
+        self.pool_pick_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     pub fn reload(&self, ok: bool) {

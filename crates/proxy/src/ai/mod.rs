@@ -85,7 +85,10 @@ static CLIENT_CREDENTIALS: [HeaderName; 4] = [
 ];
 
 pub struct AiTarget {
+    /// Where calls go; with `pool`, only a placeholder (each call goes to a picked pod).
     pub upstream: Upstream,
+    /// `ai.pool`: the pod is picked per call.
+    pub pool: Option<Box<crate::pool::PoolTarget>>,
     pub provider: ProviderKind,
     /// Host sent upstream unless `urlRewrite` or header modifiers change it.
     pub authority: Authority,
@@ -156,6 +159,10 @@ pub fn dial_target(ai: &AiBackend) -> Result<(String, u16, bool), String> {
     if let Some(h) = &ai.host_override {
         return Ok((h.host().to_string(), h.port(), false));
     }
+    if let Some(pool) = &ai.pool {
+        // Never dialled: a pooled call goes to the picked pod's own client.
+        return Ok((format!("pool.{pool}.invalid"), 1, false));
+    }
     let host = match &ai.provider {
         Provider::OpenAi(_) => "api.openai.com".to_string(),
         Provider::OpenAiCompatible(_) => {
@@ -213,6 +220,7 @@ impl AiTarget {
         };
         let authority = match (&ai.provider, &ai.host_override) {
             (Provider::OpenAiCompatible(_), Some(h)) => h.0.to_string(),
+            (Provider::OpenAiCompatible(_), None) if ai.pool.is_some() => dial_target(ai)?.0,
             _ => {
                 dial_target(&AiBackend {
                     host_override: None,
@@ -319,6 +327,7 @@ impl AiTarget {
             upstream,
             provider,
             authority,
+            pool: None,
             routes,
             fallback,
             model_override: model,

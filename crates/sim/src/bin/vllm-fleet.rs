@@ -1,0 +1,153 @@
+//! Runs a fleet of simulated vLLM pods (see `sim::vllm`) in the foreground:
+//!
+//! ```text
+//! vllm-fleet --pods 8 [--base-port 8000] [--model sim-llama] [--num-blocks 2048] ...
+//! ```
+//!
+//! Prints one `pod-<i> <addr>` line per pod once all listen, then serves until SIGTERM or
+//! Ctrl-C.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use sim::vllm::{self, EngineConfig, VllmOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "vllm-fleet", about = "A fleet of simulated vLLM pods")]
+struct Args {
+    /// Number of pods.
+    #[arg(long, default_value_t = 8)]
+    pods: usize,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port of pod-0; pod-i listens on base-port + i. 0 = ephemeral ports.
+    #[arg(long, default_value_t = 0)]
+    base_port: u16,
+    /// Served model name.
+    #[arg(long, default_value = "sim-llama")]
+    model: String,
+    /// Seed of pod-0 (pod-i uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// KV cache capacity per pod, in blocks.
+    #[arg(long, default_value_t = EngineConfig::default().num_blocks)]
+    num_blocks: usize,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = EngineConfig::default().block_size)]
+    block_size: usize,
+    /// Most running sequences per pod.
+    #[arg(long, default_value_t = EngineConfig::default().max_num_seqs)]
+    max_num_seqs: usize,
+    /// Token budget of one engine step.
+    #[arg(long, default_value_t = EngineConfig::default().max_num_batched_tokens)]
+    max_num_batched_tokens: usize,
+    /// Longest prompt + completion accepted.
+    #[arg(long, default_value_t = EngineConfig::default().max_model_len)]
+    max_model_len: usize,
+    /// Most waiting requests per pod before answering 429.
+    #[arg(long, default_value_t = EngineConfig::default().max_waiting)]
+    max_waiting: usize,
+    /// Fixed cost of each engine step, in microseconds.
+    #[arg(long, default_value_t = 2000.0)]
+    step_base_us: f64,
+    /// Prefill cost per uncached prompt token, in microseconds.
+    #[arg(long, default_value_t = 60.0)]
+    prefill_us_per_token: f64,
+    /// Decode cost per running sequence per step, in microseconds.
+    #[arg(long, default_value_t = 250.0)]
+    decode_us_per_seq: f64,
+    /// Shortest completion drawn for requests without max_tokens.
+    #[arg(long, default_value_t = 16)]
+    output_len_min: u32,
+    /// Longest completion drawn (exclusive) for requests without max_tokens.
+    #[arg(long, default_value_t = 64)]
+    output_len_max: u32,
+    /// Disable automatic prefix caching.
+    #[arg(long)]
+    no_prefix_caching: bool,
+}
+
+fn micros(us: f64) -> Duration {
+    Duration::from_secs_f64(us.max(0.0) / 1e6)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let base = VllmOptions {
+        name: String::new(),
+        model: args.model.clone(),
+        seed: args.seed,
+        engine: EngineConfig {
+            max_num_seqs: args.max_num_seqs,
+            max_num_batched_tokens: args.max_num_batched_tokens,
+            block_size: args.block_size,
+            num_blocks: args.num_blocks,
+            max_model_len: args.max_model_len,
+            max_waiting: args.max_waiting,
+            step_base: micros(args.step_base_us),
+            prefill_per_token: micros(args.prefill_us_per_token),
+            decode_per_seq: micros(args.decode_us_per_seq),
+            output_len: args.output_len_min..args.output_len_max,
+            enable_prefix_caching: !args.no_prefix_caching,
+        },
+    };
+    let mut pods = Vec::with_capacity(args.pods);
+    for i in 0..args.pods {
+        let port = if args.base_port == 0 {
+            0
+        } else {
+            match u16::try_from(usize::from(args.base_port) + i) {
+                Ok(p) => p,
+                Err(_) => {
+                    eprintln!("vllm-fleet: base port {} + {i} overflows", args.base_port);
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        let addr = SocketAddr::new(args.host, port);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("vllm-fleet: cannot bind {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let options = vllm::pod_options(&base, i);
+        pods.push((options.name.clone(), vllm::serve(listener, options)));
+    }
+    let mut stdout = std::io::stdout().lock();
+    for (name, pod) in &pods {
+        let _ = writeln!(stdout, "{name} {}", pod.addr);
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+    shutdown_signal().await;
+    ExitCode::SUCCESS
+}

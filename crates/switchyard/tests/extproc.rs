@@ -1,0 +1,381 @@
+//! `switchyard extproc -f CONFIG` driven by a real gRPC client (tonic, Envoy's generated
+//! `ExternalProcessor` client) through whole exchanges, the way Envoy's ext_proc filter talks:
+//! request headers -> request body -> response headers -> response body.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, http, wait_until, Proc, BIN};
+use extproc::envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use extproc::envoy_types::pb::envoy::service::ext_proc::v3::{
+    external_processor_client::ExternalProcessorClient, processing_request, processing_response,
+    CommonResponse, HttpBody, HttpHeaders, ImmediateResponse, ProcessingRequest,
+    ProcessingResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+struct Server {
+    _proc: Proc,
+    grpc: SocketAddr,
+    stats: SocketAddr,
+}
+
+fn start(pools_yaml: &str, pool: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, admin, stats) = (free_port(), free_port(), free_port());
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "config:\n  adminAddr: 127.0.0.1:{admin}\n  statsAddr: 127.0.0.1:{stats}\n  \
+             extProc: {{addr: \"127.0.0.1:{grpc}\", pool: {pool}}}\npools:\n{pools_yaml}"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .arg("extproc")
+        .arg("-f")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_until("ext_proc readiness", Duration::from_secs(20), || {
+        http(admin, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
+    });
+    (
+        Server {
+            _proc: proc,
+            grpc: format!("127.0.0.1:{grpc}").parse().unwrap(),
+            stats: format!("127.0.0.1:{stats}").parse().unwrap(),
+        },
+        dir,
+    )
+}
+
+/// One ext_proc stream: send a message, read its answer.
+struct Exchange {
+    tx: mpsc::Sender<ProcessingRequest>,
+    rx: tonic::Streaming<ProcessingResponse>,
+}
+
+impl Exchange {
+    async fn open(addr: SocketAddr) -> Exchange {
+        let mut client = ExternalProcessorClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let resp = client.process(ReceiverStream::new(rx)).await.unwrap();
+        Exchange {
+            tx,
+            rx: resp.into_inner(),
+        }
+    }
+
+    async fn send(&mut self, req: processing_request::Request) -> processing_response::Response {
+        self.tx
+            .send(ProcessingRequest {
+                request: Some(req),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(5), self.rx.message())
+            .await
+            .expect("an answer within 5s")
+            .unwrap()
+            .expect("the stream stays open");
+        msg.response.expect("a response case")
+    }
+
+    async fn request_headers(
+        &mut self,
+        headers: &[(&str, &str)],
+        end_of_stream: bool,
+    ) -> processing_response::Response {
+        self.send(processing_request::Request::RequestHeaders(http_headers(
+            headers,
+            end_of_stream,
+        )))
+        .await
+    }
+
+    async fn request_body(&mut self, body: &[u8], end: bool) -> processing_response::Response {
+        self.send(processing_request::Request::RequestBody(HttpBody {
+            body: body.to_vec(),
+            end_of_stream: end,
+            ..Default::default()
+        }))
+        .await
+    }
+}
+
+fn http_headers(headers: &[(&str, &str)], end_of_stream: bool) -> HttpHeaders {
+    HttpHeaders {
+        headers: Some(HeaderMap {
+            headers: headers
+                .iter()
+                .map(|(k, v)| HeaderValue {
+                    key: k.to_string(),
+                    raw_value: v.as_bytes().to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+        end_of_stream,
+        ..Default::default()
+    }
+}
+
+fn common(r: processing_response::Response) -> CommonResponse {
+    match r {
+        processing_response::Response::RequestHeaders(h)
+        | processing_response::Response::ResponseHeaders(h) => h.response.unwrap_or_default(),
+        processing_response::Response::RequestBody(b)
+        | processing_response::Response::ResponseBody(b) => b.response.unwrap_or_default(),
+        other => panic!("expected a headers or body response, got {other:?}"),
+    }
+}
+
+fn immediate(r: processing_response::Response) -> ImmediateResponse {
+    match r {
+        processing_response::Response::ImmediateResponse(i) => i,
+        other => panic!("expected an immediate response, got {other:?}"),
+    }
+}
+
+/// The headers a response sets, as (name, value).
+fn set_headers(c: &CommonResponse) -> Vec<(String, String)> {
+    c.header_mutation
+        .iter()
+        .flat_map(|m| &m.set_headers)
+        .filter_map(|o| o.header.as_ref())
+        .map(|h| {
+            (
+                h.key.clone(),
+                String::from_utf8_lossy(&h.raw_value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn header<'a>(set: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+const REQUEST_HEADERS: &[(&str, &str)] = &[
+    (":method", "POST"),
+    (":path", "/v1/chat/completions"),
+    ("content-type", "application/json"),
+];
+
+fn chat(system: &str, user: &str) -> Vec<u8> {
+    serde_json::json!({
+        "model": "sim-llama",
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Request headers then a buffered body; returns the pod picked.
+async fn pick(ex: &mut Exchange, extra: &[(&str, &str)], body: &[u8]) -> String {
+    let mut headers = REQUEST_HEADERS.to_vec();
+    headers.extend_from_slice(extra);
+    let resp = ex.request_headers(&headers, false).await;
+    let processing_response::Response::RequestHeaders(_) = &resp else {
+        panic!("headers answer: {resp:?}");
+    };
+    let c = common(ex.request_body(body, true).await);
+    assert!(c.clear_route_cache, "the route must be recomputed");
+    let set = set_headers(&c);
+    let pod = header(&set, "target-pod").expect("target-pod").to_string();
+    assert_eq!(
+        header(&set, "x-gateway-destination-endpoint"),
+        Some(pod.as_str())
+    );
+    pod
+}
+
+#[tokio::test]
+async fn full_exchange_picks_names_the_pod_and_releases_it() {
+    let pods = ["127.0.0.1:18001", "127.0.0.1:18002", "127.0.0.1:18003"];
+    let (srv, _dir) = start(
+        &format!(
+            "  - name: fleet\n    endpoints: [{}]\n    strategy: least-request\n    metrics: {{enabled: false}}\n",
+            pods.join(", ")
+        ),
+        "fleet",
+    );
+
+    // Headers first: the server asks for the buffered body and for the response.
+    let mut a = Exchange::open(srv.grpc).await;
+    let mut msg = ProcessingRequest {
+        request: Some(processing_request::Request::RequestHeaders(http_headers(
+            REQUEST_HEADERS,
+            false,
+        ))),
+        ..Default::default()
+    };
+    a.tx.send(msg.clone()).await.unwrap();
+    let first = a.rx.message().await.unwrap().unwrap();
+    let mode = first.mode_override.expect("asks for the body");
+    assert_eq!(mode.request_body_mode, 2, "BUFFERED");
+    assert_eq!(mode.response_body_mode, 1, "STREAMED");
+    // Body streamed in two chunks: the pick comes with the last one.
+    let body = chat("policy", "hello");
+    let (head, tail) = body.split_at(10);
+    assert!(set_headers(&common(a.request_body(head, false).await)).is_empty());
+    let c = common(a.request_body(tail, true).await);
+    let set = set_headers(&c);
+    let pod_a = header(&set, "target-pod").unwrap().to_string();
+    assert!(pods.contains(&pod_a.as_str()), "{pod_a}");
+
+    // While A is in flight, least-request sends B and C elsewhere.
+    let mut b = Exchange::open(srv.grpc).await;
+    let pod_b = pick(&mut b, &[], &chat("policy", "two")).await;
+    let mut c3 = Exchange::open(srv.grpc).await;
+    let pod_c = pick(&mut c3, &[], &chat("policy", "three")).await;
+    let mut distinct = vec![pod_a.clone(), pod_b.clone(), pod_c.clone()];
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "in-flight counts spread the picks: {distinct:?}"
+    );
+
+    // A's response: the pod is named on it; its end releases the pod.
+    let rh = a
+        .send(processing_request::Request::ResponseHeaders(http_headers(
+            &[(":status", "200")],
+            false,
+        )))
+        .await;
+    assert_eq!(
+        header(&set_headers(&common(rh)), "target-pod"),
+        Some(pod_a.as_str())
+    );
+    let usage = br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#;
+    a.send(processing_request::Request::ResponseBody(HttpBody {
+        body: usage.to_vec(),
+        end_of_stream: true,
+        ..Default::default()
+    }))
+    .await;
+    // B ends by closing its stream (Envoy does when the client goes away).
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // C is still in flight; A and B are free: the next pick is not C's pod.
+    let mut d = Exchange::open(srv.grpc).await;
+    let pod_d = pick(&mut d, &[], &chat("policy", "four")).await;
+    assert_ne!(pod_d, pod_c, "the pod still in flight is avoided");
+
+    // A GET without body is picked on its headers alone.
+    let mut g = Exchange::open(srv.grpc).await;
+    let c = common(
+        g.request_headers(&[(":method", "GET"), (":path", "/v1/models")], true)
+            .await,
+    );
+    assert!(c.clear_route_cache);
+    assert!(header(&set_headers(&c), "target-pod").is_some());
+
+    // Per-request strategy: prefix-cache keeps a shared prompt on one pod.
+    let system = "You are the support agent for a large retailer; follow the policy. ".repeat(12);
+    let mut seen = Vec::new();
+    for i in 0..4 {
+        let mut ex = Exchange::open(srv.grpc).await;
+        seen.push(
+            pick(
+                &mut ex,
+                &[("routing-strategy", "prefix-cache")],
+                &chat(&system, &format!("question {i}")),
+            )
+            .await,
+        );
+    }
+    assert!(seen.iter().all(|p| p == &seen[0]), "{seen:?}");
+
+    // Bad input: immediate responses with a JSON body, the server stays up.
+    let mut bad = Exchange::open(srv.grpc).await;
+    bad.request_headers(REQUEST_HEADERS, false).await;
+    let i = immediate(bad.request_body(b"{not json", true).await);
+    assert_eq!(i.status.unwrap().code, 400);
+    let body: serde_json::Value = serde_json::from_slice(&i.body).unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{body}"
+    );
+    let mut unknown = Exchange::open(srv.grpc).await;
+    let mut h = REQUEST_HEADERS.to_vec();
+    h.push(("routing-strategy", "fastest-please"));
+    unknown.request_headers(&h, false).await;
+    let i = immediate(unknown.request_body(&chat("s", "u"), true).await);
+    assert_eq!(i.status.unwrap().code, 400);
+    let msg_text = String::from_utf8_lossy(&i.body).into_owned();
+    for name in [
+        "least-request",
+        "prefix-cache",
+        "least-kv-cache",
+        "session-affinity",
+    ] {
+        assert!(msg_text.contains(name), "{msg_text}");
+    }
+
+    // Metrics: picks counted by pool, strategy and outcome; pick time recorded.
+    let (_, metrics) = http(srv.stats, "GET", "/metrics", "").unwrap();
+    assert!(
+        metrics.contains(
+            r#"switchyard_pool_picks_total{pool="fleet",strategy="least-request",outcome="picked"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"strategy="prefix-cache",outcome="picked"} 4"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"outcome="bad_request"} 2"#), "{metrics}");
+    assert!(metrics.contains("switchyard_pool_pick_duration_seconds_bucket"));
+    msg.request = None;
+    drop(msg);
+}
+
+#[tokio::test]
+async fn a_pool_whose_pods_refuse_answers_503() {
+    // Nothing listens on these ports: the scraper's refused connections eject both pods.
+    let dead = [free_port(), free_port()];
+    let (srv, _dir) = start(
+        &format!(
+            "  - name: dead\n    endpoints: [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n    metrics: {{interval: 100ms, timeout: 100ms}}\n    ejectionBase: 10s\n",
+            dead[0], dead[1]
+        ),
+        "dead",
+    );
+    let mut status = 0;
+    for _ in 0..50 {
+        let mut ex = Exchange::open(srv.grpc).await;
+        ex.request_headers(REQUEST_HEADERS, false).await;
+        match ex.request_body(&chat("s", "u"), true).await {
+            processing_response::Response::ImmediateResponse(i) => {
+                status = i.status.unwrap().code;
+                let body: serde_json::Value = serde_json::from_slice(&i.body).unwrap();
+                assert_eq!(
+                    body["error"]["message"],
+                    "pool dead: none of the 2 pods is healthy"
+                );
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(status, 503);
+}

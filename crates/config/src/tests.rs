@@ -127,7 +127,10 @@ fn backend_needs_exactly_one_kind() {
         "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - weight: 2\n",
     )
     .unwrap_err();
-    assert!(e.message.contains("one of `host`, `ai` or `mcp`"), "{e}");
+    assert!(
+        e.message.contains("one of `host`, `ai`, `mcp` or `pool`"),
+        "{e}"
+    );
     assert!(e.key.contains("backends[0]"), "{e}");
 }
 
@@ -230,4 +233,68 @@ fn invalid_cel_names_file_line_key_expression_and_parse_error() {
     assert!(e.starts_with("test.yaml:3:"), "{e}");
     assert!(e.contains("config.logging.filter"), "{e}");
     // The seed's own expressions compile (seed_example_loads_with_every_key loads them).
+}
+
+const POOL_ROUTES: &str =
+    "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - pool: fleet\n";
+
+#[test]
+fn pools_load_and_convert_to_the_runtime_spec() {
+    let text = format!(
+        "pools:\n- name: fleet\n  endpoints: [\"10.0.0.1:8000\", \"10.0.0.2:8000\"]\n  \
+         strategy: prefix-cache:2,least-request:1\n  sessionHeader: X-Conversation\n  \
+         metrics: {{interval: 2s}}\n  prefixCache: {{blockSize: 64}}\n{POOL_ROUTES}"
+    );
+    let loaded = parse(&text).unwrap();
+    let spec = loaded.config.pools[0].spec();
+    assert_eq!(
+        spec.endpoints,
+        picker::Endpoints::Static(vec!["10.0.0.1:8000".into(), "10.0.0.2:8000".into()])
+    );
+    assert_eq!(spec.strategy, "prefix-cache:2,least-request:1");
+    assert_eq!(spec.session_header, "x-conversation");
+    let m = spec.metrics.unwrap();
+    assert_eq!((m.path.as_str(), m.interval.as_secs()), ("/metrics", 2));
+    assert_eq!(
+        m.stale_after.as_secs(),
+        6,
+        "stale after three missed scrapes"
+    );
+    assert_eq!(spec.prefix.block_size, 64);
+    assert_eq!(spec.prefix.imbalance_threshold, 8);
+}
+
+#[test]
+fn pool_errors_name_line_key_and_choices() {
+    let text = format!(
+        "pools:\n- name: fleet\n  endpoints: [\"a:1\"]\n  strategy: fastest\n{POOL_ROUTES}"
+    );
+    let e = parse(&text).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (4, "pools[0].strategy"), "{e}");
+    assert!(e.message.contains("least-kv-cache"), "{e}");
+
+    let text = format!("pools:\n- name: other\n  endpoints: [\"a:1\"]\n{POOL_ROUTES}");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(
+        e.key, "binds[0].listeners[0].routes[0].backends[0].pool",
+        "{e}"
+    );
+    assert_eq!(e.line, 9, "{e}");
+    assert!(
+        e.message
+            .contains("unknown pool \"fleet\"; defined pools: other"),
+        "{e}"
+    );
+
+    let e = parse(&format!(
+        "pools:\n- name: fleet\n  endpoints: [\"a:1\"]\n  endpointsFile: pods.txt\n{POOL_ROUTES}"
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("exactly one of `endpoints`"), "{e}");
+
+    let e = parse(&format!(
+        "config:\n  extProc: {{addr: \"127.0.0.1:9002\", pool: nope}}\npools:\n- name: fleet\n  endpoints: [\"a:1\"]\n{POOL_ROUTES}"
+    ))
+    .unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (2, "config.extProc.pool"), "{e}");
 }

@@ -168,7 +168,7 @@ impl Exchange {
                             }))),
                             false,
                         ),
-                        Err(immediate) => (Some(immediate), true),
+                        Err(refusal) => (Some(refusal.respond()), true),
                     };
                 }
                 let mut resp = respond(P::RequestHeaders(HeadersResponse {
@@ -209,7 +209,7 @@ impl Exchange {
                         }))),
                         false,
                     ),
-                    Err(immediate) => (Some(immediate), true),
+                    Err(refusal) => (Some(refusal.respond()), true),
                 }
             }
             R::RequestTrailers(_) => (
@@ -261,12 +261,12 @@ impl Exchange {
     }
 
     /// Parses the collected body and picks; the pod headers to set, or the refusal.
-    fn pick(&mut self) -> Result<HeaderMutation, ProcessingResponse> {
+    fn pick(&mut self) -> Result<HeaderMutation, Refusal> {
         let started = Instant::now();
         let result = self.pick_inner();
         let (strategy, outcome) = match &result {
             Ok((_, s)) => (*s, "picked"),
-            Err((503, _)) => ("unknown", "no_pod"),
+            Err(r) if r.status == 503 => ("unknown", "no_pod"),
             Err(_) => ("unknown", "bad_request"),
         };
         telemetry::Metrics::global().observe_pick(
@@ -275,18 +275,17 @@ impl Exchange {
             outcome,
             started.elapsed(),
         );
-        match result {
-            Ok((m, _)) => Ok(m),
-            Err((status, (code, message))) => Err(immediate(status, code, &message)),
-        }
+        result.map(|(m, _)| m)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn pick_inner(
-        &mut self,
-    ) -> Result<(HeaderMutation, &'static str), (u16, (&'static str, String))> {
+    fn pick_inner(&mut self) -> Result<(HeaderMutation, &'static str), Refusal> {
+        let refuse = |status, code, message| Refusal {
+            status,
+            code,
+            message,
+        };
         let parsed =
-            picker::parse_request(&self.body).map_err(|e| (400, ("invalid_request", e)))?;
+            picker::parse_request(&self.body).map_err(|e| refuse(400, "invalid_request", e))?;
         let mut parsed = parsed;
         if parsed.user.is_none() {
             parsed.user = self.headers.get("user").cloned();
@@ -295,8 +294,8 @@ impl Exchange {
         let req = parsed.pick_request(session.as_deref());
         let strategy = self.headers.get(ROUTING_STRATEGY).map(String::as_str);
         let pick = self.pool.pick(strategy, &req).map_err(|e| match e {
-            PickError::UnknownStrategy(u) => (400, ("unknown_routing_strategy", u.to_string())),
-            PickError::NoPod { .. } => (503, ("no_healthy_pod", e.to_string())),
+            PickError::UnknownStrategy(u) => refuse(400, "unknown_routing_strategy", u.to_string()),
+            PickError::NoPod { .. } => refuse(503, "no_healthy_pod", e.to_string()),
         })?;
         let pod = pick.pods[0].clone();
         self.in_flight = Some(self.pool.begin(pick.strategy.as_ref(), &req, &pod));
@@ -314,6 +313,19 @@ impl Exchange {
                 guard.record_output_tokens(n);
             }
         }
+    }
+}
+
+/// Why a request gets a local reply instead of a pod.
+struct Refusal {
+    status: u16,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn respond(&self) -> ProcessingResponse {
+        immediate(self.status, self.code, &self.message)
     }
 }
 

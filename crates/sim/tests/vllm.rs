@@ -468,6 +468,18 @@ async fn fleet_pods_have_names_and_answer_probes() {
         )
         .await;
         assert_eq!(r.header("x-sim-pod"), Some(name.as_str()));
+        // vllm-router's kv_aware policy tokenizes on every worker (render, else /tokenize).
+        let msgs = json!({"messages": [{"role": "user", "content": "hello there"}]});
+        let rendered = post(pod.addr, "/v1/chat/completions/render", &[], &msgs)
+            .await
+            .json();
+        let ids = rendered["token_ids"].as_array().unwrap().clone();
+        assert!(ids.len() >= 3, "{rendered}");
+        let tok = post(pod.addr, "/tokenize", &[], &msgs).await.json();
+        assert_eq!(tok["count"], ids.len());
+        assert_eq!(tok["tokens"], Value::Array(ids));
+        let r = post(pod.addr, "/tokenize", &[], &json!({"prompt": 3})).await;
+        assert_eq!(r.status, 400);
     }
     // The prefix cache is per pod: a prompt warm on pod-0 is cold on pod-1.
     let prompt: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();

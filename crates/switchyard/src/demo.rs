@@ -41,6 +41,8 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
             }
         }
     }
+    let vllm_pods = sim::vllm::fleet(3, sim::vllm::VllmOptions::default()).await;
+    let pod_addrs: Vec<String> = vllm_pods.iter().map(|p| p.addr.to_string()).collect();
     let (mcp_url, mcp2_url) = (mcp_sims[0].url.clone(), mcp_sims[1].url.clone());
     let sim_addr = sim.addr.to_string();
     let anthropic_addr = anthropic.addr.to_string();
@@ -56,6 +58,9 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
             "DEMO_PORT" => Some(port_s.clone()),
             "SIM_MCP_URL" => Some(mcp_url.clone()),
             "SIM_MCP2_URL" => Some(mcp2_url.clone()),
+            "SIM_VLLM_POD0" => Some(pod_addrs[0].clone()),
+            "SIM_VLLM_POD1" => Some(pod_addrs[1].clone()),
+            "SIM_VLLM_POD2" => Some(pod_addrs[2].clone()),
             other => std::env::var(other).ok(),
         },
     ) {
@@ -85,6 +90,8 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
          \x20 curl -s http://127.0.0.1:{port}/anthropic/v1/chat/completions -H 'content-type: application/json' \\\n\
          \x20      -d '{{\"model\":\"any\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'   # translated to Anthropic\n\
          \x20 curl -s http://127.0.0.1:{port}/v1/models\n\
+         \x20 curl -si http://127.0.0.1:{port}/vllm/v1/chat/completions -H 'content-type: application/json' \\\n\
+         \x20      -d '{{\"model\":\"sim-llama\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'   # 3 simulated vLLM pods; see target-pod\n\
          \x20 curl -s http://127.0.0.1:{admin_port}/config_dump\n\n\
          MCP: two simulated MCP servers federated at /mcp (initialize, then list tools):\n\
          \x20 SID=$(curl -si http://127.0.0.1:{port}/mcp -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\\n\
@@ -98,5 +105,6 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
     drop(sim);
     drop(anthropic);
     drop(mcp_sims);
+    drop(vllm_pods);
     code
 }

@@ -218,6 +218,17 @@ fn demo_serves_a_chat_completion() {
     let (status, body) = http(gw, "GET", "/v1/models", "").unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("sim-gpt"));
+    // The demo's pool of simulated vLLM pods, through the picker.
+    let (status, body) = http(
+        gw,
+        "POST",
+        "/vllm/v1/chat/completions",
+        r#"{"model":"sim-llama","max_tokens":3,"messages":[{"role":"user","content":"Hello!"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["usage"]["completion_tokens"], 3);
 }
 
 #[test]

@@ -269,6 +269,36 @@ async fn route(shared: &Arc<Shared>, req: http::Request<Incoming>) -> Response<S
             "tokenizer_path": shared.options.model,
             "is_generation": true,
         })),
+        "/tokenize" | "/v1/chat/completions/render" | "/v1/completions/render"
+            if method == Method::POST =>
+        {
+            // vllm-router's kv_aware policy tokenizes every request on every worker.
+            let body = match crate::read_json(req.into_body()).await {
+                Ok(b) if b.is_object() => b,
+                Ok(_) => return bad_request("The request body must be a JSON object."),
+                Err(JsonBodyError::Unreadable) => {
+                    return bad_request("Could not read the request body.")
+                }
+                Err(JsonBodyError::Malformed(e)) => {
+                    return bad_request(&format!("JSON decode error: {e}"))
+                }
+            };
+            let tokens = if body.get("messages").is_some() {
+                chat_prompt(&body["messages"])
+            } else {
+                completion_prompt(&body["prompt"])
+            };
+            match tokens {
+                Ok(t) if path == "/tokenize" => ok_json(&json!({
+                    "count": t.len(),
+                    "max_model_len": shared.options.engine.max_model_len,
+                    "tokens": t,
+                    "token_strs": null,
+                })),
+                Ok(t) => ok_json(&json!({"token_ids": t})),
+                Err(resp) => resp,
+            }
+        }
         "/v1/chat/completions" | "/v1/completions" if method == Method::POST => {
             let kind = if path == "/v1/chat/completions" {
                 Kind::Chat

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Prints the routing benchmark's tables and target checks from a results directory.
+
+    report.py bench/routing/results/<timestamp>
+
+Targets (from the routing issue), checked on the shared-prefix workload:
+  1. gateway prefix-cache TTFT p90 at least 3x lower than gateway random, at each rate;
+  2. gateway prefix-cache TTFT p90 no worse than the best vllm-router policy's p90, at each rate;
+  3. mean pick time under 50 us for every gateway strategy (measured window, every run).
+"""
+
+import glob
+import json
+import os
+import sys
+
+WORKLOAD_ORDER = ["shared-prefix", "multi-turn", "no-sharing"]
+PICK_LIMIT_US = 50.0
+SPEEDUP = 3.0
+
+
+def fmt(x, nd=0):
+    if x is None:
+        return "-"
+    return f"{x:.{nd}f}"
+
+
+def load(d):
+    res = []
+    for p in sorted(glob.glob(os.path.join(d, "*.json"))):
+        with open(p) as f:
+            res.append(json.load(f))
+    return res
+
+
+def table(rows):
+    hdr = ["router/strategy", "rate", "ttft p50", "p90", "p99", "e2e p50", "p90", "req/s", "tok/s",
+           "hit%", "err", "stick", "pick us", "per-pod requests"]
+    lines = []
+    for r in rows:
+        t, e = r["ttft_ms"], r["e2e_ms"]
+        lines.append([
+            r["label"], f"{r['rate']:g}", fmt(t["p50"]), fmt(t["p90"]), fmt(t["p99"]), fmt(e["p50"]),
+            fmt(e["p90"]), fmt(r["req_per_s"], 1), fmt(r["out_tok_per_s"]),
+            fmt(100 * r["hit_rate"], 1) if r["hit_rate"] is not None else "-",
+            str(r["errors"]), fmt(r.get("stickiness"), 2), fmt(r.get("pick_us"), 1),
+            " ".join(str(v) for _, v in sorted(r["per_pod"].items(), key=lambda kv: pod_index(kv[0]))),
+        ])
+    w = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(hdr)]
+    out = ["  ".join(h.ljust(w[i]) if i in (0, 13) else h.rjust(w[i]) for i, h in enumerate(hdr))]
+    out.append("  ".join("-" * x for x in w))
+    for l in lines:
+        out.append("  ".join(c.ljust(w[i]) if i in (0, 13) else c.rjust(w[i]) for i, c in enumerate(l)))
+    return "\n".join(out)
+
+
+def pod_index(name):
+    try:
+        return int(name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 1 << 30
+
+
+def order_key(r):
+    router_rank = 0 if r["router"] == "gateway" else 1
+    return (r["rate"], router_rank)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    d = sys.argv[1]
+    res = load(d)
+    if not res:
+        sys.exit(f"no results in {d}")
+    params = os.path.join(d, "params.txt")
+    if os.path.exists(params):
+        print("Parameters:")
+        with open(params) as f:
+            for line in f:
+                print("  " + line.rstrip())
+        print()
+    skipped = os.path.join(d, "vllm-router-skipped.txt")
+    if os.path.exists(skipped):
+        print("vllm-router SKIPPED: " + open(skipped).read().strip() + "\n")
+
+    wls = sorted({r["workload"] for r in res}, key=lambda w: (WORKLOAD_ORDER.index(w) if w in WORKLOAD_ORDER else 99, w))
+    for wl in wls:
+        rows = [r for r in res if r["workload"] == wl]
+        # Stable order: by rate, gateway before vllm-router, then the order the runs were made.
+        rows.sort(key=order_key)
+        print(f"== {wl} ==  (TTFT/e2e in ms; hit% = cached/prompt tokens; stick = share of a "
+              f"group's/conversation's requests on its most-used pod)")
+        print(table(rows))
+        print()
+
+    print("== targets ==")
+    fails = 0
+
+    def line(ok, msg):
+        nonlocal fails
+        fails += 0 if ok else 1
+        print(("PASS  " if ok else "FAIL  ") + msg)
+
+    sp = [r for r in res if r["workload"] == "shared-prefix"]
+    get = lambda router, strat, rate: next((r for r in sp if r["router"] == router and r["strategy"] == strat and r["rate"] == rate), None)
+    rates = sorted({r["rate"] for r in sp})
+    if not sp:
+        print("SKIP  no shared-prefix results")
+    good_rates = []
+    for rate in rates:
+        pc, rnd = get("gateway", "prefix-cache", rate), get("gateway", "random", rate)
+        if pc and rnd and pc["ttft_ms"]["p90"] and rnd["ttft_ms"]["p90"]:
+            ratio = rnd["ttft_ms"]["p90"] / pc["ttft_ms"]["p90"]
+            ok = ratio >= SPEEDUP and pc["errors"] == 0
+            note = "" if pc["errors"] == 0 else f"; prefix-cache had {pc['errors']} errors"
+            good_rates += [rate] if ok else []
+            line(ok, f"shared-prefix @ {rate:g} req/s: prefix-cache TTFT p90 {pc['ttft_ms']['p90']:.0f} ms vs random "
+                     f"{rnd['ttft_ms']['p90']:.0f} ms = {ratio:.1f}x lower (target >= {SPEEDUP:g}x{note})")
+        else:
+            print(f"SKIP  shared-prefix @ {rate:g} req/s: need gateway prefix-cache and random results")
+        vr = [r for r in sp if r["router"] == "vllm-router" and r["rate"] == rate and r["ttft_ms"]["p90"] is not None]
+        if pc and vr and pc["ttft_ms"]["p90"]:
+            best = min(vr, key=lambda r: r["ttft_ms"]["p90"])
+            ok = pc["ttft_ms"]["p90"] <= best["ttft_ms"]["p90"]
+            line(ok, f"shared-prefix @ {rate:g} req/s: prefix-cache TTFT p90 {pc['ttft_ms']['p90']:.0f} ms vs best "
+                     f"vllm-router policy ({best['strategy']}) {best['ttft_ms']['p90']:.0f} ms "
+                     f"(target: no worse)")
+        elif pc:
+            print(f"SKIP  shared-prefix @ {rate:g} req/s: no vllm-router results to compare with")
+    if rates:
+        print(f"      3x target met at rates: {', '.join(f'{x:g}' for x in good_rates) or 'none'} "
+              f"(of {', '.join(f'{x:g}' for x in rates)})")
+
+    gw = [r for r in res if r["router"] == "gateway"]
+    by_strat = {}
+    for r in gw:
+        by_strat.setdefault(r["strategy"], []).append(r)
+    for s, rs in by_strat.items():
+        vals = [r["pick_us"] for r in rs if r.get("pick_us") is not None]
+        if not vals:
+            print(f"SKIP  pick time for {s}: not scraped")
+            continue
+        worst = max(vals)
+        mean = sum(vals) / len(vals)
+        line(worst < PICK_LIMIT_US, f"mean pick time {s}: {mean:.1f} us average over {len(vals)} runs, worst run "
+                                     f"{worst:.1f} us (target < {PICK_LIMIT_US:g} us)")
+    errs = sum(r["errors"] for r in res)
+    if errs:
+        print(f"NOTE  {errs} request errors in total; see error_kinds in the JSON files")
+    print(f"\n{fails} FAIL(s)")
+
+
+if __name__ == "__main__":
+    main()

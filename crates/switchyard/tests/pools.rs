@@ -1,0 +1,352 @@
+//! Model pools through the real gateway binary: simulated vLLM pods (the `sim` crate's
+//! engine, real sockets), `{pool: NAME}` and `ai.pool` backends, per-request strategies,
+//! refused pods, runtime endpoint changes and the errors a client sees.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{free_port, http, wait_until, Proc, BIN};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+async fn post(
+    c: &Client,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> Reply {
+    let mut req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = c
+        .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn chat(system: &str, user: &str) -> Value {
+    json!({
+        "model": "sim-llama",
+        "max_tokens": 4,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    })
+}
+
+fn fast_pod() -> sim::vllm::VllmOptions {
+    let mut o = sim::vllm::VllmOptions::default();
+    o.engine.step_base = Duration::from_micros(200);
+    o.engine.prefill_per_token = Duration::from_micros(2);
+    o.engine.decode_per_seq = Duration::from_micros(20);
+    o
+}
+
+struct Gateway {
+    _proc: Proc,
+    addr: SocketAddr,
+    stats: SocketAddr,
+}
+
+fn start_gateway(dir: &std::path::Path, body: &str) -> Gateway {
+    let (port, admin, stats) = (free_port(), free_port(), free_port());
+    let file = dir.join("config.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "config:\n  adminAddr: 127.0.0.1:{admin}\n  statsAddr: 127.0.0.1:{stats}\n{body}\
+             binds:\n  - port: {port}\n    listeners:\n      - routes:\n          - name: pool\n            \
+             matches: [{{path: {{pathPrefix: /pool}}}}]\n            policies: {{urlRewrite: {{path: {{prefix: /}}}}}}\n            \
+             backends: [{{pool: fleet}}]\n          - name: ai\n            backends:\n              \
+             - ai: {{name: vllm, provider: {{openAICompatible: {{}}}}, pool: fleet}}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let child = Command::new(BIN)
+        .arg("-f")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_until("gateway readiness", Duration::from_secs(20), || {
+        http(admin, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
+    });
+    Gateway {
+        _proc: proc,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        stats: format!("127.0.0.1:{stats}").parse().unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_backends_pick_per_request_and_survive_refused_pods() {
+    let pods = sim::vllm::fleet(3, fast_pod()).await;
+    let dead = format!("127.0.0.1:{}", free_port());
+    let addrs: Vec<String> = pods.iter().map(|p| p.addr.to_string()).collect();
+    let pod_name: HashMap<String, String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.clone(), format!("pod-{i}")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(
+        dir.path(),
+        &format!(
+            "pools:\n  - name: fleet\n    endpoints: [\"{}\", \"{}\", \"{}\", \"{dead}\"]\n    \
+             strategy: least-request\n    metrics: {{enabled: false}}\n    ejectionBase: 30s\n",
+            addrs[0], addrs[1], addrs[2]
+        ),
+    );
+    let c = client();
+
+    // Every request succeeds although one pod refuses connections; the gateway says which
+    // pod served it, and that pod really did (the simulator names itself).
+    let mut served = HashMap::new();
+    for i in 0..12 {
+        let r = post(
+            &c,
+            gw.addr,
+            "/pool/v1/chat/completions",
+            &[],
+            &chat("s", &format!("q{i}")),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let pod = r.header("target-pod").expect("target-pod").to_string();
+        assert_ne!(pod, dead, "the refusing pod is never named");
+        assert_eq!(r.header("x-sim-pod"), Some(pod_name[&pod].as_str()));
+        *served.entry(pod).or_insert(0) += 1;
+    }
+    assert_eq!(
+        served.len(),
+        3,
+        "least-request spreads sequential requests: {served:?}"
+    );
+
+    // prefix-cache per request: a shared long system prompt stays on one pod, whose KV
+    // cache then really holds it (cached tokens reported by the engine).
+    let system =
+        "You are the support agent of a large retailer; follow every rule below. ".repeat(20);
+    let mut pods_seen = Vec::new();
+    let mut cached = Vec::new();
+    for i in 0..4 {
+        let r = post(
+            &c,
+            gw.addr,
+            "/pool/v1/chat/completions",
+            &[("routing-strategy", "prefix-cache")],
+            &chat(&system, &format!("order {i}")),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        pods_seen.push(r.header("target-pod").unwrap().to_string());
+        cached.push(
+            r.body["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    assert!(
+        pods_seen.iter().all(|p| p == &pods_seen[0]),
+        "{pods_seen:?}"
+    );
+    assert!(
+        cached[1..].iter().all(|&n| n > 200),
+        "later requests hit the cache: {cached:?}"
+    );
+
+    // session-affinity: sticky by x-session-id.
+    let mut sticky = Vec::new();
+    for i in 0..3 {
+        let r = post(
+            &c,
+            gw.addr,
+            "/pool/v1/chat/completions",
+            &[
+                ("routing-strategy", "session-affinity"),
+                ("x-session-id", "conv-7"),
+            ],
+            &chat("s", &format!("turn {i}")),
+        )
+        .await;
+        sticky.push(r.header("target-pod").unwrap().to_string());
+    }
+    assert!(sticky.iter().all(|p| p == &sticky[0]), "{sticky:?}");
+
+    // An unknown strategy is the client's error, and says what would work.
+    let r = post(
+        &c,
+        gw.addr,
+        "/pool/v1/chat/completions",
+        &[("routing-strategy", "fastest")],
+        &chat("s", "u"),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let text = r.body.to_string();
+    assert!(text.contains("unknown_routing_strategy"), "{text}");
+    for name in [
+        "random",
+        "least-request",
+        "prefix-cache",
+        "session-affinity",
+    ] {
+        assert!(text.contains(name), "{text}");
+    }
+    // A body the picker cannot read is a 400 too, not a pick on garbage.
+    let r = post(
+        &c,
+        gw.addr,
+        "/pool/v1/chat/completions",
+        &[],
+        &json!("just a string"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+
+    // The ai backend over the same pool: OpenAI dialect, usage counted, pod named.
+    let r = post(
+        &c,
+        gw.addr,
+        "/v1/chat/completions",
+        &[],
+        &chat("s", "via ai"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(addrs.contains(&r.header("target-pod").unwrap().to_string()));
+    assert_eq!(r.body["object"], "chat.completion");
+    let (_, metrics) = http(gw.stats, "GET", "/metrics", "").unwrap();
+    assert!(
+        metrics.contains(r#"gen_ai_client_token_usage_token_count{gen_ai_token_type="output""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"switchyard_pool_picks_total{pool="fleet",strategy="prefix-cache",outcome="picked"} 4"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"switchyard_pool_picks_total{pool="fleet",strategy="unknown",outcome="bad_request"} 2"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_file_changes_reach_traffic_and_an_empty_pool_is_503() {
+    let pods = sim::vllm::fleet(2, fast_pod()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pods_file = dir.path().join("pods.txt");
+    std::fs::write(&pods_file, format!("# the fleet\n{}\n", pods[0].addr)).unwrap();
+    let gw = start_gateway(
+        dir.path(),
+        "pools:\n  - name: fleet\n    endpointsFile: pods.txt\n    strategy: random\n    metrics: {interval: 100ms}\n",
+    );
+    let c = client();
+    for _ in 0..3 {
+        let r = post(
+            &c,
+            gw.addr,
+            "/pool/v1/chat/completions",
+            &[],
+            &chat("s", "u"),
+        )
+        .await;
+        assert_eq!(
+            r.header("target-pod"),
+            Some(pods[0].addr.to_string().as_str())
+        );
+    }
+    // A second pod appears in the file: random picks reach it without a reload.
+    std::fs::write(&pods_file, format!("{}\n{}\n", pods[0].addr, pods[1].addr)).unwrap();
+    let second = pods[1].addr.to_string();
+    let mut reached = false;
+    for _ in 0..100 {
+        let r = post(
+            &c,
+            gw.addr,
+            "/pool/v1/chat/completions",
+            &[],
+            &chat("s", "u"),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        if r.header("target-pod") == Some(second.as_str()) {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(reached, "the new pod never got traffic");
+    // Every pod gone: a clear 503, not a hang or a 500.
+    std::fs::write(&pods_file, "# scaled to zero\n").unwrap();
+    let mut last = None;
+    for _ in 0..50 {
+        let r = post(
+            &c,
+            gw.addr,
+            "/pool/v1/chat/completions",
+            &[],
+            &chat("s", "u"),
+        )
+        .await;
+        if r.status == 503 {
+            last = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = last.expect("503 once the pool is empty");
+    assert!(
+        r.body.to_string().contains("no pods in the pool"),
+        "{:?}",
+        r.body
+    );
+}

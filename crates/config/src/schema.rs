@@ -62,6 +62,10 @@ pub struct Pool {
     /// Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ejection_max: Option<Dur>,
+    /// Most requests one pod may have in flight from this gateway; when every eligible pod is
+    /// at it, requests are refused with 429 instead of queueing on the engines. Default: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight_per_pod: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -1026,6 +1030,7 @@ impl Pool {
             ejection_max: self
                 .ejection_max
                 .map_or(std::time::Duration::from_secs(30), |d| d.0),
+            max_in_flight_per_pod: self.max_in_flight_per_pod,
         }
     }
 }

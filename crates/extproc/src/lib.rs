@@ -11,7 +11,7 @@
 //! headers and body: name the pod on the response, read the usage, and release the pod's
 //! in-flight count when the response ends (or the stream closes). Failures become an
 //! `ImmediateResponse` with a JSON error: 400 malformed body or unknown strategy, 413 body
-//! too large, 503 no eligible pod.
+//! too large, 429 every pod at `maxInFlightPerPod`, 503 no eligible pod.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -267,6 +267,7 @@ impl Exchange {
         let (strategy, outcome) = match &result {
             Ok((_, s)) => (*s, "picked"),
             Err(r) if r.status == 503 => ("unknown", "no_pod"),
+            Err(r) if r.status == 429 => ("unknown", "saturated"),
             Err(_) => ("unknown", "bad_request"),
         };
         telemetry::Metrics::global().observe_pick(
@@ -296,6 +297,7 @@ impl Exchange {
         let pick = self.pool.pick(strategy, &req).map_err(|e| match e {
             PickError::UnknownStrategy(u) => refuse(400, "unknown_routing_strategy", u.to_string()),
             PickError::NoPod { .. } => refuse(503, "no_healthy_pod", e.to_string()),
+            PickError::Saturated { .. } => refuse(429, "pool_saturated", e.to_string()),
         })?;
         let pod = pick.pods[0].clone();
         self.in_flight = Some(self.pool.begin(pick.strategy.as_ref(), &req, &pod));

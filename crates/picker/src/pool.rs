@@ -85,6 +85,15 @@ pub enum PickError {
     /// No pod is eligible (a 503).
     #[error("pool {pool}: {reason}")]
     NoPod { pool: String, reason: NoPod },
+    /// Every eligible pod is at `max_in_flight_per_pod` (a 429).
+    #[error(
+        "pool {pool}: all {pods} eligible pods are at their limit of {limit} requests in flight"
+    )]
+    Saturated {
+        pool: String,
+        pods: usize,
+        limit: u32,
+    },
 }
 
 /// Held while a request is on a pod: counts it in flight until dropped.
@@ -280,10 +289,23 @@ impl Pool {
             pool: self.spec.name.clone(),
             reason,
         })?;
-        let pods = order
+        let eligible = order.len();
+        let pods: Vec<Arc<Pod>> = order
             .iter()
             .filter_map(|id| pods.iter().find(|p| &p.id == id).cloned())
+            .filter(|p| {
+                self.spec
+                    .max_in_flight_per_pod
+                    .is_none_or(|cap| p.in_flight() < cap)
+            })
             .collect();
+        if pods.is_empty() {
+            return Err(PickError::Saturated {
+                pool: self.spec.name.clone(),
+                pods: eligible,
+                limit: self.spec.max_in_flight_per_pod.unwrap_or(0),
+            });
+        }
         Ok(Pick {
             pods,
             strategy: picker,
@@ -574,6 +596,41 @@ mod tests {
         assert_eq!(ids, ["a:1", "c:1"]);
         assert!(Arc::ptr_eq(&pool.pods()[0], &a), "a kept its counters");
         assert_eq!(pool.pods()[0].in_flight(), 1);
+    }
+
+    #[test]
+    fn pods_at_their_in_flight_cap_are_skipped_then_the_pool_refuses() {
+        let mut s = spec(&["a:1", "b:1"]);
+        s.max_in_flight_per_pod = Some(1);
+        let pool = Pool::new(s).unwrap();
+        let req = PickRequest::default();
+        let mut guards = Vec::new();
+        for _ in 0..2 {
+            let pick = pool.pick(Some("random"), &req).unwrap();
+            assert_eq!(
+                pick.pods.len(),
+                2 - guards.len(),
+                "busy pods are not candidates"
+            );
+            guards.push(pool.begin(pick.strategy.as_ref(), &req, &pick.pods[0]));
+        }
+        let e = pool.pick(None, &req).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                PickError::Saturated {
+                    pods: 2,
+                    limit: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        drop(guards.pop());
+        assert!(
+            pool.pick(None, &req).is_ok(),
+            "a finished request frees its pod"
+        );
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct PoolSpec {
     /// First ejection after a refused connection; doubles per consecutive failure.
     pub ejection_base: Duration,
     pub ejection_max: Duration,
+    /// Requests one pod may have in flight from this gateway; a pod at the cap is skipped and a
+    /// pool whose healthy pods are all at it refuses with 429. `None`: no cap.
+    pub max_in_flight_per_pod: Option<u32>,
 }
 
 impl PoolSpec {
@@ -62,6 +65,7 @@ impl PoolSpec {
             prefix: PrefixConfig::default(),
             ejection_base: Duration::from_secs(1),
             ejection_max: Duration::from_secs(30),
+            max_in_flight_per_pod: None,
         }
     }
 }

@@ -81,6 +81,7 @@ impl PoolTarget {
         let (strategy, outcome) = match &result {
             Ok(c) => (c.pick.strategy.name(), "picked"),
             Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => ("unknown", "no_pod"),
+            Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => ("unknown", "saturated"),
             Err(_) => ("unknown", "bad_request"),
         };
         telemetry::Metrics::global().observe_pick(
@@ -131,6 +132,11 @@ impl PoolTarget {
                 PickError::NoPod { .. } => ProxyError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no_healthy_pod",
+                    e.to_string(),
+                ),
+                PickError::Saturated { .. } => ProxyError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "pool_saturated",
                     e.to_string(),
                 ),
             })?;

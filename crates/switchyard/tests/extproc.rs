@@ -379,3 +379,32 @@ async fn a_pool_whose_pods_refuse_answers_503() {
     }
     assert_eq!(status, 503);
 }
+
+#[tokio::test]
+async fn a_saturated_pool_answers_429_until_a_request_ends() {
+    let (srv, _dir) = start(
+        "  - name: one\n    endpoints: [\"127.0.0.1:18009\"]\n    metrics: {enabled: false}\n    maxInFlightPerPod: 1\n",
+        "one",
+    );
+    let mut a = Exchange::open(srv.grpc).await;
+    assert_eq!(
+        pick(&mut a, &[], &chat("s", "first")).await,
+        "127.0.0.1:18009"
+    );
+    let mut b = Exchange::open(srv.grpc).await;
+    b.request_headers(REQUEST_HEADERS, false).await;
+    let i = immediate(b.request_body(&chat("s", "second"), true).await);
+    assert_eq!(i.status.unwrap().code, 429);
+    assert!(String::from_utf8_lossy(&i.body).contains("limit of 1 requests in flight"));
+    // A's response ends: the pod takes the next request.
+    a.send(processing_request::Request::ResponseHeaders(http_headers(
+        &[(":status", "200")],
+        true,
+    )))
+    .await;
+    let mut c = Exchange::open(srv.grpc).await;
+    assert_eq!(
+        pick(&mut c, &[], &chat("s", "third")).await,
+        "127.0.0.1:18009"
+    );
+}

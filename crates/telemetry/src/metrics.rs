@@ -89,7 +89,7 @@ pub struct PickLabels {
     pub pool: String,
     /// The strategy's own name (`weighted` for combinations), never the raw header.
     pub strategy: &'static str,
-    /// `picked`, `no_pod` or `bad_request`.
+    /// `picked`, `no_pod`, `saturated` or `bad_request`.
     pub outcome: &'static str,
 }
 

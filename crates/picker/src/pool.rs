@@ -642,6 +642,102 @@ mod tests {
         assert!(e.starts_with("line 2:"), "{e}");
     }
 
+    /// A pod that answers every request with this vLLM metrics page while `answer` is set,
+    /// and accepts but never answers when it is not (a hung pod).
+    async fn metrics_pod(page: &'static str) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let answer = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = answer.clone();
+        tokio::spawn(async move {
+            let mut hung = Vec::new();
+            while let Ok((mut s, _)) = l.accept().await {
+                if !flag.load(Ordering::Relaxed) {
+                    hung.push(s);
+                    continue;
+                }
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        (addr, answer)
+    }
+
+    #[tokio::test]
+    async fn scraped_metrics_steer_picks_and_go_stale() {
+        let (busy, busy_answers) = metrics_pod(
+            "vllm:num_requests_running{model_name=\"m\"} 9\nvllm:num_requests_waiting{model_name=\"m\"} 4\nvllm:kv_cache_usage_perc{model_name=\"m\"} 0.9\n",
+        )
+        .await;
+        let (idle, _) = metrics_pod(
+            "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\nvllm:gpu_cache_usage_perc 0.1\n",
+        )
+        .await;
+        let mut s = spec(&[&busy, &idle]);
+        s.strategy = "least-kv-cache".into();
+        s.metrics = Some(MetricsSpec {
+            path: "/metrics".into(),
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(200),
+            stale_after: Duration::from_millis(300),
+        });
+        let pool = Pool::new(s).unwrap();
+        pool.start();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.pods().iter().any(|p| p.metrics().is_none()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let busy_pod = pool
+            .pods()
+            .iter()
+            .find(|p| p.id.as_str() == busy)
+            .unwrap()
+            .clone();
+        let m = busy_pod.metrics().expect("scraped");
+        assert_eq!((m.running, m.waiting, m.kv_cache_usage), (9.0, 4.0, 0.9));
+        let req = PickRequest::default();
+        for _ in 0..10 {
+            let pick = pool.pick(None, &req).unwrap();
+            assert_eq!(pick.pods[0].id.as_str(), idle, "the emptier KV cache wins");
+        }
+        // The busy pod hangs (scrapes time out): after staleAfter its metrics are unknown —
+        // not idle — so least-kv-cache, which has fresh metrics for another pod, leaves it out.
+        busy_answers.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            busy_pod.healthy(Instant::now()),
+            "a slow pod is not ejected"
+        );
+        let pick = pool.pick(None, &req).unwrap();
+        assert_eq!(pick.pods.len(), 1);
+        assert_eq!(pick.pods[0].id.as_str(), idle);
+    }
+
+    #[tokio::test]
+    async fn dns_discovery_resolves_every_address() {
+        let mut s = spec(&[]);
+        s.endpoints = Endpoints::Dns {
+            name: "localhost".into(),
+            port: 8123,
+            refresh: Duration::from_millis(100),
+        };
+        let pool = Pool::new(s).unwrap();
+        assert!(pool.pods().is_empty(), "nothing until the name resolves");
+        pool.start();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.pods().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ids: Vec<String> = pool.pods().iter().map(|p| p.id.to_string()).collect();
+        assert!(ids.contains(&"127.0.0.1:8123".to_string()), "{ids:?}");
+    }
+
     #[tokio::test]
     async fn file_discovery_follows_changes() {
         let dir = std::env::temp_dir().join(format!("picker-pool-{}", std::process::id()));

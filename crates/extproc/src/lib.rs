@@ -2,10 +2,11 @@
 //! service over a [`picker::pool::Pool`], for Envoy-based gateways (AIBrix's gateway plugin
 //! and the Gateway API Inference Extension speak this protocol).
 //!
-//! One gRPC stream is one HTTP request. Request headers: remember `routing-strategy`, the
-//! session header, `user`; ask for the body (a `mode_override` to `BUFFERED`, which Envoy
-//! honours when `allow_mode_override` is set — otherwise configure `request_body_mode:
-//! BUFFERED`). Request body (one buffered message, or streamed chunks collected until
+//! One gRPC stream is one HTTP request. Request headers: read `routing-strategy`, the session
+//! header, `user`; a strategy that does not read the prompt picks right there; `prefix-cache`
+//! asks for the body (a `mode_override` to `BUFFERED`, which Envoy honours when
+//! `allow_mode_override` is set — otherwise configure `request_body_mode: BUFFERED`). Request
+//! body (one buffered message, or streamed chunks collected until
 //! `end_of_stream`): parse the OpenAI request, pick, answer with a header mutation setting
 //! `target-pod` and `x-gateway-destination-endpoint` and `clear_route_cache`. Response
 //! headers and body: name the pod on the response, read the usage, and release the pod's
@@ -159,27 +160,31 @@ impl Exchange {
         match req {
             R::RequestHeaders(h) => {
                 self.headers = header_map(&h);
-                if h.end_of_stream {
-                    // No body (a GET): pick on the headers alone.
+                // Only prompt-reading strategies (prefix-cache) need the body: the others
+                // pick now, and Envoy need not buffer anything.
+                let needs_body = match self.strategy() {
+                    Ok(p) => p.needs_prompt(),
+                    Err(refusal) => {
+                        self.record("unknown", "bad_request", std::time::Duration::ZERO);
+                        return (Some(refusal.respond()), true);
+                    }
+                };
+                if h.end_of_stream || !needs_body {
                     return match self.pick() {
-                        Ok(mutation) => (
-                            Some(respond(P::RequestHeaders(HeadersResponse {
+                        Ok(mutation) => {
+                            let mut resp = respond(P::RequestHeaders(HeadersResponse {
                                 response: Some(routed(mutation)),
-                            }))),
-                            false,
-                        ),
+                            }));
+                            resp.mode_override = Some(mode(BodySendMode::None));
+                            (Some(resp), false)
+                        }
                         Err(refusal) => (Some(refusal.respond()), true),
                     };
                 }
                 let mut resp = respond(P::RequestHeaders(HeadersResponse {
                     response: Some(CommonResponse::default()),
                 }));
-                resp.mode_override = Some(ProcessingMode {
-                    request_body_mode: BodySendMode::Buffered as i32,
-                    response_header_mode: HeaderSendMode::Send as i32,
-                    response_body_mode: BodySendMode::Streamed as i32,
-                    ..Default::default()
-                });
+                resp.mode_override = Some(mode(BodySendMode::Buffered));
                 (Some(resp), false)
             }
             R::RequestBody(b) => {
@@ -194,7 +199,8 @@ impl Exchange {
                     );
                 }
                 self.body.extend_from_slice(&b.body);
-                if !b.end_of_stream {
+                // Not the end yet, or already picked on the headers: let it through.
+                if !b.end_of_stream || self.in_flight.is_some() {
                     return (
                         Some(respond(P::RequestBody(BodyResponse {
                             response: Some(CommonResponse::default()),
@@ -270,13 +276,12 @@ impl Exchange {
             Err(r) if r.status == 429 => ("unknown", "saturated"),
             Err(_) => ("unknown", "bad_request"),
         };
-        telemetry::Metrics::global().observe_pick(
-            self.pool.name(),
-            strategy,
-            outcome,
-            started.elapsed(),
-        );
+        self.record(strategy, outcome, started.elapsed());
         result.map(|(m, _)| m)
+    }
+
+    fn record(&self, strategy: &'static str, outcome: &'static str, took: std::time::Duration) {
+        telemetry::Metrics::global().observe_pick(self.pool.name(), strategy, outcome, took);
     }
 
     fn pick_inner(&mut self) -> Result<(HeaderMutation, &'static str), Refusal> {
@@ -285,16 +290,18 @@ impl Exchange {
             code,
             message,
         };
-        let parsed =
-            picker::parse_request(&self.body).map_err(|e| refuse(400, "invalid_request", e))?;
-        let mut parsed = parsed;
+        let strategy = self.strategy()?;
+        let mut parsed = if strategy.needs_prompt() {
+            picker::parse_request(&self.body).map_err(|e| refuse(400, "invalid_request", e))?
+        } else {
+            picker::ParsedRequest::default()
+        };
         if parsed.user.is_none() {
             parsed.user = self.headers.get("user").cloned();
         }
         let session = self.headers.get(self.pool.session_header()).cloned();
         let req = parsed.pick_request(session.as_deref());
-        let strategy = self.headers.get(ROUTING_STRATEGY).map(String::as_str);
-        let pick = self.pool.pick(strategy, &req).map_err(|e| match e {
+        let pick = self.pool.rank_with(strategy, &req).map_err(|e| match e {
             PickError::UnknownStrategy(u) => refuse(400, "unknown_routing_strategy", u.to_string()),
             PickError::NoPod { .. } => refuse(503, "no_healthy_pod", e.to_string()),
             PickError::Saturated { .. } => refuse(429, "pool_saturated", e.to_string()),
@@ -306,6 +313,16 @@ impl Exchange {
             set_headers(&[(TARGET_POD, addr), (DESTINATION_ENDPOINT, addr)]),
             pick.strategy.name(),
         ))
+    }
+
+    /// The request's strategy: its `routing-strategy` header, else the pool's default.
+    fn strategy(&self) -> Result<Arc<dyn picker::Picker>, Refusal> {
+        let header = self.headers.get(ROUTING_STRATEGY).map(String::as_str);
+        self.pool.strategy(header).map_err(|u| Refusal {
+            status: 400,
+            code: "unknown_routing_strategy",
+            message: u.to_string(),
+        })
     }
 
     /// The response ended: record its usage and release the pod.
@@ -359,6 +376,17 @@ fn set_headers(pairs: &[(&str, &str)]) -> HeaderMutation {
             })
             .collect(),
         remove_headers: Vec::new(),
+    }
+}
+
+/// Asks Envoy for the request body in `request_body` mode, and for the response (headers, and
+/// the body streamed, to read the usage and see the end).
+fn mode(request_body: BodySendMode) -> ProcessingMode {
+    ProcessingMode {
+        request_body_mode: request_body as i32,
+        response_header_mode: HeaderSendMode::Send as i32,
+        response_body_mode: BodySendMode::Streamed as i32,
+        ..Default::default()
     }
 }
 

@@ -151,6 +151,9 @@ pub struct PickRequest<'a> {
     pub prompt: &'a str,
     pub user: Option<&'a str>,
     pub session: Option<&'a str>,
+    /// Where `prefix-cache` keeps the prompt's block hashes for this request, so scoring and
+    /// observing hash the prompt once. `None`: hashed on each use.
+    pub block_hashes: Option<&'a std::sync::OnceLock<Vec<u64>>>,
 }
 
 /// A routing strategy.
@@ -165,6 +168,11 @@ pub trait Picker: Send + Sync {
     /// Tells a stateful strategy which pod the request was finally sent to.
     fn observe(&self, _req: &PickRequest, _chosen: &PodId) {}
 
+    /// Whether scores depend on the prompt (else the body need not be parsed).
+    fn needs_prompt(&self) -> bool {
+        false
+    }
+
     /// Drops any state about a pod that left the pool.
     fn forget(&self, _pod: &PodId) {}
 }
@@ -178,6 +186,9 @@ impl<T: Picker + ?Sized> Picker for Arc<T> {
     }
     fn observe(&self, req: &PickRequest, chosen: &PodId) {
         (**self).observe(req, chosen)
+    }
+    fn needs_prompt(&self) -> bool {
+        (**self).needs_prompt()
     }
     fn forget(&self, pod: &PodId) {
         (**self).forget(pod)

@@ -267,6 +267,11 @@ impl Pool {
     /// `routing-strategy` header value) or the default.
     pub fn pick(&self, strategy: Option<&str>, req: &PickRequest) -> Result<Pick, PickError> {
         let picker = self.strategy(strategy)?;
+        self.rank_with(picker, req)
+    }
+
+    /// Ranks the pods for `req` with `picker` (from [`Pool::strategy`]).
+    pub fn rank_with(&self, picker: Arc<dyn Picker>, req: &PickRequest) -> Result<Pick, PickError> {
         let pods = self.pods.load();
         let now = Instant::now();
         let stale_after = self.spec.metrics.as_ref().map(|m| m.stale_after);

@@ -143,16 +143,26 @@ impl PrefixCachePicker {
         tables.get(pod).map_or(0, |t| t.stamps.len())
     }
 
-    fn hashes(&self, req: &PickRequest) -> Vec<u64> {
-        let mut v = Vec::new();
-        block_hashes(self.cfg.block_size, req.model, req.prompt, &mut v);
-        v
+    fn hashes<'r>(&self, req: &PickRequest<'r>) -> std::borrow::Cow<'r, [u64]> {
+        let compute = || {
+            let mut v = Vec::new();
+            block_hashes(self.cfg.block_size, req.model, req.prompt, &mut v);
+            v
+        };
+        match req.block_hashes {
+            Some(memo) => std::borrow::Cow::Borrowed(memo.get_or_init(compute).as_slice()),
+            None => std::borrow::Cow::Owned(compute()),
+        }
     }
 }
 
 impl Picker for PrefixCachePicker {
     fn name(&self) -> &'static str {
         "prefix-cache"
+    }
+
+    fn needs_prompt(&self) -> bool {
+        true
     }
 
     fn score(&self, req: &PickRequest, pods: &[PodState]) -> Vec<Option<f64>> {

@@ -98,21 +98,6 @@ impl PoolTarget {
         headers: &HeaderMap,
         body: Option<&Bytes>,
     ) -> Result<Choice, ProxyError> {
-        let parsed = match body {
-            Some(b) => picker::parse_request(b).map_err(ProxyError::bad_request)?,
-            None => ParsedRequest::default(),
-        };
-        let session = headers
-            .get(self.pool.session_header())
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut parsed = parsed;
-        if parsed.user.is_none() {
-            parsed.user = headers
-                .get("user")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-        }
         let strategy = headers
             .get(&ROUTING_STRATEGY)
             .map(|v| {
@@ -120,9 +105,33 @@ impl PoolTarget {
                     .map_err(|_| ProxyError::bad_request("routing-strategy is not text"))
             })
             .transpose()?;
+        let picker = self.pool.strategy(strategy).map_err(|u| {
+            ProxyError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_routing_strategy",
+                u.to_string(),
+            )
+        })?;
+        // Only prompt-reading strategies (prefix-cache) pay for parsing the body.
+        let mut parsed = match body {
+            Some(b) if picker.needs_prompt() => {
+                picker::parse_request(b).map_err(ProxyError::bad_request)?
+            }
+            _ => ParsedRequest::default(),
+        };
+        let session = headers
+            .get(self.pool.session_header())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if parsed.user.is_none() {
+            parsed.user = headers
+                .get("user")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+        }
         let pick = self
             .pool
-            .pick(strategy, &parsed.pick_request(session.as_deref()))
+            .rank_with(picker, &parsed.pick_request(session.as_deref()))
             .map_err(|e| match e {
                 PickError::UnknownStrategy(u) => ProxyError::new(
                     StatusCode::BAD_REQUEST,

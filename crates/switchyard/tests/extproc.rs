@@ -79,6 +79,10 @@ impl Exchange {
     }
 
     async fn send(&mut self, req: processing_request::Request) -> processing_response::Response {
+        self.send_full(req).await.response.expect("a response case")
+    }
+
+    async fn send_full(&mut self, req: processing_request::Request) -> ProcessingResponse {
         self.tx
             .send(ProcessingRequest {
                 request: Some(req),
@@ -91,7 +95,7 @@ impl Exchange {
             .expect("an answer within 5s")
             .unwrap()
             .expect("the stream stays open");
-        msg.response.expect("a response case")
+        msg
     }
 
     async fn request_headers(
@@ -184,15 +188,26 @@ fn chat(system: &str, user: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Request headers then a buffered body; returns the pod picked.
+/// Request headers, then the body when the server asks for it; returns the pod picked.
 async fn pick(ex: &mut Exchange, extra: &[(&str, &str)], body: &[u8]) -> String {
     let mut headers = REQUEST_HEADERS.to_vec();
     headers.extend_from_slice(extra);
-    let resp = ex.request_headers(&headers, false).await;
-    let processing_response::Response::RequestHeaders(_) = &resp else {
-        panic!("headers answer: {resp:?}");
-    };
-    let c = common(ex.request_body(body, true).await);
+    let first = ex
+        .send_full(processing_request::Request::RequestHeaders(http_headers(
+            &headers, false,
+        )))
+        .await;
+    let mode = first.mode_override.expect("a processing mode");
+    assert_eq!(mode.response_header_mode, 1, "SEND: the response is seen");
+    assert_eq!(mode.response_body_mode, 1, "STREAMED");
+    let mut c = common(first.response.expect("a response case"));
+    if mode.request_body_mode == 2 {
+        // BUFFERED: this strategy reads the prompt, the pick comes with the body.
+        assert!(set_headers(&c).is_empty(), "no pick before the body");
+        c = common(ex.request_body(body, true).await);
+    } else {
+        assert_eq!(mode.request_body_mode, 0, "NONE: picked on the headers");
+    }
     assert!(c.clear_route_cache, "the route must be recomputed");
     let set = set_headers(&c);
     let pod = header(&set, "target-pod").expect("target-pod").to_string();
@@ -214,21 +229,21 @@ async fn full_exchange_picks_names_the_pod_and_releases_it() {
         "fleet",
     );
 
-    // Headers first: the server asks for the buffered body and for the response.
+    // prefix-cache reads the prompt: the headers answer asks for the buffered body, and a
+    // body streamed in chunks is picked with its last one.
     let mut a = Exchange::open(srv.grpc).await;
-    let mut msg = ProcessingRequest {
-        request: Some(processing_request::Request::RequestHeaders(http_headers(
-            REQUEST_HEADERS,
-            false,
-        ))),
-        ..Default::default()
-    };
-    a.tx.send(msg.clone()).await.unwrap();
-    let first = a.rx.message().await.unwrap().unwrap();
-    let mode = first.mode_override.expect("asks for the body");
-    assert_eq!(mode.request_body_mode, 2, "BUFFERED");
-    assert_eq!(mode.response_body_mode, 1, "STREAMED");
-    // Body streamed in two chunks: the pick comes with the last one.
+    let mut h = REQUEST_HEADERS.to_vec();
+    h.push(("routing-strategy", "prefix-cache"));
+    let first = a
+        .send_full(processing_request::Request::RequestHeaders(http_headers(
+            &h, false,
+        )))
+        .await;
+    assert_eq!(
+        first.mode_override.unwrap().request_body_mode,
+        2,
+        "BUFFERED"
+    );
     let body = chat("policy", "hello");
     let (head, tail) = body.split_at(10);
     assert!(set_headers(&common(a.request_body(head, false).await)).is_empty());
@@ -304,7 +319,9 @@ async fn full_exchange_picks_names_the_pod_and_releases_it() {
 
     // Bad input: immediate responses with a JSON body, the server stays up.
     let mut bad = Exchange::open(srv.grpc).await;
-    bad.request_headers(REQUEST_HEADERS, false).await;
+    let mut h = REQUEST_HEADERS.to_vec();
+    h.push(("routing-strategy", "prefix-cache"));
+    bad.request_headers(&h, false).await;
     let i = immediate(bad.request_body(b"{not json", true).await);
     assert_eq!(i.status.unwrap().code, 400);
     let body: serde_json::Value = serde_json::from_slice(&i.body).unwrap();
@@ -315,11 +332,11 @@ async fn full_exchange_picks_names_the_pod_and_releases_it() {
             .contains("not valid JSON"),
         "{body}"
     );
+    // An unknown strategy is refused on the headers, before any body is buffered.
     let mut unknown = Exchange::open(srv.grpc).await;
     let mut h = REQUEST_HEADERS.to_vec();
     h.push(("routing-strategy", "fastest-please"));
-    unknown.request_headers(&h, false).await;
-    let i = immediate(unknown.request_body(&chat("s", "u"), true).await);
+    let i = immediate(unknown.request_headers(&h, false).await);
     assert_eq!(i.status.unwrap().code, 400);
     let msg_text = String::from_utf8_lossy(&i.body).into_owned();
     for name in [
@@ -340,13 +357,11 @@ async fn full_exchange_picks_names_the_pod_and_releases_it() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"strategy="prefix-cache",outcome="picked"} 4"#),
+        metrics.contains(r#"strategy="prefix-cache",outcome="picked"} 5"#),
         "{metrics}"
     );
     assert!(metrics.contains(r#"outcome="bad_request"} 2"#), "{metrics}");
     assert!(metrics.contains("switchyard_pool_pick_duration_seconds_bucket"));
-    msg.request = None;
-    drop(msg);
 }
 
 #[tokio::test]
@@ -363,8 +378,8 @@ async fn a_pool_whose_pods_refuse_answers_503() {
     let mut status = 0;
     for _ in 0..50 {
         let mut ex = Exchange::open(srv.grpc).await;
-        ex.request_headers(REQUEST_HEADERS, false).await;
-        match ex.request_body(&chat("s", "u"), true).await {
+        // least-request picks on the headers: the refusal comes there.
+        match ex.request_headers(REQUEST_HEADERS, false).await {
             processing_response::Response::ImmediateResponse(i) => {
                 status = i.status.unwrap().code;
                 let body: serde_json::Value = serde_json::from_slice(&i.body).unwrap();
@@ -392,8 +407,7 @@ async fn a_saturated_pool_answers_429_until_a_request_ends() {
         "127.0.0.1:18009"
     );
     let mut b = Exchange::open(srv.grpc).await;
-    b.request_headers(REQUEST_HEADERS, false).await;
-    let i = immediate(b.request_body(&chat("s", "second"), true).await);
+    let i = immediate(b.request_headers(REQUEST_HEADERS, false).await);
     assert_eq!(i.status.unwrap().code, 429);
     assert!(String::from_utf8_lossy(&i.body).contains("limit of 1 requests in flight"));
     // A's response ends: the pod takes the next request.

@@ -244,7 +244,8 @@ async fn pool_backends_pick_per_request_and_survive_refused_pods() {
     ] {
         assert!(text.contains(name), "{text}");
     }
-    // A body the picker cannot read is a 400 too, not a pick on garbage.
+    // A body prefix-cache cannot read is a 400 too, not a pick on garbage (strategies that do
+    // not read the prompt leave the body to the pod).
     let r = post(
         &c,
         gw.addr,

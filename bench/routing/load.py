@@ -256,6 +256,22 @@ async def scrape_picks(session, stats_url):
     return out
 
 
+def cpu_times():
+    """{cpu: (busy, total)} jiffies from /proc/stat (None where unavailable)."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3:4].isdigit():
+                    parts = line.split()
+                    v = [int(x) for x in parts[1:]]
+                    idle = v[3] + (v[4] if len(v) > 4 else 0)
+                    out[parts[0]] = (sum(v) - idle, sum(v))
+    except OSError:
+        return None
+    return out
+
+
 def pct(xs, p):
     if not xs:
         return None
@@ -300,6 +316,7 @@ async def main(a):
                 records.append(rec)
 
         measuring = False
+        cpu0 = cpu1 = None
         while True:
             next_t += arr_rng.expovariate(a.rate)
             if next_t >= t_end:
@@ -309,6 +326,7 @@ async def main(a):
                 await asyncio.sleep(next_t - now)
             if not measuring and next_t >= a.warmup:
                 measuring = True
+                cpu0 = cpu_times()
                 if a.stats_url:
                     picks0 = await scrape_picks(session, a.stats_url)
             msgs, headers, key, ctx = await wl.next()
@@ -319,6 +337,7 @@ async def main(a):
             sent_measured += measured
             tasks.append(asyncio.create_task(run(msgs, headers, key, ctx, next_t, measured)))
         send_end = time.perf_counter() - start
+        cpu1 = cpu_times()
         pending = [t for t in tasks if not t.done()]
         if pending:
             done, still = await asyncio.wait(pending, timeout=a.drain)
@@ -369,6 +388,10 @@ async def main(a):
         if tcnt > 0:
             pick_us = tsum / tcnt * 1e6
     r2 = lambda x: None if x is None else round(x, 2)
+    cpu_busy = None
+    if cpu0 and cpu1:
+        cpu_busy = {c: round((cpu1[c][0] - cpu0[c][0]) / max(1, cpu1[c][1] - cpu0[c][1]), 3)
+                    for c in cpu1 if c in cpu0}
     res = {
         "workload": a.workload,
         "router": a.router,
@@ -397,6 +420,7 @@ async def main(a):
         "pick_us": r2(pick_us),
         "picks": picks,
         "generator_max_lag_ms": r2(lag_max * 1000),
+        "cpu_busy": cpu_busy,
         "send_window_s": r2(send_end - a.warmup),
         "wall_s": r2(wall),
         "multi_turn_waited": getattr(wl, "waited", None),
@@ -412,7 +436,7 @@ async def main(a):
     t = res["ttft_ms"]
     print(f"  {res['label']:<34} rate={a.rate:<5g} ttft p50/p90/p99={t['p50']}/{t['p90']}/{t['p99']} ms "
           f"req/s={res['req_per_s']} hit={res['hit_rate']} err={res['errors']} "
-          f"pods={list(pods.values())} pick_us={res['pick_us']}", flush=True)
+          f"pods={list(pods.values())} pick_us={res['pick_us']} cpu={cpu_busy} lag_ms={res['generator_max_lag_ms']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -61,9 +61,14 @@ def pod_index(name):
         return 1 << 30
 
 
+PREFERRED = ["random", "round_robin", "least-request", "least-kv-cache", "session-affinity",
+             "prefix-cache", "prefix-cache:2,least-request:1", "cache_aware", "kv_aware"]
+
+
 def order_key(r):
     router_rank = 0 if r["router"] == "gateway" else 1
-    return (r["rate"], router_rank)
+    s = r["strategy"]
+    return (r["rate"], router_rank, PREFERRED.index(s) if s in PREFERRED else 99, s)
 
 
 def main():
@@ -145,6 +150,13 @@ def main():
         mean = sum(vals) / len(vals)
         line(worst < PICK_LIMIT_US, f"mean pick time {s}: {mean:.1f} us average over {len(vals)} runs, worst run "
                                      f"{worst:.1f} us (target < {PICK_LIMIT_US:g} us)")
+    base = [r["pick_us"] for r in by_strat.get("random", []) if r.get("pick_us") is not None]
+    if base:
+        b = sum(base) / len(base)
+        extra = ", ".join(f"{s} {sum(v) / len(v) - b:+.1f}" for s, rs in by_strat.items() if s != "random"
+                          for v in [[r["pick_us"] for r in rs if r.get("pick_us") is not None]] if v)
+        print(f"NOTE  pick time includes parsing the request body: random (no body use) averages {b:.1f} us; "
+              f"strategy cost over random, us: {extra or '-'}")
     errs = sum(r["errors"] for r in res)
     if errs:
         print(f"NOTE  {errs} request errors in total; see error_kinds in the JSON files")

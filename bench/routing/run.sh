@@ -2,7 +2,7 @@
 # Routing-quality benchmark: Switchyard's endpoint-picking strategies (and PyPI vllm-router as
 # an outside reference) in front of a simulated vLLM fleet. See bench/routing/README.md.
 #
-#   bench/routing/run.sh                      # default run (~13 min on a 2-core machine)
+#   bench/routing/run.sh                      # default run (~12 min on a 2-core machine)
 #   QUICK=1 bench/routing/run.sh              # smoke test (~2 min)
 #   FULL=1 bench/routing/run.sh               # every config on every workload and rate
 #
@@ -19,15 +19,15 @@ QUICK="${QUICK:-0}"
 FULL="${FULL:-0}"
 WORKLOADS="${WORKLOADS:-shared-prefix multi-turn no-sharing}"
 # Main workload (shared-prefix): every config at every rate.
-RATES="${RATES:-10 20 40}"
+RATES="${RATES:-20 40 80}"
 STRATEGIES="${STRATEGIES:-random least-request prefix-cache prefix-cache:2,least-request:1 least-kv-cache session-affinity}"
 VLLM_ROUTER_POLICIES="${VLLM_ROUTER_POLICIES-round_robin cache_aware kv_aware}"
 # Secondary workloads (multi-turn, no-sharing): a subset, at one rate, to keep the run short.
-OTHER_RATES="${OTHER_RATES:-20}"
+OTHER_RATES="${OTHER_RATES:-40}"
 OTHER_STRATEGIES="${OTHER_STRATEGIES:-random least-request prefix-cache session-affinity}"
 OTHER_VLLM_ROUTER_POLICIES="${OTHER_VLLM_ROUTER_POLICIES-round_robin cache_aware}"
-DURATION="${DURATION:-15}"
-WARMUP="${WARMUP:-5}"
+DURATION="${DURATION:-12}"
+WARMUP="${WARMUP:-4}"
 DRAIN="${DRAIN:-30}"
 MAX_TOKENS="${MAX_TOKENS:-32}"
 SEED="${SEED:-1}"
@@ -244,7 +244,8 @@ duration=$DURATION warmup=$WARMUP max_tokens=$MAX_TOKENS seed=$SEED groups=$GROU
 fleet: pods=$PODS num_blocks=$NUM_BLOCKS block_size=$BLOCK_SIZE max_num_seqs=$MAX_NUM_SEQS max_num_batched_tokens=$MAX_BATCHED max_waiting=$MAX_WAITING extra=$FLEET_EXTRA
 gateway prefixCache=${PREFIX_CACHE_YAML:-default}
 pinning: load=${PIN_LOAD[*]:-none} servers=${PIN_SERVER[*]:-none}
-git=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo +dirty)
+binaries: switchyard $(date -r "$SWITCHYARD" +%F_%T), vllm-fleet $(date -r "$FLEET" +%F_%T) (mtime; the tree may have changed since)
+git_at_run=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo +dirty)
 EOF
 log "results -> $OUT"
 sed 's/^/  /' "$OUT/params.txt" >&2

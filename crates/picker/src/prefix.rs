@@ -7,7 +7,7 @@
 //! routed prompt in a per-pod LRU table; scoring counts how many leading blocks
 //! of a new prompt each pod already has.
 
-use std::collections::hash_map::DefaultHasher;
+use rustc_hash::FxHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::RwLock;
@@ -40,15 +40,18 @@ impl Default for PrefixConfig {
 
 /// Chained block hashes of `prompt` (full blocks only), seeded by the model
 /// name so different models never share blocks. Appends to `out`.
+///
+/// FxHash (`rustc-hash`), not SipHash: hashing the whole prompt is most of a pick's cost, and
+/// these hashes only steer affinity (a collision misroutes, it exposes nothing).
 pub fn block_hashes(block_size: usize, model: Option<&str>, prompt: &str, out: &mut Vec<u64>) {
     let block_size = block_size.max(1);
-    let mut h = DefaultHasher::new();
+    let mut h = FxHasher::default();
     model.hash(&mut h);
     let mut prev = h.finish();
     let chunks = prompt.as_bytes().chunks_exact(block_size);
     out.reserve(chunks.len());
     for chunk in chunks {
-        let mut h = DefaultHasher::new();
+        let mut h = FxHasher::default();
         h.write_u64(prev);
         h.write(chunk);
         prev = h.finish();
@@ -110,8 +113,25 @@ impl PodTable {
         }
     }
 
+    /// How many leading blocks of `hashes` this pod holds. A prompt's blocks are recorded
+    /// tail first, so the head is always the more recent: a table holding block i holds the
+    /// blocks before it, and the boundary can be found by binary search (about 7 lookups for
+    /// a 100-block prompt instead of one per block — each a likely cache miss in a large
+    /// table).
     fn leading_matches(&self, hashes: &[u64]) -> usize {
-        hashes.iter().take_while(|&&h| self.contains(h)).count()
+        if hashes.first().is_none_or(|&h| !self.contains(h)) {
+            return 0;
+        }
+        let (mut lo, mut hi) = (1, hashes.len());
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if self.contains(hashes[mid - 1]) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
     }
 }
 

@@ -131,9 +131,7 @@ impl<'de> Deserialize<'de> for Part {
                 let mut text = String::new();
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     if key == "text" {
-                        if let Text(t) = map.next_value::<Text>()? {
-                            text = t;
-                        }
+                        text = map.next_value::<Text>()?.0;
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -271,8 +269,12 @@ pub fn parse_request(body: &[u8]) -> Result<ParsedRequest, String> {
             Err(e) => format!("request body is not valid JSON: {e}"),
         });
     }
-    let b: Body<'_> =
-        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    let b: Body<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            format!("request body has an unexpected field type: {e}")
+        }
+        _ => format!("request body is not valid JSON: {e}"),
+    })?;
     let mut prompt = String::new();
     if let Some(Text(system)) = b.system.or(b.instructions) {
         push_line(&mut prompt, "system", &system);
@@ -330,6 +332,32 @@ mod tests {
         assert_eq!(a.model.as_deref(), Some("m"));
         assert_eq!(a.user.as_deref(), Some("u1"));
         assert!(!a.stream && b.stream);
+    }
+
+    #[test]
+    fn odd_but_valid_shapes_are_read_not_refused() {
+        // Escapes, null content, image parts, tool calls, unknown fields, token-id prompts.
+        let body = br#"{"model":"m","temperature":0.2,"tools":[{"type":"function"}],
+            "messages":[
+              {"role":"system","content":"line\none \"quoted\""},
+              {"role":"assistant","content":null,"tool_calls":[{"id":"c1"}]},
+              {"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}},
+                                        {"type":"text","text":"look"}]}]}"#;
+        let p = parse_request(body).unwrap();
+        assert_eq!(p.prompt, "system: line\none \"quoted\"\nuser: look\n");
+        let tokens = parse_request(br#"{"prompt":[[1,2,3]],"input":null}"#).unwrap();
+        assert_eq!(tokens.prompt, "");
+        let resp = parse_request(
+            br#"{"model":"m","instructions":"be brief","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(resp.prompt, "system: be brief\nuser: hi\n");
+        // A wrongly typed field the picker reads is a clear error.
+        let e = parse_request(br#"{"model":7}"#).unwrap_err();
+        assert!(
+            e.starts_with("request body has an unexpected field type: invalid type: integer `7`"),
+            "{e}"
+        );
     }
 
     #[test]

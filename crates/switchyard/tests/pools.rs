@@ -250,11 +250,23 @@ async fn pool_backends_pick_per_request_and_survive_refused_pods() {
         &c,
         gw.addr,
         "/pool/v1/chat/completions",
-        &[],
+        &[("routing-strategy", "prefix-cache")],
         &json!("just a string"),
     )
     .await;
     assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.header("target-pod").is_none(), "refused before any pod");
+    // With a strategy that does not read the prompt, the body is the pod's to judge.
+    let r = post(
+        &c,
+        gw.addr,
+        "/pool/v1/chat/completions",
+        &[],
+        &json!("just a string"),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.header("target-pod").is_some(), "{:?}", r.body);
 
     // The ai backend over the same pool: OpenAI dialect, usage counted, pod named.
     let r = post(

@@ -31,7 +31,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     HeadersResponse, HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse,
     TrailersResponse,
 };
-use picker::pool::{InFlight, PickError, Pool};
+use picker::pool::{InFlight, PickError, Pool, RequestMeta};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -164,9 +164,9 @@ impl Exchange {
                 // pick now, and Envoy need not buffer anything.
                 let needs_body = match self.strategy() {
                     Ok(p) => p.needs_prompt(),
-                    Err(refusal) => {
-                        self.record("unknown", "bad_request", std::time::Duration::ZERO);
-                        return (Some(refusal.respond()), true);
+                    Err(e) => {
+                        self.record("unknown", e.outcome(), std::time::Duration::ZERO);
+                        return (Some(refusal(&e)), true);
                     }
                 };
                 if h.end_of_stream || !needs_body {
@@ -178,7 +178,7 @@ impl Exchange {
                             resp.mode_override = Some(mode(BodySendMode::None));
                             (Some(resp), false)
                         }
-                        Err(refusal) => (Some(refusal.respond()), true),
+                        Err(e) => (Some(refusal(&e)), true),
                     };
                 }
                 let mut resp = respond(P::RequestHeaders(HeadersResponse {
@@ -215,7 +215,7 @@ impl Exchange {
                         }))),
                         false,
                     ),
-                    Err(refusal) => (Some(refusal.respond()), true),
+                    Err(e) => (Some(refusal(&e)), true),
                 }
             }
             R::RequestTrailers(_) => (
@@ -266,63 +266,46 @@ impl Exchange {
         }
     }
 
-    /// Parses the collected body and picks; the pod headers to set, or the refusal.
-    fn pick(&mut self) -> Result<HeaderMutation, Refusal> {
+    /// Parses the collected body (when the strategy reads the prompt) and picks; the pod
+    /// headers to set, or why not.
+    fn pick(&mut self) -> Result<HeaderMutation, PickError> {
         let started = Instant::now();
-        let result = self.pick_inner();
+        let header = |name: &str| self.headers.get(name).map(String::as_str);
+        let meta = RequestMeta {
+            strategy: header(ROUTING_STRATEGY),
+            session: header(self.pool.session_header()),
+            user: header("user"),
+        };
+        let result = self.pool.choose(meta, Some(&self.body));
         let (strategy, outcome) = match &result {
-            Ok((_, s)) => (*s, "picked"),
-            Err(r) if r.status == 503 => ("unknown", "no_pod"),
-            Err(r) if r.status == 429 => ("unknown", "saturated"),
-            Err(_) => ("unknown", "bad_request"),
+            Ok(c) => (c.strategy_name(), "picked"),
+            Err(e) => ("unknown", e.outcome()),
         };
         self.record(strategy, outcome, started.elapsed());
-        result.map(|(m, _)| m)
+        let mut choice = result?;
+        // Envoy sends to one destination: the first choice only.
+        let Some((pod, guard)) = choice.next(&self.pool, 1) else {
+            return Err(PickError::NoPod {
+                pool: self.pool.name().to_string(),
+                reason: picker::NoPod::NoPods,
+            });
+        };
+        self.in_flight = Some(guard);
+        let addr = pod.id.as_str();
+        Ok(set_headers(&[
+            (TARGET_POD, addr),
+            (DESTINATION_ENDPOINT, addr),
+        ]))
     }
 
     fn record(&self, strategy: &'static str, outcome: &'static str, took: std::time::Duration) {
         telemetry::Metrics::global().observe_pick(self.pool.name(), strategy, outcome, took);
     }
 
-    fn pick_inner(&mut self) -> Result<(HeaderMutation, &'static str), Refusal> {
-        let refuse = |status, code, message| Refusal {
-            status,
-            code,
-            message,
-        };
-        let strategy = self.strategy()?;
-        let mut parsed = if strategy.needs_prompt() {
-            picker::parse_request(&self.body).map_err(|e| refuse(400, "invalid_request", e))?
-        } else {
-            picker::ParsedRequest::default()
-        };
-        if parsed.user.is_none() {
-            parsed.user = self.headers.get("user").cloned();
-        }
-        let session = self.headers.get(self.pool.session_header()).cloned();
-        let req = parsed.pick_request(session.as_deref());
-        let pick = self.pool.rank_with(strategy, &req).map_err(|e| match e {
-            PickError::UnknownStrategy(u) => refuse(400, "unknown_routing_strategy", u.to_string()),
-            PickError::NoPod { .. } => refuse(503, "no_healthy_pod", e.to_string()),
-            PickError::Saturated { .. } => refuse(429, "pool_saturated", e.to_string()),
-        })?;
-        let pod = pick.pods[0].clone();
-        self.in_flight = Some(self.pool.begin(pick.strategy.as_ref(), &req, &pod));
-        let addr = pod.id.as_str();
-        Ok((
-            set_headers(&[(TARGET_POD, addr), (DESTINATION_ENDPOINT, addr)]),
-            pick.strategy.name(),
-        ))
-    }
-
     /// The request's strategy: its `routing-strategy` header, else the pool's default.
-    fn strategy(&self) -> Result<Arc<dyn picker::Picker>, Refusal> {
+    fn strategy(&self) -> Result<Arc<dyn picker::Picker>, PickError> {
         let header = self.headers.get(ROUTING_STRATEGY).map(String::as_str);
-        self.pool.strategy(header).map_err(|u| Refusal {
-            status: 400,
-            code: "unknown_routing_strategy",
-            message: u.to_string(),
-        })
+        Ok(self.pool.strategy(header)?)
     }
 
     /// The response ended: record its usage and release the pod.
@@ -335,17 +318,9 @@ impl Exchange {
     }
 }
 
-/// Why a request gets a local reply instead of a pod.
-struct Refusal {
-    status: u16,
-    code: &'static str,
-    message: String,
-}
-
-impl Refusal {
-    fn respond(&self) -> ProcessingResponse {
-        immediate(self.status, self.code, &self.message)
-    }
+/// The local reply for a request that gets no pod.
+fn refusal(e: &PickError) -> ProcessingResponse {
+    immediate(e.status(), e.code(), &e.to_string())
 }
 
 fn header_map(h: &HttpHeaders) -> HashMap<String, String> {

@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Empty};
 
 use crate::spec::{Endpoints, MetricsSpec, PoolSpec};
 use crate::{
-    parse_strategy_shared, rank, NoPod, PickRequest, Picker, PodId, PodMetrics, PodState,
-    SharedState, UnknownStrategy,
+    parse_strategy_shared, rank, NoPod, ParsedRequest, PickRequest, Picker, PodId, PodMetrics,
+    PodState, SharedState, UnknownStrategy,
 };
 
 /// Most distinct `routing-strategy` header values kept compiled per pool.
@@ -79,13 +79,16 @@ pub struct Pick {
 /// Why a request could not be given a pod.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PickError {
-    /// The `routing-strategy` header named no strategy (a 400).
+    /// The `routing-strategy` header named no strategy.
     #[error(transparent)]
     UnknownStrategy(#[from] UnknownStrategy),
-    /// No pod is eligible (a 503).
+    /// A strategy that reads the prompt could not read the body.
+    #[error("{0}")]
+    BadBody(String),
+    /// No pod is eligible.
     #[error("pool {pool}: {reason}")]
     NoPod { pool: String, reason: NoPod },
-    /// Every eligible pod is at `max_in_flight_per_pod` (a 429).
+    /// Every eligible pod is at `max_in_flight_per_pod`.
     #[error(
         "pool {pool}: all {pods} eligible pods are at their limit of {limit} requests in flight"
     )]
@@ -94,6 +97,79 @@ pub enum PickError {
         pods: usize,
         limit: u32,
     },
+}
+
+impl PickError {
+    /// The HTTP status the client gets (gateway response or ext_proc immediate response).
+    pub fn status(&self) -> u16 {
+        match self {
+            PickError::UnknownStrategy(_) | PickError::BadBody(_) => 400,
+            PickError::NoPod { .. } => 503,
+            PickError::Saturated { .. } => 429,
+        }
+    }
+
+    /// The stable error code in the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PickError::UnknownStrategy(_) => "unknown_routing_strategy",
+            PickError::BadBody(_) => "invalid_request",
+            PickError::NoPod { .. } => "no_healthy_pod",
+            PickError::Saturated { .. } => "pool_saturated",
+        }
+    }
+
+    /// The `outcome` label of the pick metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            PickError::UnknownStrategy(_) | PickError::BadBody(_) => "bad_request",
+            PickError::NoPod { .. } => "no_pod",
+            PickError::Saturated { .. } => "saturated",
+        }
+    }
+}
+
+/// What the picker reads of a request besides its body.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestMeta<'a> {
+    /// The `routing-strategy` header.
+    pub strategy: Option<&'a str>,
+    /// The pool's session header.
+    pub session: Option<&'a str>,
+    /// The `user` header (the body's `user` field wins).
+    pub user: Option<&'a str>,
+}
+
+/// One request's ranked pods and the ones tried so far.
+pub struct Choice {
+    pick: Pick,
+    parsed: ParsedRequest,
+    session: Option<String>,
+    tried: usize,
+}
+
+impl Choice {
+    /// The strategy's own name (`weighted` for combinations).
+    pub fn strategy_name(&self) -> &'static str {
+        self.pick.strategy.name()
+    }
+
+    /// The next pod to try (at most `max_tries` in all), committed through
+    /// [`Pool::begin`]: counted in flight while the guard lives.
+    pub fn next(&mut self, pool: &Pool, max_tries: usize) -> Option<(Arc<Pod>, InFlight)> {
+        if self.tried >= max_tries {
+            return None;
+        }
+        let pod = self.pick.pods.get(self.tried)?.clone();
+        self.tried += 1;
+        let req = self.parsed.pick_request(self.session.as_deref());
+        let guard = pool.begin(self.pick.strategy.as_ref(), &req, &pod);
+        Some((pod, guard))
+    }
+
+    pub fn tried(&self) -> usize {
+        self.tried
+    }
 }
 
 /// Held while a request is on a pod: counts it in flight until dropped.
@@ -261,6 +337,29 @@ impl Pool {
     /// The request's session (from the pool's session header).
     pub fn session_header(&self) -> &str {
         &self.spec.session_header
+    }
+
+    /// A request's choice: the strategy its header names (or the default), the body parsed
+    /// only when that strategy reads the prompt, the pods ranked.
+    pub fn choose(&self, meta: RequestMeta, body: Option<&[u8]>) -> Result<Choice, PickError> {
+        let strategy = self.strategy(meta.strategy)?;
+        let mut parsed = match body {
+            Some(b) if strategy.needs_prompt() => {
+                crate::parse_request(b).map_err(PickError::BadBody)?
+            }
+            _ => ParsedRequest::default(),
+        };
+        if parsed.user.is_none() {
+            parsed.user = meta.user.map(str::to_string);
+        }
+        let session = meta.session.map(str::to_string);
+        let pick = self.rank_with(strategy, &parsed.pick_request(session.as_deref()))?;
+        Ok(Choice {
+            pick,
+            parsed,
+            session,
+            tried: 0,
+        })
     }
 
     /// Ranks the pool's pods for `req` with the strategy named by `strategy` (a

@@ -469,56 +469,26 @@ async fn send_once(
             ai::provider_headers(ai, &mut headers, &fwd);
             if let Some(pt) = &ai.pool {
                 let resend = fwd.payload.clone().or_else(|| raw.cloned());
-                let mut choice = pt.choose(&parts.headers, raw).map_err(Failure::Fatal)?;
-                let mut first = Some(fwd.body);
-                let mut refused = String::new();
-                while let Some((pod, guard)) = choice.next(pt) {
-                    let Some(body) = first.take().or_else(|| resend.clone().map(body::full)) else {
-                        break;
-                    };
-                    let upstream = pt.upstream(&pod).map_err(Failure::Fatal)?;
-                    let authority = Authority::try_from(pod.id.as_str()).map_err(|_| {
-                        Failure::Fatal(ProxyError::bad_request("invalid pod address"))
-                    })?;
-                    let target = UpstreamTarget {
-                        authority: Some(&authority),
-                        path: fwd.path.clone(),
-                        backend_auth: false,
-                    };
-                    let mut req = build_upstream_request(
-                        parts,
-                        headers.clone(),
-                        body,
-                        &backend.policies,
-                        &upstream,
-                        matched_prefix,
-                        target,
-                    )
+                let as_ai = AiPod {
+                    ai,
+                    path: fwd.path.clone(),
+                    payload: fwd.payload.as_ref(),
+                };
+                let (resp, served) = send_to_pool(
+                    pt,
+                    backend,
+                    parts,
+                    &headers,
+                    (fwd.body, raw, resend),
+                    matched_prefix,
+                    Some(&as_ai),
+                    trail,
+                )
+                .await?;
+                let resp = ai::shape_response(resp, fwd.shape)
+                    .await
                     .map_err(Failure::Fatal)?;
-                    ai::authorize(ai, &mut req, fwd.payload.as_ref())
-                        .await
-                        .map_err(Failure::Fatal)?;
-                    trail.rec.upstream = Some(upstream.address.clone());
-                    let sent = std::time::Instant::now();
-                    match call_upstream(&upstream, req, &backend.policies).await {
-                        Ok(resp) => {
-                            trail.rec.upstream_time = Some(sent.elapsed());
-                            pt.pool.succeeded(&pod);
-                            let mut resp = ai::shape_response(resp, fwd.shape)
-                                .await
-                                .map_err(Failure::Fatal)?;
-                            crate::pool::mark_response(&mut resp, &pod);
-                            trail.pod = Some(guard);
-                            return Ok(resp);
-                        }
-                        Err(Failure::Connect(msg)) => {
-                            pt.pool.connect_failed(&pod);
-                            refused = msg;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                return Err(pool_exhausted(pt, choice.tried(), refused));
+                return Ok(served.attach(resp, trail));
             }
             let target = UpstreamTarget {
                 authority: Some(&ai.authority),
@@ -572,42 +542,19 @@ async fn send_once(
         }
         Target::Pool(pt) => {
             trail.rec.backend_kind = Some("pool");
-            let mut choice = pt.choose(&parts.headers, raw).map_err(Failure::Fatal)?;
-            let mut first = Some(body);
-            let mut refused = String::new();
-            while let Some((pod, guard)) = choice.next(pt) {
-                let Some(body) = first.take().or_else(|| raw.cloned().map(body::full)) else {
-                    break;
-                };
-                let upstream = pt.upstream(&pod).map_err(Failure::Fatal)?;
-                let req = build_upstream_request(
-                    parts,
-                    headers.clone(),
-                    body,
-                    &backend.policies,
-                    &upstream,
-                    matched_prefix,
-                    UpstreamTarget::default(),
-                )
-                .map_err(Failure::Fatal)?;
-                trail.rec.upstream = Some(upstream.address.clone());
-                let sent = std::time::Instant::now();
-                match call_upstream(&upstream, req, &backend.policies).await {
-                    Ok(mut resp) => {
-                        trail.rec.upstream_time = Some(sent.elapsed());
-                        pt.pool.succeeded(&pod);
-                        crate::pool::mark_response(&mut resp, &pod);
-                        trail.pod = Some(guard);
-                        return Ok(resp);
-                    }
-                    Err(Failure::Connect(msg)) => {
-                        pt.pool.connect_failed(&pod);
-                        refused = msg;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            return Err(pool_exhausted(pt, choice.tried(), refused));
+            let bodies = (body, raw, raw.cloned());
+            let (resp, served) = send_to_pool(
+                pt,
+                backend,
+                parts,
+                &headers,
+                bodies,
+                matched_prefix,
+                None,
+                trail,
+            )
+            .await?;
+            return Ok(served.attach(resp, trail));
         }
     };
     let req = build_upstream_request(
@@ -627,12 +574,100 @@ async fn send_once(
     resp
 }
 
-/// Every pod tried refused the connection: the caller may fail over to another backend.
-fn pool_exhausted(pt: &crate::pool::PoolTarget, tried: usize, last: String) -> Failure {
-    Failure::Connect(format!(
-        "pool {}: {tried} pod(s) refused the connection; last: {last}",
-        pt.pool.name()
-    ))
+/// The `ai` adapter's part of a pooled call: the pod stands where the provider's host would.
+struct AiPod<'a> {
+    ai: &'a ai::AiTarget,
+    path: Option<PathAndQuery>,
+    /// The body's bytes when the adapter holds them (request signing reads them).
+    payload: Option<&'a Bytes>,
+}
+
+/// The pod that answered, counted in flight until the response body ends.
+struct Served(Arc<picker::pool::Pod>, picker::pool::InFlight);
+
+impl Served {
+    /// Names the pod on the response and hands its in-flight guard to the response body.
+    fn attach(self, mut resp: Response<Body>, trail: &mut Trail) -> Response<Body> {
+        crate::pool::mark_response(&mut resp, &self.0);
+        trail.pod = Some(self.1);
+        resp
+    }
+}
+
+/// Sends to a pool's pods in the picker's order; a refused connection ejects the pod and the
+/// next one is tried with the body resent. `bodies`: the body to send first, the client's
+/// bytes (what the picker parses), and the bytes to resend (`None`: no second try).
+#[allow(clippy::too_many_arguments)]
+async fn send_to_pool(
+    pt: &crate::pool::PoolTarget,
+    backend: &BackendRt,
+    parts: &Parts,
+    headers: &HeaderMap,
+    bodies: (Body, Option<&Bytes>, Option<Bytes>),
+    matched_prefix: Option<&str>,
+    as_ai: Option<&AiPod<'_>>,
+    trail: &mut Trail,
+) -> Result<(Response<Body>, Served), Failure> {
+    let (body, raw, resend) = bodies;
+    let mut choice = pt.choose(&parts.headers, raw).map_err(Failure::Fatal)?;
+    let mut first = Some(body);
+    let mut refused = String::new();
+    while let Some((pod, guard)) = pt.next(&mut choice) {
+        let Some(body) = first.take().or_else(|| resend.clone().map(body::full)) else {
+            break;
+        };
+        let upstream = pt.upstream(&pod).map_err(Failure::Fatal)?;
+        let authority = match as_ai {
+            Some(_) => Some(
+                Authority::try_from(pod.id.as_str())
+                    .map_err(|_| Failure::Fatal(ProxyError::bad_request("invalid pod address")))?,
+            ),
+            None => None,
+        };
+        let target = match as_ai {
+            Some(a) => UpstreamTarget {
+                authority: authority.as_ref(),
+                path: a.path.clone(),
+                backend_auth: false,
+            },
+            None => UpstreamTarget::default(),
+        };
+        let mut req = build_upstream_request(
+            parts,
+            headers.clone(),
+            body,
+            &backend.policies,
+            &upstream,
+            matched_prefix,
+            target,
+        )
+        .map_err(Failure::Fatal)?;
+        if let Some(a) = as_ai {
+            ai::authorize(a.ai, &mut req, a.payload)
+                .await
+                .map_err(Failure::Fatal)?;
+        }
+        trail.rec.upstream = Some(upstream.address.clone());
+        let sent = std::time::Instant::now();
+        match call_upstream(&upstream, req, &backend.policies).await {
+            Ok(resp) => {
+                trail.rec.upstream_time = Some(sent.elapsed());
+                pt.pool.succeeded(&pod);
+                return Ok((resp, Served(pod, guard)));
+            }
+            Err(Failure::Connect(msg)) => {
+                pt.pool.connect_failed(&pod);
+                refused = msg;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Every pod tried refused: the caller may fail over to another backend.
+    Err(Failure::Connect(format!(
+        "pool {}: {} pod(s) refused the connection; last: {refused}",
+        pt.pool.name(),
+        choice.tried()
+    )))
 }
 
 async fn call_upstream(

@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use picker::pool::{InFlight, Pick, PickError, Pod, Pool};
-use picker::ParsedRequest;
+use picker::pool::{Choice, InFlight, Pod, Pool, RequestMeta};
 
 use crate::error::ProxyError;
 use crate::upstream::{Upstream, UpstreamKey};
@@ -73,16 +72,28 @@ impl PoolTarget {
         }
     }
 
-    /// Parses the request and ranks the pods. An unknown `routing-strategy` is a 400 that
-    /// lists the valid ones; no eligible pod is a 503.
+    /// Parses the request (when the strategy reads the prompt) and ranks the pods; counts
+    /// the pick in the metrics. Refusals carry the picker's status and code: 400 unknown
+    /// strategy or unreadable body, 429 saturated, 503 no eligible pod.
     pub fn choose(&self, headers: &HeaderMap, body: Option<&Bytes>) -> Result<Choice, ProxyError> {
         let started = std::time::Instant::now();
-        let result = self.choose_inner(headers, body);
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let strategy = match headers.get(&ROUTING_STRATEGY) {
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| ProxyError::bad_request("routing-strategy is not text"))?,
+            ),
+            None => None,
+        };
+        let meta = RequestMeta {
+            strategy,
+            session: text(self.pool.session_header()),
+            user: text("user"),
+        };
+        let result = self.pool.choose(meta, body.map(|b| &b[..]));
         let (strategy, outcome) = match &result {
-            Ok(c) => (c.pick.strategy.name(), "picked"),
-            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => ("unknown", "no_pod"),
-            Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => ("unknown", "saturated"),
-            Err(_) => ("unknown", "bad_request"),
+            Ok(c) => (c.strategy_name(), "picked"),
+            Err(e) => ("unknown", e.outcome()),
         };
         telemetry::Metrics::global().observe_pick(
             self.pool.name(),
@@ -90,71 +101,15 @@ impl PoolTarget {
             outcome,
             started.elapsed(),
         );
-        result
+        result.map_err(|e| {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            ProxyError::new(status, e.code(), e.to_string())
+        })
     }
 
-    fn choose_inner(
-        &self,
-        headers: &HeaderMap,
-        body: Option<&Bytes>,
-    ) -> Result<Choice, ProxyError> {
-        let strategy = headers
-            .get(&ROUTING_STRATEGY)
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| ProxyError::bad_request("routing-strategy is not text"))
-            })
-            .transpose()?;
-        let picker = self.pool.strategy(strategy).map_err(|u| {
-            ProxyError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_routing_strategy",
-                u.to_string(),
-            )
-        })?;
-        // Only prompt-reading strategies (prefix-cache) pay for parsing the body.
-        let mut parsed = match body {
-            Some(b) if picker.needs_prompt() => {
-                picker::parse_request(b).map_err(ProxyError::bad_request)?
-            }
-            _ => ParsedRequest::default(),
-        };
-        let session = headers
-            .get(self.pool.session_header())
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        if parsed.user.is_none() {
-            parsed.user = headers
-                .get("user")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-        }
-        let pick = self
-            .pool
-            .rank_with(picker, &parsed.pick_request(session.as_deref()))
-            .map_err(|e| match e {
-                PickError::UnknownStrategy(u) => ProxyError::new(
-                    StatusCode::BAD_REQUEST,
-                    "unknown_routing_strategy",
-                    u.to_string(),
-                ),
-                PickError::NoPod { .. } => ProxyError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_healthy_pod",
-                    e.to_string(),
-                ),
-                PickError::Saturated { .. } => ProxyError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "pool_saturated",
-                    e.to_string(),
-                ),
-            })?;
-        Ok(Choice {
-            pick,
-            parsed,
-            session,
-            tried: 0,
-        })
+    /// The next pod to try for `choice` (at most [`MAX_POD_TRIES`]).
+    pub fn next(&self, choice: &mut Choice) -> Option<(Arc<Pod>, InFlight)> {
+        choice.next(&self.pool, MAX_POD_TRIES)
     }
 
     /// The pooled client for one pod, made on first use.
@@ -187,33 +142,6 @@ impl PoolTarget {
         }
         clients.insert(addr.into(), upstream.clone());
         Ok(upstream)
-    }
-}
-
-/// One request's pick and the pods tried so far.
-pub struct Choice {
-    pick: Pick,
-    parsed: ParsedRequest,
-    session: Option<String>,
-    tried: usize,
-}
-
-impl Choice {
-    /// The next pod to try, counted in flight while the guard lives; `None` when the
-    /// candidates (or tries) ran out.
-    pub fn next(&mut self, target: &PoolTarget) -> Option<(Arc<Pod>, InFlight)> {
-        if self.tried >= MAX_POD_TRIES {
-            return None;
-        }
-        let pod = self.pick.pods.get(self.tried)?.clone();
-        self.tried += 1;
-        let req = self.parsed.pick_request(self.session.as_deref());
-        let guard = target.pool.begin(self.pick.strategy.as_ref(), &req, &pod);
-        Some((pod, guard))
-    }
-
-    pub fn tried(&self) -> usize {
-        self.tried
     }
 }
 

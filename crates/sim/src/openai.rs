@@ -629,6 +629,28 @@ fn chat_answer(state: &State, body: &Value, messages: &[Value], tool_defs: &[Too
 }
 
 /// The fields every chat completion object or chunk of one response shares.
+/// The fields every Chat Completions / Completions object and chunk starts with, in the
+/// order OpenAI-compatible servers send them (shared with the vLLM simulator).
+pub(crate) fn envelope(
+    id: &str,
+    object: &str,
+    created: u64,
+    model: &str,
+    choices: Value,
+    usage: Option<Value>,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("id".into(), json!(id));
+    out.insert("object".into(), json!(object));
+    out.insert("created".into(), json!(created));
+    out.insert("model".into(), json!(model));
+    out.insert("choices".into(), choices);
+    if let Some(usage) = usage {
+        out.insert("usage".into(), usage);
+    }
+    out
+}
+
 struct Completion {
     id: String,
     created: u64,
@@ -638,15 +660,7 @@ struct Completion {
 
 impl Completion {
     fn envelope(&self, object: &str, choices: Value, usage: Option<Value>) -> Value {
-        let mut out = Map::new();
-        out.insert("id".into(), json!(self.id));
-        out.insert("object".into(), json!(object));
-        out.insert("created".into(), json!(self.created));
-        out.insert("model".into(), json!(self.model));
-        out.insert("choices".into(), choices);
-        if let Some(usage) = usage {
-            out.insert("usage".into(), usage);
-        }
+        let mut out = envelope(&self.id, object, self.created, &self.model, choices, usage);
         out.insert("service_tier".into(), json!("default"));
         out.insert("system_fingerprint".into(), json!(FINGERPRINT));
         Value::Object(out)

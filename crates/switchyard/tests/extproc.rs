@@ -5,10 +5,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, http, wait_until, Proc, BIN};
+use common::{free_port, http, spawn_ready, Proc};
 use extproc::envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use extproc::envoy_types::pb::envoy::service::ext_proc::v3::{
     external_processor_client::ExternalProcessorClient, processing_request, processing_response,
@@ -36,19 +35,10 @@ fn start(pools_yaml: &str, pool: &str) -> (Server, tempfile::TempDir) {
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .arg("extproc")
-        .arg("-f")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proc = Proc(child);
-    let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    wait_until("ext_proc readiness", Duration::from_secs(20), || {
-        http(admin, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
-    });
+    let proc = spawn_ready(
+        &["extproc".as_ref(), "-f".as_ref(), file.as_os_str()],
+        admin,
+    );
     (
         Server {
             _proc: proc,

@@ -6,11 +6,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{free_port, http, wait_until, Proc, BIN};
+use common::{free_port, http, spawn_ready, Proc, BIN};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
@@ -63,6 +63,11 @@ async fn post(
     }
 }
 
+/// A chat completion through the `{pool: fleet}` route.
+async fn via_pool(c: &Client, gw: &Gateway, headers: &[(&str, &str)], body: &Value) -> Reply {
+    post(c, gw.addr, "/pool/v1/chat/completions", headers, body).await
+}
+
 fn chat(system: &str, user: &str) -> Value {
     json!({
         "model": "sim-llama",
@@ -110,18 +115,7 @@ fn start_gateway(dir: &std::path::Path, body: &str) -> Gateway {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let child = Command::new(BIN)
-        .arg("-f")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proc = Proc(child);
-    let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    wait_until("gateway readiness", Duration::from_secs(20), || {
-        http(admin, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
-    });
+    let proc = spawn_ready(&["-f".as_ref(), file.as_os_str()], admin);
     Gateway {
         _proc: proc,
         addr: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -154,14 +148,7 @@ async fn pool_backends_pick_per_request_and_survive_refused_pods() {
     // pod served it, and that pod really did (the simulator names itself).
     let mut served = HashMap::new();
     for i in 0..12 {
-        let r = post(
-            &c,
-            gw.addr,
-            "/pool/v1/chat/completions",
-            &[],
-            &chat("s", &format!("q{i}")),
-        )
-        .await;
+        let r = via_pool(&c, &gw, &[], &chat("s", &format!("q{i}"))).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         let pod = r.header("target-pod").expect("target-pod").to_string();
         assert_ne!(pod, dead, "the refusing pod is never named");
@@ -181,10 +168,9 @@ async fn pool_backends_pick_per_request_and_survive_refused_pods() {
     let mut pods_seen = Vec::new();
     let mut cached = Vec::new();
     for i in 0..4 {
-        let r = post(
+        let r = via_pool(
             &c,
-            gw.addr,
-            "/pool/v1/chat/completions",
+            &gw,
             &[("routing-strategy", "prefix-cache")],
             &chat(&system, &format!("order {i}")),
         )
@@ -209,10 +195,9 @@ async fn pool_backends_pick_per_request_and_survive_refused_pods() {
     // session-affinity: sticky by x-session-id.
     let mut sticky = Vec::new();
     for i in 0..3 {
-        let r = post(
+        let r = via_pool(
             &c,
-            gw.addr,
-            "/pool/v1/chat/completions",
+            &gw,
             &[
                 ("routing-strategy", "session-affinity"),
                 ("x-session-id", "conv-7"),
@@ -225,14 +210,7 @@ async fn pool_backends_pick_per_request_and_survive_refused_pods() {
     assert!(sticky.iter().all(|p| p == &sticky[0]), "{sticky:?}");
 
     // An unknown strategy is the client's error, and says what would work.
-    let r = post(
-        &c,
-        gw.addr,
-        "/pool/v1/chat/completions",
-        &[("routing-strategy", "fastest")],
-        &chat("s", "u"),
-    )
-    .await;
+    let r = via_pool(&c, &gw, &[("routing-strategy", "fastest")], &chat("s", "u")).await;
     assert_eq!(r.status, 400);
     let text = r.body.to_string();
     assert!(text.contains("unknown_routing_strategy"), "{text}");
@@ -246,10 +224,9 @@ async fn pool_backends_pick_per_request_and_survive_refused_pods() {
     }
     // A body prefix-cache cannot read is a 400 too, not a pick on garbage (strategies that do
     // not read the prompt leave the body to the pod).
-    let r = post(
+    let r = via_pool(
         &c,
-        gw.addr,
-        "/pool/v1/chat/completions",
+        &gw,
         &[("routing-strategy", "prefix-cache")],
         &json!("just a string"),
     )
@@ -257,14 +234,7 @@ async fn pool_backends_pick_per_request_and_survive_refused_pods() {
     assert_eq!(r.status, 400, "{:?}", r.body);
     assert!(r.header("target-pod").is_none(), "refused before any pod");
     // With a strategy that does not read the prompt, the body is the pod's to judge.
-    let r = post(
-        &c,
-        gw.addr,
-        "/pool/v1/chat/completions",
-        &[],
-        &json!("just a string"),
-    )
-    .await;
+    let r = via_pool(&c, &gw, &[], &json!("just a string")).await;
     assert_eq!(r.status, 400);
     assert!(r.header("target-pod").is_some(), "{:?}", r.body);
 
@@ -304,14 +274,7 @@ async fn endpoints_file_changes_reach_traffic_and_an_empty_pool_is_503() {
     );
     let c = client();
     for _ in 0..3 {
-        let r = post(
-            &c,
-            gw.addr,
-            "/pool/v1/chat/completions",
-            &[],
-            &chat("s", "u"),
-        )
-        .await;
+        let r = via_pool(&c, &gw, &[], &chat("s", "u")).await;
         assert_eq!(
             r.header("target-pod"),
             Some(pods[0].addr.to_string().as_str())
@@ -322,14 +285,7 @@ async fn endpoints_file_changes_reach_traffic_and_an_empty_pool_is_503() {
     let second = pods[1].addr.to_string();
     let mut reached = false;
     for _ in 0..100 {
-        let r = post(
-            &c,
-            gw.addr,
-            "/pool/v1/chat/completions",
-            &[],
-            &chat("s", "u"),
-        )
-        .await;
+        let r = via_pool(&c, &gw, &[], &chat("s", "u")).await;
         assert_eq!(r.status, 200);
         if r.header("target-pod") == Some(second.as_str()) {
             reached = true;
@@ -342,14 +298,7 @@ async fn endpoints_file_changes_reach_traffic_and_an_empty_pool_is_503() {
     std::fs::write(&pods_file, "# scaled to zero\n").unwrap();
     let mut last = None;
     for _ in 0..50 {
-        let r = post(
-            &c,
-            gw.addr,
-            "/pool/v1/chat/completions",
-            &[],
-            &chat("s", "u"),
-        )
-        .await;
+        let r = via_pool(&c, &gw, &[], &chat("s", "u")).await;
         if r.status == 503 {
             last = Some(r);
             break;

@@ -39,7 +39,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -608,16 +608,14 @@ fn usage(f: &Finished) -> Value {
 
 impl Reply {
     fn envelope(&self, object: &str, choices: Value, usage: Option<Value>) -> Value {
-        let mut out = Map::new();
-        out.insert("id".into(), json!(self.id));
-        out.insert("object".into(), json!(object));
-        out.insert("created".into(), json!(self.created));
-        out.insert("model".into(), json!(self.model));
-        out.insert("choices".into(), choices);
-        if let Some(usage) = usage {
-            out.insert("usage".into(), usage);
-        }
-        Value::Object(out)
+        Value::Object(crate::openai::envelope(
+            &self.id,
+            object,
+            self.created,
+            &self.model,
+            choices,
+            usage,
+        ))
     }
 
     fn object(&self, text: &str, f: &Finished) -> Value {

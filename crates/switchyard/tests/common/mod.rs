@@ -77,6 +77,23 @@ pub fn python() -> std::path::PathBuf {
 
 pub struct Proc(pub Child);
 
+/// Runs the binary with `args` (output discarded) and waits until its admin server on
+/// `admin_port` reports ready.
+pub fn spawn_ready(args: &[&std::ffi::OsStr], admin_port: u16) -> Proc {
+    let child = std::process::Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    wait_until("readiness", Duration::from_secs(20), || {
+        http(admin, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
+    });
+    proc
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -297,6 +297,24 @@ def summary(path):
         if errs:
             notes.append(f"{label}: wrk counted {errs} errors/non-2xx responses; RPS is suspect")
 
+    # The same price at one fixed offered rate (run.sh's run_tel_rate).
+    off, on = sel("rate-plain", "gateway"), sel("rate-tel", "gateway")
+    if off and on:
+        def cpu_at_rate(rs):
+            reqs = sum(r["ok"] for r in rs)
+            return sum(r["gw_ticks"] for r in rs) / meta.get("clk_tck", 100) / reqs * 10000 if reqs else None
+        c_off, c_on = cpu_at_rate(off), cpu_at_rate(on)
+        over = c_on / c_off - 1 if c_off and c_on else None
+        label = f"chat @{meta.get('tel_rate')} req/s fixed: gateway CPU-s / 10k, telemetry off | on"
+        rows.append((label, fmt(c_off, "{:.3f}"), fmt(c_on, "{:.3f}"),
+                     fmt(over * 100 if over is not None else None, "{:+.1f}", "% vs off"),
+                     f"<= +{TARGET_TELEMETRY_OVERHEAD:.0%}",
+                     check("telemetry overhead at a fixed rate", over, TARGET_TELEMETRY_OVERHEAD)))
+        rows.append(("  per-round overhead", "", "", " ".join(
+            f"{(b['gw_ticks'] / b['ok']) / (a['gw_ticks'] / a['ok']) - 1:+.0%}"
+            for a, b in zip(sorted(off, key=lambda r: r["round"]), sorted(on, key=lambda r: r["round"]))
+            if a["ok"] and b["ok"] and a["gw_ticks"]), "", ""))
+
     for case, label, _ in CASES:
         d, g = sel(f"ttfb-{case}", "direct"), sel(f"ttfb-{case}", "gateway")
         if not (d and g):

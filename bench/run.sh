@@ -25,11 +25,13 @@ CONNS=${CONNS:-32}              # wrk connections
 RATE=${RATE:-200}               # fixed request rate for the latency case
 LAT_SECS=${LAT_SECS:-8}         # seconds per latency run
 LAT_CONNS=${LAT_CONNS:-8}       # oha connections for the latency case
+TEL_RATE=${TEL_RATE:-8000}      # fixed rate at which telemetry is priced (below both saturations)
 LOAD_CPU=${LOAD_CPU:-0}         # wrk/oha/pollers run here ...
 SERVER_CPU=${SERVER_CPU:-1}     # ... and the gateway and nginx here, so they never share a core
 READY_SPAWNS=${READY_SPAWNS:-3} # start-up is timed over this many spawns; the last one is measured
 PERF=${PERF:-auto}              # auto: profile only if a target is missed (and perf works)
 PERF_CASE=${PERF_CASE:-chat}    # the case profiled under saturation
+PERF_CALLGRAPH=${PERF_CALLGRAPH:-fp} # fp, or dwarf to see through libc (larger, slower to report)
 TTFB_N=${TTFB_N:-300}           # sequential requests per time-to-first-byte run
 
 case "${1:-}" in
@@ -524,6 +526,23 @@ run_oha() { # TARGET ROUND
     round="$round" >&2
 }
 
+# Telemetry priced at one fixed offered rate: the plain and the telemetry gateway get the same
+# load, so their CPU per request is not skewed by how saturated each one is (at saturation, the
+# slower one also batches more work per wake-up and per syscall).
+run_tel_rate() { # GATEWAY(plain|tel) ROUND
+  local pid=$GW_PID case=chat t0 t1 file=$OUT/oha-rate-$1-$2.json
+  [[ $1 == tel ]] && pid=$TEL_PID case=chat+tel
+  printf '  rate    %-8s round %s: ' "$1" "$2" >&2
+  t0=$(cpu_ticks "$pid")
+  taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format json -q "$TEL_RATE" -z "${SECS}s" \
+    -c "$CONNS" -m POST -T application/json \
+    -d '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}' \
+    "$(url_for gateway "$case")" >"$file" 2>"$OUT/oha-rate.err" || die "oha failed: $(cat "$OUT/oha-rate.err")"
+  t1=$(cpu_ticks "$pid")
+  python3 "$HELPERS" oha-record "$RESULTS" "$file" kind=run case="rate-$1" target=gateway \
+    round="$2" gw_ticks=$((t1 - t0)) >&2
+}
+
 # perf profile of the gateway while wrk saturates it; top of `perf report` to bench/out.
 run_perf() {
   if ! perf record -e cpu-clock -o /dev/null true >/dev/null 2>&1; then
@@ -533,7 +552,7 @@ run_perf() {
   log "profiling the gateway (perf record -g, ${SECS}s $PERF_CASE saturation)"
   local pid=$GW_PID
   [[ $PERF_CASE == *+tel ]] && pid=$TEL_PID
-  taskset -c "$LOAD_CPU" perf record -e cpu-clock -F 999 -g -p "$pid" -o "$OUT/perf.data" \
+  taskset -c "$LOAD_CPU" perf record -e cpu-clock -F 999 --call-graph "$PERF_CALLGRAPH" -p "$pid" -o "$OUT/perf.data" \
     -- sleep "$SECS" >"$OUT/perf-record.log" 2>&1 &
   local perf_pid=$!
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
@@ -581,7 +600,7 @@ import json, sys
 with open(sys.argv[1], "a") as f:
     f.write(json.dumps({"kind": "meta", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
         "commit": "$commit", "dirty": $dirty, "rounds": $ROUNDS, "secs": $SECS, "conns": $CONNS,
-        "rate": $RATE, "lat_secs": $LAT_SECS, "lat_conns": $LAT_CONNS, "load_cpu": $LOAD_CPU,
+        "rate": $RATE, "tel_rate": $TEL_RATE, "lat_secs": $LAT_SECS, "lat_conns": $LAT_CONNS, "load_cpu": $LOAD_CPU,
         "server_cpu": $SERVER_CPU, "clk_tck": $CLK_TCK}) + "\n")
 EOF
 
@@ -599,6 +618,9 @@ EOF
       fi
     done
     for target in direct gateway; do run_oha "$target" "$round"; done
+    if [[ " $CASES " == *" chat+tel "* ]]; then
+      for gw in plain tel; do run_tel_rate "$gw" "$round"; done
+    fi
   done
 
   local hwm_end

@@ -190,16 +190,29 @@ impl Expression {
     /// function) are returned as text.
     pub fn eval(&self, bindings: &Bindings) -> Result<Value, String> {
         self.eval_in(&bindings.scope(self.uses))
+            .map_err(|e| e.to_string())
     }
 
-    /// Evaluates in a scope built once for several expressions ([`Bindings::scope`]).
-    pub fn eval_in(&self, scope: &Scope) -> Result<Value, String> {
-        self.program.execute(&scope.0).map_err(|e| e.to_string())
+    /// Evaluates in a scope built once for several expressions ([`Bindings::scope`]). The
+    /// error is formatted only if shown: telemetry fields that do not apply to a request (an
+    /// `llm.*` field on a plain HTTP route) fail at every request and are skipped.
+    pub fn eval_in(&self, scope: &Scope) -> Result<Value, EvalError> {
+        self.program.execute(&scope.0).map_err(EvalError)
     }
 
     /// For conditions: true only when the expression evaluates to `true`.
     pub fn matches(&self, scope: &Scope) -> bool {
         matches!(self.eval_in(scope), Ok(Value::Bool(true)))
+    }
+}
+
+/// Why an expression did not evaluate (a missing key, a type mismatch, a failing function).
+#[derive(Debug)]
+pub struct EvalError(::cel::ExecutionError);
+
+impl std::fmt::Display for EvalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 

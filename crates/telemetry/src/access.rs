@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 use crate::fields::Field;
 use crate::metrics::Metrics;
 use crate::record::RequestRecord;
+use crate::Evaluations;
 
 pub struct AccessLog {
     json: bool,
@@ -51,36 +52,46 @@ impl AccessLog {
     }
 
     /// Writes the line for `rec` (unless the filter says no).
-    pub fn emit(&self, rec: &RequestRecord, scope: Option<&cel::Scope>) {
-        if let (Some(filter), Some(scope)) = (&self.filter, scope) {
+    pub(crate) fn emit<'a>(&'a self, rec: &RequestRecord, evals: &mut Evaluations<'a>) {
+        if let (Some(filter), Some(scope)) = (&self.filter, evals.scope()) {
             if !filter.matches(scope) {
                 return;
             }
         }
         let mut added: Vec<(String, Json)> = Vec::new();
-        if let Some(scope) = scope {
-            for (name, expr) in &self.add {
-                match expr.eval_in(scope) {
-                    Ok(v) => cel::expand_field(name, &v, &mut added),
-                    // A field whose expression fails (a missing key on this request) is left
-                    // out; the failure is not worth a line of its own at every request.
-                    Err(e) => tracing::trace!(field = %name, error = %e, "log field not evaluated"),
-                }
+        for (name, expr) in &self.add {
+            // A field whose expression fails (a missing key on this request) is left out;
+            // the failure is not worth a line of its own at every request.
+            if let Some(v) = evals.get(expr) {
+                cel::expand_field(name, &v, &mut added);
             }
         }
         // Defaults first, unless removed or replaced by an added field of the same name.
         let defaults = crate::fields::default_fields(rec);
-        let kept = defaults
-            .into_iter()
-            .filter(|(k, _)| !self.remove.contains(*k) && !added.iter().any(|(a, _)| a == k));
+        // (Most configs remove and add nothing, or little: skip the lookups then.)
+        let kept = defaults.into_iter().filter(|(k, _)| {
+            (self.remove.is_empty() || !self.remove.contains(*k))
+                && (added.is_empty() || !added.iter().any(|(a, _)| a == k))
+        });
         let fields = kept.chain(added.iter().map(|(k, v)| (k.as_str(), Field::Json(v))));
-        let mut line = Vec::with_capacity(512);
-        if self.json {
-            json_line(fields, &mut line);
-        } else {
-            text_line(fields, &mut line);
+        // Written straight into the shared buffer: no line buffer to allocate and copy.
+        let sink = sink();
+        let mut pending = sink.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() > MAX_BUFFERED {
+            drop(pending);
+            Metrics::global().log_lines_dropped.inc();
+            return;
         }
-        write_line(&line);
+        if self.json {
+            json_line(fields, &mut pending);
+        } else {
+            text_line(fields, &mut pending);
+        }
+        let wake = pending.len() >= WAKE_AT;
+        drop(pending);
+        if wake {
+            sink.wake.notify_one();
+        }
     }
 }
 
@@ -91,12 +102,31 @@ fn json_line<'a>(fields: impl Iterator<Item = (&'a str, Field<'a>)>, out: &mut V
         if i > 0 {
             out.push(b',');
         }
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, k);
+        json_str(k, out);
         out.push(b':');
-        let _ = serde_json::to_writer(&mut *out, &v);
+        match &v {
+            Field::Str(s) => json_str(s, out),
+            Field::Inline(s) => json_str(s.as_str(), out),
+            // Writing into a Vec cannot fail.
+            _ => {
+                let _ = serde_json::to_writer(&mut *out, &v);
+            }
+        }
     }
     out.extend_from_slice(b"}\n");
+}
+
+/// A JSON string: copied as is when nothing in it needs escaping (field names, methods, paths,
+/// ids, addresses nearly always), else escaped by serde_json.
+fn json_str(s: &str, out: &mut Vec<u8>) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 /// `key=value` pairs; values with spaces, quotes or `=` are quoted, structured values are
@@ -173,20 +203,6 @@ fn write_out(sink: &Sink, bytes: &[u8]) {
     let _ = out.flush();
 }
 
-fn write_line(line: &[u8]) {
-    let sink = sink();
-    let mut pending = sink.pending.lock().unwrap_or_else(|p| p.into_inner());
-    if pending.len() + line.len() > MAX_BUFFERED {
-        drop(pending);
-        Metrics::global().log_lines_dropped.inc();
-        return;
-    }
-    pending.extend_from_slice(line);
-    if pending.len() >= WAKE_AT {
-        sink.wake.notify_one();
-    }
-}
-
 /// Writes every line logged so far (for a clean shutdown).
 pub fn flush() {
     let sink = sink();
@@ -195,4 +211,39 @@ pub fn flush() {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(&taken);
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_escape_what_needs_it_and_copy_the_rest() {
+        let odd = "a\"b\\c\nd\u{1}é";
+        let json = serde_json::json!({"k": [1, "x"]});
+        let fields = vec![
+            ("path", Field::Str("/v1/chat/completions")),
+            ("odd", Field::Str(odd)),
+            (
+                "tab\tkey",
+                Field::Inline(crate::fields::Inline::display("10.0.0.1:5")),
+            ),
+            ("n", Field::U64(7)),
+            ("j", Field::Json(&json)),
+        ];
+        let mut out = Vec::new();
+        json_line(fields.into_iter(), &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({
+                "path": "/v1/chat/completions",
+                "odd": odd,
+                "tab\tkey": "10.0.0.1:5",
+                "n": 7,
+                "j": {"k": [1, "x"]},
+            })
+        );
+    }
 }

@@ -9,7 +9,8 @@ use crate::record::{LlmRecord, McpRecord, RequestRecord};
 /// A field value borrowed from the record where it can be.
 pub(crate) enum Field<'a> {
     Str(&'a str),
-    String(String),
+    /// Short text made for this record (a timestamp, an id, an address), kept off the heap.
+    Inline(Inline),
     U64(u64),
     F64(f64),
     Bool(bool),
@@ -20,7 +21,7 @@ impl Serialize for Field<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Field::Str(v) => s.serialize_str(v),
-            Field::String(v) => s.serialize_str(v),
+            Field::Inline(v) => s.serialize_str(v.as_str()),
             Field::U64(v) => s.serialize_u64(*v),
             Field::F64(v) => s.serialize_f64(*v),
             Field::Bool(v) => s.serialize_bool(*v),
@@ -34,13 +35,90 @@ impl Field<'_> {
     pub(crate) fn text(&self) -> std::borrow::Cow<'_, str> {
         match self {
             Field::Str(v) => (*v).into(),
-            Field::String(v) => v.as_str().into(),
+            Field::Inline(v) => v.as_str().into(),
             Field::U64(v) => v.to_string().into(),
             Field::F64(v) => v.to_string().into(),
             Field::Bool(v) => v.to_string().into(),
             Field::Json(Json::String(v)) => v.as_str().into(),
             Field::Json(v) => v.to_string().into(),
         }
+    }
+}
+
+/// Text of at most [`Inline::CAPACITY`] bytes, formatted in place: every request makes a few
+/// (its time, trace and span ids, the client address), and a heap string each adds up.
+#[derive(Clone, Copy)]
+pub(crate) struct Inline {
+    buf: [u8; Inline::CAPACITY],
+    len: u8,
+}
+
+impl Inline {
+    /// Enough for an RFC 3339 time, a hex trace id and any socket address (an IPv6 address
+    /// with a scope id and a port is 65 bytes at most).
+    pub(crate) const CAPACITY: usize = 72;
+
+    pub(crate) fn new() -> Inline {
+        Inline {
+            buf: [0; Inline::CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// `value` formatted, cut at [`Inline::CAPACITY`] bytes (on a character boundary).
+    pub(crate) fn display(value: impl std::fmt::Display) -> Inline {
+        use std::fmt::Write;
+        let mut out = Inline::new();
+        let _ = write!(out, "{value}");
+        out
+    }
+
+    /// Lowercase hex of `bytes` (up to half the capacity).
+    pub(crate) fn hex(bytes: &[u8]) -> Inline {
+        let mut out = Inline::new();
+        out.push_hex(bytes);
+        out
+    }
+
+    pub(crate) fn push_hex(&mut self, bytes: &[u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for b in bytes {
+            if self.len as usize + 2 > Inline::CAPACITY {
+                return;
+            }
+            let at = self.len as usize;
+            self.buf[at] = DIGITS[(b >> 4) as usize];
+            self.buf[at + 1] = DIGITS[(b & 0xf) as usize];
+            self.len += 2;
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only whole UTF-8 strings are ever appended (`write_str` cuts on a boundary).
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or_default()
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+impl std::fmt::Write for Inline {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let at = self.len as usize;
+        let room = Inline::CAPACITY - at;
+        if s.len() <= room {
+            self.buf[at..at + s.len()].copy_from_slice(s.as_bytes());
+            self.len += s.len() as u8;
+            return Ok(());
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.buf[at..at + cut].copy_from_slice(&s.as_bytes()[..cut]);
+        self.len += cut as u8;
+        Err(std::fmt::Error)
     }
 }
 
@@ -51,7 +129,9 @@ pub(crate) fn default_fields(rec: &RequestRecord) -> Fields<'_> {
     let mut f: Fields<'_> = Vec::with_capacity(28);
     f.push((
         "time",
-        Field::String(humantime::format_rfc3339_millis(rec.start_time).to_string()),
+        Field::Inline(Inline::display(humantime::format_rfc3339_millis(
+            rec.start_time,
+        ))),
     ));
     f.push(("method", Field::Str(rec.method.as_str())));
     f.push(("path", Field::Str(rec.uri.path())));
@@ -73,13 +153,13 @@ pub(crate) fn default_fields(rec: &RequestRecord) -> Fields<'_> {
             f.push((k, Field::Str(v)));
         }
     }
-    f.push(("src", Field::String(rec.peer.to_string())));
+    f.push(("src", Field::Inline(Inline::display(rec.peer))));
     if !rec.request_id.is_empty() {
         f.push(("request_id", Field::Str(&rec.request_id)));
     }
     if let Some(t) = rec.trace {
-        f.push(("trace_id", Field::String(t.trace_id_hex())));
-        f.push(("span_id", Field::String(t.span_id_hex())));
+        f.push(("trace_id", Field::Inline(Inline::hex(&t.trace_id))));
+        f.push(("span_id", Field::Inline(Inline::hex(&t.span_id))));
     }
     if let Some(e) = rec.error {
         f.push(("error", Field::Str(e)));
@@ -149,7 +229,10 @@ pub(crate) fn span_attributes(rec: &RequestRecord) -> Fields<'_> {
         Field::Str(if rec.tls { "https" } else { "http" }),
     ));
     f.push(("http.response.status_code", Field::U64(rec.status.into())));
-    f.push(("client.address", Field::String(rec.peer.ip().to_string())));
+    f.push((
+        "client.address",
+        Field::Inline(Inline::display(rec.peer.ip())),
+    ));
     f.push(("client.port", Field::U64(rec.peer.port().into())));
     if let Some(h) = &rec.host {
         f.push(("server.address", Field::Str(h)));
@@ -170,7 +253,7 @@ pub(crate) fn span_attributes(rec: &RequestRecord) -> Fields<'_> {
     if let Some(e) = rec.error {
         f.push(("error.type", Field::Str(e)));
     } else if rec.status >= 500 {
-        f.push(("error.type", Field::String(rec.status.to_string())));
+        f.push(("error.type", Field::Inline(Inline::display(rec.status))));
     }
     if let Some(llm) = &rec.llm {
         gen_ai_fields(llm, &mut f);

@@ -5,6 +5,7 @@
 pub mod access;
 mod fields;
 pub mod metrics;
+mod otlp;
 mod record;
 mod stats;
 pub mod trace;
@@ -83,12 +84,48 @@ impl Telemetry {
             .uses
             .any()
             .then(|| rec.bindings(self.uses).scope(self.uses));
+        let mut evals = Evaluations {
+            scope: scope.as_ref(),
+            done: Vec::new(),
+        };
         if let Some(a) = &self.access {
-            a.emit(&rec, scope.as_ref());
+            a.emit(&rec, &mut evals);
         }
         if let Some(t) = &self.tracer {
-            t.record(&rec, scope.as_ref());
+            t.record(&rec, &mut evals);
         }
+    }
+}
+
+/// The field expressions evaluated for one request: one named by both the access log and
+/// the span (the seeds' `llm.*` fields are) is evaluated once.
+pub(crate) struct Evaluations<'a> {
+    scope: Option<&'a cel::Scope>,
+    /// By expression source; `None`: it failed on this request.
+    done: Vec<(&'a str, Option<cel::Value>)>,
+}
+
+impl<'a> Evaluations<'a> {
+    pub(crate) fn scope(&self) -> Option<&'a cel::Scope> {
+        self.scope
+    }
+
+    /// `expr`'s value for this request, `None` when it fails here (a missing key) or no
+    /// expression reads anything.
+    pub(crate) fn get(&mut self, expr: &'a Expression) -> Option<cel::Value> {
+        let scope = self.scope?;
+        if let Some((_, v)) = self.done.iter().find(|(s, _)| *s == expr.source()) {
+            return v.clone();
+        }
+        let v = match expr.eval_in(scope) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::trace!(expression = expr.source(), error = %e, "field not evaluated");
+                None
+            }
+        };
+        self.done.push((expr.source(), v.clone()));
+        v
     }
 }
 

@@ -175,3 +175,26 @@ fn metrics_have_their_conventional_names_and_cap_model_labels() {
     assert_eq!(m.model_label(Some("flood-never-seen")), "other");
     assert_eq!(m.model_label(Some("any-model-name")), "any-model-name");
 }
+
+#[test]
+fn inline_text_holds_any_socket_address_and_cuts_on_a_character() {
+    use fields::Inline;
+    let widest: std::net::SocketAddr = std::net::SocketAddrV6::new(
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+        65535,
+        0,
+        u32::MAX,
+    )
+    .into();
+    assert_eq!(Inline::display(widest).as_str(), widest.to_string());
+    assert_eq!(Inline::hex(&[0x00, 0xab, 0x7f]).as_str(), "00ab7f");
+    // Too long: cut at the capacity, never inside a character.
+    let long = "é".repeat(Inline::CAPACITY);
+    let cut = Inline::display(&long);
+    assert_eq!(cut.as_str(), "é".repeat(Inline::CAPACITY / 2));
+    let odd = format!("x{long}");
+    assert_eq!(
+        Inline::display(&odd).as_str(),
+        format!("x{}", "é".repeat(Inline::CAPACITY / 2 - 1))
+    );
+}

@@ -15,19 +15,15 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use cel::{Expression, Uses};
 use http::HeaderValue;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    span, status, ResourceSpans, ScopeSpans, Span, Status,
-};
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
 
+use crate::fields::Inline;
 use crate::metrics::Metrics;
+use crate::otlp;
 use crate::record::RequestRecord;
 
 /// Spans waiting for export before new ones are dropped.
@@ -70,28 +66,25 @@ impl TraceContext {
     }
 
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        Inline::hex(&self.trace_id).as_str().to_string()
     }
 
     pub fn span_id_hex(&self) -> String {
-        hex(&self.span_id)
+        Inline::hex(&self.span_id).as_str().to_string()
     }
 
     /// `traceparent` for the upstream: this trace, the gateway's span as the parent.
     pub fn traceparent(&self) -> HeaderValue {
-        let s = format!(
-            "00-{}-{}-{}",
-            self.trace_id_hex(),
-            self.span_id_hex(),
-            if self.sampled { "01" } else { "00" }
-        );
+        use std::fmt::Write;
+        let mut s = Inline::new();
+        let _ = s.write_str("00-");
+        s.push_hex(&self.trace_id);
+        let _ = s.write_str("-");
+        s.push_hex(&self.span_id);
+        let _ = s.write_str(if self.sampled { "-01" } else { "-00" });
         // Hex digits and dashes only.
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+        HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn hex_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -196,76 +189,78 @@ impl Tracer {
     }
 
     /// Queues the span for `rec` (sampled requests only).
-    pub fn record(&self, rec: &RequestRecord, scope: Option<&cel::Scope>) {
+    pub(crate) fn record<'a>(&'a self, rec: &RequestRecord, evals: &mut crate::Evaluations<'a>) {
         let Some(ctx) = rec.trace.filter(|t| t.sampled) else {
             return;
         };
         let mut added: Vec<(String, Json)> = Vec::new();
         let mut name = None;
-        if let Some(scope) = scope {
-            for (field, expr) in &self.add {
-                let Ok(v) = expr.eval_in(scope) else { continue };
-                if field == "span.name" {
-                    if let cel::Value::String(s) = &v {
-                        name = Some(s.to_string());
-                        continue;
-                    }
+        for (field, expr) in &self.add {
+            let Some(v) = evals.get(expr) else { continue };
+            if field == "span.name" {
+                if let cel::Value::String(s) = &v {
+                    name = Some(s.to_string());
+                    continue;
                 }
-                cel::expand_field(field, &v, &mut added);
             }
+            cel::expand_field(field, &v, &mut added);
         }
         let name = name.unwrap_or_else(|| default_span_name(rec));
-        let mut attributes: Vec<KeyValue> = crate::fields::span_attributes(rec)
-            .into_iter()
-            .filter(|(k, _)| !self.remove.contains(*k) && !added.iter().any(|(a, _)| a == k))
-            .map(|(k, v)| KeyValue {
-                key: k.to_string(),
-                value: Some(any_value_of_field(v)),
-                ..Default::default()
-            })
-            .collect();
-        attributes.extend(
-            added
-                .into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(key, v)| KeyValue {
-                    key,
-                    value: Some(any_value_of(v)),
-                    ..Default::default()
-                }),
-        );
         let start = rec
             .start_time
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let end = start + rec.start.elapsed();
         let error = rec.status >= 500 || rec.aborted;
-        let span = Span {
-            trace_id: ctx.trace_id.to_vec(),
-            span_id: ctx.span_id.to_vec(),
-            parent_span_id: ctx.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
-            flags: 1,
-            name,
-            kind: span::SpanKind::Server as i32,
-            start_time_unix_nano: start.as_nanos() as u64,
-            end_time_unix_nano: end.as_nanos() as u64,
-            attributes,
-            status: Some(Status {
-                message: if error {
-                    rec.error.unwrap_or("error").to_string()
-                } else {
-                    String::new()
+        let mut flags = otlp::FLAG_SAMPLED | otlp::FLAG_HAS_IS_REMOTE;
+        if ctx.parent_span_id.is_some() {
+            flags |= otlp::FLAG_IS_REMOTE;
+        }
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            let mut span = otlp::SpanWriter::begin(
+                buf,
+                &otlp::SpanHead {
+                    trace_id: &ctx.trace_id,
+                    span_id: &ctx.span_id,
+                    parent_span_id: ctx.parent_span_id.as_ref(),
+                    name: &name,
+                    kind: otlp::KIND_SERVER,
+                    start_unix_nano: start.as_nanos() as u64,
+                    end_unix_nano: end.as_nanos() as u64,
                 },
-                code: if error {
-                    status::StatusCode::Error as i32
-                } else {
-                    status::StatusCode::Unset as i32
-                },
-            }),
-            ..Default::default()
-        };
-        self.exporter.push(span);
+            );
+            for (k, v) in crate::fields::span_attributes(rec) {
+                if (!self.remove.is_empty() && self.remove.contains(k))
+                    || (!added.is_empty() && added.iter().any(|(a, _)| a == k))
+                {
+                    continue;
+                }
+                write_field(&mut span, k, &v);
+            }
+            for (k, v) in &added {
+                if !v.is_null() {
+                    write_json(&mut span, k, v);
+                }
+            }
+            let (code, message) = if error {
+                (otlp::STATUS_ERROR, rec.error.unwrap_or("error"))
+            } else {
+                (0, "")
+            };
+            span.end(code, message, flags);
+            self.exporter.push(buf);
+            // A rare huge span (a large CEL field) does not pin its buffer to the thread.
+            if buf.capacity() > 64 << 10 {
+                *buf = Vec::new();
+            }
+        });
     }
+}
+
+thread_local! {
+    /// Where a span is encoded before it is copied into the export queue.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(2048));
 }
 
 /// `{gen_ai.operation.name} {model}` for LLM calls, `{mcp.method.name} {tool}` for MCP, else
@@ -291,18 +286,31 @@ fn default_span_name(rec: &RequestRecord) -> String {
     }
 }
 
-fn any_value_of_field(v: crate::fields::Field<'_>) -> AnyValue {
+fn write_field(span: &mut otlp::SpanWriter<'_>, key: &str, v: &crate::fields::Field<'_>) {
     use crate::fields::Field;
-    use any_value::Value as V;
-    let value = match v {
-        Field::Str(s) => V::StringValue(s.to_string()),
-        Field::String(s) => V::StringValue(s),
-        Field::U64(n) => V::IntValue(n.min(i64::MAX as u64) as i64),
-        Field::F64(f) => V::DoubleValue(f),
-        Field::Bool(b) => V::BoolValue(b),
-        Field::Json(j) => return any_value_of(j.clone()),
+    use otlp::Scalar;
+    let scalar = match v {
+        Field::Str(s) => Scalar::Str(s),
+        Field::Inline(s) => Scalar::Str(s.as_str()),
+        Field::U64(n) => Scalar::Int((*n).min(i64::MAX as u64) as i64),
+        Field::F64(f) => Scalar::Double(*f),
+        Field::Bool(b) => Scalar::Bool(*b),
+        Field::Json(j) => return write_json(span, key, j),
     };
-    AnyValue { value: Some(value) }
+    span.attribute(key, scalar);
+}
+
+fn write_json(span: &mut otlp::SpanWriter<'_>, key: &str, v: &Json) {
+    use otlp::Scalar;
+    match v {
+        Json::Bool(b) => span.attribute(key, Scalar::Bool(*b)),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => span.attribute(key, Scalar::Int(i)),
+            None => span.attribute(key, Scalar::Double(n.as_f64().unwrap_or(0.0))),
+        },
+        Json::String(s) => span.attribute(key, Scalar::Str(s)),
+        other => span.attribute_any(key, &any_value_of(other.clone())),
+    }
 }
 
 fn any_value_of(v: Json) -> AnyValue {
@@ -352,13 +360,86 @@ impl ExporterCache {
     }
 }
 
+/// A collector's export queue: encoded spans in batches of up to [`BATCH_SPANS`], emptied by
+/// one background task. Requests only lock it long enough to append their span's bytes.
 pub struct Exporter {
-    tx: mpsc::Sender<Span>,
+    queue: Arc<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Mutex<Pending>,
+    /// A batch filled up, or the exporter was dropped.
+    ready: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Pending {
+    batches: std::collections::VecDeque<Batch>,
+    spans: usize,
+}
+
+/// The body of a `ScopeSpans.spans` field: [`otlp::append_span`] per span.
+struct Batch {
+    bytes: Vec<u8>,
+    spans: usize,
+}
+
+impl Queue {
+    fn push(&self, span: &[u8]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.spans >= QUEUE_SPANS {
+            drop(pending);
+            Metrics::global().spans_dropped.inc();
+            return;
+        }
+        pending.spans += 1;
+        let batch = match pending.batches.back_mut() {
+            Some(b) if b.spans < BATCH_SPANS => b,
+            _ => {
+                pending.batches.push_back(Batch {
+                    bytes: Vec::with_capacity(BATCH_SPANS * (span.len() + 3)),
+                    spans: 0,
+                });
+                pending.batches.back_mut().expect("just pushed")
+            }
+        };
+        otlp::append_span(&mut batch.bytes, span);
+        batch.spans += 1;
+        let full = batch.spans == BATCH_SPANS;
+        drop(pending);
+        if full {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The oldest batch, if it is full or `partial` ones are wanted.
+    fn take(&self, partial: bool) -> Option<Batch> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let front = pending.batches.front()?;
+        if !partial && front.spans < BATCH_SPANS {
+            return None;
+        }
+        let batch = pending.batches.pop_front()?;
+        pending.spans -= batch.spans;
+        Some(batch)
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        // The export task sends what is queued, then ends.
+        self.queue
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.queue.ready.notify_one();
+    }
 }
 
 enum Transport {
     Grpc(
-        TraceServiceClient<tonic::transport::Channel>,
+        tonic::client::Grpc<tonic::transport::Channel>,
         tonic::metadata::MetadataMap,
     ),
     Http {
@@ -393,7 +474,7 @@ impl Exporter {
                     })?;
                     md.insert(key, value);
                 }
-                Transport::Grpc(TraceServiceClient::new(channel), md)
+                Transport::Grpc(tonic::client::Grpc::new(channel), md)
             }
             config::OtlpProtocol::Http => {
                 let uri: http::Uri = format!("{endpoint}/v1/traces")
@@ -411,6 +492,10 @@ impl Exporter {
                         value,
                     );
                 }
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-protobuf"),
+                );
                 let client = hyper_util::client::legacy::Client::builder(
                     hyper_util::rt::TokioExecutor::new(),
                 )
@@ -422,106 +507,102 @@ impl Exporter {
                 }
             }
         };
-        let (tx, rx) = mpsc::channel(QUEUE_SPANS);
-        tokio::spawn(export_loop(rx, transport));
-        Ok(Exporter { tx })
+        let queue = Arc::new(Queue::default());
+        tokio::spawn(export_loop(queue.clone(), transport));
+        Ok(Exporter { queue })
     }
 
-    fn push(&self, span: Span) {
-        if self.tx.try_send(span).is_err() {
-            Metrics::global().spans_dropped.inc();
-        }
+    fn push(&self, span: &[u8]) {
+        self.queue.push(span);
     }
 }
 
-fn resource() -> Resource {
-    Resource {
+/// `Resource` and `InstrumentationScope`, encoded once for every export request.
+fn resource_and_scope() -> (Vec<u8>, Vec<u8>) {
+    let string = |key: &str, value: &str| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    };
+    let resource = Resource {
         attributes: vec![
-            KeyValue {
-                key: "service.name".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue("switchyard".into())),
-                }),
-                ..Default::default()
-            },
-            KeyValue {
-                key: "service.version".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(
-                        env!("CARGO_PKG_VERSION").into(),
-                    )),
-                }),
-                ..Default::default()
-            },
+            string("service.name", "switchyard"),
+            string("service.version", env!("CARGO_PKG_VERSION")),
         ],
         ..Default::default()
-    }
+    };
+    let scope = InstrumentationScope {
+        name: "switchyard".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
+    (
+        prost::Message::encode_to_vec(&resource),
+        prost::Message::encode_to_vec(&scope),
+    )
 }
 
-async fn export_loop(mut rx: mpsc::Receiver<Span>, mut transport: Transport) {
+async fn export_loop(queue: Arc<Queue>, mut transport: Transport) {
+    let (resource, scope) = resource_and_scope();
     let mut last_warning: Option<std::time::Instant> = None;
     loop {
-        let Some(first) = rx.recv().await else { return };
-        let mut batch = vec![first];
-        let deadline = tokio::time::sleep(BATCH_DELAY);
-        tokio::pin!(deadline);
-        while batch.len() < BATCH_SPANS {
-            tokio::select! {
-                next = rx.recv() => match next {
-                    Some(s) => batch.push(s),
-                    None => break,
-                },
-                _ = &mut deadline => break,
-            }
-        }
-        let n = batch.len() as u64;
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(resource()),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "switchyard".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..Default::default()
-                    }),
-                    spans: batch,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            }],
+        // A full batch goes at once; a partial one waits at most BATCH_DELAY.
+        let partial = tokio::select! {
+            _ = queue.ready.notified() => false,
+            _ = tokio::time::sleep(BATCH_DELAY) => true,
         };
-        let result = tokio::time::timeout(EXPORT_TIMEOUT, export(&mut transport, request)).await;
-        let metrics = Metrics::global();
-        match result {
-            Ok(Ok(())) => {
-                metrics.spans_exported.inc_by(n);
-            }
-            other => {
-                metrics.spans_dropped.inc_by(n);
-                let reason = match other {
-                    Ok(Err(e)) => e,
-                    _ => "timed out".to_string(),
-                };
-                // One warning per minute at most: a dead collector must not flood the log.
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    tracing::warn!(spans = n, error = %reason, "trace export failed; spans dropped");
-                    last_warning = Some(std::time::Instant::now());
+        let closed = queue.closed.load(std::sync::atomic::Ordering::Acquire);
+        while let Some(batch) = queue.take(partial || closed) {
+            let n = batch.spans as u64;
+            let request = otlp::export_request(&resource, &scope, &batch.bytes);
+            drop(batch);
+            let result =
+                tokio::time::timeout(EXPORT_TIMEOUT, export(&mut transport, request)).await;
+            let metrics = Metrics::global();
+            match result {
+                Ok(Ok(())) => {
+                    metrics.spans_exported.inc_by(n);
+                }
+                other => {
+                    metrics.spans_dropped.inc_by(n);
+                    let reason = match other {
+                        Ok(Err(e)) => e,
+                        _ => "timed out".to_string(),
+                    };
+                    // One warning per minute at most: a dead collector must not flood the log.
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        tracing::warn!(spans = n, error = %reason, "trace export failed; spans dropped");
+                        last_warning = Some(std::time::Instant::now());
+                    }
                 }
             }
         }
+        if closed {
+            return;
+        }
     }
 }
 
-async fn export(
-    transport: &mut Transport,
-    request: ExportTraceServiceRequest,
-) -> Result<(), String> {
+/// `TraceService/Export` with a request body that is already encoded.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+async fn export(transport: &mut Transport, request: Vec<u8>) -> Result<(), String> {
     match transport {
         Transport::Grpc(client, md) => {
-            let mut req = tonic::Request::new(request);
+            client
+                .ready()
+                .await
+                .map_err(|e| format!("collector unreachable: {e}"))?;
+            let mut req = tonic::Request::new(bytes::Bytes::from(request));
             *req.metadata_mut() = md.clone();
             client
-                .export(req)
+                .unary(
+                    req,
+                    http::uri::PathAndQuery::from_static(EXPORT_PATH),
+                    PreEncoded,
+                )
                 .await
                 .map(|_| ())
                 .map_err(|s| format!("{}: {}", s.code(), s.message()))
@@ -531,15 +612,11 @@ async fn export(
             uri,
             headers,
         } => {
-            let body = prost::Message::encode_to_vec(&request);
-            let mut req = http::Request::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+            let mut req =
+                http::Request::new(http_body_util::Full::new(bytes::Bytes::from(request)));
             *req.method_mut() = http::Method::POST;
             *req.uri_mut() = uri.clone();
             *req.headers_mut() = headers.clone();
-            req.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-protobuf"),
-            );
             let resp = client.request(req).await.map_err(|e| e.to_string())?;
             if resp.status().is_success() {
                 Ok(())
@@ -547,5 +624,52 @@ async fn export(
                 Err(format!("collector answered {}", resp.status()))
             }
         }
+    }
+}
+
+/// A gRPC codec whose request is protobuf bytes already; the `ExportTraceServiceResponse`
+/// (an optional partial-success note) is read past, not decoded.
+struct PreEncoded;
+
+impl tonic::codec::Codec for PreEncoded {
+    type Encode = bytes::Bytes;
+    type Decode = ();
+    type Encoder = PreEncoded;
+    type Decoder = PreEncoded;
+
+    fn encoder(&mut self) -> PreEncoded {
+        PreEncoded
+    }
+
+    fn decoder(&mut self) -> PreEncoded {
+        PreEncoded
+    }
+}
+
+impl tonic::codec::Encoder for PreEncoded {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for PreEncoded {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        bytes::Buf::advance(src, n);
+        Ok(Some(()))
     }
 }

@@ -142,6 +142,8 @@ pub struct Expression {
     source: Arc<str>,
     program: Arc<::cel::Program>,
     uses: Uses,
+    /// `var.field...` when that is the whole expression.
+    path: Option<(Var, Arc<[String]>)>,
 }
 
 impl std::fmt::Debug for Expression {
@@ -171,10 +173,12 @@ impl Expression {
         uses.request_headers = uses.var(Var::Request) && reads_field(source, "request", "headers");
         uses.response_headers =
             uses.var(Var::Response) && reads_field(source, "response", "headers");
+        let path = member_path(program.expression());
         Ok(Expression {
             source: source.into(),
             program: Arc::new(program),
             uses,
+            path,
         })
     }
 
@@ -184,6 +188,13 @@ impl Expression {
 
     pub fn uses(&self) -> Uses {
         self.uses
+    }
+
+    /// The variable and field names when the whole expression is a plain field selection
+    /// (`llm.provider`, `request.path`): a caller may read such a field straight from its
+    /// data instead of binding the variable, which builds a map per request.
+    pub fn member_path(&self) -> Option<(Var, &[String])> {
+        self.path.as_ref().map(|(v, p)| (*v, &p[..]))
     }
 
     /// Evaluates against `bindings`. Errors (a missing key, a type mismatch, a failing
@@ -203,6 +214,27 @@ impl Expression {
     /// For conditions: true only when the expression evaluates to `true`.
     pub fn matches(&self, scope: &Scope) -> bool {
         matches!(self.eval_in(scope), Ok(Value::Bool(true)))
+    }
+}
+
+/// `var.a.b` as (var, [a, b]); `None` for anything else (calls, indexing, `has()`, literals).
+fn member_path(expr: &::cel::common::ast::IdedExpr) -> Option<(Var, Arc<[String]>)> {
+    use ::cel::common::ast::Expr;
+    let mut fields = Vec::new();
+    let mut at = expr;
+    loop {
+        match &at.expr {
+            Expr::Select(sel) if !sel.test => {
+                fields.push(sel.field.clone());
+                at = &sel.operand;
+            }
+            Expr::Ident(name) if !fields.is_empty() => {
+                let var = Var::ALL.into_iter().find(|v| v.name() == name)?;
+                fields.reverse();
+                return Some((var, fields.into()));
+            }
+            _ => return None,
+        }
     }
 }
 

@@ -89,7 +89,7 @@ fn start_trail(
     rec.tls = ctx.tls;
     if telemetry.records_requests() {
         rec.host = request_host(parts).map(|h| h.into_owned());
-        rec.request_id = request_id.to_str().unwrap_or_default().to_string();
+        rec.request_id = Some(request_id.clone());
     }
     if let Some(t) = telemetry.tracer() {
         rec.trace = Some(t.start(parts.headers.get(&TRACEPARENT)));

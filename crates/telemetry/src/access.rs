@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use cel::{Expression, Uses};
 use serde_json::Value as Json;
@@ -52,9 +53,14 @@ impl AccessLog {
     }
 
     /// Writes the line for `rec` (unless the filter says no).
-    pub(crate) fn emit<'a>(&'a self, rec: &RequestRecord, evals: &mut Evaluations<'a>) {
-        if let (Some(filter), Some(scope)) = (&self.filter, evals.scope()) {
-            if !filter.matches(scope) {
+    pub(crate) fn emit<'a>(
+        &'a self,
+        rec: &'a RequestRecord,
+        elapsed: Duration,
+        evals: &mut Evaluations<'a>,
+    ) {
+        if let Some(filter) = &self.filter {
+            if !evals.matches(filter) {
                 return;
             }
         }
@@ -66,14 +72,6 @@ impl AccessLog {
                 cel::expand_field(name, &v, &mut added);
             }
         }
-        // Defaults first, unless removed or replaced by an added field of the same name.
-        let defaults = crate::fields::default_fields(rec);
-        // (Most configs remove and add nothing, or little: skip the lookups then.)
-        let kept = defaults.into_iter().filter(|(k, _)| {
-            (self.remove.is_empty() || !self.remove.contains(*k))
-                && (added.is_empty() || !added.iter().any(|(a, _)| a == k))
-        });
-        let fields = kept.chain(added.iter().map(|(k, v)| (k.as_str(), Field::Json(v))));
         // Written straight into the shared buffer: no line buffer to allocate and copy.
         let sink = sink();
         let mut pending = sink.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -82,11 +80,20 @@ impl AccessLog {
             Metrics::global().log_lines_dropped.inc();
             return;
         }
-        if self.json {
-            json_line(fields, &mut pending);
-        } else {
-            text_line(fields, &mut pending);
+        let mut line = Line::begin(&mut pending, self.json);
+        // Defaults first, unless removed or replaced by an added field of the same name.
+        // (Most configs remove and add nothing, or little: skip the lookups then.)
+        crate::fields::default_fields(rec, elapsed, &mut |name: &'static str, v: Field<'a>| {
+            if (self.remove.is_empty() || !self.remove.contains(name))
+                && (added.is_empty() || !added.iter().any(|(a, _)| a == name))
+            {
+                line.field(Key::Static(name), &v);
+            }
+        });
+        for (name, v) in &added {
+            line.field(Key::Config(name), &Field::Json(v));
         }
+        line.end();
         let wake = pending.len() >= WAKE_AT;
         drop(pending);
         if wake {
@@ -95,61 +102,127 @@ impl AccessLog {
     }
 }
 
-/// One JSON object, written straight into `out` (no intermediate map).
-fn json_line<'a>(fields: impl Iterator<Item = (&'a str, Field<'a>)>, out: &mut Vec<u8>) {
-    out.push(b'{');
-    for (i, (k, v)) in fields.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json_str(k, out);
-        out.push(b':');
-        match &v {
-            Field::Str(s) => json_str(s, out),
-            Field::Inline(s) => json_str(s.as_str(), out),
-            // Writing into a Vec cannot fail.
-            _ => {
-                let _ = serde_json::to_writer(&mut *out, &v);
-            }
-        }
-    }
-    out.extend_from_slice(b"}\n");
+/// A field name: the gateway's own (plain ASCII, written as it is) or one from the config.
+enum Key<'a> {
+    Static(&'static str),
+    Config(&'a str),
 }
 
-/// A JSON string: copied as is when nothing in it needs escaping (field names, methods, paths,
-/// ids, addresses nearly always), else escaped by serde_json.
+/// One log line being written into the shared buffer.
+struct Line<'o> {
+    out: &'o mut Vec<u8>,
+    json: bool,
+    first: bool,
+}
+
+impl<'o> Line<'o> {
+    fn begin(out: &'o mut Vec<u8>, json: bool) -> Line<'o> {
+        if json {
+            out.push(b'{');
+        }
+        Line {
+            out,
+            json,
+            first: true,
+        }
+    }
+
+    fn field(&mut self, key: Key<'_>, v: &Field<'_>) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(if self.json { b',' } else { b' ' });
+        }
+        if self.json {
+            match key {
+                Key::Static(k) => {
+                    debug_assert!(!needs_json_escape(k.as_bytes()));
+                    quoted(k.as_bytes(), self.out);
+                }
+                Key::Config(k) => json_str(k, self.out),
+            }
+            self.out.push(b':');
+            json_value(v, self.out);
+        } else {
+            let k = match key {
+                Key::Static(k) | Key::Config(k) => k,
+            };
+            self.out.extend_from_slice(k.as_bytes());
+            self.out.push(b'=');
+            text_value(v, self.out);
+        }
+    }
+
+    fn end(self) {
+        if self.json {
+            self.out.push(b'}');
+        }
+        self.out.push(b'\n');
+    }
+}
+
+fn json_value(v: &Field<'_>, out: &mut Vec<u8>) {
+    match v {
+        Field::Str(s) => json_str(s, out),
+        Field::Inline(s) => json_str(s.as_str(), out),
+        Field::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Field::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+        // Writing into a Vec cannot fail.
+        _ => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+    }
+}
+
+/// Whether `s` holds a byte JSON must escape. No early exit, so it compiles to a vector loop:
+/// the strings checked are short and nearly always clean.
+fn needs_json_escape(s: &[u8]) -> bool {
+    s.iter().fold(false, |acc, &b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
+
+fn quoted(s: &[u8], out: &mut Vec<u8>) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s);
+    out.push(b'"');
+}
+
+/// A JSON string: copied as is when nothing in it needs escaping (methods, paths, ids,
+/// addresses nearly always), else escaped by serde_json.
 fn json_str(s: &str, out: &mut Vec<u8>) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
+    if needs_json_escape(s.as_bytes()) {
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        quoted(s.as_bytes(), out);
+    }
+}
+
+/// A `key=value` value: plain when it has no spaces, quotes, `=` or control characters, else
+/// a JSON string; structured values as JSON.
+fn text_value(v: &Field<'_>, out: &mut Vec<u8>) {
+    let s = match v {
+        Field::Str(s) => *s,
+        Field::Inline(s) => s.as_str(),
+        Field::Json(Json::String(s)) => s,
+        Field::Json(j) => {
+            let text = j.to_string();
+            return text_str(&text, out);
+        }
+        _ => return json_value(v, out),
+    };
+    text_str(s, out)
+}
+
+fn text_str(s: &str, out: &mut Vec<u8>) {
+    let plain = !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
+    if plain {
         out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
     } else {
         let _ = serde_json::to_writer(&mut *out, s);
     }
-}
-
-/// `key=value` pairs; values with spaces, quotes or `=` are quoted, structured values are
-/// written as JSON.
-fn text_line<'a>(fields: impl Iterator<Item = (&'a str, Field<'a>)>, out: &mut Vec<u8>) {
-    for (i, (k, v)) in fields.enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        out.extend_from_slice(k.as_bytes());
-        out.push(b'=');
-        let raw = v.text();
-        let plain = !raw.is_empty()
-            && !raw
-                .chars()
-                .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
-        if plain {
-            out.extend_from_slice(raw.as_bytes());
-        } else {
-            let _ = serde_json::to_writer(&mut *out, &*raw);
-        }
-    }
-    out.push(b'\n');
 }
 
 /// Past this many buffered bytes (the writer fell behind), lines are dropped.
@@ -157,15 +230,18 @@ const MAX_BUFFERED: usize = 8 << 20;
 /// The writer is woken early once this much is waiting.
 const WAKE_AT: usize = 64 << 10;
 /// Otherwise it writes what has gathered this often.
-const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+const WRITE_EVERY: Duration = Duration::from_millis(50);
 
-/// Lines are appended to a shared buffer; a writer thread takes the whole buffer at once.
-/// A request never waits on the terminal or pipe, and the writer is not woken per line.
+/// Lines are appended to a shared buffer; a writer thread swaps it for its own empty one and
+/// writes it out. A request never waits on the terminal or pipe, the writer is not woken per
+/// line, and the two buffers keep their capacity (a fresh one would be regrown, and copied, at
+/// every write).
 struct Sink {
     pending: Mutex<Vec<u8>>,
     wake: Condvar,
-    /// Held while a taken buffer is written, so a flush keeps lines in order.
-    writing: Mutex<()>,
+    /// The buffer being written (empty between writes). Locked before `pending` and held
+    /// through the write, so what is swapped out is written in order.
+    writing: Mutex<Vec<u8>>,
 }
 
 fn sink() -> &'static Sink {
@@ -174,76 +250,128 @@ fn sink() -> &'static Sink {
         let sink: &'static Sink = Box::leak(Box::new(Sink {
             pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
             wake: Condvar::new(),
-            writing: Mutex::new(()),
+            writing: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
         }));
         let _ = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || loop {
-                let taken = {
+                {
                     let guard = sink.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    let (mut guard, _) = sink
+                    let _ = sink
                         .wake
                         .wait_timeout_while(guard, WRITE_EVERY, |p| p.len() < WAKE_AT)
                         .unwrap_or_else(|p| p.into_inner());
-                    std::mem::take(&mut *guard)
-                };
-                write_out(sink, &taken);
+                }
+                write_pending(sink);
             });
         sink
     })
 }
 
-fn write_out(sink: &Sink, bytes: &[u8]) {
-    if bytes.is_empty() {
+/// Swaps the pending lines out and writes them.
+fn write_pending(sink: &Sink) {
+    let mut out = sink.writing.lock().unwrap_or_else(|p| p.into_inner());
+    std::mem::swap(
+        &mut *out,
+        &mut *sink.pending.lock().unwrap_or_else(|p| p.into_inner()),
+    );
+    if out.is_empty() {
         return;
     }
-    let _order = sink.writing.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(bytes);
-    let _ = out.flush();
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(&out);
+    let _ = stdout.flush();
+    out.clear();
+    // A burst (up to MAX_BUFFERED) does not pin its memory.
+    if out.capacity() > WAKE_AT * 4 {
+        out.shrink_to(WAKE_AT * 2);
+    }
 }
 
 /// Writes every line logged so far (for a clean shutdown).
 pub fn flush() {
-    let sink = sink();
-    let _order = sink.writing.lock().unwrap_or_else(|p| p.into_inner());
-    let taken = std::mem::take(&mut *sink.pending.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(&taken);
-    let _ = out.flush();
+    write_pending(sink());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn write(json: bool, fields: &[(Key<'_>, Field<'_>)]) -> String {
+        let mut out = Vec::new();
+        let mut line = Line::begin(&mut out, json);
+        for (k, v) in fields {
+            let k = match k {
+                Key::Static(k) => Key::Static(k),
+                Key::Config(k) => Key::Config(k),
+            };
+            line.field(k, v);
+        }
+        line.end();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn json_lines_escape_what_needs_it_and_copy_the_rest() {
-        let odd = "a\"b\\c\nd\u{1}é";
+        let odd = "a\"b\\c\nd\u{1}é\u{7f}";
         let json = serde_json::json!({"k": [1, "x"]});
-        let fields = vec![
-            ("path", Field::Str("/v1/chat/completions")),
-            ("odd", Field::Str(odd)),
+        let fields = [
+            (Key::Static("path"), Field::Str("/v1/chat/completions")),
+            (Key::Static("odd"), Field::Str(odd)),
             (
-                "tab\tkey",
+                Key::Config("tab\tkey \"q\""),
                 Field::Inline(crate::fields::Inline::display("10.0.0.1:5")),
             ),
-            ("n", Field::U64(7)),
-            ("j", Field::Json(&json)),
+            (Key::Static("n"), Field::U64(7)),
+            (Key::Static("f"), Field::F64(0.25)),
+            (Key::Static("b"), Field::Bool(false)),
+            (Key::Config("j"), Field::Json(&json)),
         ];
-        let mut out = Vec::new();
-        json_line(fields.into_iter(), &mut out);
-        assert_eq!(out.last(), Some(&b'\n'));
-        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let line = write(true, &fields);
+        assert!(line.ends_with("}\n"));
+        assert!(line.contains(r#""path":"/v1/chat/completions""#), "{line}");
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(
             parsed,
             serde_json::json!({
                 "path": "/v1/chat/completions",
                 "odd": odd,
-                "tab\tkey": "10.0.0.1:5",
+                "tab\tkey \"q\"": "10.0.0.1:5",
                 "n": 7,
+                "f": 0.25,
+                "b": false,
                 "j": {"k": [1, "x"]},
             })
+        );
+        // Every byte JSON must escape is caught, whatever its place in a long string.
+        for bad in (0u8..0x20).chain([b'"', b'\\']) {
+            for at in [0, 7, 31, 40] {
+                let mut s = vec![b'a'; 41];
+                s[at] = bad;
+                assert!(needs_json_escape(&s), "byte {bad:#x} at {at}");
+            }
+        }
+        assert!(!needs_json_escape("é/ok-🙂".as_bytes()));
+    }
+
+    #[test]
+    fn text_lines_quote_only_what_would_be_ambiguous() {
+        let json = serde_json::json!({"k": 1});
+        let text = serde_json::json!("two words");
+        let line = write(
+            false,
+            &[
+                (Key::Static("path"), Field::Str("/v1/chat")),
+                (Key::Static("empty"), Field::Str("")),
+                (Key::Static("eq"), Field::Str("a=b")),
+                (Key::Static("n"), Field::U64(7)),
+                (Key::Config("j"), Field::Json(&json)),
+                (Key::Config("t"), Field::Json(&text)),
+            ],
+        );
+        assert_eq!(
+            line,
+            "path=/v1/chat empty=\"\" eq=\"a=b\" n=7 j=\"{\\\"k\\\":1}\" t=\"two words\"\n"
         );
     }
 }

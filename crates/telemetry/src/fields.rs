@@ -30,21 +30,6 @@ impl Serialize for Field<'_> {
     }
 }
 
-impl Field<'_> {
-    /// The value as text, for the `key=value` format.
-    pub(crate) fn text(&self) -> std::borrow::Cow<'_, str> {
-        match self {
-            Field::Str(v) => (*v).into(),
-            Field::Inline(v) => v.as_str().into(),
-            Field::U64(v) => v.to_string().into(),
-            Field::F64(v) => v.to_string().into(),
-            Field::Bool(v) => v.to_string().into(),
-            Field::Json(Json::String(v)) => v.as_str().into(),
-            Field::Json(v) => v.to_string().into(),
-        }
-    }
-}
-
 /// Text of at most [`Inline::CAPACITY`] bytes, formatted in place: every request makes a few
 /// (its time, trace and span ids, the client address), and a heap string each adds up.
 #[derive(Clone, Copy)]
@@ -71,6 +56,83 @@ impl Inline {
         let mut out = Inline::new();
         let _ = write!(out, "{value}");
         out
+    }
+
+    /// A socket address as `Display` writes it; IPv4 without the formatting machinery.
+    pub(crate) fn socket_addr(addr: std::net::SocketAddr) -> Inline {
+        match addr {
+            std::net::SocketAddr::V4(v4) => {
+                let mut out = Inline::ipv4(*v4.ip());
+                out.push_ascii(b":");
+                out.push_u64(v4.port().into());
+                out
+            }
+            v6 => Inline::display(v6),
+        }
+    }
+
+    /// An IP address as `Display` writes it; IPv4 without the formatting machinery.
+    pub(crate) fn ip(ip: std::net::IpAddr) -> Inline {
+        match ip {
+            std::net::IpAddr::V4(v4) => Inline::ipv4(v4),
+            v6 => Inline::display(v6),
+        }
+    }
+
+    fn ipv4(ip: std::net::Ipv4Addr) -> Inline {
+        let mut out = Inline::new();
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                out.push_ascii(b".");
+            }
+            out.push_u64(octet.into());
+        }
+        out
+    }
+
+    /// RFC 3339 in UTC with milliseconds (`2026-12-06T02:53:17.177Z`), as
+    /// `humantime::format_rfc3339_millis` writes it. Every log line has one: the date and time
+    /// of day are formatted once per second per thread, the milliseconds each time.
+    pub(crate) fn rfc3339_millis(t: std::time::SystemTime) -> Inline {
+        thread_local! {
+            /// The last second formatted, up to and including the `.`.
+            static SECOND: std::cell::Cell<Option<(u64, Inline)>> =
+                const { std::cell::Cell::new(None) };
+        }
+        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let mut out = match SECOND.get() {
+            Some((s, prefix)) if s == secs => prefix,
+            _ => {
+                let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                let mut prefix = Inline::display(humantime::format_rfc3339_millis(whole));
+                // "...:17.000Z": keep "...:17."
+                prefix.len = prefix.len.saturating_sub(4);
+                SECOND.set(Some((secs, prefix)));
+                prefix
+            }
+        };
+        let ms = since.subsec_millis();
+        out.push_ascii(&[
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
+        out
+    }
+
+    /// ASCII bytes, cut at the capacity.
+    fn push_ascii(&mut self, bytes: &[u8]) {
+        debug_assert!(bytes.is_ascii());
+        let at = self.len as usize;
+        let n = bytes.len().min(Inline::CAPACITY - at);
+        self.buf[at..at + n].copy_from_slice(&bytes[..n]);
+        self.len += n as u8;
+    }
+
+    fn push_u64(&mut self, n: u64) {
+        self.push_ascii(itoa::Buffer::new().format(n).as_bytes());
     }
 
     /// Lowercase hex of `bytes` (up to half the capacity).
@@ -122,27 +184,40 @@ impl std::fmt::Write for Inline {
     }
 }
 
-pub(crate) type Fields<'a> = Vec<(&'static str, Field<'a>)>;
+/// Where default fields go, one at a time in order: the log line and the span encoder take
+/// them as they come, so no list of fields is built per request. Names are `'static` and need
+/// no escaping.
+pub(crate) trait FieldSink<'a> {
+    fn field(&mut self, name: &'static str, value: Field<'a>);
+}
 
-/// The access log's default fields, in order. Absent values are left out.
-pub(crate) fn default_fields(rec: &RequestRecord) -> Fields<'_> {
-    let mut f: Fields<'_> = Vec::with_capacity(28);
-    f.push((
+impl<'a, F: FnMut(&'static str, Field<'a>)> FieldSink<'a> for F {
+    fn field(&mut self, name: &'static str, value: Field<'a>) {
+        self(name, value)
+    }
+}
+
+/// The access log's default fields, in order. Absent values are left out. `elapsed`: the
+/// request's duration (read once per request by the caller).
+pub(crate) fn default_fields<'a>(
+    rec: &'a RequestRecord,
+    elapsed: std::time::Duration,
+    f: &mut impl FieldSink<'a>,
+) {
+    f.field(
         "time",
-        Field::Inline(Inline::display(humantime::format_rfc3339_millis(
-            rec.start_time,
-        ))),
-    ));
-    f.push(("method", Field::Str(rec.method.as_str())));
-    f.push(("path", Field::Str(rec.uri.path())));
-    f.push(("status", Field::U64(rec.status.into())));
-    f.push((
+        Field::Inline(Inline::rfc3339_millis(rec.start_time)),
+    );
+    f.field("method", Field::Str(rec.method.as_str()));
+    f.field("path", Field::Str(rec.uri.path()));
+    f.field("status", Field::U64(rec.status.into()));
+    f.field(
         "duration_ms",
-        Field::F64((rec.start.elapsed().as_secs_f64() * 1e6).round() / 1e3),
-    ));
-    f.push(("bytes_in", Field::U64(rec.bytes_in)));
-    f.push(("bytes_out", Field::U64(rec.bytes_out)));
-    f.push(("bind", Field::Str(&rec.bind)));
+        Field::F64((elapsed.as_secs_f64() * 1e6).round() / 1e3),
+    );
+    f.field("bytes_in", Field::U64(rec.bytes_in));
+    f.field("bytes_out", Field::U64(rec.bytes_out));
+    f.field("bind", Field::Str(&rec.bind));
     for (k, v) in [
         ("listener", &rec.listener),
         ("route", &rec.route),
@@ -150,40 +225,39 @@ pub(crate) fn default_fields(rec: &RequestRecord) -> Fields<'_> {
         ("upstream", &rec.upstream),
     ] {
         if let Some(v) = v {
-            f.push((k, Field::Str(v)));
+            f.field(k, Field::Str(v));
         }
     }
-    f.push(("src", Field::Inline(Inline::display(rec.peer))));
-    if !rec.request_id.is_empty() {
-        f.push(("request_id", Field::Str(&rec.request_id)));
+    f.field("src", Field::Inline(Inline::socket_addr(rec.peer)));
+    if let Some(id) = rec.request_id() {
+        f.field("request_id", Field::Str(id));
     }
     if let Some(t) = rec.trace {
-        f.push(("trace_id", Field::Inline(Inline::hex(&t.trace_id))));
-        f.push(("span_id", Field::Inline(Inline::hex(&t.span_id))));
+        f.field("trace_id", Field::Inline(Inline::hex(&t.trace_id)));
+        f.field("span_id", Field::Inline(Inline::hex(&t.span_id)));
     }
     if let Some(e) = rec.error {
-        f.push(("error", Field::Str(e)));
+        f.field("error", Field::Str(e));
     }
     if rec.aborted {
-        f.push(("aborted", Field::Bool(true)));
+        f.field("aborted", Field::Bool(true));
     }
     if let Some(llm) = &rec.llm {
-        gen_ai_fields(llm, &mut f);
+        gen_ai_fields(llm, f);
     }
     if let Some(mcp) = &rec.mcp {
-        mcp_fields(mcp, &mut f);
+        mcp_fields(mcp, f);
     }
-    f
 }
 
-fn gen_ai_fields<'a>(llm: &'a LlmRecord, f: &mut Fields<'a>) {
-    f.push(("gen_ai.operation.name", Field::Str(llm.operation)));
-    f.push(("gen_ai.provider.name", Field::Str(llm.provider)));
+fn gen_ai_fields<'a>(llm: &'a LlmRecord, f: &mut impl FieldSink<'a>) {
+    f.field("gen_ai.operation.name", Field::Str(llm.operation));
+    f.field("gen_ai.provider.name", Field::Str(llm.provider));
     if let Some(m) = &llm.request_model {
-        f.push(("gen_ai.request.model", Field::Str(m)));
+        f.field("gen_ai.request.model", Field::Str(m));
     }
     if let Some(m) = &llm.response_model {
-        f.push(("gen_ai.response.model", Field::Str(m)));
+        f.field("gen_ai.response.model", Field::Str(m));
     }
     for (k, v) in [
         ("gen_ai.usage.input_tokens", llm.input_tokens),
@@ -195,15 +269,15 @@ fn gen_ai_fields<'a>(llm: &'a LlmRecord, f: &mut Fields<'a>) {
         ("gen_ai.usage.reasoning.output_tokens", llm.reasoning_tokens),
     ] {
         if let Some(n) = v {
-            f.push((k, Field::U64(n)));
+            f.field(k, Field::U64(n));
         }
     }
     if llm.streaming {
-        f.push(("gen_ai.response.streaming", Field::Bool(true)));
+        f.field("gen_ai.response.streaming", Field::Bool(true));
     }
 }
 
-fn mcp_fields<'a>(mcp: &'a McpRecord, f: &mut Fields<'a>) {
+fn mcp_fields<'a>(mcp: &'a McpRecord, f: &mut impl FieldSink<'a>) {
     for (k, v) in [
         ("mcp.method.name", &mcp.method),
         ("gen_ai.tool.name", &mcp.tool),
@@ -211,52 +285,48 @@ fn mcp_fields<'a>(mcp: &'a McpRecord, f: &mut Fields<'a>) {
         ("mcp.session.id", &mcp.session_id),
     ] {
         if let Some(v) = v {
-            f.push((k, Field::Str(v)));
+            f.field(k, Field::Str(v));
         }
     }
 }
 
 /// A span's attributes: the OpenTelemetry HTTP server names, then GenAI and MCP ones.
-pub(crate) fn span_attributes(rec: &RequestRecord) -> Fields<'_> {
-    let mut f: Fields<'_> = Vec::with_capacity(28);
-    f.push(("http.request.method", Field::Str(rec.method.as_str())));
-    f.push(("url.path", Field::Str(rec.uri.path())));
+pub(crate) fn span_attributes<'a>(rec: &'a RequestRecord, f: &mut impl FieldSink<'a>) {
+    f.field("http.request.method", Field::Str(rec.method.as_str()));
+    f.field("url.path", Field::Str(rec.uri.path()));
     if let Some(q) = rec.uri.query() {
-        f.push(("url.query", Field::Str(q)));
+        f.field("url.query", Field::Str(q));
     }
-    f.push((
+    f.field(
         "url.scheme",
         Field::Str(if rec.tls { "https" } else { "http" }),
-    ));
-    f.push(("http.response.status_code", Field::U64(rec.status.into())));
-    f.push((
-        "client.address",
-        Field::Inline(Inline::display(rec.peer.ip())),
-    ));
-    f.push(("client.port", Field::U64(rec.peer.port().into())));
+    );
+    f.field("http.response.status_code", Field::U64(rec.status.into()));
+    f.field("client.address", Field::Inline(Inline::ip(rec.peer.ip())));
+    f.field("client.port", Field::U64(rec.peer.port().into()));
     if let Some(h) = &rec.host {
-        f.push(("server.address", Field::Str(h)));
+        f.field("server.address", Field::Str(h));
     }
     if let Some(r) = &rec.route {
-        f.push(("http.route", Field::Str(r)));
+        f.field("http.route", Field::Str(r));
     }
     if let Some(b) = &rec.backend {
-        f.push(("switchyard.backend", Field::Str(b)));
+        f.field("switchyard.backend", Field::Str(b));
     }
     if let Some(u) = &rec.upstream {
-        f.push(("switchyard.upstream", Field::Str(u)));
+        f.field("switchyard.upstream", Field::Str(u));
     }
-    f.push(("switchyard.bind", Field::Str(&rec.bind)));
-    if !rec.request_id.is_empty() {
-        f.push(("switchyard.request_id", Field::Str(&rec.request_id)));
+    f.field("switchyard.bind", Field::Str(&rec.bind));
+    if let Some(id) = rec.request_id() {
+        f.field("switchyard.request_id", Field::Str(id));
     }
     if let Some(e) = rec.error {
-        f.push(("error.type", Field::Str(e)));
+        f.field("error.type", Field::Str(e));
     } else if rec.status >= 500 {
-        f.push(("error.type", Field::Inline(Inline::display(rec.status))));
+        f.field("error.type", Field::Inline(Inline::display(rec.status)));
     }
     if let Some(llm) = &rec.llm {
-        gen_ai_fields(llm, &mut f);
+        gen_ai_fields(llm, f);
         for (k, v) in &llm.params {
             let name = match k.as_str() {
                 "temperature" => "gen_ai.request.temperature",
@@ -271,11 +341,10 @@ pub(crate) fn span_attributes(rec: &RequestRecord) -> Fields<'_> {
                 "stop" | "stop_sequences" => "gen_ai.request.stop_sequences",
                 _ => continue,
             };
-            f.push((name, Field::Json(v)));
+            f.field(name, Field::Json(v));
         }
     }
     if let Some(mcp) = &rec.mcp {
-        mcp_fields(mcp, &mut f);
+        mcp_fields(mcp, f);
     }
-    f
 }

@@ -76,47 +76,57 @@ impl Telemetry {
     /// The request's response body has ended (or the request failed): metrics, the access
     /// log line and the span.
     pub fn finish(&self, rec: RequestRecord) {
-        observe_metrics(&rec);
+        // Read the clock once: the metrics, the log line and the span agree on the duration.
+        let elapsed = rec.start.elapsed();
+        observe_metrics(&rec, elapsed);
         if !self.records_requests() {
             return;
         }
-        let scope = self
-            .uses
-            .any()
-            .then(|| rec.bindings(self.uses).scope(self.uses));
         let mut evals = Evaluations {
-            scope: scope.as_ref(),
+            rec: &rec,
+            uses: self.uses,
+            scope: None,
             done: Vec::new(),
         };
         if let Some(a) = &self.access {
-            a.emit(&rec, &mut evals);
+            a.emit(&rec, elapsed, &mut evals);
         }
         if let Some(t) = &self.tracer {
-            t.record(&rec, &mut evals);
+            t.record(&rec, elapsed, &mut evals);
         }
     }
 }
 
 /// The field expressions evaluated for one request: one named by both the access log and
-/// the span (the seeds' `llm.*` fields are) is evaluated once.
+/// the span (the seeds' `llm.*` fields are) is evaluated once, a plain field selection is
+/// read from the record, and the CEL variables are bound only if some expression needs them.
 pub(crate) struct Evaluations<'a> {
-    scope: Option<&'a cel::Scope>,
+    rec: &'a RequestRecord,
+    uses: Uses,
+    /// Built on first use.
+    scope: Option<cel::Scope>,
     /// By expression source; `None`: it failed on this request.
     done: Vec<(&'a str, Option<cel::Value>)>,
 }
 
 impl<'a> Evaluations<'a> {
-    pub(crate) fn scope(&self) -> Option<&'a cel::Scope> {
-        self.scope
-    }
-
-    /// `expr`'s value for this request, `None` when it fails here (a missing key) or no
-    /// expression reads anything.
+    /// `expr`'s value for this request, `None` when it fails here (a missing key).
     pub(crate) fn get(&mut self, expr: &'a Expression) -> Option<cel::Value> {
-        let scope = self.scope?;
+        if let Some((var, path)) = expr.member_path() {
+            match self.rec.member(var, path) {
+                record::Member::Found(v) => return Some(v),
+                record::Member::Missing => return None,
+                record::Member::Unknown => {}
+            }
+        }
         if let Some((_, v)) = self.done.iter().find(|(s, _)| *s == expr.source()) {
             return v.clone();
         }
+        let (rec, uses) = (self.rec, self.uses);
+        // (An expression that reads no variable, like a constant filter, still evaluates.)
+        let scope = self
+            .scope
+            .get_or_insert_with(|| rec.bindings(uses).scope(uses));
         let v = match expr.eval_in(scope) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -126,6 +136,11 @@ impl<'a> Evaluations<'a> {
         };
         self.done.push((expr.source(), v.clone()));
         v
+    }
+
+    /// For a filter: true only when `expr` evaluates to `true`.
+    pub(crate) fn matches(&mut self, expr: &'a Expression) -> bool {
+        matches!(self.get(expr), Some(cel::Value::Bool(true)))
     }
 }
 
@@ -152,9 +167,8 @@ pub(crate) fn compile_fields(
     Ok((add, f.remove.iter().cloned().collect()))
 }
 
-fn observe_metrics(rec: &RequestRecord) {
+fn observe_metrics(rec: &RequestRecord, elapsed: std::time::Duration) {
     let m = Metrics::global();
-    let elapsed = rec.start.elapsed();
     let label = |s: &Option<std::sync::Arc<str>>| {
         metrics::Label(s.clone().unwrap_or_else(|| std::sync::Arc::from("")))
     };

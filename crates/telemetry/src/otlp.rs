@@ -111,7 +111,8 @@ pub(crate) struct SpanHead<'a> {
     pub trace_id: &'a [u8; 16],
     pub span_id: &'a [u8; 8],
     pub parent_span_id: Option<&'a [u8; 8]>,
-    pub name: &'a str,
+    /// The name in pieces, written one after the other (no string joined per span).
+    pub name: [&'a str; 3],
     pub kind: u64,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
@@ -124,7 +125,11 @@ impl<'a> SpanWriter<'a> {
         if let Some(parent) = head.parent_span_id {
             write_bytes(PARENT_SPAN_ID, parent, out);
         }
-        write_bytes(NAME, head.name.as_bytes(), out);
+        encode_key(NAME, WireType::LengthDelimited, out);
+        encode_varint(head.name.iter().map(|p| p.len()).sum::<usize>() as u64, out);
+        for piece in head.name {
+            out.extend_from_slice(piece.as_bytes());
+        }
         write_varint(KIND, head.kind, out);
         write_fixed64(START_TIME, head.start_unix_nano, out);
         write_fixed64(END_TIME, head.end_unix_nano, out);
@@ -181,25 +186,43 @@ pub(crate) fn append_span(batch: &mut Vec<u8>, span: &[u8]) {
     write_bytes(SPANS, span, batch);
 }
 
-/// An `ExportTraceServiceRequest` of one resource and one scope around a batch of spans
-/// (see [`append_span`]); `resource` and `scope` are encoded `Resource` and
-/// `InstrumentationScope` messages.
-pub(crate) fn export_request(resource: &[u8], scope: &[u8], spans: &[u8]) -> Vec<u8> {
-    let scope_spans_len = len_delimited_len(SCOPE, scope.len()) + spans.len();
+/// Room to keep free at the front of a batch so that [`write_request_head`] can turn it into
+/// an `ExportTraceServiceRequest` in place: the head is two length-delimited keys (their
+/// lengths as varints of at most 10 bytes), `resource` and `scope`.
+pub(crate) fn request_head_room(resource: &[u8], scope: &[u8]) -> usize {
+    key_len(REQUEST_RESOURCE_SPANS)
+        + 10
+        + len_delimited_len(RESOURCE, resource.len())
+        + key_len(SCOPE_SPANS)
+        + 10
+        + len_delimited_len(SCOPE, scope.len())
+}
+
+/// `batch` is [`request_head_room`] bytes of room followed by spans (see [`append_span`]):
+/// writes the head of an `ExportTraceServiceRequest` of one resource and one scope around
+/// them, right before the spans, and returns where the request starts. `resource` and `scope`
+/// are encoded `Resource` and `InstrumentationScope` messages. Building the request in the
+/// batch's own buffer spares a copy of every batch.
+pub(crate) fn write_request_head(
+    batch: &mut [u8],
+    head_room: usize,
+    resource: &[u8],
+    scope: &[u8],
+) -> usize {
+    let spans_len = batch.len() - head_room;
+    let scope_spans_len = len_delimited_len(SCOPE, scope.len()) + spans_len;
     let resource_spans_len = len_delimited_len(RESOURCE, resource.len())
         + len_delimited_len(SCOPE_SPANS, scope_spans_len);
-    let mut out = Vec::with_capacity(len_delimited_len(
-        REQUEST_RESOURCE_SPANS,
-        resource_spans_len,
-    ));
-    encode_key(REQUEST_RESOURCE_SPANS, WireType::LengthDelimited, &mut out);
-    encode_varint(resource_spans_len as u64, &mut out);
-    write_bytes(RESOURCE, resource, &mut out);
-    encode_key(SCOPE_SPANS, WireType::LengthDelimited, &mut out);
-    encode_varint(scope_spans_len as u64, &mut out);
-    write_bytes(SCOPE, scope, &mut out);
-    out.extend_from_slice(spans);
-    out
+    let mut head = Vec::with_capacity(head_room);
+    encode_key(REQUEST_RESOURCE_SPANS, WireType::LengthDelimited, &mut head);
+    encode_varint(resource_spans_len as u64, &mut head);
+    write_bytes(RESOURCE, resource, &mut head);
+    encode_key(SCOPE_SPANS, WireType::LengthDelimited, &mut head);
+    encode_varint(scope_spans_len as u64, &mut head);
+    write_bytes(SCOPE, scope, &mut head);
+    let start = head_room - head.len();
+    batch[start..head_room].copy_from_slice(&head);
+    start
 }
 
 #[cfg(test)]
@@ -218,7 +241,7 @@ mod tests {
                 trace_id: &[7; 16],
                 span_id: &[9; 8],
                 parent_span_id: parent,
-                name: "chat gpt-4o",
+                name: ["chat", " ", "gpt-4o"],
                 kind: KIND_SERVER,
                 start_unix_nano: 1_700_000_000_000_000_000,
                 end_unix_nano: 1_700_000_000_250_000_000,
@@ -307,11 +330,13 @@ mod tests {
             ..Default::default()
         }
         .encode_to_vec();
-        let mut batch = Vec::new();
+        let room = request_head_room(&resource, &scope);
+        let mut batch = vec![0xff; room];
         append_span(&mut batch, &span_bytes(None, 0, ""));
         append_span(&mut batch, &span_bytes(Some(&[1; 8]), 0, ""));
-        let req = ExportTraceServiceRequest::decode(&export_request(&resource, &scope, &batch)[..])
-            .unwrap();
+        let start = write_request_head(&mut batch, room, &resource, &scope);
+        assert!(start > 0, "the room is never too small");
+        let req = ExportTraceServiceRequest::decode(&batch[start..]).unwrap();
         assert_eq!(req.resource_spans.len(), 1);
         let rs = &req.resource_spans[0];
         assert!(rs.resource.is_some());
@@ -320,5 +345,13 @@ mod tests {
         assert_eq!(ss.scope.as_ref().unwrap().version, "1.2.3");
         assert_eq!(ss.spans.len(), 2);
         assert_eq!(ss.spans[1].parent_span_id, vec![1; 8]);
+        // A batch large enough for multi-byte lengths frames the same way.
+        let mut batch = vec![0; room];
+        for _ in 0..600 {
+            append_span(&mut batch, &span_bytes(None, 0, ""));
+        }
+        let start = write_request_head(&mut batch, room, &resource, &scope);
+        let req = ExportTraceServiceRequest::decode(&batch[start..]).unwrap();
+        assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), 600);
     }
 }

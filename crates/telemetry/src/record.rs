@@ -26,7 +26,8 @@ pub struct RequestRecord {
     /// `host`, `ai`, `mcp`.
     pub backend_kind: Option<&'static str>,
     pub upstream: Option<Arc<str>>,
-    pub request_id: String,
+    /// `x-request-id` (the client's or the gateway's); a clone shares the header's bytes.
+    pub request_id: Option<http::HeaderValue>,
     pub trace: Option<TraceContext>,
     /// Kept only when an expression reads them.
     pub request_headers: Option<HeaderMap>,
@@ -71,7 +72,7 @@ impl RequestRecord {
             backend: None,
             backend_kind: None,
             upstream: None,
-            request_id: String::new(),
+            request_id: None,
             trace: None,
             request_headers: None,
             request_body: None,
@@ -87,6 +88,11 @@ impl RequestRecord {
             mcp: None,
             jwt: None,
         }
+    }
+
+    /// The request id, when it is text (a client's id may hold other bytes: left out then).
+    pub(crate) fn request_id(&self) -> Option<&str> {
+        self.request_id.as_ref().and_then(|v| v.to_str().ok())
     }
 
     /// The CEL variables `uses` names, from this record.
@@ -148,6 +154,74 @@ impl RequestRecord {
             }
         }
         b
+    }
+}
+
+/// A field read straight from the record (see [`RequestRecord::member`]).
+pub(crate) enum Member {
+    Found(Value),
+    /// Not set on this request: CEL would fail with "no such key".
+    Missing,
+    /// Not a field this shortcut knows: evaluate the expression.
+    Unknown,
+}
+
+impl RequestRecord {
+    /// `var.path` as CEL would see it in [`RequestRecord::bindings`], for the scalar fields
+    /// telemetry configs name most (`llm.provider`, `llm.requestModel`, `request.path`, ...),
+    /// without building the variable's map.
+    pub(crate) fn member(&self, var: Var, path: &[String]) -> Member {
+        let [field] = path else {
+            return Member::Unknown;
+        };
+        let opt_str = |v: Option<&str>| match v {
+            Some(s) => Member::Found(Value::from(s.to_string())),
+            None => Member::Missing,
+        };
+        let opt_int = |v: Option<u64>| match v {
+            Some(n) => Member::Found(Value::Int(n as i64)),
+            None => Member::Missing,
+        };
+        match var {
+            Var::Llm => {
+                let Some(llm) = &self.llm else {
+                    // Unbound: an empty map.
+                    return Member::Missing;
+                };
+                match field.as_str() {
+                    "provider" => Member::Found(Value::from(llm.provider)),
+                    "operation" => Member::Found(Value::from(llm.operation)),
+                    "streaming" => Member::Found(Value::Bool(llm.streaming)),
+                    "requestModel" => opt_str(llm.request_model.as_deref()),
+                    "responseModel" => opt_str(llm.response_model.as_deref()),
+                    "inputTokens" => opt_int(llm.input_tokens),
+                    "outputTokens" => opt_int(llm.output_tokens),
+                    "cachedInputTokens" => opt_int(llm.cached_input_tokens),
+                    "reasoningTokens" => opt_int(llm.reasoning_tokens),
+                    "totalTokens" => {
+                        opt_int(llm.input_tokens.zip(llm.output_tokens).map(|(i, o)| i + o))
+                    }
+                    _ => Member::Unknown,
+                }
+            }
+            Var::Request => match field.as_str() {
+                "method" => Member::Found(Value::from(self.method.as_str())),
+                "path" => Member::Found(Value::from(self.uri.path())),
+                "host" => opt_str(self.host.as_deref()),
+                _ => Member::Unknown,
+            },
+            Var::Response => match field.as_str() {
+                "code" => Member::Found(Value::Int(self.status as i64)),
+                _ => Member::Unknown,
+            },
+            Var::Backend => match field.as_str() {
+                "name" => opt_str(self.backend.as_deref()),
+                "type" => opt_str(self.backend_kind),
+                "address" => opt_str(self.upstream.as_deref()),
+                _ => Member::Unknown,
+            },
+            _ => Member::Unknown,
+        }
     }
 }
 

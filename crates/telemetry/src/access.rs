@@ -107,6 +107,7 @@ impl AccessLog {
 }
 
 /// A field name: the gateway's own (plain ASCII, written as it is) or one from the config.
+#[derive(Clone, Copy)]
 enum Key<'a> {
     Static(&'static str),
     Config(&'a str),
@@ -341,11 +342,7 @@ mod tests {
         let mut out = Vec::new();
         let mut line = Line::begin(&mut out, json);
         for (k, v) in fields {
-            let k = match k {
-                Key::Static(k) => Key::Static(k),
-                Key::Config(k) => Key::Config(k),
-            };
-            line.field(k, v);
+            line.field(*k, v);
         }
         line.end();
         String::from_utf8(out).unwrap()

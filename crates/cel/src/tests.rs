@@ -28,7 +28,7 @@ fn fields(name: &str, src: &str, b: &Bindings) -> Vec<(String, serde_json::Value
     let e = Expression::compile(src).unwrap();
     let mut out = Vec::new();
     expand_field(name, &e.eval(b).unwrap(), &mut out);
-    out
+    out.into_iter().map(|(k, v)| (k.into_owned(), v)).collect()
 }
 
 #[test]

@@ -184,15 +184,20 @@ impl OpaqueEq for Flattened {
 }
 
 /// Appends the field `name` = `value` to `out`: one field per key of a flattened value
-/// (`name.key`), else the value as JSON.
-pub fn expand_field(name: &str, value: &Value, out: &mut Vec<(String, serde_json::Value)>) {
+/// (`name.key`), else the value as JSON under `name` itself (borrowed: a plain field costs no
+/// name allocation at every request).
+pub fn expand_field<'n>(
+    name: &'n str,
+    value: &Value,
+    out: &mut Vec<(std::borrow::Cow<'n, str>, serde_json::Value)>,
+) {
     if let Value::Opaque(o) = value {
         if let Some(f) = o.downcast_ref::<Flattened>() {
             for (k, v) in &f.0 {
-                out.push((format!("{name}.{k}"), v.clone()));
+                out.push((format!("{name}.{k}").into(), v.clone()));
             }
             return;
         }
     }
-    out.push((name.to_string(), value_to_json(value)));
+    out.push((name.into(), value_to_json(value)));
 }

@@ -64,7 +64,7 @@ impl AccessLog {
                 return;
             }
         }
-        let mut added: Vec<(String, Json)> = Vec::new();
+        let mut added: Vec<(std::borrow::Cow<'_, str>, Json)> = Vec::new();
         for (name, expr) in &self.add {
             // A field whose expression fails (a missing key on this request) is left out;
             // the failure is not worth a line of its own at every request.

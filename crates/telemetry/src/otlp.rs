@@ -5,11 +5,29 @@
 //!
 //! Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto` and
 //! `common/v1/common.proto`; the tests decode what is written here with `opentelemetry-proto`'s
-//! own types. Varints and keys are prost's.
+//! own types. Lengths are sized with prost's helpers; varints and keys are written by the
+//! `Vec`-only [`encode_varint`] below.
 
 use opentelemetry_proto::tonic::common::v1::AnyValue;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::encoding::{encoded_len_varint, key_len, WireType};
 use prost::Message;
+
+/// LEB128, as `prost::encoding::encode_varint` writes it, but for a `Vec` alone: prost's is
+/// generic over `BufMut` and was not inlined, and a span writes some sixty varints (keys and
+/// lengths, nearly all one byte).
+#[inline(always)]
+fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+#[inline(always)]
+fn encode_key(tag: u32, wire_type: WireType, out: &mut Vec<u8>) {
+    encode_varint(u64::from(tag << 3 | wire_type as u32), out);
+}
 
 // Span.
 const TRACE_ID: u32 = 1;
@@ -228,6 +246,34 @@ pub(crate) fn write_request_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varints_and_keys_match_prost() {
+        let mut values = vec![0, 1, u64::MAX, i64::MIN as u64, -1i64 as u64];
+        for shift in 0..64 {
+            let p = 1u64 << shift;
+            values.extend([p - 1, p, p + 1]);
+        }
+        for v in values {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            encode_varint(v, &mut ours);
+            prost::encoding::encode_varint(v, &mut theirs);
+            assert_eq!(ours, theirs, "{v}");
+            assert_eq!(ours.len(), encoded_len_varint(v));
+        }
+        for tag in [1, 15, 16, 2047, 2048, (1 << 29) - 1] {
+            for wt in [
+                WireType::Varint,
+                WireType::LengthDelimited,
+                WireType::SixtyFourBit,
+            ] {
+                let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                encode_key(tag, wt, &mut ours);
+                prost::encoding::encode_key(tag, wt, &mut theirs);
+                assert_eq!(ours, theirs, "{tag}");
+            }
+        }
+    }
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, ArrayValue, InstrumentationScope};
     use opentelemetry_proto::tonic::resource::v1::Resource;

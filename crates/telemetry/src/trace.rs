@@ -198,7 +198,7 @@ impl Tracer {
         let Some(ctx) = rec.trace.filter(|t| t.sampled) else {
             return;
         };
-        let mut added: Vec<(String, Json)> = Vec::new();
+        let mut added: Vec<(std::borrow::Cow<'_, str>, Json)> = Vec::new();
         let mut name = None;
         for (field, expr) in &self.add {
             let Some(v) = evals.get(expr) else { continue };

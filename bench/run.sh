@@ -530,21 +530,22 @@ run_oha() { # TARGET ROUND
 # seconds (a VM's neighbours, frequency, page cache) lands on both, which sequential runs cannot
 # promise: on the 2-core VM two identical gateways priced this way agreed within ~2%, where
 # sequential rounds of one and the same gateway differed by up to 20%.
-run_tel_side_by_side() { # ROUND
-  local p0 t0 p1 t1 plain_file=$OUT/wrk-side-plain-$1.txt tel_file=$OUT/wrk-side-tel-$1.txt wrk_pid
-  printf '  side by side  round %s: ' "$1" >&2
+run_tel_side_by_side() { # CASE ROUND (CASE: chat or ai-chat)
+  local case=$1 round=$2 p0 t0 p1 t1 wrk_pid
+  local plain_file=$OUT/wrk-side-plain-$case-$round.txt tel_file=$OUT/wrk-side-tel-$case-$round.txt
+  printf '  side by side  %-7s round %s: ' "$case" "$round" >&2
   p0=$(cpu_ticks "$GW_PID") t0=$(cpu_ticks "$TEL_PID")
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
-    "$(url_for gateway chat)" -- chat >"$plain_file" 2>&1 &
+    "$(url_for gateway "$case")" -- chat >"$plain_file" 2>&1 &
   wrk_pid=$!
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
-    "$(url_for gateway chat+tel)" -- chat >"$tel_file" 2>&1 || die "wrk failed: $(cat "$tel_file")"
+    "$(url_for gateway "$case+tel")" -- chat >"$tel_file" 2>&1 || die "wrk failed: $(cat "$tel_file")"
   wait "$wrk_pid" || die "wrk failed: $(cat "$plain_file")"
   p1=$(cpu_ticks "$GW_PID") t1=$(cpu_ticks "$TEL_PID")
-  python3 "$HELPERS" wrk-record "$RESULTS" "$plain_file" kind=run case=side-plain target=gateway \
-    round="$1" gw_ticks=$((p1 - p0)) >/dev/null
-  python3 "$HELPERS" wrk-record "$RESULTS" "$tel_file" kind=run case=side-tel target=gateway \
-    round="$1" gw_ticks=$((t1 - t0)) >/dev/null
+  python3 "$HELPERS" wrk-record "$RESULTS" "$plain_file" kind=run case=side-plain base="$case" \
+    target=gateway round="$round" gw_ticks=$((p1 - p0)) >/dev/null
+  python3 "$HELPERS" wrk-record "$RESULTS" "$tel_file" kind=run case=side-tel base="$case" \
+    target=gateway round="$round" gw_ticks=$((t1 - t0)) >/dev/null
   python3 "$HELPERS" side-by-side "$plain_file" "$tel_file" $((p1 - p0)) $((t1 - t0)) >&2
 }
 
@@ -561,7 +562,7 @@ run_perf() {
     -- sleep "$SECS" >"$OUT/perf-record.log" 2>&1 &
   local perf_pid=$!
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
-    "$(url_for gateway "$PERF_CASE")" -- "$(mode_for "$PERF_CASE")" >/dev/null 2>&1 || true
+    "$(url_for gateway "$PERF_CASE")" -- "$(mode_for "$PERF_CASE")" >"$OUT/wrk-perf.txt" 2>&1 || true
   wait "$perf_pid" || true
   # The call-graph view (as asked for by `perf report --no-children --stdio | head -60`), a flat
   # top-of-symbols list, and the split between kernel, libc and the gateway's own code.
@@ -623,7 +624,9 @@ EOF
       fi
     done
     for target in direct gateway; do run_oha "$target" "$round"; done
-    if [[ " $CASES " == *" chat+tel "* ]]; then run_tel_side_by_side "$round"; fi
+    for case in chat ai-chat; do
+      if [[ " $CASES " == *" $case+tel "* ]]; then run_tel_side_by_side "$case" "$round"; fi
+    done
   done
 
   local hwm_end

@@ -29,7 +29,7 @@ use std::sync::{Arc, OnceLock};
 
 pub use ::cel::Value;
 pub use values::{
-    expand_field, headers_value, json_to_value, value_to_json, Flattened, MapBuilder,
+    expand_field, headers_value, json_to_value, value_to_json, FieldValue, Flattened, MapBuilder,
 };
 
 /// A top-level variable an expression may read.

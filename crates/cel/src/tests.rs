@@ -27,8 +27,10 @@ fn eval(src: &str, b: &Bindings) -> serde_json::Value {
 fn fields(name: &str, src: &str, b: &Bindings) -> Vec<(String, serde_json::Value)> {
     let e = Expression::compile(src).unwrap();
     let mut out = Vec::new();
-    expand_field(name, &e.eval(b).unwrap(), &mut out);
-    out.into_iter().map(|(k, v)| (k.into_owned(), v)).collect()
+    expand_field(name, e.eval(b).unwrap(), &mut out);
+    out.into_iter()
+        .map(|(k, v)| (k.into_owned(), v.to_json()))
+        .collect()
 }
 
 #[test]
@@ -97,6 +99,29 @@ fn flatten_is_one_level_and_recursive_is_all() {
             ("x.l.1".into(), json!(2)),
         ]
     );
+}
+
+#[test]
+fn scalar_fields_keep_their_cel_value_and_structured_ones_become_json() {
+    let b = llm_bindings();
+    let field = |src: &str| {
+        let mut out = Vec::new();
+        expand_field(
+            "f",
+            Expression::compile(src).unwrap().eval(&b).unwrap(),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{src}");
+        out.pop().unwrap().1
+    };
+    assert!(
+        matches!(field("llm.provider"), FieldValue::Scalar(Value::String(s)) if s.as_str() == "openai")
+    );
+    assert!(matches!(field("-3"), FieldValue::Scalar(Value::Int(-3))));
+    assert!(matches!(field("1.5"), FieldValue::Scalar(Value::Float(_))));
+    assert!(field("null").is_null());
+    assert_eq!(field("[1, 'a']"), FieldValue::Json(json!([1, "a"])));
+    assert_eq!(field("{'k': true}").to_json(), json!({"k": true}));
 }
 
 #[test]

@@ -183,21 +183,56 @@ impl OpaqueEq for Flattened {
     }
 }
 
-/// Appends the field `name` = `value` to `out`: one field per key of a flattened value
-/// (`name.key`), else the value as JSON under `name` itself (borrowed: a plain field costs no
-/// name allocation at every request).
-pub fn expand_field<'n>(
-    name: &'n str,
-    value: &Value,
-    out: &mut Vec<(std::borrow::Cow<'n, str>, serde_json::Value)>,
-) {
-    if let Value::Opaque(o) = value {
-        if let Some(f) = o.downcast_ref::<Flattened>() {
-            for (k, v) in &f.0 {
-                out.push((format!("{name}.{k}").into(), v.clone()));
-            }
-            return;
+/// A log or span field's value: a CEL scalar as the expression gave it (written without a
+/// detour through JSON, so a string field costs no copy), or JSON for anything structured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// `null`, a bool, a number or a string.
+    Scalar(Value),
+    Json(serde_json::Value),
+}
+
+impl FieldValue {
+    pub fn is_null(&self) -> bool {
+        matches!(
+            self,
+            FieldValue::Scalar(Value::Null) | FieldValue::Json(serde_json::Value::Null)
+        )
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            FieldValue::Scalar(v) => value_to_json(v),
+            FieldValue::Json(j) => j.clone(),
         }
     }
-    out.push((name.into(), value_to_json(value)));
+}
+
+/// Appends the field `name` = `value` to `out`: one field per key of a flattened value
+/// (`name.key`), else the value under `name` itself (borrowed: a plain field costs no name
+/// allocation at every request).
+pub fn expand_field<'n>(
+    name: &'n str,
+    value: Value,
+    out: &mut Vec<(std::borrow::Cow<'n, str>, FieldValue)>,
+) {
+    let value = match value {
+        Value::Opaque(o) => match o.downcast_ref::<Flattened>() {
+            Some(f) => {
+                for (k, v) in &f.0 {
+                    out.push((format!("{name}.{k}").into(), FieldValue::Json(v.clone())));
+                }
+                return;
+            }
+            None => FieldValue::Json(value_to_json(&Value::Opaque(o))),
+        },
+        v @ (Value::Null
+        | Value::Bool(_)
+        | Value::Int(_)
+        | Value::UInt(_)
+        | Value::Float(_)
+        | Value::String(_)) => FieldValue::Scalar(v),
+        other => FieldValue::Json(value_to_json(&other)),
+    };
+    out.push((name.into(), value));
 }

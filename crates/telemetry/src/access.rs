@@ -64,12 +64,12 @@ impl AccessLog {
                 return;
             }
         }
-        let mut added: Vec<(std::borrow::Cow<'_, str>, Json)> = Vec::new();
+        let mut added: Vec<(std::borrow::Cow<'_, str>, cel::FieldValue)> = Vec::new();
         for (name, expr) in &self.add {
             // A field whose expression fails (a missing key on this request) is left out;
             // the failure is not worth a line of its own at every request.
             if let Some(v) = evals.get(expr) {
-                cel::expand_field(name, &v, &mut added);
+                cel::expand_field(name, v, &mut added);
             }
         }
         // Written straight into the shared buffer: no line buffer to allocate and copy.
@@ -92,7 +92,7 @@ impl AccessLog {
             }
         });
         for (name, v) in &added {
-            line.field(Key::Config(name), &Field::Json(v));
+            crate::fields::with_added(v, |v| line.field(Key::Config(name), &v));
         }
         line.end();
         // Only the line that fills the buffer wakes the writer: it may not run for a while

@@ -112,6 +112,15 @@ pub(crate) struct Evaluations<'a> {
 impl<'a> Evaluations<'a> {
     /// `expr`'s value for this request, `None` when it fails here (a missing key).
     pub(crate) fn get(&mut self, expr: &'a Expression) -> Option<cel::Value> {
+        if let Some((_, v)) = self.done.iter().find(|(s, _)| *s == expr.source()) {
+            return v.clone();
+        }
+        let v = self.evaluate(expr);
+        self.done.push((expr.source(), v.clone()));
+        v
+    }
+
+    fn evaluate(&mut self, expr: &Expression) -> Option<cel::Value> {
         if let Some((var, path)) = expr.member_path() {
             match self.rec.member(var, path) {
                 record::Member::Found(v) => return Some(v),
@@ -119,23 +128,18 @@ impl<'a> Evaluations<'a> {
                 record::Member::Unknown => {}
             }
         }
-        if let Some((_, v)) = self.done.iter().find(|(s, _)| *s == expr.source()) {
-            return v.clone();
-        }
         let (rec, uses) = (self.rec, self.uses);
         // (An expression that reads no variable, like a constant filter, still evaluates.)
         let scope = self
             .scope
             .get_or_insert_with(|| rec.bindings(uses).scope(uses));
-        let v = match expr.eval_in(scope) {
+        match expr.eval_in(scope) {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::trace!(expression = expr.source(), error = %e, "field not evaluated");
                 None
             }
-        };
-        self.done.push((expr.source(), v.clone()));
-        v
+        }
     }
 
     /// For a filter: true only when `expr` evaluates to `true`.

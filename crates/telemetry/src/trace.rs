@@ -198,17 +198,17 @@ impl Tracer {
         let Some(ctx) = rec.trace.filter(|t| t.sampled) else {
             return;
         };
-        let mut added: Vec<(std::borrow::Cow<'_, str>, Json)> = Vec::new();
+        let mut added: Vec<(std::borrow::Cow<'_, str>, cel::FieldValue)> = Vec::new();
         let mut name = None;
         for (field, expr) in &self.add {
             let Some(v) = evals.get(expr) else { continue };
             if field == "span.name" {
-                if let cel::Value::String(s) = &v {
-                    name = Some(s.to_string());
+                if let cel::Value::String(s) = v {
+                    name = Some(s);
                     continue;
                 }
             }
-            cel::expand_field(field, &v, &mut added);
+            cel::expand_field(field, v, &mut added);
         }
         let start = rec
             .start_time
@@ -246,7 +246,7 @@ impl Tracer {
             });
             for (k, v) in &added {
                 if !v.is_null() {
-                    write_json(&mut span, k, v);
+                    crate::fields::with_added(v, |v| write_field(&mut span, k, &v));
                 }
             }
             let (code, message) = if error {

@@ -183,26 +183,22 @@ impl OpaqueEq for Flattened {
     }
 }
 
-/// A log or span field's value: a CEL scalar as the expression gave it (written without a
-/// detour through JSON, so a string field costs no copy), or JSON for anything structured.
+/// A log or span field's value: a string as the expression gave it (written without a copy
+/// through JSON), or JSON for everything else (numbers and bools cost no allocation there).
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
-    /// `null`, a bool, a number or a string.
-    Scalar(Value),
+    Str(Arc<String>),
     Json(serde_json::Value),
 }
 
 impl FieldValue {
     pub fn is_null(&self) -> bool {
-        matches!(
-            self,
-            FieldValue::Scalar(Value::Null) | FieldValue::Json(serde_json::Value::Null)
-        )
+        matches!(self, FieldValue::Json(serde_json::Value::Null))
     }
 
     pub fn to_json(&self) -> serde_json::Value {
         match self {
-            FieldValue::Scalar(v) => value_to_json(v),
+            FieldValue::Str(s) => serde_json::Value::String(s.to_string()),
             FieldValue::Json(j) => j.clone(),
         }
     }
@@ -226,12 +222,7 @@ pub fn expand_field<'n>(
             }
             None => FieldValue::Json(value_to_json(&Value::Opaque(o))),
         },
-        v @ (Value::Null
-        | Value::Bool(_)
-        | Value::Int(_)
-        | Value::UInt(_)
-        | Value::Float(_)
-        | Value::String(_)) => FieldValue::Scalar(v),
+        Value::String(s) => FieldValue::Str(s),
         other => FieldValue::Json(value_to_json(&other)),
     };
     out.push((name.into(), value));

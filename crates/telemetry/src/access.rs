@@ -92,7 +92,7 @@ impl AccessLog {
             }
         });
         for (name, v) in &added {
-            crate::fields::with_added(v, |v| line.field(Key::Config(name), &v));
+            line.field(Key::Config(name), &crate::fields::added_field(v));
         }
         line.end();
         // Only the line that fills the buffer wakes the writer: it may not run for a while

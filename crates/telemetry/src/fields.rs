@@ -39,16 +39,11 @@ impl Serialize for Field<'_> {
     }
 }
 
-/// A `fields.add` value as a [`Field`]: CEL scalars borrowed as they are, the rest as JSON.
-pub(crate) fn with_added<R>(v: &cel::FieldValue, f: impl FnOnce(Field<'_>) -> R) -> R {
-    use cel::{FieldValue, Value};
+/// A `fields.add` value as a [`Field`]: strings borrowed as they are, the rest as JSON.
+pub(crate) fn added_field(v: &cel::FieldValue) -> Field<'_> {
     match v {
-        FieldValue::Json(j) => f(Field::Json(j)),
-        FieldValue::Scalar(Value::String(s)) => f(Field::Str(s)),
-        FieldValue::Scalar(Value::Bool(b)) => f(Field::Bool(*b)),
-        FieldValue::Scalar(Value::UInt(n)) => f(Field::U64(*n)),
-        FieldValue::Scalar(Value::Int(n)) if *n >= 0 => f(Field::U64(*n as u64)),
-        FieldValue::Scalar(other) => f(Field::Json(&cel::value_to_json(other))),
+        cel::FieldValue::Str(s) => Field::Str(s),
+        cel::FieldValue::Json(j) => Field::Json(j),
     }
 }
 

@@ -246,7 +246,7 @@ impl Tracer {
             });
             for (k, v) in &added {
                 if !v.is_null() {
-                    crate::fields::with_added(v, |v| write_field(&mut span, k, &v));
+                    write_field(&mut span, k, &crate::fields::added_field(v));
                 }
             }
             let (code, message) = if error {

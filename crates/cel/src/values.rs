@@ -210,14 +210,15 @@ impl FieldValue {
 pub fn expand_field<'n>(
     name: &'n str,
     value: Value,
-    out: &mut Vec<(std::borrow::Cow<'n, str>, FieldValue)>,
+    out: &mut impl Extend<(std::borrow::Cow<'n, str>, FieldValue)>,
 ) {
     let value = match value {
         Value::Opaque(o) => match o.downcast_ref::<Flattened>() {
             Some(f) => {
-                for (k, v) in &f.0 {
-                    out.push((format!("{name}.{k}").into(), FieldValue::Json(v.clone())));
-                }
+                out.extend(
+                    f.0.iter()
+                        .map(|(k, v)| (format!("{name}.{k}").into(), FieldValue::Json(v.clone()))),
+                );
                 return;
             }
             None => FieldValue::Json(value_to_json(&Value::Opaque(o))),
@@ -225,5 +226,5 @@ pub fn expand_field<'n>(
         Value::String(s) => FieldValue::Str(s),
         other => FieldValue::Json(value_to_json(&other)),
     };
-    out.push((name.into(), value));
+    out.extend([(name.into(), value)]);
 }

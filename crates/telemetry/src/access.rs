@@ -12,7 +12,7 @@ use std::time::Duration;
 use cel::{Expression, Uses};
 use serde_json::Value as Json;
 
-use crate::fields::Field;
+use crate::fields::{Added, Field};
 use crate::metrics::Metrics;
 use crate::record::RequestRecord;
 use crate::Evaluations;
@@ -64,12 +64,12 @@ impl AccessLog {
                 return;
             }
         }
-        let mut added: Vec<(std::borrow::Cow<'_, str>, cel::FieldValue)> = Vec::new();
+        let mut added = Added::new();
         for (name, expr) in &self.add {
             // A field whose expression fails (a missing key on this request) is left out;
             // the failure is not worth a line of its own at every request.
             if let Some(v) = evals.get(expr) {
-                cel::expand_field(name, v, &mut added);
+                crate::fields::add_field(name, v, &mut added);
             }
         }
         // Written straight into the shared buffer: no line buffer to allocate and copy.
@@ -92,7 +92,7 @@ impl AccessLog {
             }
         });
         for (name, v) in &added {
-            line.field(Key::Config(name), &crate::fields::added_field(v));
+            line.field(Key::Config(name), &v.field());
         }
         line.end();
         // Only the line that fills the buffer wakes the writer: it may not run for a while
@@ -168,8 +168,8 @@ fn json_value(v: &Field<'_>, out: &mut Vec<u8>) {
     match v {
         Field::Str(s) => json_str(s, out),
         Field::Ascii(s) => {
-            debug_assert!(!needs_json_escape(s.as_bytes()));
-            quoted(s.as_bytes(), out)
+            debug_assert!(!needs_json_escape(s));
+            quoted(s, out)
         }
         Field::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Field::U64(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
@@ -202,22 +202,24 @@ fn needs_json_escape(s: &[u8]) -> bool {
     // Per byte, the high bit of `(x - n) & !x` is set where the byte is below `n` (n <= 128):
     // exact as a test for any such byte.
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * n as u64) & !x & HIGH;
+    let hits = |word: [u8; 8]| {
+        let x = u64::from_ne_bytes(word);
+        below(x, 0x20) | below(x ^ (ONES * b'"' as u64), 1) | below(x ^ (ONES * b'\\' as u64), 1)
+            != 0
+    };
     let mut chunks = s.chunks_exact(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(word);
-        let hits = below(x, 0x20)
-            | below(x ^ (ONES * b'"' as u64), 1)
-            | below(x ^ (ONES * b'\\' as u64), 1);
-        if hits != 0 {
+        if hits(word) {
             return true;
         }
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    // The last few bytes as one more word, padded with a byte that needs nothing.
+    let rest = chunks.remainder();
+    let mut word = [b'a'; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    hits(word)
 }
 
 fn quoted(s: &[u8], out: &mut Vec<u8>) {
@@ -241,7 +243,8 @@ fn json_str(s: &str, out: &mut Vec<u8>) {
 /// a JSON string; structured values as JSON.
 fn text_value(v: &Field<'_>, out: &mut Vec<u8>) {
     let s = match v {
-        Field::Str(s) | Field::Ascii(s) => *s,
+        Field::Str(s) => *s,
+        Field::Ascii(s) => std::str::from_utf8(s).unwrap_or_default(),
         Field::Json(Json::String(s)) => s,
         Field::Json(j) => {
             let text = j.to_string();
@@ -355,7 +358,7 @@ mod tests {
         let fields = [
             (Key::Static("path"), Field::Str("/v1/chat/completions")),
             (Key::Static("odd"), Field::Str(odd)),
-            (Key::Config("tab\tkey \"q\""), Field::Ascii("10.0.0.1:5")),
+            (Key::Config("tab\tkey \"q\""), Field::Ascii(b"10.0.0.1:5")),
             (Key::Static("n"), Field::U64(7)),
             (
                 Key::Static("f"),

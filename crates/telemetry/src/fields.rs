@@ -4,15 +4,19 @@
 use serde::ser::{Serialize, Serializer};
 use serde_json::Value as Json;
 
+use std::borrow::Cow;
+
 use crate::record::{LlmRecord, McpRecord, RequestRecord};
+use crate::Computed;
 
 /// A field value, borrowed from the record or from text made for it.
 #[derive(Clone, Copy)]
 pub(crate) enum Field<'a> {
     /// Text from the request or the config: escaped where a format needs it.
     Str(&'a str),
-    /// ASCII the gateway made (a time, an id, an address, a number): never needs escaping.
-    Ascii(&'a str),
+    /// ASCII the gateway made (a time, an id, an address, a number): never needs escaping,
+    /// nor a UTF-8 check.
+    Ascii(&'a [u8]),
     U64(u64),
     /// Written in milliseconds with three decimals.
     DurationMs(std::time::Duration),
@@ -30,7 +34,8 @@ impl Field<'_> {
 impl Serialize for Field<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Field::Str(v) | Field::Ascii(v) => s.serialize_str(v),
+            Field::Str(v) => s.serialize_str(v),
+            Field::Ascii(v) => s.serialize_str(std::str::from_utf8(v).unwrap_or_default()),
             Field::U64(v) => s.serialize_u64(*v),
             Field::DurationMs(d) => s.serialize_f64(Field::duration_ms_f64(*d)),
             Field::Bool(v) => s.serialize_bool(*v),
@@ -39,12 +44,47 @@ impl Serialize for Field<'_> {
     }
 }
 
-/// A `fields.add` value as a [`Field`]: strings borrowed as they are, the rest as JSON.
-pub(crate) fn added_field(v: &cel::FieldValue) -> Field<'_> {
-    match v {
-        cel::FieldValue::Str(s) => Field::Str(s),
-        cel::FieldValue::Json(j) => Field::Json(j),
+/// A `fields.add` value: a string borrowed from the record (a plain field selection), or
+/// what the expression gave.
+#[derive(Debug)]
+pub(crate) enum AddedValue<'a> {
+    Str(&'a str),
+    Cel(cel::FieldValue),
+}
+
+impl AddedValue<'_> {
+    pub(crate) fn is_null(&self) -> bool {
+        matches!(self, AddedValue::Cel(v) if v.is_null())
     }
+
+    /// As a [`Field`]: strings borrowed as they are, the rest as JSON.
+    pub(crate) fn field(&self) -> Field<'_> {
+        match self {
+            AddedValue::Str(s) => Field::Str(s),
+            AddedValue::Cel(cel::FieldValue::Str(s)) => Field::Str(s),
+            AddedValue::Cel(cel::FieldValue::Json(j)) => Field::Json(j),
+        }
+    }
+}
+
+/// The `fields.add` results of one log line or span, by name. Kept inline: a config adds a
+/// few fields, and this is built at every request.
+pub(crate) type Added<'a> = smallvec::SmallVec<[(Cow<'a, str>, AddedValue<'a>); 4]>;
+
+/// Appends `name` = `value` to `out`; a flattened value becomes one field per key.
+pub(crate) fn add_field<'a>(name: &'a str, value: Computed<'a>, out: &mut Added<'a>) {
+    let value = match value {
+        Computed::Str(s) => AddedValue::Str(s),
+        Computed::Int(n) => AddedValue::Cel(cel::FieldValue::Json(n.into())),
+        Computed::Bool(b) => AddedValue::Cel(cel::FieldValue::Json(b.into())),
+        Computed::Cel(v) => {
+            let mut expanded = smallvec::SmallVec::<[_; 1]>::new();
+            cel::expand_field(name, v, &mut expanded);
+            out.extend(expanded.into_iter().map(|(n, v)| (n, AddedValue::Cel(v))));
+            return;
+        }
+    };
+    out.push((Cow::Borrowed(name), value));
 }
 
 /// Text of at most [`Inline::CAPACITY`] bytes, formatted in place: every request makes a few
@@ -223,7 +263,7 @@ pub(crate) fn default_fields(
 ) {
     f.field(
         "time",
-        Field::Ascii(Inline::rfc3339_millis(rec.start_time).as_str()),
+        Field::Ascii(Inline::rfc3339_millis(rec.start_time).as_bytes()),
     );
     f.field("method", Field::Str(rec.method.as_str()));
     f.field("path", Field::Str(rec.uri.path()));
@@ -242,13 +282,19 @@ pub(crate) fn default_fields(
             f.field(k, Field::Str(v));
         }
     }
-    f.field("src", Field::Ascii(Inline::socket_addr(rec.peer).as_str()));
+    f.field(
+        "src",
+        Field::Ascii(Inline::socket_addr(rec.peer).as_bytes()),
+    );
     if let Some(id) = rec.request_id() {
         f.field("request_id", Field::Str(id));
     }
     if let Some(t) = rec.trace {
-        f.field("trace_id", Field::Ascii(Inline::hex(&t.trace_id).as_str()));
-        f.field("span_id", Field::Ascii(Inline::hex(&t.span_id).as_str()));
+        f.field(
+            "trace_id",
+            Field::Ascii(Inline::hex(&t.trace_id).as_bytes()),
+        );
+        f.field("span_id", Field::Ascii(Inline::hex(&t.span_id).as_bytes()));
     }
     if let Some(e) = rec.error {
         f.field("error", Field::Str(e));
@@ -318,7 +364,7 @@ pub(crate) fn span_attributes(rec: &RequestRecord, f: &mut impl FieldSink) {
     f.field("http.response.status_code", Field::U64(rec.status.into()));
     f.field(
         "client.address",
-        Field::Ascii(Inline::ip(rec.peer.ip()).as_str()),
+        Field::Ascii(Inline::ip(rec.peer.ip()).as_bytes()),
     );
     f.field("client.port", Field::U64(rec.peer.port().into()));
     if let Some(h) = &rec.host {
@@ -342,7 +388,7 @@ pub(crate) fn span_attributes(rec: &RequestRecord, f: &mut impl FieldSink) {
     } else if rec.status >= 500 {
         f.field(
             "error.type",
-            Field::Ascii(itoa::Buffer::new().format(rec.status)),
+            Field::Ascii(itoa::Buffer::new().format(rec.status).as_bytes()),
         );
     }
     if let Some(llm) = &rec.llm {

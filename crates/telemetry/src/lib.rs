@@ -82,12 +82,7 @@ impl Telemetry {
         if !self.records_requests() {
             return;
         }
-        let mut evals = Evaluations {
-            rec: &rec,
-            uses: self.uses,
-            scope: None,
-            done: Vec::new(),
-        };
+        let mut evals = Evaluations::new(&rec, self.uses);
         if let Some(a) = &self.access {
             a.emit(&rec, elapsed, &mut evals);
         }
@@ -96,6 +91,33 @@ impl Telemetry {
         }
     }
 }
+
+/// A field expression's value on one request: borrowed from the record when the expression
+/// is a plain field selection (`llm.provider`: no string copied), else as CEL gave it.
+#[derive(Clone, Debug)]
+pub(crate) enum Computed<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+    Cel(cel::Value),
+}
+
+impl Computed<'_> {
+    /// As a CEL value (for the tests that hold the shortcut to CEL's answer).
+    #[cfg(test)]
+    pub(crate) fn to_value(&self) -> cel::Value {
+        match self {
+            Computed::Str(s) => cel::Value::from(s.to_string()),
+            Computed::Int(n) => cel::Value::Int(*n),
+            Computed::Bool(b) => cel::Value::Bool(*b),
+            Computed::Cel(v) => v.clone(),
+        }
+    }
+}
+
+/// Evaluations kept inline: configs name a handful of expressions, and a request should not
+/// allocate to remember them.
+type Done<'a> = smallvec::SmallVec<[(&'a str, Option<Computed<'a>>); 4]>;
 
 /// The field expressions evaluated for one request: one named by both the access log and
 /// the span (the seeds' `llm.*` fields are) is evaluated once, a plain field selection is
@@ -106,12 +128,21 @@ pub(crate) struct Evaluations<'a> {
     /// Built on first use.
     scope: Option<cel::Scope>,
     /// By expression source; `None`: it failed on this request.
-    done: Vec<(&'a str, Option<cel::Value>)>,
+    done: Done<'a>,
 }
 
 impl<'a> Evaluations<'a> {
+    pub(crate) fn new(rec: &'a RequestRecord, uses: Uses) -> Evaluations<'a> {
+        Evaluations {
+            rec,
+            uses,
+            scope: None,
+            done: Done::new(),
+        }
+    }
+
     /// `expr`'s value for this request, `None` when it fails here (a missing key).
-    pub(crate) fn get(&mut self, expr: &'a Expression) -> Option<cel::Value> {
+    pub(crate) fn get(&mut self, expr: &'a Expression) -> Option<Computed<'a>> {
         if let Some((_, v)) = self.done.iter().find(|(s, _)| *s == expr.source()) {
             return v.clone();
         }
@@ -120,7 +151,7 @@ impl<'a> Evaluations<'a> {
         v
     }
 
-    fn evaluate(&mut self, expr: &Expression) -> Option<cel::Value> {
+    fn evaluate(&mut self, expr: &Expression) -> Option<Computed<'a>> {
         if let Some((var, path)) = expr.member_path() {
             match self.rec.member(var, path) {
                 record::Member::Found(v) => return Some(v),
@@ -134,7 +165,7 @@ impl<'a> Evaluations<'a> {
             .scope
             .get_or_insert_with(|| rec.bindings(uses).scope(uses));
         match expr.eval_in(scope) {
-            Ok(v) => Some(v),
+            Ok(v) => Some(Computed::Cel(v)),
             Err(e) => {
                 tracing::trace!(expression = expr.source(), error = %e, "field not evaluated");
                 None
@@ -144,7 +175,10 @@ impl<'a> Evaluations<'a> {
 
     /// For a filter: true only when `expr` evaluates to `true`.
     pub(crate) fn matches(&mut self, expr: &'a Expression) -> bool {
-        matches!(self.get(expr), Some(cel::Value::Bool(true)))
+        matches!(
+            self.get(expr),
+            Some(Computed::Bool(true) | Computed::Cel(cel::Value::Bool(true)))
+        )
     }
 }
 

@@ -92,7 +92,8 @@ fn write_varint(tag: u32, v: u64, out: &mut Vec<u8>) {
 /// An attribute value that needs no nested message.
 #[derive(Clone, Copy)]
 pub(crate) enum Scalar<'a> {
-    Str(&'a str),
+    /// UTF-8 (protobuf `string`), as bytes: the caller has it checked or made it ASCII.
+    Str(&'a [u8]),
     Int(i64),
     Double(f64),
     Bool(bool),
@@ -110,7 +111,7 @@ impl Scalar<'_> {
 
     fn write(&self, out: &mut Vec<u8>) {
         match *self {
-            Scalar::Str(s) => write_bytes(ANY_STRING, s.as_bytes(), out),
+            Scalar::Str(s) => write_bytes(ANY_STRING, s, out),
             // int64 is a plain varint of the two's complement.
             Scalar::Int(i) => write_varint(ANY_INT, i as u64, out),
             Scalar::Double(d) => write_fixed64(ANY_DOUBLE, d.to_bits(), out),
@@ -293,13 +294,13 @@ mod tests {
                 end_unix_nano: 1_700_000_000_250_000_000,
             },
         );
-        w.attribute("http.request.method", Scalar::Str("POST"));
+        w.attribute("http.request.method", Scalar::Str(b"POST"));
         w.attribute("gen_ai.usage.input_tokens", Scalar::Int(300));
         w.attribute("negative", Scalar::Int(-5));
         w.attribute("gen_ai.request.temperature", Scalar::Double(0.25));
         w.attribute("gen_ai.response.streaming", Scalar::Bool(true));
-        w.attribute("empty", Scalar::Str(""));
-        w.attribute("long", Scalar::Str(&"x".repeat(300)));
+        w.attribute("empty", Scalar::Str(b""));
+        w.attribute("long", Scalar::Str("x".repeat(300).as_bytes()));
         w.attribute_any(
             "gen_ai.request.stop_sequences",
             &AnyValue {

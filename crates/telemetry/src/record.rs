@@ -9,6 +9,7 @@ use cel::{json_to_value, Bindings, MapBuilder, Uses, Value, Var};
 use http::{HeaderMap, Method, Uri, Version};
 
 use crate::trace::TraceContext;
+use crate::Computed;
 
 pub struct RequestRecord {
     pub start: Instant,
@@ -158,8 +159,8 @@ impl RequestRecord {
 }
 
 /// A field read straight from the record (see [`RequestRecord::member`]).
-pub(crate) enum Member {
-    Found(Value),
+pub(crate) enum Member<'a> {
+    Found(Computed<'a>),
     /// Not set on this request: CEL would fail with "no such key".
     Missing,
     /// Not a field this shortcut knows: evaluate the expression.
@@ -169,17 +170,19 @@ pub(crate) enum Member {
 impl RequestRecord {
     /// `var.path` as CEL would see it in [`RequestRecord::bindings`], for the scalar fields
     /// telemetry configs name most (`llm.provider`, `llm.requestModel`, `request.path`, ...),
-    /// without building the variable's map.
-    pub(crate) fn member(&self, var: Var, path: &[String]) -> Member {
+    /// borrowed from the record: no variable map built, no string copied.
+    pub(crate) fn member(&self, var: Var, path: &[String]) -> Member<'_> {
         let [field] = path else {
             return Member::Unknown;
         };
-        let opt_str = |v: Option<&str>| match v {
-            Some(s) => Member::Found(Value::from(s.to_string())),
-            None => Member::Missing,
-        };
+        fn opt_str(v: Option<&str>) -> Member<'_> {
+            match v {
+                Some(s) => Member::Found(Computed::Str(s)),
+                None => Member::Missing,
+            }
+        }
         let opt_int = |v: Option<u64>| match v {
-            Some(n) => Member::Found(Value::Int(n as i64)),
+            Some(n) => Member::Found(Computed::Int(n as i64)),
             None => Member::Missing,
         };
         match var {
@@ -189,9 +192,9 @@ impl RequestRecord {
                     return Member::Missing;
                 };
                 match field.as_str() {
-                    "provider" => Member::Found(Value::from(llm.provider)),
-                    "operation" => Member::Found(Value::from(llm.operation)),
-                    "streaming" => Member::Found(Value::Bool(llm.streaming)),
+                    "provider" => Member::Found(Computed::Str(llm.provider)),
+                    "operation" => Member::Found(Computed::Str(llm.operation)),
+                    "streaming" => Member::Found(Computed::Bool(llm.streaming)),
                     "requestModel" => opt_str(llm.request_model.as_deref()),
                     "responseModel" => opt_str(llm.response_model.as_deref()),
                     "inputTokens" => opt_int(llm.input_tokens),
@@ -205,13 +208,13 @@ impl RequestRecord {
                 }
             }
             Var::Request => match field.as_str() {
-                "method" => Member::Found(Value::from(self.method.as_str())),
-                "path" => Member::Found(Value::from(self.uri.path())),
+                "method" => Member::Found(Computed::Str(self.method.as_str())),
+                "path" => Member::Found(Computed::Str(self.uri.path())),
                 "host" => opt_str(self.host.as_deref()),
                 _ => Member::Unknown,
             },
             Var::Response => match field.as_str() {
-                "code" => Member::Found(Value::Int(self.status as i64)),
+                "code" => Member::Found(Computed::Int(self.status as i64)),
                 _ => Member::Unknown,
             },
             Var::Backend => match field.as_str() {

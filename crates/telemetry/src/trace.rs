@@ -25,11 +25,20 @@ use crate::fields::{Field, Inline};
 use crate::metrics::Metrics;
 use crate::otlp;
 use crate::record::RequestRecord;
+use crate::Computed;
 
 /// Spans waiting for export before new ones are dropped.
 const QUEUE_SPANS: usize = 8192;
+/// Bytes of encoded spans waiting for export before new ones are dropped: spans that carry
+/// prompts (the seeds' flattened `llm.input_messages.*`) are kilobytes each, and a collector
+/// that is down must not grow the gateway by gigabytes.
+const QUEUE_BYTES: usize = 32 << 20;
 /// Spans per export request.
 const BATCH_SPANS: usize = 512;
+/// Encoded span bytes per export request, at most (a span larger than this goes alone): a
+/// collector's OTLP/gRPC receiver refuses messages over 4 MiB by default, and one refused
+/// request loses every span in it.
+const BATCH_BYTES: usize = 1 << 20;
 /// Longest a span waits in a partial batch.
 const BATCH_DELAY: Duration = Duration::from_secs(1);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -198,17 +207,24 @@ impl Tracer {
         let Some(ctx) = rec.trace.filter(|t| t.sampled) else {
             return;
         };
-        let mut added: Vec<(std::borrow::Cow<'_, str>, cel::FieldValue)> = Vec::new();
+        let mut added = crate::fields::Added::new();
         let mut name = None;
         for (field, expr) in &self.add {
             let Some(v) = evals.get(expr) else { continue };
             if field == "span.name" {
-                if let cel::Value::String(s) = v {
-                    name = Some(s);
-                    continue;
+                match v {
+                    Computed::Str(s) => {
+                        name = Some(SpanName::Borrowed(s));
+                        continue;
+                    }
+                    Computed::Cel(cel::Value::String(s)) => {
+                        name = Some(SpanName::Owned(s));
+                        continue;
+                    }
+                    _ => {}
                 }
             }
-            cel::expand_field(field, v, &mut added);
+            crate::fields::add_field(field, v, &mut added);
         }
         let start = rec
             .start_time
@@ -229,7 +245,8 @@ impl Tracer {
                     span_id: &ctx.span_id,
                     parent_span_id: ctx.parent_span_id.as_ref(),
                     name: match &name {
-                        Some(n) => [n.as_str(), "", ""],
+                        Some(SpanName::Borrowed(n)) => [n, "", ""],
+                        Some(SpanName::Owned(n)) => [n.as_str(), "", ""],
                         None => default_span_name(rec),
                     },
                     kind: otlp::KIND_SERVER,
@@ -246,7 +263,7 @@ impl Tracer {
             });
             for (k, v) in &added {
                 if !v.is_null() {
-                    write_field(&mut span, k, &crate::fields::added_field(v));
+                    write_field(&mut span, k, &v.field());
                 }
             }
             let (code, message) = if error {
@@ -262,6 +279,12 @@ impl Tracer {
             }
         });
     }
+}
+
+/// A span name from `fields.add` (`span.name`).
+enum SpanName<'a> {
+    Borrowed(&'a str),
+    Owned(std::sync::Arc<String>),
 }
 
 thread_local! {
@@ -290,7 +313,8 @@ fn write_field(span: &mut otlp::SpanWriter<'_>, key: &str, v: &crate::fields::Fi
     use crate::fields::Field;
     use otlp::Scalar;
     let scalar = match v {
-        Field::Str(s) | Field::Ascii(s) => Scalar::Str(s),
+        Field::Str(s) => Scalar::Str(s.as_bytes()),
+        Field::Ascii(s) => Scalar::Str(s),
         Field::U64(n) => Scalar::Int((*n).min(i64::MAX as u64) as i64),
         Field::DurationMs(d) => Scalar::Double(Field::duration_ms_f64(*d)),
         Field::Bool(b) => Scalar::Bool(*b),
@@ -307,7 +331,7 @@ fn write_json(span: &mut otlp::SpanWriter<'_>, key: &str, v: &Json) {
             Some(i) => span.attribute(key, Scalar::Int(i)),
             None => span.attribute(key, Scalar::Double(n.as_f64().unwrap_or(0.0))),
         },
-        Json::String(s) => span.attribute(key, Scalar::Str(s)),
+        Json::String(s) => span.attribute(key, Scalar::Str(s.as_bytes())),
         other => span.attribute_any(key, &any_value_of(other.clone())),
     }
 }
@@ -381,6 +405,8 @@ struct Queue {
 struct Pending {
     batches: std::collections::VecDeque<Batch>,
     spans: usize,
+    /// Encoded bytes of those spans (as framed in their batches).
+    bytes: usize,
     /// Buffers of exported batches, for the next ones: a batch is large enough that a new
     /// allocation would come fresh from the kernel, page faults and all.
     free: Vec<Vec<u8>>,
@@ -393,6 +419,14 @@ const FREE_BUFFERS: usize = 2;
 struct Batch {
     bytes: Vec<u8>,
     spans: usize,
+}
+
+impl Batch {
+    /// Whether `span` may join this batch, which starts with `head_room` bytes.
+    fn has_room(&self, span: &[u8], head_room: usize) -> bool {
+        self.spans < BATCH_SPANS
+            && (self.spans == 0 || self.bytes.len() - head_room + span.len() <= BATCH_BYTES)
+    }
 }
 
 impl Queue {
@@ -410,15 +444,19 @@ impl Queue {
 
     fn push(&self, span: &[u8]) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.spans >= QUEUE_SPANS {
+        if pending.spans >= QUEUE_SPANS || pending.bytes + span.len() > QUEUE_BYTES {
             drop(pending);
             Metrics::global().spans_dropped.inc();
             return;
         }
         pending.spans += 1;
-        if !matches!(pending.batches.back(), Some(b) if b.spans < BATCH_SPANS) {
+        // The last batch is closed once it has no room: it is ready to go.
+        let mut closed = false;
+        if !matches!(pending.batches.back(), Some(b) if b.has_room(span, self.head_room)) {
+            closed = !pending.batches.is_empty();
             let mut bytes = pending.free.pop().unwrap_or_else(|| {
-                Vec::with_capacity(self.head_room + BATCH_SPANS * (span.len() + 3))
+                let body = (BATCH_SPANS * (span.len() + 3)).min(BATCH_BYTES.max(span.len() + 8));
+                Vec::with_capacity(self.head_room + body)
             });
             bytes.resize(self.head_room, 0);
             pending.batches.push_back(Batch { bytes, spans: 0 });
@@ -426,11 +464,14 @@ impl Queue {
         let Some(batch) = pending.batches.back_mut() else {
             return;
         };
+        let before = batch.bytes.len();
         otlp::append_span(&mut batch.bytes, span);
         batch.spans += 1;
         let full = batch.spans == BATCH_SPANS;
+        let framed = batch.bytes.len() - before;
+        pending.bytes += framed;
         drop(pending);
-        if full {
+        if full || closed {
             self.ready.notify_one();
         }
     }
@@ -439,11 +480,14 @@ impl Queue {
     fn take(&self, partial: bool) -> Option<Batch> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let front = pending.batches.front()?;
-        if !partial && front.spans < BATCH_SPANS {
+        // Full, or closed by its size (another batch follows it).
+        let ready = front.spans == BATCH_SPANS || pending.batches.len() > 1;
+        if !partial && !ready {
             return None;
         }
         let batch = pending.batches.pop_front()?;
         pending.spans -= batch.spans;
+        pending.bytes -= batch.bytes.len() - self.head_room;
         Some(batch)
     }
 
@@ -727,5 +771,76 @@ impl tonic::codec::Decoder for PreEncoded {
         let n = bytes::Buf::remaining(src);
         bytes::Buf::advance(src, n);
         Ok(Some(()))
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+    fn spans_in(request: &bytes::Bytes) -> usize {
+        let decoded =
+            <ExportTraceServiceRequest as prost::Message>::decode(request.as_ref()).unwrap();
+        decoded.resource_spans[0].scope_spans[0].spans.len()
+    }
+
+    /// An encoded span whose name makes it about `len` bytes.
+    fn span(len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let w = otlp::SpanWriter::begin(
+            &mut out,
+            &otlp::SpanHead {
+                trace_id: &[1; 16],
+                span_id: &[2; 8],
+                parent_span_id: None,
+                name: [&"n".repeat(len), "", ""],
+                kind: otlp::KIND_SERVER,
+                start_unix_nano: 1,
+                end_unix_nano: 2,
+            },
+        );
+        w.end(0, "", otlp::FLAG_SAMPLED);
+        out
+    }
+
+    #[test]
+    fn batches_close_at_their_byte_budget_and_the_queue_at_its_own() {
+        let queue = Arc::new(Queue::new());
+        let big = span(100 << 10);
+        // 1 MiB of batch room takes ten 100 KiB spans; the eleventh starts a new batch,
+        // which makes the first ready to go although it is far from BATCH_SPANS.
+        for _ in 0..10 {
+            queue.push(&big);
+        }
+        assert!(queue.take(false).is_none(), "an open batch waits");
+        queue.push(&big);
+        let first = queue.take(false).expect("the closed batch is ready");
+        assert_eq!(first.spans, 10);
+        assert!(first.bytes.len() - queue.head_room <= BATCH_BYTES);
+        let request = queue.export_request(first);
+        assert_eq!(spans_in(&request), 10);
+        assert!(queue.take(false).is_none());
+        assert_eq!(queue.take(true).map(|b| b.spans), Some(1));
+        assert_eq!(queue.pending.lock().unwrap().bytes, 0);
+
+        // A span larger than a batch's budget goes alone, and is still exported.
+        let huge = span(BATCH_BYTES + 10);
+        queue.push(&big);
+        queue.push(&huge);
+        queue.push(&big);
+        let sizes: Vec<usize> = std::iter::from_fn(|| queue.take(true))
+            .map(|b| b.spans)
+            .collect();
+        assert_eq!(sizes, [1, 1, 1]);
+
+        // A collector that takes nothing: the queue stops at its byte budget.
+        for _ in 0..(QUEUE_BYTES / big.len() + 50) {
+            queue.push(&big);
+        }
+        let pending = queue.pending.lock().unwrap();
+        assert!(pending.bytes <= QUEUE_BYTES, "{}", pending.bytes);
+        assert!(pending.bytes > QUEUE_BYTES - 2 * big.len());
+        assert_eq!(pending.spans, QUEUE_BYTES / (big.len() + 4));
     }
 }

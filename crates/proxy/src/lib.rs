@@ -118,6 +118,10 @@ impl Gateway {
             let _ = t.stop.send(true);
         }
         let all = futures_util::future::join_all(tasks.into_iter().map(|t| t.done));
-        tokio::time::timeout(deadline, all).await.is_ok()
+        let drained = async {
+            all.await;
+            observe::records_settled().await;
+        };
+        tokio::time::timeout(deadline, drained).await.is_ok()
     }
 }

@@ -105,25 +105,63 @@ fn gateway_yaml(port: u16, admin: u16, body: &str) -> String {
     )
 }
 
+/// Runs `switchyard -f file` and waits until it is ready: the process and its gateway and
+/// admin addresses.
+fn run_gateway(
+    file: &Path,
+    port: u16,
+    admin: u16,
+    stdout: Stdio,
+) -> (Proc, SocketAddr, SocketAddr) {
+    let child = Command::new(BIN)
+        .arg("-f")
+        .arg(file)
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let gw: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let adm: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_until("ready", Duration::from_secs(10), || {
+        http(adm, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
+    });
+    (proc, gw, adm)
+}
+
+/// Sends SIGTERM to the process.
+fn sigterm(proc: &Proc) {
+    let pid = proc.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits (at most 5 s) for the process to exit; it must exit 0.
+fn assert_exits_cleanly(proc: &mut Proc) {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status:?}");
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn run_hot_reloads_refuses_bad_config_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gw.yaml");
     let (port, admin) = (free_port(), free_port());
     std::fs::write(&file, gateway_yaml(port, admin, "one")).unwrap();
-    let child = Command::new(BIN)
-        .arg("-f")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut proc = Proc(child);
-    let gw: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let adm: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    wait_until("ready", Duration::from_secs(10), || {
-        http(adm, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
-    });
+    let (mut proc, gw, adm) = run_gateway(&file, port, admin, Stdio::null());
     assert_eq!(http(gw, "GET", "/", "").unwrap(), (200, "one".into()));
 
     // Secrets never appear in the config dump.
@@ -160,24 +198,66 @@ fn run_hot_reloads_refuses_bad_config_and_drains_on_sigterm() {
     assert_eq!(http(gw, "GET", "/", "").unwrap().1, "two");
 
     // SIGTERM: drain and exit 0.
-    let pid = proc.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let t = Instant::now();
-    loop {
-        if let Some(status) = proc.0.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status:?}");
-            break;
+    sigterm(&proc);
+    assert_exits_cleanly(&mut proc);
+}
+
+/// An upstream that answers each request after `delay`.
+fn slow_upstream(delay: Duration) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                std::thread::sleep(delay);
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
+                );
+            });
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
+    addr
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_and_logs_it_before_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    let (port, admin) = (free_port(), free_port());
+    let upstream = slow_upstream(Duration::from_millis(400));
+    std::fs::write(
+        &file,
+        format!(
+            "config:\n  adminAddr: 127.0.0.1:{admin}\n  drainTimeout: 5s\n  logging: {{format: json}}\nbinds:\n- port: {port}\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - backends:\n      - host: {upstream}\n"
+        ),
+    )
+    .unwrap();
+    let (mut proc, gw, _) = run_gateway(&file, port, admin, Stdio::piped());
+    let in_flight = std::thread::spawn(move || http(gw, "GET", "/in-flight", ""));
+    std::thread::sleep(Duration::from_millis(150));
+    sigterm(&proc);
+    assert_eq!(in_flight.join().unwrap(), Some((200, "slow".into())));
+    assert_exits_cleanly(&mut proc);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut proc.0.stdout.take().unwrap(), &mut out).unwrap();
+    let line = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["path"] == "/in-flight")
+        .unwrap_or_else(|| panic!("no access-log line for the drained request in {out:?}"));
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["bytes_out"], 4);
+    assert!(line["duration_ms"].as_f64().unwrap() >= 300.0, "{line}");
 }
 
 #[test]

@@ -102,7 +102,8 @@ fn main() {
                 let records: Vec<RequestRecord> = (0..PER_ROUND).map(|i| record(llm, i)).collect();
                 let start = Instant::now();
                 for rec in records {
-                    t.finish(rec);
+                    let elapsed = rec.start.elapsed();
+                    t.finish(rec, elapsed);
                 }
                 let per = start.elapsed() / PER_ROUND as u32;
                 // The first round warms up.

@@ -74,10 +74,9 @@ impl Telemetry {
     }
 
     /// The request's response body has ended (or the request failed): metrics, the access
-    /// log line and the span.
-    pub fn finish(&self, rec: RequestRecord) {
-        // Read the clock once: the metrics, the log line and the span agree on the duration.
-        let elapsed = rec.start.elapsed();
+    /// log line and the span. `elapsed`: the request's duration, read once by the caller when
+    /// its response ended (this may run later), so metrics, log line and span agree on it.
+    pub fn finish(&self, rec: RequestRecord, elapsed: std::time::Duration) {
         observe_metrics(&rec, elapsed);
         if !self.records_requests() {
             return;

@@ -298,8 +298,9 @@ def summary(path):
             # Sequential rounds of one gateway move by up to 20% on a shared VM; when the case
             # was also priced side by side (both gateways at once, within ~2%), that row is
             # the one held to the budget and this one is shown for reference.
-            priced_side_by_side = any(r.get("base", "chat") == case.removesuffix("+tel")
-                                      for r in sel("side-tel", "gateway"))
+            priced_side_by_side = all(
+                any(r.get("base", "chat") == case.removesuffix("+tel") for r in sel(side, "gateway"))
+                for side in ("side-plain", "side-tel"))
             rows.append((f"{label}: gateway CPU-s / 10k req", "-", fmt(cg, "{:.3f}"),
                          fmt(over * 100 if over is not None else None, "{:+.1f}", "% vs off"),
                          f"<= +{TARGET_TELEMETRY_OVERHEAD:.0%}",

@@ -200,6 +200,11 @@ impl<'a> SpanWriter<'a> {
     }
 }
 
+/// The bytes [`append_span`] adds to a batch for `span`.
+pub(crate) fn framed_span_len(span: &[u8]) -> usize {
+    len_delimited_len(SPANS, span.len())
+}
+
 /// Appends an encoded span to a batch: the batch is the body of `ScopeSpans.spans`.
 pub(crate) fn append_span(batch: &mut Vec<u8>, span: &[u8]) {
     write_bytes(SPANS, span, batch);

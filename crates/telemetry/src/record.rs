@@ -182,7 +182,7 @@ impl RequestRecord {
             }
         }
         let opt_int = |v: Option<u64>| match v {
-            Some(n) => Member::Found(Computed::Int(n as i64)),
+            Some(n) => Member::Found(Computed::Int(cel_int(n))),
             None => Member::Missing,
         };
         match var {
@@ -201,9 +201,7 @@ impl RequestRecord {
                     "outputTokens" => opt_int(llm.output_tokens),
                     "cachedInputTokens" => opt_int(llm.cached_input_tokens),
                     "reasoningTokens" => opt_int(llm.reasoning_tokens),
-                    "totalTokens" => {
-                        opt_int(llm.input_tokens.zip(llm.output_tokens).map(|(i, o)| i + o))
-                    }
+                    "totalTokens" => opt_int(llm.total_tokens()),
                     _ => Member::Unknown,
                 }
             }
@@ -226,6 +224,11 @@ impl RequestRecord {
             _ => Member::Unknown,
         }
     }
+}
+
+/// A count as a CEL `int`: an upstream's absurd token count saturates instead of wrapping.
+fn cel_int(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -262,6 +265,14 @@ pub struct LlmRecord {
 }
 
 impl LlmRecord {
+    /// Input plus output tokens, when both are known (saturating: the counts come from the
+    /// provider).
+    pub(crate) fn total_tokens(&self) -> Option<u64> {
+        self.input_tokens
+            .zip(self.output_tokens)
+            .map(|(i, o)| i.saturating_add(o))
+    }
+
     /// `with_text`: also the prompt, completion and parameters (costly; only when read).
     fn value(&self, with_text: bool) -> Value {
         let mut m = MapBuilder::with_capacity(14);
@@ -270,13 +281,13 @@ impl LlmRecord {
             .insert("streaming", self.streaming);
         m.insert_opt("requestModel", self.request_model.clone());
         m.insert_opt("responseModel", self.response_model.clone());
-        let int = |v: Option<u64>| v.map(|n| n as i64);
+        let int = |v: Option<u64>| v.map(cel_int);
         m.insert_opt("inputTokens", int(self.input_tokens));
         m.insert_opt("outputTokens", int(self.output_tokens));
         m.insert_opt("cachedInputTokens", int(self.cached_input_tokens));
         m.insert_opt("reasoningTokens", int(self.reasoning_tokens));
-        if let (Some(i), Some(o)) = (self.input_tokens, self.output_tokens) {
-            m.insert("totalTokens", (i + o) as i64);
+        if let Some(total) = self.total_tokens() {
+            m.insert("totalTokens", cel_int(total));
         }
         if !with_text {
             return m.build();

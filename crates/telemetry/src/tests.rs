@@ -315,6 +315,27 @@ fn fields_read_from_the_record_match_cel() {
 }
 
 #[test]
+fn absurd_token_counts_saturate_instead_of_overflowing() {
+    let mut rec = record();
+    let llm = rec.llm.as_mut().unwrap();
+    llm.input_tokens = Some(u64::MAX);
+    llm.output_tokens = Some(5);
+    for src in ["llm.totalTokens", "llm.inputTokens"] {
+        let e = cel::Expression::compile(src).unwrap();
+        let (var, path) = e.member_path().unwrap();
+        let record::Member::Found(fast) = rec.member(var, path) else {
+            panic!("{src}: not found");
+        };
+        assert_eq!(fast.to_value(), cel::Value::Int(i64::MAX), "{src}");
+        assert_eq!(
+            e.eval(&rec.bindings(e.uses())).unwrap(),
+            cel::Value::Int(i64::MAX),
+            "{src}"
+        );
+    }
+}
+
+#[test]
 fn a_constant_filter_still_decides() {
     let rec = record();
     let e = cel::Expression::compile("1 == 2").unwrap();

@@ -422,10 +422,11 @@ struct Batch {
 }
 
 impl Batch {
-    /// Whether `span` may join this batch, which starts with `head_room` bytes.
-    fn has_room(&self, span: &[u8], head_room: usize) -> bool {
+    /// Whether a span of `framed` bytes may join this batch, which starts with `head_room`
+    /// bytes.
+    fn has_room(&self, framed: usize, head_room: usize) -> bool {
         self.spans < BATCH_SPANS
-            && (self.spans == 0 || self.bytes.len() - head_room + span.len() <= BATCH_BYTES)
+            && (self.spans == 0 || self.bytes.len() - head_room + framed <= BATCH_BYTES)
     }
 }
 
@@ -444,7 +445,8 @@ impl Queue {
 
     fn push(&self, span: &[u8]) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.spans >= QUEUE_SPANS || pending.bytes + span.len() > QUEUE_BYTES {
+        let framed = otlp::framed_span_len(span);
+        if pending.spans >= QUEUE_SPANS || pending.bytes + framed > QUEUE_BYTES {
             drop(pending);
             Metrics::global().spans_dropped.inc();
             return;
@@ -452,10 +454,10 @@ impl Queue {
         pending.spans += 1;
         // The last batch is closed once it has no room: it is ready to go.
         let mut closed = false;
-        if !matches!(pending.batches.back(), Some(b) if b.has_room(span, self.head_room)) {
+        if !matches!(pending.batches.back(), Some(b) if b.has_room(framed, self.head_room)) {
             closed = !pending.batches.is_empty();
             let mut bytes = pending.free.pop().unwrap_or_else(|| {
-                let body = (BATCH_SPANS * (span.len() + 3)).min(BATCH_BYTES.max(span.len() + 8));
+                let body = (BATCH_SPANS * framed).min(BATCH_BYTES.max(framed));
                 Vec::with_capacity(self.head_room + body)
             });
             bytes.resize(self.head_room, 0);
@@ -464,11 +466,9 @@ impl Queue {
         let Some(batch) = pending.batches.back_mut() else {
             return;
         };
-        let before = batch.bytes.len();
         otlp::append_span(&mut batch.bytes, span);
         batch.spans += 1;
         let full = batch.spans == BATCH_SPANS;
-        let framed = batch.bytes.len() - before;
         pending.bytes += framed;
         drop(pending);
         if full || closed {
@@ -810,11 +810,23 @@ mod queue_tests {
         let big = span(100 << 10);
         // 1 MiB of batch room takes ten 100 KiB spans; the eleventh starts a new batch,
         // which makes the first ready to go although it is far from BATCH_SPANS.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let woken = || {
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_millis(20), queue.ready.notified()).await
+            })
+            .is_ok()
+        };
         for _ in 0..10 {
             queue.push(&big);
         }
         assert!(queue.take(false).is_none(), "an open batch waits");
+        assert!(!woken(), "nothing to export yet");
         queue.push(&big);
+        assert!(woken(), "a batch closed by its size wakes the exporter");
         let first = queue.take(false).expect("the closed batch is ready");
         assert_eq!(first.spans, 10);
         assert!(first.bytes.len() - queue.head_room <= BATCH_BYTES);
@@ -839,8 +851,8 @@ mod queue_tests {
             queue.push(&big);
         }
         let pending = queue.pending.lock().unwrap();
-        assert!(pending.bytes <= QUEUE_BYTES, "{}", pending.bytes);
-        assert!(pending.bytes > QUEUE_BYTES - 2 * big.len());
-        assert_eq!(pending.spans, QUEUE_BYTES / (big.len() + 4));
+        let framed = otlp::framed_span_len(&big);
+        assert_eq!(pending.spans, QUEUE_BYTES / framed);
+        assert_eq!(pending.bytes, pending.spans * framed);
     }
 }

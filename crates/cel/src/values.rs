@@ -196,6 +196,8 @@ impl FieldValue {
         matches!(self, FieldValue::Json(serde_json::Value::Null))
     }
 
+    /// As JSON (for the tests that compare fields with JSON).
+    #[cfg(test)]
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             FieldValue::Str(s) => serde_json::Value::String(s.to_string()),

@@ -127,12 +127,12 @@ static RECORDS_PENDING: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs the metrics, log line and span of a finished request as a task of its own, so that
 /// they do not hold up the response: the body ends inside hyper's write of the last frame,
-/// before the response is flushed to the client. Spawned from the connection's task, the
-/// task runs on the same worker after that one yields (next, unless other tasks were woken
-/// first), so after the flush. Measured with
-/// one client on an `ai` route and a prompt-flattening log field: median latency 204–218 µs in
-/// place, 146–168 µs spawned; CPU per request no worse (the spawn included).
-/// Outside a runtime (a body dropped on another thread) the work runs in place.
+/// before the response is flushed to the client. Spawned from the connection's task, the task
+/// runs on the same worker after that one yields (next, unless other tasks were woken first),
+/// so after the flush. Measured with one client on an `ai` route and a prompt-flattening log
+/// field: median latency 204–218 µs in place, 146–168 µs spawned; CPU per request no worse
+/// (the spawn included). Outside a runtime (a body dropped on another thread) the work runs
+/// in place.
 fn finish_after_response(telemetry: Arc<Telemetry>, rec: Box<RequestRecord>, elapsed: Duration) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         telemetry.finish(*rec, elapsed);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, http, test_pki, wait_until, Proc, BIN};
+use common::{free_port, http, spawn_ready_with_stdout, test_pki, wait_until, Proc, BIN};
 
 /// Writes `yaml` to `dir/name` and runs `switchyard validate` on it: (success, stderr).
 fn validate_text(dir: &Path, name: &str, yaml: &str) -> (bool, String) {
@@ -113,20 +113,9 @@ fn run_gateway(
     admin: u16,
     stdout: Stdio,
 ) -> (Proc, SocketAddr, SocketAddr) {
-    let child = Command::new(BIN)
-        .arg("-f")
-        .arg(file)
-        .stdout(stdout)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proc = Proc(child);
-    let gw: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let adm: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    wait_until("ready", Duration::from_secs(10), || {
-        http(adm, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
-    });
-    (proc, gw, adm)
+    let proc = spawn_ready_with_stdout(&["-f".as_ref(), file.as_os_str()], admin, stdout);
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    (proc, addr(port), addr(admin))
 }
 
 /// Sends SIGTERM to the process.

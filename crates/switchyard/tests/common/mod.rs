@@ -80,9 +80,18 @@ pub struct Proc(pub Child);
 /// Runs the binary with `args` (output discarded) and waits until its admin server on
 /// `admin_port` reports ready.
 pub fn spawn_ready(args: &[&std::ffi::OsStr], admin_port: u16) -> Proc {
+    spawn_ready_with_stdout(args, admin_port, std::process::Stdio::null())
+}
+
+/// [`spawn_ready`], with standard output (the access log) sent to `stdout`.
+pub fn spawn_ready_with_stdout(
+    args: &[&std::ffi::OsStr],
+    admin_port: u16,
+    stdout: std::process::Stdio,
+) -> Proc {
     let child = std::process::Command::new(BIN)
         .args(args)
-        .stdout(std::process::Stdio::null())
+        .stdout(stdout)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -11,39 +11,31 @@
 //!   streaming <https://docs.anthropic.com/en/docs/build-with-claude/streaming>,
 //!   errors <https://docs.anthropic.com/en/api/errors>.
 //!
-//! - Google Gemini `generateContent` (egress only, see `gemini.rs`):
+//! - Google Gemini `generateContent` (egress only, see `gemini/`):
 //!   <https://ai.google.dev/api/generate-content>.
 //!
 //! - Amazon Bedrock `Converse` / `ConverseStream` (egress only, see
-//!   `bedrock.rs`): <https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html>.
+//!   `bedrock/`): <https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html>.
 //!
 //! - OpenAI Responses (ingress only, through the Chat pivot, see
-//!   `request_responses.rs`): <https://platform.openai.com/docs/api-reference/responses>.
+//!   `responses/`): <https://platform.openai.com/docs/api-reference/responses>.
 //!
 //! What cannot be carried across is listed in `crates/llm/README.md`.
 
+mod anthropic;
 mod bedrock;
+mod dialect;
 mod errors;
-pub mod eventstream;
 mod gemini;
-mod gemini_schema;
+mod openai;
+mod pivot;
 mod request;
-mod request_a2o;
-mod request_bedrock;
-mod request_gemini;
-mod request_o2a;
-mod request_responses;
 mod response;
 mod responses;
 mod sse;
 mod stream;
-mod stream_a2o;
-mod stream_bedrock;
-mod stream_gemini;
-mod stream_o2a;
-mod stream_responses;
-mod wire;
 
+pub use bedrock::eventstream;
 pub use errors::{error_body, translate_error};
 pub use request::{apply_request_options, prepare_request};
 pub use response::{translate_response, translate_response_with_model};
@@ -61,11 +53,11 @@ pub enum Format {
     Gemini,
     /// OpenAI Responses API (`POST /v1/responses`). Ingress only and
     /// stateless: translated through OpenAI Chat Completions (see
-    /// `request_responses.rs`, `responses.rs`, `stream_responses.rs`).
+    /// `responses/`).
     OpenAiResponses,
     /// Amazon Bedrock Runtime `Converse` / `ConverseStream`. Egress only:
     /// the model goes in the URL path, streams are AWS event-stream frames
-    /// (see `bedrock.rs`, `eventstream.rs`).
+    /// (see `bedrock/`, `bedrock/eventstream.rs`).
     Bedrock,
 }
 

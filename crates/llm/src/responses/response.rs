@@ -23,22 +23,28 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::errors::{openai_error, openai_type_for_status, parse_error};
-use crate::wire::unix_now;
+use crate::dialect::{Dialect, Route};
+use crate::openai::errors::{openai_error, openai_type_for_status};
+use crate::pivot::{parse_error, unix_now};
 use crate::{Format, LlmError, ResponseInfo, Usage};
+
+/// The route a Responses client's exchange takes inside: a Chat client of
+/// the same provider.
+pub(crate) fn chat_route(provider: &'static dyn Dialect) -> Route {
+    Route {
+        client: &crate::openai::OpenAiChat,
+        provider,
+    }
+}
 
 /// Provider response (egress format) -> Responses `response` object.
 pub(crate) fn translate_response(
-    egress: Format,
+    provider: &'static dyn Dialect,
     body: &[u8],
     upstream_model: Option<&str>,
 ) -> Result<(Option<Vec<u8>>, ResponseInfo), LlmError> {
-    let (chat_body, info) = match crate::response::translate_response_with_model(
-        Format::OpenAiChat,
-        egress,
-        body,
-        upstream_model,
-    )? {
+    let chat = chat_route(provider);
+    let (chat_body, info) = match chat.client.translate_response(chat, body, upstream_model)? {
         (Some(chat), info) => (chat, info),
         // The provider speaks Chat already.
         (None, info) => (body.to_vec(), info),
@@ -213,7 +219,7 @@ fn from_chat_completion(chat: &Value, info: &ResponseInfo) -> Value {
     let (status, incomplete_details) = status_for_finish(finish);
 
     let mut text = message
-        .map(|m| crate::request::content_text(m.get("content")))
+        .map(|m| crate::pivot::content_text(m.get("content")))
         .unwrap_or_default();
     // A refusal is the model's answer too; Responses would put it in a
     // `refusal` part, kept as text here as in streams (README).
@@ -318,9 +324,10 @@ pub(crate) fn info_of(v: &Value) -> ResponseInfo {
 /// Provider error -> OpenAI-shaped error for a Responses client (the same
 /// body Chat clients get). A Chat provider's own well-formed OpenAI error is
 /// kept byte for byte (its `code` and `param` are already right).
-pub(crate) fn translate_error(egress: Format, status: u16, body: &[u8]) -> Vec<u8> {
-    if let Some(chat) = crate::translate_error(Format::OpenAiChat, egress, status, body) {
-        return chat;
+pub(crate) fn translate_error(provider: &'static dyn Dialect, status: u16, body: &[u8]) -> Vec<u8> {
+    if provider.format() != Format::OpenAiChat {
+        let chat = chat_route(provider);
+        return chat.client.translate_error(chat, status, body);
     }
     let well_formed = serde_json::from_slice::<Map<String, Value>>(body)
         .ok()
@@ -367,13 +374,20 @@ mod tests {
 
     #[test]
     fn chat_error_with_loose_shape_is_normalised() {
-        let out = translate_error(Format::OpenAiChat, 400, br#"{"error":"bad things"}"#);
+        let out = translate_error(
+            &crate::openai::OpenAiChat,
+            400,
+            br#"{"error":"bad things"}"#,
+        );
         let v: Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(
             v,
             json!({"error":{"message":"bad things","type":"invalid_request_error","param":null,"code":null}})
         );
         let ok = br#"{"error":{"message":"m","type":"invalid_request_error","param":"input","code":"x"}}"#;
-        assert_eq!(translate_error(Format::OpenAiChat, 400, ok), ok.to_vec());
+        assert_eq!(
+            translate_error(&crate::openai::OpenAiChat, 400, ok),
+            ok.to_vec()
+        );
     }
 }

@@ -21,7 +21,10 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::{Format, LlmError, PreparedRequest, RequestOptions};
+use crate::dialect::apply_request_options;
+use crate::dialect::Route;
+use crate::pivot::serialise_request;
+use crate::{LlmError, PreparedRequest, RequestOptions};
 
 /// Parameters surfaced in `PreparedRequest::params` (Responses spelling).
 const RESPONSES_PARAMS: &[&str] = &["temperature", "top_p", "max_output_tokens", "reasoning"];
@@ -42,22 +45,18 @@ const COPIED_FIELDS: &[&str] = &[
 /// `prepare_request` for a Responses client: options are applied to the
 /// Responses body (so users write them in the client's spelling, as for the
 /// other ingresses) and the model resolved, the body is translated to Chat,
-/// and the Chat request goes through `prepare_request(OpenAiChat, egress, ..)`
-/// for the provider translation.
+/// and the Chat request object goes through the Chat client's pipeline
+/// (as `prepare_request(OpenAiChat, egress, ..)` would, without serialising
+/// and parsing it again) for the provider translation.
 pub(crate) fn prepare(
-    egress: Format,
+    route: Route,
     mut req: Map<String, Value>,
     opts: &RequestOptions,
 ) -> Result<PreparedRequest, LlmError> {
-    let (request_model, _) = crate::apply_request_options(&mut req, opts);
-    let params: Map<String, Value> = RESPONSES_PARAMS
-        .iter()
-        .filter_map(|&k| req.get(k).map(|v| (k.to_owned(), v.clone())))
-        .collect();
+    let (request_model, _) = apply_request_options(&mut req, opts);
+    let params = crate::pivot::pick_params(&req, RESPONSES_PARAMS);
 
     let chat = to_chat(req)?;
-    let chat_body = serde_json::to_vec(&Value::Object(chat))
-        .map_err(|e| LlmError::bad_request(format!("cannot serialise request: {e}")))?;
     // Options and the model were applied above, in the client's format.
     let empty = Map::new();
     let chat_opts = RequestOptions {
@@ -67,7 +66,8 @@ pub(crate) fn prepare(
         overrides: &empty,
         default_max_tokens: opts.default_max_tokens,
     };
-    let mut prepared = crate::prepare_request(Format::OpenAiChat, egress, &chat_body, &chat_opts)?;
+    let chat_route = super::response::chat_route(route.provider);
+    let mut prepared = chat_route.client.prepare(chat_route, chat, &chat_opts)?;
     prepared.request_model = request_model;
     prepared.params = params;
     Ok(prepared)
@@ -84,17 +84,12 @@ pub(crate) fn prepare_native(
     mut req: Map<String, Value>,
     opts: &RequestOptions,
 ) -> Result<PreparedRequest, LlmError> {
-    let (request_model, upstream_model) = crate::apply_request_options(&mut req, opts);
-    let params: Map<String, Value> = RESPONSES_PARAMS
-        .iter()
-        .filter_map(|&k| req.get(k).map(|v| (k.to_owned(), v.clone())))
-        .collect();
+    let (request_model, upstream_model) = apply_request_options(&mut req, opts);
+    let params = crate::pivot::pick_params(&req, RESPONSES_PARAMS);
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let prompt = native_prompt(&req);
-    let body = serde_json::to_vec(&Value::Object(req))
-        .map_err(|e| LlmError::bad_request(format!("cannot serialise request: {e}")))?;
     Ok(PreparedRequest {
-        body,
+        body: serialise_request(req)?,
         request_model,
         upstream_model,
         stream,
@@ -120,7 +115,7 @@ fn native_prompt(req: &Map<String, Value>) -> Vec<crate::PromptMessage> {
         view.insert("input".into(), Value::Array(Vec::new()));
     }
     to_chat(view)
-        .and_then(|chat| crate::request::openai_prompt(&chat))
+        .and_then(|chat| crate::openai::openai_prompt(&chat))
         .unwrap_or_default()
 }
 

@@ -113,7 +113,7 @@ fn user_blocks(blocks: &[Value], out: &mut Vec<Value>) {
         match b.get("type").and_then(Value::as_str) {
             Some("tool_result") => {
                 // is_error has no OpenAI equivalent; dropped (README).
-                let text = crate::request::content_text(b.get("content"));
+                let text = crate::pivot::content_text(b.get("content"));
                 out.push(json!({
                     "role": "tool",
                     "tool_call_id": b.get("tool_use_id").cloned().unwrap_or(Value::String(String::new())),

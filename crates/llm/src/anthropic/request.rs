@@ -6,6 +6,10 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::pivot::{
+    assistant_texts, assistant_tool_calls, base64_data_url, function_tools, max_tokens,
+    required_image_url, stop_sequences, ToolChoice, UserContent, UserPart,
+};
 use crate::LlmError;
 
 pub(crate) fn translate(
@@ -27,22 +31,13 @@ pub(crate) fn translate(
     }
     out.insert("messages".into(), Value::Array(messages));
 
-    let max_tokens = req
-        .get("max_completion_tokens")
-        .filter(|v| !v.is_null())
-        .or_else(|| req.get("max_tokens").filter(|v| !v.is_null()))
+    let max_tokens = max_tokens(&req)
         .cloned()
         .unwrap_or_else(|| Value::from(default_max_tokens));
     out.insert("max_tokens".into(), max_tokens);
 
-    match req.remove("stop") {
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(list)) if !list.is_empty() => {
-            out.insert("stop_sequences".into(), Value::Array(list));
-        }
-        _ => {}
+    if let Some(stops) = stop_sequences(req.get("stop")) {
+        out.insert("stop_sequences".into(), stops);
     }
     for key in ["temperature", "top_p", "top_k", "stream"] {
         if let Some(v) = req.remove(key).filter(|v| !v.is_null()) {
@@ -58,16 +53,13 @@ pub(crate) fn translate(
         out.insert("thinking".into(), thinking);
     }
 
-    let tools = match req.remove("tools") {
-        Some(Value::Array(tools)) => translate_tools(tools),
-        _ => Vec::new(),
-    };
+    let tools = translate_tools(req.get("tools"));
     let has_tools = !tools.is_empty();
     if has_tools {
         out.insert("tools".into(), Value::Array(tools));
     }
     let parallel_disabled = req.get("parallel_tool_calls") == Some(&Value::Bool(false));
-    if let Some(mut choice) = req.get("tool_choice").and_then(translate_tool_choice) {
+    if let Some(mut choice) = ToolChoice::of(req.get("tool_choice")).map(translate_tool_choice) {
         if parallel_disabled && choice["type"] != "none" {
             choice["disable_parallel_tool_use"] = Value::Bool(true);
         }
@@ -108,7 +100,7 @@ fn translate_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>
                 system_blocks.extend(text_blocks(msg.remove("content")));
             }
             "user" => {
-                let content = user_content(i, msg.remove("content"))?;
+                let content = user_content(i, msg.get("content"))?;
                 out.push(json!({ "role": "user", "content": content }));
             }
             "assistant" => out.push(assistant_message(i, msg)?),
@@ -116,7 +108,7 @@ fn translate_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>
                 let block = json!({
                     "type": "tool_result",
                     "tool_use_id": msg.get("tool_call_id").cloned().unwrap_or(Value::String(String::new())),
-                    "content": crate::request::content_text(msg.get("content")),
+                    "content": crate::pivot::content_text(msg.get("content")),
                 });
                 match tool_result_msg.and_then(|idx| out.get_mut(idx)) {
                     Some(existing) => {
@@ -161,59 +153,30 @@ fn text_blocks(content: Option<Value>) -> Vec<Value> {
     }
 }
 
-fn user_content(i: usize, content: Option<Value>) -> Result<Value, LlmError> {
-    let parts = match content {
-        Some(Value::String(s)) => return Ok(Value::String(s)),
-        Some(Value::Array(parts)) => parts,
-        Some(Value::Null) | None => return Ok(Value::String(String::new())),
-        Some(_) => {
-            return Err(LlmError::bad_request(format!(
-                "messages[{i}].content must be a string or an array"
-            )))
-        }
+fn user_content(i: usize, content: Option<&Value>) -> Result<Value, LlmError> {
+    let parts = match UserContent::of(i, content)? {
+        UserContent::Text(s) => return Ok(Value::String(s.to_owned())),
+        UserContent::Parts(parts) => parts,
     };
     let mut blocks = Vec::new();
-    for (j, part) in parts.into_iter().enumerate() {
-        match part.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                let text = part.get("text").and_then(Value::as_str).unwrap_or_default();
-                blocks.push(json!({ "type": "text", "text": text }));
-            }
-            Some("image_url") => {
-                let url = part
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        LlmError::bad_request(format!(
-                            "messages[{i}].content[{j}].image_url.url is missing"
-                        ))
-                    })?;
-                blocks.push(json!({ "type": "image", "source": image_source(i, j, url)? }));
+    for (j, part) in parts.iter().enumerate() {
+        match UserPart::of(part) {
+            UserPart::Text(text) => blocks.push(json!({ "type": "text", "text": text })),
+            UserPart::ImageUrl(url) => {
+                let url = required_image_url(i, j, url)?;
+                let source = match base64_data_url(i, j, url)? {
+                    Some((media_type, data)) => {
+                        json!({ "type": "base64", "media_type": media_type, "data": data })
+                    }
+                    None => json!({ "type": "url", "url": url }),
+                };
+                blocks.push(json!({ "type": "image", "source": source }));
             }
             // input_audio, file, ...: no Anthropic equivalent here; dropped (README).
             _ => {}
         }
     }
     Ok(Value::Array(blocks))
-}
-
-/// `data:<media>;base64,<data>` -> base64 source; anything else -> url source.
-fn image_source(i: usize, j: usize, url: &str) -> Result<Value, LlmError> {
-    let Some(rest) = url.strip_prefix("data:") else {
-        return Ok(json!({ "type": "url", "url": url }));
-    };
-    let (meta, data) = rest.split_once(',').ok_or_else(|| {
-        LlmError::bad_request(format!(
-            "messages[{i}].content[{j}]: malformed data URL (no comma)"
-        ))
-    })?;
-    let media_type = meta.strip_suffix(";base64").ok_or_else(|| {
-        LlmError::bad_request(format!(
-            "messages[{i}].content[{j}]: only base64 data URLs are supported"
-        ))
-    })?;
-    Ok(json!({ "type": "base64", "media_type": media_type, "data": data }))
 }
 
 fn assistant_message(i: usize, mut msg: Map<String, Value>) -> Result<Value, LlmError> {
@@ -244,99 +207,45 @@ fn assistant_message(i: usize, mut msg: Map<String, Value>) -> Result<Value, Llm
             }
         }
     }
-    match msg.remove("content") {
-        Some(Value::String(s)) if !s.is_empty() => {
-            blocks.push(json!({ "type": "text", "text": s }))
-        }
-        Some(Value::Array(parts)) => {
-            for p in parts {
-                // Text and refusal parts both carry assistant-visible text.
-                let text = p
-                    .get("text")
-                    .or_else(|| p.get("refusal"))
-                    .and_then(Value::as_str);
-                if let Some(text) = text.filter(|t| !t.is_empty()) {
-                    blocks.push(json!({ "type": "text", "text": text }));
-                }
-            }
-        }
-        _ => {}
+    for text in assistant_texts(msg.get("content")) {
+        blocks.push(json!({ "type": "text", "text": text }));
     }
-    if let Some(Value::Array(calls)) = msg.remove("tool_calls") {
-        for (j, call) in calls.into_iter().enumerate() {
-            let func = call.get("function");
-            let name = func
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let args = func.and_then(|f| f.get("arguments"));
-            let input = match args {
-                Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-                Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-                    Ok(v @ Value::Object(_)) => v,
-                    _ => {
-                        return Err(LlmError::bad_request(format!(
-                            "messages[{i}].tool_calls[{j}].function.arguments is not a JSON object; Anthropic requires tool input to be an object"
-                        )))
-                    }
-                },
-                Some(v @ Value::Object(_)) => v.clone(),
-                _ => json!({}),
-            };
-            blocks.push(json!({
-                "type": "tool_use",
-                "id": call.get("id").cloned().unwrap_or(Value::String(String::new())),
-                "name": name,
-                "input": input,
-            }));
-        }
+    let calls = assistant_tool_calls(
+        i,
+        msg.get("tool_calls"),
+        false,
+        "is not a JSON object; Anthropic requires tool input to be an object",
+    )?;
+    for call in calls {
+        blocks.push(json!({
+            "type": "tool_use",
+            "id": call.id.cloned().unwrap_or(Value::String(String::new())),
+            "name": call.name,
+            "input": call.input,
+        }));
     }
     Ok(json!({ "role": "assistant", "content": blocks }))
 }
 
-fn translate_tools(tools: Vec<Value>) -> Vec<Value> {
-    tools
-        .into_iter()
-        .filter_map(|t| {
-            // Only function tools have an Anthropic equivalent.
-            if t.get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|ty| ty != "function")
-            {
-                return None;
-            }
-            let f = t.get("function")?;
+fn translate_tools(tools: Option<&Value>) -> Vec<Value> {
+    function_tools(tools)
+        .map(|f| {
             let mut out = Map::new();
-            out.insert("name".into(), f.get("name")?.clone());
-            if let Some(d) = f.get("description").filter(|d| !d.is_null()) {
+            out.insert("name".into(), f.name.clone());
+            if let Some(d) = f.description.filter(|d| !d.is_null()) {
                 out.insert("description".into(), d.clone());
             }
-            let schema = f
-                .get("parameters")
-                .filter(|p| p.is_object())
-                .cloned()
-                .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
-            out.insert("input_schema".into(), schema);
-            Some(Value::Object(out))
+            out.insert("input_schema".into(), f.parameters_or_empty());
+            Value::Object(out)
         })
         .collect()
 }
 
-fn translate_tool_choice(choice: &Value) -> Option<Value> {
+fn translate_tool_choice(choice: ToolChoice) -> Value {
     match choice {
-        Value::String(s) => match s.as_str() {
-            "auto" => Some(json!({ "type": "auto" })),
-            "none" => Some(json!({ "type": "none" })),
-            "required" => Some(json!({ "type": "any" })),
-            _ => None,
-        },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)?;
-            Some(json!({ "type": "tool", "name": name }))
-        }
-        _ => None,
+        ToolChoice::Auto => json!({ "type": "auto" }),
+        ToolChoice::None => json!({ "type": "none" }),
+        ToolChoice::Required => json!({ "type": "any" }),
+        ToolChoice::Function(name) => json!({ "type": "tool", "name": name }),
     }
 }

@@ -9,10 +9,10 @@
 
 use serde_json::{json, Value};
 
+use crate::anthropic::wire::{anthropic_usage_json, stop_reason_from_openai};
+use crate::dialect::stream::Observed;
+use crate::pivot::{unix_now, OaChunk};
 use crate::sse::write_event;
-use crate::stream::{write_stream_error, Observed};
-use crate::wire::{anthropic_usage_json, stop_reason_from_openai, unix_now, OaChunk};
-use crate::Format;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Block {
@@ -43,17 +43,8 @@ impl OpenAiToAnthropic {
         if self.finished {
             return;
         }
-        if let Some(err) = &chunk.error {
-            let message = err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream stream error");
-            write_stream_error(
-                Format::AnthropicMessages,
-                err.get("type").and_then(Value::as_str),
-                message,
-                out,
-            );
+        if let Some((kind, message)) = chunk.error_parts() {
+            crate::anthropic::errors::write_stream_error(kind, message, out);
             self.finished = true;
             return;
         }

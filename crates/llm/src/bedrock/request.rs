@@ -17,6 +17,10 @@ use std::collections::HashSet;
 
 use serde_json::{json, Map, Value};
 
+use crate::pivot::{
+    assistant_tool_calls, function_tools, max_tokens, stop_sequences, text_parts_with, DataUrl,
+    ToolChoice, UserPart,
+};
 use crate::LlmError;
 
 /// What the Anthropic request carried that the OpenAI pivot cannot.
@@ -94,14 +98,14 @@ pub(crate) fn translate_from_anthropic(
     if let Some(t) = req.get("thinking").filter(|t| t.is_object()) {
         additional.insert("thinking".into(), t.clone());
     }
-    // request_a2o drops unknown fields; carry the Converse-spelled ones over.
+    // anthropic::client_request drops unknown fields; carry the Converse-spelled ones over.
     let passthrough: Vec<(String, Value)> = PASSTHROUGH_FIELDS
         .iter()
         .filter_map(|&k| req.get(k).map(|v| (k.to_owned(), v.clone())))
         .collect();
-    let mut openai = crate::request_a2o::translate(req)?;
+    let mut openai = crate::anthropic::client_request::translate(req)?;
     openai.extend(passthrough);
-    // request_a2o emits exactly one assistant message per Anthropic
+    // anthropic::client_request emits exactly one assistant message per Anthropic
     // assistant message, in order: re-attach the thinking blocks there.
     if let Some(Value::Array(messages)) = openai.get_mut("messages") {
         let assistants = messages
@@ -166,11 +170,7 @@ fn translate_with(
 
 fn inference_config(req: &Map<String, Value>) -> Map<String, Value> {
     let mut config = Map::new();
-    let max_tokens = req
-        .get("max_completion_tokens")
-        .filter(|v| !v.is_null())
-        .or_else(|| req.get("max_tokens").filter(|v| !v.is_null()));
-    if let Some(m) = max_tokens {
+    if let Some(m) = max_tokens(req) {
         config.insert("maxTokens".into(), m.clone());
     }
     for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
@@ -178,14 +178,8 @@ fn inference_config(req: &Map<String, Value>) -> Map<String, Value> {
             config.insert(to.into(), v.clone());
         }
     }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            config.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(list)) if !list.is_empty() => {
-            config.insert("stopSequences".into(), Value::Array(list.clone()));
-        }
-        _ => {}
+    if let Some(stops) = stop_sequences(req.get("stop")) {
+        config.insert("stopSequences".into(), stops);
     }
     config
 }
@@ -195,46 +189,34 @@ fn inference_config(req: &Map<String, Value>) -> Map<String, Value> {
 /// which case Converse insists on a `toolConfig` and the tools are sent
 /// without a choice (the model may still call one; README).
 fn tool_config(req: &Map<String, Value>, has_tool_blocks: bool) -> Option<Value> {
-    let tools: Vec<Value> = req
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|t| t.get("type").and_then(Value::as_str).unwrap_or("function") == "function")
-        .filter_map(|t| {
-            let f = t.get("function")?;
+    let tools: Vec<Value> = function_tools(req.get("tools"))
+        .map(|f| {
             let mut spec = Map::new();
-            spec.insert("name".into(), f.get("name")?.clone());
-            if let Some(d) = f.get("description").filter(|d| d.is_string()) {
+            spec.insert("name".into(), f.name.clone());
+            if let Some(d) = f.description.filter(|d| d.is_string()) {
                 spec.insert("description".into(), d.clone());
             }
-            let schema = f
-                .get("parameters")
-                .filter(|p| p.is_object())
-                .cloned()
-                .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
-            spec.insert("inputSchema".into(), json!({ "json": schema }));
-            Some(json!({ "toolSpec": spec }))
+            spec.insert(
+                "inputSchema".into(),
+                json!({ "json": f.parameters_or_empty() }),
+            );
+            json!({ "toolSpec": spec })
         })
         .collect();
     if tools.is_empty() {
         return None;
     }
-    let choice = match req.get("tool_choice") {
-        Some(Value::String(s)) if s == "none" => {
+    let choice = match ToolChoice::of(req.get("tool_choice")) {
+        Some(ToolChoice::None) => {
             if !has_tool_blocks {
                 return None;
             }
             None
         }
-        Some(Value::String(s)) if s == "required" => Some(json!({ "any": {} })),
-        Some(Value::String(s)) if s == "auto" => Some(json!({ "auto": {} })),
-        Some(Value::Object(c)) => c
-            .get("function")
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .map(|name| json!({ "tool": { "name": name } })),
-        _ => None,
+        Some(ToolChoice::Required) => Some(json!({ "any": {} })),
+        Some(ToolChoice::Auto) => Some(json!({ "auto": {} })),
+        Some(ToolChoice::Function(name)) => Some(json!({ "tool": { "name": name } })),
+        None => None,
     };
     let mut config = Map::new();
     config.insert("tools".into(), Value::Array(tools));
@@ -258,7 +240,7 @@ fn translate_messages(
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
         let (role, content) = match role {
             "system" | "developer" => {
-                let text = crate::request::content_text(m.get("content"));
+                let text = crate::pivot::content_text(m.get("content"));
                 if !text.is_empty() {
                     system.push(json!({ "text": text }));
                 }
@@ -290,59 +272,28 @@ fn translate_messages(
 }
 
 fn user_content(i: usize, content: Option<&Value>) -> Result<Vec<Value>, LlmError> {
-    let parts = match content {
-        Some(Value::String(s)) if s.is_empty() => return Ok(Vec::new()),
-        Some(Value::String(s)) => return Ok(vec![json!({ "text": s })]),
-        Some(Value::Array(parts)) => parts,
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(_) => {
-            return Err(LlmError::bad_request(format!(
-                "messages[{i}].content must be a string or an array"
-            )))
-        }
-    };
-    let mut blocks = Vec::new();
-    for (j, part) in parts.iter().enumerate() {
-        match part.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                let text = part.get("text").and_then(Value::as_str).unwrap_or_default();
-                if !text.is_empty() {
-                    blocks.push(json!({ "text": text }));
-                }
-            }
-            Some("image_url") => {
-                let url = part
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                blocks.push(image_block(url).map_err(|why| {
-                    LlmError::bad_request(format!("messages[{i}].content[{j}]: {why}"))
-                })?);
-            }
-            // input_audio, file, ...: dropped (README).
-            _ => {}
-        }
-    }
-    Ok(blocks)
+    text_parts_with(i, content, |j, part| match part {
+        UserPart::ImageUrl(url) => image_block(url.unwrap_or_default())
+            .map(Some)
+            .map_err(|why| LlmError::bad_request(format!("messages[{i}].content[{j}]: {why}"))),
+        // input_audio, file, ...: dropped (README).
+        _ => Ok(None),
+    })
 }
 
 /// A `data:image/<type>;base64,<data>` URL -> Converse image block.
 /// Converse takes image bytes only (or S3 locations), never an http URL,
 /// and fetching URLs is not this library's business: those are a 400.
 fn image_block(url: &str) -> Result<Value, String> {
-    let Some(rest) = url.strip_prefix("data:") else {
-        return Err(
+    let (mime, data) = match DataUrl::parse(url) {
+        DataUrl::Base64 { mime, data } => (mime, data),
+        DataUrl::NotData => return Err(
             "Bedrock accepts images as base64 `data:` URLs only; remote image URLs cannot be sent"
                 .into(),
-        );
+        ),
+        DataUrl::Malformed => return Err("malformed data URL (no comma)".into()),
+        DataUrl::NotBase64 => return Err("data URL must be base64-encoded".into()),
     };
-    let (meta, data) = rest
-        .split_once(',')
-        .ok_or("malformed data URL (no comma)")?;
-    let mime = meta
-        .strip_suffix(";base64")
-        .ok_or("data URL must be base64-encoded")?;
     let format = match mime.to_ascii_lowercase().as_str() {
         "image/png" => "png",
         "image/jpeg" | "image/jpg" => "jpeg",
@@ -393,38 +344,22 @@ fn assistant_content(i: usize, m: &Value) -> Result<Vec<Value>, LlmError> {
             _ => {}
         }
     }
-    let text = crate::request::content_text(m.get("content"));
+    let text = crate::pivot::content_text(m.get("content"));
     if !text.is_empty() {
         blocks.push(json!({ "text": text }));
     }
-    for (j, call) in m
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let func = call.get("function");
-        let args = func
-            .and_then(|f| f.get("arguments"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let input = if args.trim().is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_str::<Value>(args) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => {
-                    return Err(LlmError::bad_request(format!(
-                        "messages[{i}].tool_calls[{j}].function.arguments must be a JSON object for Bedrock"
-                    )))
-                }
-            }
-        };
+    // Only JSON text is read as arguments: anything else counts as none.
+    let calls = assistant_tool_calls(
+        i,
+        m.get("tool_calls"),
+        true,
+        "must be a JSON object for Bedrock",
+    )?;
+    for call in calls {
         blocks.push(json!({ "toolUse": {
-            "toolUseId": call.get("id").and_then(Value::as_str).unwrap_or_default(),
-            "name": func.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default(),
-            "input": input,
+            "toolUseId": call.id_str(),
+            "name": call.name,
+            "input": call.input,
         }}));
     }
     Ok(blocks)
@@ -437,7 +372,7 @@ fn tool_result(m: &Value, extras: &AnthropicExtras) -> Value {
         .get("tool_call_id")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let text = crate::request::content_text(m.get("content"));
+    let text = crate::pivot::content_text(m.get("content"));
     let content = match serde_json::from_str::<Value>(&text) {
         Ok(v @ Value::Object(_)) => json!({ "json": v }),
         _ => json!({ "text": text }),

@@ -10,11 +10,12 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::sse::write_event;
-use crate::stream::{write_stream_error, Observed};
-use crate::wire::{
-    finish_reason_from_anthropic, openai_usage_json, unix_now, AnBlockStart, AnDelta, AnEvent,
+use crate::anthropic::wire::{
+    finish_reason_from_anthropic, AnBlockStart, AnDelta, AnEvent, AnUsage,
 };
+use crate::dialect::stream::{Observed, ProviderStream, SseEvents, SseStream};
+use crate::pivot::{openai_usage_json, unix_now};
+use crate::sse::write_event;
 use crate::Format;
 
 pub(crate) struct AnthropicToOpenAi {
@@ -136,7 +137,7 @@ impl AnthropicToOpenAi {
             AnEvent::MessageStop => self.finish(observed, out),
             AnEvent::Error { error } => {
                 let message = error.message.as_deref().unwrap_or("upstream stream error");
-                write_stream_error(Format::OpenAiChat, error.kind.as_deref(), message, out);
+                crate::openai::errors::write_stream_error(error.kind.as_deref(), message, out);
                 self.finished = true;
             }
             AnEvent::ContentBlockStop { .. } | AnEvent::Ping | AnEvent::Other => {}
@@ -246,3 +247,72 @@ struct ContentDelta<'a> {
 
 #[derive(Serialize)]
 struct Empty {}
+
+/// The Anthropic provider's stream for a client of `ingress`: observed,
+/// and for OpenAI clients translated to Chat chunks.
+pub(crate) fn stream_to(ingress: Format, include_usage: bool) -> Box<dyn ProviderStream> {
+    SseStream::boxed(AnthropicEvents {
+        to_openai: (ingress == Format::OpenAiChat).then(|| AnthropicToOpenAi::new(include_usage)),
+        usage: AnUsage::default(),
+    })
+}
+
+struct AnthropicEvents {
+    /// `None`: the client gets the events as they are.
+    to_openai: Option<AnthropicToOpenAi>,
+    /// Cumulative usage: later events carry only some of the counts.
+    usage: AnUsage,
+}
+
+impl SseEvents for AnthropicEvents {
+    fn translates(&self) -> bool {
+        self.to_openai.is_some()
+    }
+
+    fn on_event(&mut self, data: &str, observed: &mut Observed, out: &mut Vec<u8>) {
+        // Unparseable events are skipped: one bad event must not kill the stream.
+        let Ok(ev) = serde_json::from_str::<AnEvent>(data) else {
+            return;
+        };
+        observe(&ev, &mut self.usage, observed);
+        if let Some(s) = &mut self.to_openai {
+            s.on_event(ev, observed, out);
+        }
+    }
+
+    fn finish(&mut self, observed: &mut Observed, out: &mut Vec<u8>) {
+        if let Some(s) = &mut self.to_openai {
+            s.finish(observed, out);
+        }
+    }
+}
+
+/// Records model, usage, completion text and first token from one event.
+fn observe(event: &AnEvent, usage: &mut AnUsage, observed: &mut Observed) {
+    match event {
+        AnEvent::MessageStart { message } => {
+            if observed.model.is_none() {
+                observed.model = message.model.clone();
+            }
+            if let Some(u) = &message.usage {
+                usage.merge(u);
+                observed.usage = usage.to_usage();
+            }
+        }
+        AnEvent::MessageDelta { usage: Some(u), .. } => {
+            usage.merge(u);
+            observed.usage = usage.to_usage();
+        }
+        AnEvent::ContentBlockStart { content_block, .. } => match content_block {
+            AnBlockStart::ToolUse { .. } => observed.first_token = true,
+            AnBlockStart::Text { text } if !text.is_empty() => observed.push_text(text),
+            _ => {}
+        },
+        AnEvent::ContentBlockDelta { delta, .. } => match delta {
+            AnDelta::TextDelta { text } if !text.is_empty() => observed.push_text(text),
+            AnDelta::InputJsonDelta { .. } => observed.first_token = true,
+            _ => {}
+        },
+        _ => {}
+    }
+}

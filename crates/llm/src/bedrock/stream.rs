@@ -1,9 +1,9 @@
 //! Bedrock `ConverseStream` (AWS event-stream frames) -> OpenAI
-//! `chat.completion.chunk` SSE, and (chained through `stream_o2a`) ->
+//! `chat.completion.chunk` SSE, and (chained through `anthropic::client_stream`) ->
 //! Anthropic Messages events.
 //!
 //! The body is binary (`application/vnd.amazon.eventstream`, decoded by
-//! `eventstream.rs`), each event a JSON payload named by the
+//! `bedrock/eventstream.rs`), each event a JSON payload named by the
 //! `:event-type` header: `messageStart {role}`, `contentBlockStart
 //! {contentBlockIndex, start: {toolUse: {toolUseId, name}}}`,
 //! `contentBlockDelta {contentBlockIndex, delta: {text} | {toolUse: {input}}
@@ -20,14 +20,13 @@
 
 use serde_json::{json, Value};
 
-use crate::bedrock::{
-    anthropic_type_for_exception, finish_reason_from_bedrock, usage_from_bedrock,
-};
-use crate::eventstream::{Decoder, Message};
-use crate::sse::write_event;
-use crate::stream::{write_stream_error, Observed};
-use crate::stream_o2a::OpenAiToAnthropic;
-use crate::wire::{openai_usage_json, unix_now, OaChunk};
+use crate::bedrock::errors::anthropic_type_for_exception;
+use crate::bedrock::eventstream::{Decoder, Message};
+use crate::bedrock::wire::{finish_reason_from_bedrock, usage_from_bedrock};
+use crate::dialect::sink::ChunkSink;
+use crate::dialect::stream::{Observed, ProviderStream};
+use crate::dialect::Route;
+use crate::pivot::{chunk_json, delta_choices, finish_choices, unix_now};
 use crate::Format;
 
 /// Content blocks with an index above this are ignored, so a hostile
@@ -48,17 +47,11 @@ struct ConverseToOpenAi {
 
 impl ConverseToOpenAi {
     fn chunk(&self, choices: Value) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        })
+        chunk_json(&self.id, self.created, &self.model, choices)
     }
 
     fn delta(&self, delta: Value) -> Value {
-        self.chunk(json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": null }]))
+        self.chunk(delta_choices(0, delta))
     }
 
     fn ensure_started(&mut self, out: &mut Vec<Value>) {
@@ -145,9 +138,7 @@ impl ConverseToOpenAi {
                     .map(finish_reason_from_bedrock)
                     .unwrap_or("stop");
                 self.finished = true;
-                out.push(self.chunk(
-                    json!([{ "index": 0, "delta": {}, "logprobs": null, "finish_reason": finish }]),
-                ));
+                out.push(self.chunk(finish_choices(0, finish)));
             }
             // messageStart (role chunk above), contentBlockStop, metadata
             // (usage, handled by the caller) and anything new.
@@ -156,51 +147,36 @@ impl ConverseToOpenAi {
     }
 }
 
-/// Where translated OpenAI chunks go.
-enum Target {
-    OpenAi { include_usage: bool },
-    Anthropic(Box<OpenAiToAnthropic>),
-}
-
 /// The Bedrock-egress stream translator used by `StreamTranslator`.
-pub(crate) struct BedrockStream {
+struct BedrockStream {
     decoder: Decoder,
     to_openai: ConverseToOpenAi,
-    target: Target,
-    ingress: Format,
+    sink: ChunkSink,
+    route: Route,
     /// The client's stream is complete (closing events written, or an error).
     done: bool,
 }
 
 impl BedrockStream {
-    /// The model the request named, reported in the chunks Converse leaves unnamed.
-    pub fn set_model(&mut self, model: &str) {
-        self.to_openai.model = model.to_owned();
-    }
-
-    pub fn new(ingress: Format, include_usage: bool) -> Self {
-        let target = match ingress {
-            Format::AnthropicMessages => Target::Anthropic(Box::default()),
-            _ => Target::OpenAi { include_usage },
-        };
+    pub fn new(route: Route, include_usage: bool) -> Self {
         BedrockStream {
             decoder: Decoder::default(),
             to_openai: ConverseToOpenAi {
-                id: crate::bedrock::response_id(ingress),
+                id: crate::bedrock::wire::response_id(route.ingress()),
                 model: String::new(),
                 created: unix_now(),
                 started: false,
                 tool_blocks: Vec::new(),
                 finished: false,
             },
-            target,
-            ingress,
+            sink: ChunkSink::new(route.ingress(), include_usage),
+            route,
             done: false,
         }
     }
 
     /// Raw body bytes, split anywhere.
-    pub fn feed(&mut self, bytes: &[u8], observed: &mut Observed, out: &mut Vec<u8>) {
+    fn feed_frames(&mut self, bytes: &[u8], observed: &mut Observed, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
@@ -214,7 +190,9 @@ impl BedrockStream {
         }
         if let Err(e) = result {
             let message = format!("upstream event stream is corrupt: {e}");
-            write_stream_error(self.ingress, Some("api_error"), &message, out);
+            self.route
+                .client
+                .write_stream_error(Some("api_error"), &message, out);
             self.done = true;
         }
     }
@@ -228,7 +206,7 @@ impl BedrockStream {
                     .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
                     .unwrap_or_else(|| format!("upstream stream error: {exception}"));
                 let kind = anthropic_type_for_exception(exception);
-                write_stream_error(self.ingress, Some(kind), &text, out);
+                self.route.client.write_stream_error(Some(kind), &text, out);
                 self.done = true;
             }
             // Generic event-stream errors carry their detail in headers.
@@ -238,7 +216,7 @@ impl BedrockStream {
                     .header_str(":error-message")
                     .unwrap_or("upstream stream error");
                 let kind = anthropic_type_for_exception(code);
-                write_stream_error(self.ingress, Some(kind), text, out);
+                self.route.client.write_stream_error(Some(kind), text, out);
                 self.done = true;
             }
             Some("event") | None => {
@@ -258,55 +236,85 @@ impl BedrockStream {
         let mut chunks = Vec::new();
         self.to_openai.on_event(kind, event, &mut chunks);
         for chunk in chunks {
-            self.emit(chunk, observed, out);
+            self.sink.emit(chunk, observed, out);
         }
         // `metadata` is the documented last event: close the client's
         // stream now rather than waiting for the connection to end.
         if kind == "metadata" {
-            self.finish(observed, out);
+            self.close(observed, out);
         }
     }
 
     /// The upstream ended (or sent its last event): usage chunk (if asked)
     /// and `[DONE]`, or the closing Anthropic events. A frame cut off
     /// mid-way is an error, not a clean end.
-    pub fn finish(&mut self, observed: &Observed, out: &mut Vec<u8>) {
+    fn close(&mut self, observed: &Observed, out: &mut Vec<u8>) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
         if self.decoder.pending_bytes() > 0 {
             let message = "upstream event stream ended inside a frame";
-            write_stream_error(self.ingress, Some("api_error"), message, out);
+            self.route
+                .client
+                .write_stream_error(Some("api_error"), message, out);
             return;
         }
         let mut chunks = Vec::new();
         self.to_openai.ensure_started(&mut chunks);
         for chunk in chunks {
-            self.emit(chunk, observed, out);
+            self.sink.emit(chunk, observed, out);
         }
-        match &mut self.target {
-            Target::OpenAi { include_usage } => {
-                if *include_usage {
-                    let mut usage = self.to_openai.chunk(json!([]));
-                    usage["usage"] = openai_usage_json(&observed.usage);
-                    write_event(out, None, &usage.to_string());
-                }
-                write_event(out, None, "[DONE]");
-            }
-            Target::Anthropic(to_anthropic) => to_anthropic.finish(observed, out),
-        }
+        let to_openai = &self.to_openai;
+        self.sink
+            .finish(|| to_openai.chunk(json!([])), observed, out);
+    }
+}
+
+impl ProviderStream for BedrockStream {
+    fn translates(&self) -> bool {
+        true
     }
 
-    fn emit(&mut self, chunk: Value, observed: &Observed, out: &mut Vec<u8>) {
-        match &mut self.target {
-            Target::OpenAi { .. } => write_event(out, None, &chunk.to_string()),
-            Target::Anthropic(to_anthropic) => {
-                // The chunk was built here, so it always fits the view.
-                if let Ok(chunk) = serde_json::from_value::<OaChunk>(chunk) {
-                    to_anthropic.on_chunk(chunk, observed, out);
-                }
-            }
+    fn feed(&mut self, chunk: &[u8], observed: &mut Observed, out: &mut Vec<u8>) {
+        self.feed_frames(chunk, observed, out);
+    }
+
+    fn finish(&mut self, observed: &mut Observed, out: &mut Vec<u8>) {
+        self.close(observed, out);
+    }
+
+    /// The model the request named, reported in the chunks Converse leaves unnamed.
+    fn set_upstream_model(&mut self, model: &str, observed: &mut Observed) {
+        self.to_openai.model = model.to_owned();
+        observed.model = Some(model.to_owned());
+    }
+}
+
+/// The Bedrock provider's stream for a client of `ingress`: translated for
+/// OpenAI and Anthropic clients.
+pub(crate) fn stream_to(route: Route, include_usage: bool) -> Box<dyn ProviderStream> {
+    match route.ingress() {
+        Format::OpenAiChat | Format::AnthropicMessages => {
+            Box::new(BedrockStream::new(route, include_usage))
         }
+        _ => Box::new(Untranslated),
+    }
+}
+
+/// A Bedrock stream for a client that speaks Bedrock: forwarded as it is.
+struct Untranslated;
+
+impl ProviderStream for Untranslated {
+    fn translates(&self) -> bool {
+        false
+    }
+
+    fn feed(&mut self, _chunk: &[u8], _observed: &mut Observed, _out: &mut Vec<u8>) {}
+
+    fn finish(&mut self, _observed: &mut Observed, _out: &mut Vec<u8>) {}
+
+    fn set_upstream_model(&mut self, model: &str, observed: &mut Observed) {
+        observed.model = Some(model.to_owned());
     }
 }
 

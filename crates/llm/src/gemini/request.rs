@@ -15,8 +15,12 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::gemini::THOUGHT_SIGNATURE_SEPARATOR;
-use crate::gemini_schema;
+use crate::gemini::schema;
+use crate::gemini::wire::THOUGHT_SIGNATURE_SEPARATOR;
+use crate::pivot::{
+    assistant_texts, assistant_tool_calls, base64_data_url, function_tools, max_tokens,
+    required_image_url, stop_sequences, text_parts_with, FunctionTool, ToolChoice, UserPart,
+};
 use crate::LlmError;
 
 /// `reasoning_effort` -> `thinkingConfig.thinkingBudget`, the mapping
@@ -43,10 +47,9 @@ pub(crate) fn translate(mut req: Map<String, Value>) -> Result<Map<String, Value
         out.insert("systemInstruction".into(), json!({ "parts": system }));
     }
 
-    let declarations: Vec<Value> = match req.remove("tools") {
-        Some(Value::Array(tools)) => tools.iter().filter_map(function_declaration).collect(),
-        _ => Vec::new(),
-    };
+    let declarations: Vec<Value> = function_tools(req.get("tools"))
+        .map(function_declaration)
+        .collect();
     let has_tools = !declarations.is_empty();
     if has_tools {
         out.insert(
@@ -54,7 +57,7 @@ pub(crate) fn translate(mut req: Map<String, Value>) -> Result<Map<String, Value
             json!([{ "functionDeclarations": declarations }]),
         );
     }
-    if let Some(config) = req.get("tool_choice").and_then(function_calling_config) {
+    if let Some(config) = ToolChoice::of(req.get("tool_choice")).map(function_calling_config) {
         if has_tools {
             out.insert(
                 "toolConfig".into(),
@@ -82,7 +85,7 @@ pub(crate) fn translate_from_anthropic(
         .filter(|t| t.get("type").and_then(Value::as_str) == Some("enabled"))
         .and_then(|t| t.get("budget_tokens"))
         .and_then(Value::as_u64);
-    let openai = crate::request_a2o::translate(req)?;
+    let openai = crate::anthropic::client_request::translate(req)?;
     let mut out = translate(openai)?;
     if top_k.is_some() || thinking_budget.is_some() {
         let config = out
@@ -117,21 +120,11 @@ fn generation_config(req: &Map<String, Value>) -> Map<String, Value> {
     copy("seed", "seed");
     copy("presence_penalty", "presencePenalty");
     copy("frequency_penalty", "frequencyPenalty");
-    let max_tokens = req
-        .get("max_completion_tokens")
-        .filter(|v| !v.is_null())
-        .or_else(|| req.get("max_tokens").filter(|v| !v.is_null()));
-    if let Some(m) = max_tokens {
+    if let Some(m) = max_tokens(req) {
         config.insert("maxOutputTokens".into(), m.clone());
     }
-    match req.get("stop") {
-        Some(Value::String(s)) => {
-            config.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(list)) if !list.is_empty() => {
-            config.insert("stopSequences".into(), Value::Array(list.clone()));
-        }
-        _ => {}
+    if let Some(stops) = stop_sequences(req.get("stop")) {
+        config.insert("stopSequences".into(), stops);
     }
     match req.get("response_format") {
         Some(f) if f.get("type").and_then(Value::as_str) == Some("json_object") => {
@@ -140,7 +133,7 @@ fn generation_config(req: &Map<String, Value>) -> Map<String, Value> {
         Some(f) if f.get("type").and_then(Value::as_str) == Some("json_schema") => {
             config.insert("responseMimeType".into(), "application/json".into());
             if let Some(schema) = f.get("json_schema").and_then(|s| s.get("schema")) {
-                config.insert("responseSchema".into(), gemini_schema::sanitize(schema));
+                config.insert("responseSchema".into(), schema::sanitize(schema));
             }
         }
         _ => {}
@@ -219,82 +212,27 @@ fn text_parts(content: Option<&Value>) -> Vec<Value> {
 
 /// Empty text parts are left out: Gemini rejects them ("empty text parameter").
 fn user_parts(i: usize, content: Option<&Value>) -> Result<Vec<Value>, LlmError> {
-    let parts = match content {
-        Some(Value::String(s)) if s.is_empty() => return Ok(Vec::new()),
-        Some(Value::String(s)) => return Ok(vec![json!({ "text": s })]),
-        Some(Value::Array(parts)) => parts,
-        Some(Value::Null) | None => return Ok(Vec::new()),
-        Some(_) => {
-            return Err(LlmError::bad_request(format!(
-                "messages[{i}].content must be a string or an array"
-            )))
-        }
-    };
-    let mut out = Vec::new();
-    for (j, part) in parts.iter().enumerate() {
-        match part.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                let text = part.get("text").and_then(Value::as_str).unwrap_or_default();
-                if !text.is_empty() {
-                    out.push(json!({ "text": text }));
-                }
-            }
-            Some("image_url") => {
-                let url = part
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        LlmError::bad_request(format!(
-                            "messages[{i}].content[{j}].image_url.url is missing"
-                        ))
-                    })?;
-                out.push(url_part(i, j, url)?);
-            }
-            Some("input_audio") => {
-                let audio = part.get("input_audio");
-                let data = audio.and_then(|a| a.get("data")).and_then(Value::as_str);
-                let format = audio
-                    .and_then(|a| a.get("format"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("wav");
-                if let Some(data) = data {
-                    out.push(json!({ "inlineData": { "mimeType": format!("audio/{format}"), "data": data } }));
-                }
-            }
-            Some("file") => {
-                // Only inline file data maps; OpenAI `file_id`s mean nothing to Google.
-                let data_url = part
-                    .get("file")
-                    .and_then(|f| f.get("file_data"))
-                    .and_then(Value::as_str);
-                if let Some(url) = data_url.filter(|u| u.starts_with("data:")) {
-                    out.push(url_part(i, j, url)?);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
+    text_parts_with(i, content, |j, part| match part {
+        UserPart::ImageUrl(url) => url_part(i, j, required_image_url(i, j, url)?).map(Some),
+        UserPart::InputAudio {
+            data: Some(data),
+            format,
+        } => Ok(Some(
+            json!({ "inlineData": { "mimeType": format!("audio/{format}"), "data": data } }),
+        )),
+        // Only inline file data maps; OpenAI `file_id`s mean nothing to Google.
+        UserPart::File(Some(url)) if url.starts_with("data:") => url_part(i, j, url).map(Some),
+        _ => Ok(None),
+    })
 }
 
 /// `data:<mime>;base64,<data>` -> `inlineData`; any other URL -> `fileData`
 /// with the MIME type guessed from the extension (Gemini requires one).
 fn url_part(i: usize, j: usize, url: &str) -> Result<Value, LlmError> {
-    let Some(rest) = url.strip_prefix("data:") else {
-        return Ok(json!({ "fileData": { "mimeType": mime_from_extension(url), "fileUri": url } }));
-    };
-    let (meta, data) = rest.split_once(',').ok_or_else(|| {
-        LlmError::bad_request(format!(
-            "messages[{i}].content[{j}]: malformed data URL (no comma)"
-        ))
-    })?;
-    let mime = meta.strip_suffix(";base64").ok_or_else(|| {
-        LlmError::bad_request(format!(
-            "messages[{i}].content[{j}]: only base64 data URLs are supported"
-        ))
-    })?;
-    Ok(json!({ "inlineData": { "mimeType": mime, "data": data } }))
+    Ok(match base64_data_url(i, j, url)? {
+        Some((mime, data)) => json!({ "inlineData": { "mimeType": mime, "data": data } }),
+        None => json!({ "fileData": { "mimeType": mime_from_extension(url), "fileUri": url } }),
+    })
 }
 
 fn mime_from_extension(url: &str) -> &'static str {
@@ -323,48 +261,18 @@ fn model_parts(
 ) -> Result<Vec<Value>, LlmError> {
     // reasoning_content / thinking_blocks: Gemini thoughts cannot be replayed
     // (only their signatures, which ride in tool-call ids); dropped (README).
-    let mut parts = Vec::new();
-    match msg.get("content") {
-        Some(Value::String(s)) if !s.is_empty() => parts.push(json!({ "text": s })),
-        Some(Value::Array(items)) => {
-            for p in items {
-                let text = p
-                    .get("text")
-                    .or_else(|| p.get("refusal"))
-                    .and_then(Value::as_str);
-                if let Some(text) = text.filter(|t| !t.is_empty()) {
-                    parts.push(json!({ "text": text }));
-                }
-            }
-        }
-        _ => {}
-    }
-    for (j, call) in msg
-        .get("tool_calls")
-        .and_then(Value::as_array)
+    let mut parts: Vec<Value> = assistant_texts(msg.get("content"))
         .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let func = call.get("function");
-        let name = func
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let args = match func.and_then(|f| f.get("arguments")) {
-            Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-            Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => {
-                    return Err(LlmError::bad_request(format!(
-                        "messages[{i}].tool_calls[{j}].function.arguments is not a JSON object; Gemini requires function call args to be an object"
-                    )))
-                }
-            },
-            Some(v @ Value::Object(_)) => v.clone(),
-            _ => json!({}),
-        };
-        let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
+        .map(|text| json!({ "text": text }))
+        .collect();
+    let calls = assistant_tool_calls(
+        i,
+        msg.get("tool_calls"),
+        false,
+        "is not a JSON object; Gemini requires function call args to be an object",
+    )?;
+    for call in calls {
+        let (id, name, args) = (call.id_str(), call.name, call.input);
         if !id.is_empty() {
             call_names.insert(id.to_owned(), name.to_owned());
         }
@@ -396,7 +304,7 @@ fn function_response(
                 id.unwrap_or_default()
             ))
         })?;
-    let text = crate::request::content_text(msg.get("content"));
+    let text = crate::pivot::content_text(msg.get("content"));
     // A JSON object result is passed as the response struct; anything else
     // (text, arrays, numbers) is wrapped, since `response` must be an object.
     let response = match serde_json::from_str::<Value>(&text) {
@@ -407,45 +315,26 @@ fn function_response(
     Ok(json!({ "functionResponse": { "name": name, "response": response } }))
 }
 
-fn function_declaration(tool: &Value) -> Option<Value> {
-    // Only function tools have a Gemini equivalent.
-    if tool
-        .get("type")
-        .and_then(Value::as_str)
-        .is_some_and(|t| t != "function")
-    {
-        return None;
-    }
-    let f = tool.get("function")?;
+fn function_declaration(f: FunctionTool) -> Value {
     let mut out = Map::new();
-    out.insert("name".into(), f.get("name")?.clone());
-    if let Some(d) = f.get("description").filter(|d| d.is_string()) {
+    out.insert("name".into(), f.name.clone());
+    if let Some(d) = f.description.filter(|d| d.is_string()) {
         out.insert("description".into(), d.clone());
     }
-    if let Some(params) = f.get("parameters") {
-        let params = gemini_schema::sanitize(params);
-        if gemini_schema::has_properties(&params) {
+    if let Some(params) = f.parameters {
+        let params = schema::sanitize(params);
+        if schema::has_properties(&params) {
             out.insert("parameters".into(), params);
         }
     }
-    Some(Value::Object(out))
+    Value::Object(out)
 }
 
-fn function_calling_config(choice: &Value) -> Option<Value> {
+fn function_calling_config(choice: ToolChoice) -> Value {
     match choice {
-        Value::String(s) => match s.as_str() {
-            "auto" => Some(json!({ "mode": "AUTO" })),
-            "none" => Some(json!({ "mode": "NONE" })),
-            "required" => Some(json!({ "mode": "ANY" })),
-            _ => None,
-        },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)?;
-            Some(json!({ "mode": "ANY", "allowedFunctionNames": [name] }))
-        }
-        _ => None,
+        ToolChoice::Auto => json!({ "mode": "AUTO" }),
+        ToolChoice::None => json!({ "mode": "NONE" }),
+        ToolChoice::Required => json!({ "mode": "ANY" }),
+        ToolChoice::Function(name) => json!({ "mode": "ANY", "allowedFunctionNames": [name] }),
     }
 }

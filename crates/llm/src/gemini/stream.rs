@@ -1,5 +1,5 @@
 //! Gemini `streamGenerateContent?alt=sse` -> OpenAI `chat.completion.chunk`
-//! stream, and (chained through `stream_o2a`) -> Anthropic Messages events.
+//! stream, and (chained through `anthropic::client_stream`) -> Anthropic Messages events.
 //!
 //! Gemini sends `data: <GenerateContentResponse>` events and no terminator:
 //! each carries partial text, whole `functionCall` parts (never split), and
@@ -17,15 +17,53 @@
 
 use serde_json::{json, Value};
 
-use crate::gemini::{
+use crate::dialect::sink::ChunkSink;
+use crate::dialect::stream::{Observed, ProviderStream, SseEvents, SseStream};
+use crate::dialect::Route;
+use crate::gemini::errors::parse_google_error;
+use crate::gemini::wire::{
     candidate_index, candidate_parts, completion_id, finish_reason_from_gemini, is_thought,
-    openai_tool_call, parse_google_error, tool_call_id, usage_from_metadata, MAX_CANDIDATES,
+    openai_tool_call, tool_call_id, usage_from_metadata, MAX_CANDIDATES,
 };
-use crate::sse::write_event;
-use crate::stream::{write_stream_error, Observed};
-use crate::stream_o2a::OpenAiToAnthropic;
-use crate::wire::{openai_usage_json, unix_now, OaChunk};
+use crate::pivot::{bounded_slot, chunk_json, delta_choices, finish_choices, unix_now};
 use crate::Format;
+
+/// The Gemini provider's stream for a client of `ingress`: translated for
+/// OpenAI and Anthropic clients, otherwise only observed.
+pub(crate) fn stream_to(route: Route, include_usage: bool) -> Box<dyn ProviderStream> {
+    let translated = matches!(
+        route.ingress(),
+        Format::OpenAiChat | Format::AnthropicMessages
+    );
+    SseStream::boxed(GeminiEvents(
+        translated.then(|| GeminiStream::new(route, include_usage)),
+    ))
+}
+
+struct GeminiEvents(Option<GeminiStream>);
+
+impl SseEvents for GeminiEvents {
+    fn translates(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn on_event(&mut self, data: &str, observed: &mut Observed, out: &mut Vec<u8>) {
+        match &mut self.0 {
+            Some(s) => s.on_event(data, observed, out),
+            None => {
+                if let Ok(v) = serde_json::from_str(data) {
+                    observe(&v, observed);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, observed: &mut Observed, out: &mut Vec<u8>) {
+        if let Some(s) = &mut self.0 {
+            s.finish(observed, out);
+        }
+    }
+}
 
 /// Per-candidate progress.
 #[derive(Default, Clone)]
@@ -56,31 +94,16 @@ impl GeminiToOpenAi {
     }
 
     fn chunk(&self, model: &str, choices: Value) -> Value {
-        json!({
-            "id": self.id.clone().unwrap_or_default(),
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": model,
-            "choices": choices,
-        })
+        let id = self.id.as_deref().unwrap_or_default();
+        chunk_json(id, self.created, model, choices)
     }
 
     fn delta(&self, model: &str, index: u64, delta: Value) -> Value {
-        self.chunk(
-            model,
-            json!([{ "index": index, "delta": delta, "logprobs": null, "finish_reason": null }]),
-        )
+        self.chunk(model, delta_choices(index, delta))
     }
 
     fn state(&mut self, index: u64) -> Option<&mut CandidateState> {
-        if index >= MAX_CANDIDATES {
-            return None;
-        }
-        let i = index as usize;
-        if self.candidates.len() <= i {
-            self.candidates.resize(i + 1, CandidateState::default());
-        }
-        self.candidates.get_mut(i)
+        bounded_slot(&mut self.candidates, index, MAX_CANDIDATES)
     }
 
     /// The role chunk for candidate `index`, once.
@@ -160,37 +183,24 @@ impl GeminiToOpenAi {
         if std::mem::replace(&mut state.finished, true) {
             return;
         }
-        out.push(self.chunk(
-            model,
-            json!([{ "index": index, "delta": {}, "logprobs": null, "finish_reason": finish }]),
-        ));
+        out.push(self.chunk(model, finish_choices(index, finish)));
     }
 }
 
-/// Where translated OpenAI chunks go.
-enum Target {
-    OpenAi { include_usage: bool },
-    Anthropic(Box<OpenAiToAnthropic>),
-}
-
 /// The Gemini-egress stream translator used by `StreamTranslator`.
-pub(crate) struct GeminiStream {
+struct GeminiStream {
     to_openai: GeminiToOpenAi,
-    target: Target,
-    ingress: Format,
+    sink: ChunkSink,
+    route: Route,
     finished: bool,
 }
 
 impl GeminiStream {
-    pub fn new(ingress: Format, include_usage: bool) -> Self {
-        let target = match ingress {
-            Format::AnthropicMessages => Target::Anthropic(Box::default()),
-            _ => Target::OpenAi { include_usage },
-        };
+    pub fn new(route: Route, include_usage: bool) -> Self {
         GeminiStream {
             to_openai: GeminiToOpenAi::new(),
-            target,
-            ingress,
+            sink: ChunkSink::new(route.ingress(), include_usage),
+            route,
             finished: false,
         }
     }
@@ -209,7 +219,7 @@ impl GeminiStream {
                 Some(e) => (e.kind.map(|k| k.anthropic_type()), e.message),
                 None => (None, "upstream stream error".to_owned()),
             };
-            write_stream_error(self.ingress, kind, &message, out);
+            self.route.client.write_stream_error(kind, &message, out);
             self.finished = true;
             return;
         }
@@ -218,7 +228,7 @@ impl GeminiStream {
         let mut chunks = Vec::new();
         self.to_openai.on_event(&event, &model, &mut chunks);
         for chunk in chunks {
-            self.emit(chunk, observed, out);
+            self.sink.emit(chunk, observed, out);
         }
     }
 
@@ -229,41 +239,23 @@ impl GeminiStream {
             return;
         }
         let model = observed.model.clone().unwrap_or_default();
-        match &mut self.target {
-            Target::OpenAi { include_usage } => {
-                let include_usage = *include_usage;
-                let mut chunks = Vec::new();
-                self.to_openai.ensure_started(&model, 0, &mut chunks);
-                for chunk in chunks {
-                    write_event(out, None, &chunk.to_string());
-                }
-                if include_usage {
-                    let mut usage = self.to_openai.chunk(&model, json!([]));
-                    usage["usage"] = openai_usage_json(&observed.usage);
-                    write_event(out, None, &usage.to_string());
-                }
-                write_event(out, None, "[DONE]");
-            }
-            Target::Anthropic(to_anthropic) => to_anthropic.finish(observed, out),
-        }
-    }
-
-    fn emit(&mut self, chunk: Value, observed: &Observed, out: &mut Vec<u8>) {
-        match &mut self.target {
-            Target::OpenAi { .. } => write_event(out, None, &chunk.to_string()),
-            Target::Anthropic(to_anthropic) => {
-                // The chunk was built here, so it always fits the view.
-                if let Ok(chunk) = serde_json::from_value::<OaChunk>(chunk) {
-                    to_anthropic.on_chunk(chunk, observed, out);
-                }
+        if self.sink.is_openai() {
+            // An OpenAI client gets at least the role chunk.
+            let mut chunks = Vec::new();
+            self.to_openai.ensure_started(&model, 0, &mut chunks);
+            for chunk in chunks {
+                self.sink.emit(chunk, observed, out);
             }
         }
+        let to_openai = &self.to_openai;
+        self.sink
+            .finish(|| to_openai.chunk(&model, json!([])), observed, out);
     }
 }
 
 /// Records model, usage, completion text and first token from one Gemini
 /// event (also used when the stream is passed through untranslated).
-pub(crate) fn observe(event: &Value, observed: &mut Observed) {
+fn observe(event: &Value, observed: &mut Observed) {
     if observed.model.is_none() {
         observed.model = event
             .get("modelVersion")
@@ -281,14 +273,11 @@ pub(crate) fn observe(event: &Value, observed: &mut Observed) {
         .unwrap_or(&[]);
     for (pos, candidate) in candidates.iter().enumerate() {
         let index = candidate_index(candidate, pos);
-        if index >= MAX_CANDIDATES {
+        // One completion per candidate seen, text or not (as for whole responses).
+        if bounded_slot(&mut observed.completion, index, MAX_CANDIDATES).is_none() {
             continue;
         }
-        // One completion per candidate seen, text or not (as for whole responses).
         let i = index as usize;
-        if observed.completion.len() <= i {
-            observed.completion.resize(i + 1, String::new());
-        }
         for part in candidate_parts(candidate) {
             if part.get("functionCall").is_some() {
                 observed.first_token = true;

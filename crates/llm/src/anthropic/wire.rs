@@ -1,164 +1,14 @@
-//! Small typed views of the wire formats (only the fields the gateway reads),
-//! plus the mappings shared by responses and streams: usage and stop reasons.
+//! Small typed views of the Anthropic Messages wire format (only the fields
+//! the gateway reads), its usage object and the stop-reason mapping.
 //!
-//! References: OpenAI `chat.completion` / `chat.completion.chunk` objects
-//! (<https://platform.openai.com/docs/api-reference/chat/object>,
-//! <https://platform.openai.com/docs/api-reference/chat/streaming>); Anthropic
-//! Messages response and stream events
+//! References: Anthropic Messages response and stream events
 //! (<https://docs.anthropic.com/en/api/messages>,
 //! <https://docs.anthropic.com/en/docs/build-with-claude/streaming>).
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::Usage;
-
-// ---------- OpenAI ----------
-
-#[derive(Deserialize, Default, Clone, Debug)]
-pub(crate) struct OaUsage {
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
-    pub prompt_tokens_details: Option<OaPromptDetails>,
-    pub completion_tokens_details: Option<OaCompletionDetails>,
-}
-
-#[derive(Deserialize, Default, Clone, Debug)]
-pub(crate) struct OaPromptDetails {
-    pub cached_tokens: Option<u64>,
-}
-
-#[derive(Deserialize, Default, Clone, Debug)]
-pub(crate) struct OaCompletionDetails {
-    pub reasoning_tokens: Option<u64>,
-}
-
-impl OaUsage {
-    pub fn to_usage(&self) -> Usage {
-        Usage {
-            input_tokens: self.prompt_tokens,
-            output_tokens: self.completion_tokens,
-            cached_input_tokens: self
-                .prompt_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens),
-            reasoning_tokens: self
-                .completion_tokens_details
-                .as_ref()
-                .and_then(|d| d.reasoning_tokens),
-        }
-    }
-}
-
-/// Text content of an OpenAI message: a string, or (some compatible servers)
-/// an array of text parts.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
-pub(crate) enum OaContent {
-    Text(String),
-    Parts(Vec<OaTextPart>),
-}
-
-#[derive(Deserialize, Debug, Clone)]
-pub(crate) struct OaTextPart {
-    pub text: Option<String>,
-}
-
-impl OaContent {
-    pub fn text(&self) -> String {
-        match self {
-            OaContent::Text(s) => s.clone(),
-            OaContent::Parts(p) => p.iter().filter_map(|p| p.text.as_deref()).collect(),
-        }
-    }
-}
-
-/// Cheap view of a non-streaming `chat.completion`.
-#[derive(Deserialize, Default)]
-pub(crate) struct OaResponseView {
-    pub model: Option<String>,
-    pub usage: Option<OaUsage>,
-    #[serde(default)]
-    pub choices: Option<Vec<OaChoiceView>>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct OaChoiceView {
-    pub message: Option<OaMessageView>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct OaMessageView {
-    pub content: Option<OaContent>,
-}
-
-/// One `chat.completion.chunk` (or an in-stream `{"error":...}` object).
-#[derive(Deserialize, Default, Debug)]
-pub(crate) struct OaChunk {
-    pub id: Option<String>,
-    pub model: Option<String>,
-    pub choices: Option<Vec<OaChunkChoice>>,
-    pub usage: Option<OaUsage>,
-    pub error: Option<Value>,
-}
-
-#[derive(Deserialize, Debug)]
-pub(crate) struct OaChunkChoice {
-    #[serde(default)]
-    pub index: u64,
-    pub delta: Option<OaDelta>,
-    pub finish_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default, Debug)]
-pub(crate) struct OaDelta {
-    pub content: Option<String>,
-    pub refusal: Option<String>,
-    /// vLLM / DeepSeek convention for reasoning text.
-    pub reasoning_content: Option<String>,
-    /// Alternative spelling used by some OpenAI-compatible servers.
-    pub reasoning: Option<String>,
-    pub tool_calls: Option<Vec<OaToolCallDelta>>,
-}
-
-#[derive(Deserialize, Debug)]
-pub(crate) struct OaToolCallDelta {
-    #[serde(default)]
-    pub index: u64,
-    pub id: Option<String>,
-    pub function: Option<OaFunctionDelta>,
-}
-
-#[derive(Deserialize, Debug)]
-pub(crate) struct OaFunctionDelta {
-    pub name: Option<String>,
-    pub arguments: Option<String>,
-}
-
-/// OpenAI `usage` object built from neutral usage.
-pub(crate) fn openai_usage_json(u: &Usage) -> Value {
-    let prompt = u.input_tokens.unwrap_or(0);
-    let completion = u.output_tokens.unwrap_or(0);
-    let mut obj = Map::new();
-    obj.insert("prompt_tokens".into(), prompt.into());
-    obj.insert("completion_tokens".into(), completion.into());
-    obj.insert("total_tokens".into(), (prompt + completion).into());
-    if let Some(c) = u.cached_input_tokens {
-        obj.insert(
-            "prompt_tokens_details".into(),
-            json!({ "cached_tokens": c }),
-        );
-    }
-    if let Some(r) = u.reasoning_tokens {
-        obj.insert(
-            "completion_tokens_details".into(),
-            json!({ "reasoning_tokens": r }),
-        );
-    }
-    Value::Object(obj)
-}
-
-// ---------- Anthropic ----------
 
 #[derive(Deserialize, Default, Clone, Debug)]
 pub(crate) struct AnUsage {
@@ -440,13 +290,4 @@ pub(crate) fn stop_reason_from_openai(finish: &str) -> &'static str {
         "content_filter" => "refusal",
         _ => "end_turn",
     }
-}
-
-/// Seconds since the Unix epoch, for OpenAI's required `created` field
-/// (Anthropic responses carry no timestamp).
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

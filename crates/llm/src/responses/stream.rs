@@ -1,6 +1,6 @@
 //! Provider stream -> OpenAI Responses streaming events, through the Chat
 //! pivot: the provider stream is translated to `chat.completion.chunk`
-//! events by an inner `StreamTranslator(OpenAiChat, egress)` (a passthrough
+//! events by an inner `ProviderTranslator(OpenAiChat, egress)` (a passthrough
 //! when the provider speaks Chat), and each Chat chunk it emits is turned
 //! into Responses events at once. Both stages work event by event; what is
 //! kept is the output so far (the `.done` events and `response.completed`
@@ -24,13 +24,17 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::responses::{
+use crate::dialect::stream::Observed;
+use crate::dialect::stream::{ProviderStream, SseEvents, SseStream, WrappedStream};
+use crate::dialect::Dialect;
+use crate::dialect::ProviderTranslator;
+use crate::pivot::{unix_now, OaChunk};
+use crate::responses::response::{
     function_call_item, item_status, message_item, output_text_part, response_object,
     status_for_finish, usage_json, ResponseIds, ResponseState,
 };
 use crate::sse::{write_event, SseEvent, SseParser};
-use crate::wire::{unix_now, OaChunk};
-use crate::{Format, ResponseInfo, StreamTranslator};
+use crate::ResponseInfo;
 
 /// Tool-call indexes above this are ignored, so a hostile `index` cannot
 /// make us allocate.
@@ -60,7 +64,7 @@ struct FunctionCall {
 /// Provider stream -> Responses events.
 pub(crate) struct ResponsesStream {
     /// Provider -> Chat chunks.
-    to_chat: StreamTranslator,
+    to_chat: ProviderTranslator,
     /// Parses what `to_chat` emits (always whole events).
     chat_parser: SseParser,
     sequence: u64,
@@ -79,10 +83,10 @@ pub(crate) struct ResponsesStream {
 }
 
 impl ResponsesStream {
-    pub fn new(egress: Format) -> Self {
+    pub fn new(provider: &'static dyn Dialect) -> Self {
         ResponsesStream {
             // Usage is needed for `response.completed`.
-            to_chat: StreamTranslator::new(Format::OpenAiChat, egress, true),
+            to_chat: ProviderTranslator::new(super::response::chat_route(provider), true),
             chat_parser: SseParser::default(),
             sequence: 0,
             ids: None,
@@ -96,51 +100,6 @@ impl ResponsesStream {
             finish_reason: None,
             ended: false,
         }
-    }
-
-    /// See [`StreamTranslator::with_upstream_model`].
-    pub fn set_upstream_model(&mut self, model: &str) {
-        let inner = std::mem::replace(
-            &mut self.to_chat,
-            StreamTranslator::new(Format::OpenAiChat, Format::OpenAiChat, false),
-        );
-        self.to_chat = inner.with_upstream_model(Some(model));
-    }
-
-    pub fn feed(&mut self, chunk: Bytes) -> Bytes {
-        let chat = self.to_chat.feed(chunk);
-        let mut out = Vec::new();
-        self.on_chat_bytes(&chat, &mut out);
-        Bytes::from(out)
-    }
-
-    /// The upstream ended: flush, close open items, `response.completed`.
-    pub fn finish(&mut self) -> Bytes {
-        let chat = self.to_chat.finish();
-        let mut out = Vec::new();
-        self.on_chat_bytes(&chat, &mut out);
-        let mut events = Vec::new();
-        self.chat_parser.finish(&mut |e| events.push(e));
-        for e in events {
-            self.on_chat_event(e, &mut out);
-        }
-        self.complete(&mut out);
-        Bytes::from(out)
-    }
-
-    /// The upstream broke: `error` then `response.failed`.
-    pub fn fail(&mut self, message: &str) -> Bytes {
-        let mut out = Vec::new();
-        self.fail_with(None, message, &mut out);
-        Bytes::from(out)
-    }
-
-    pub fn info(&self) -> ResponseInfo {
-        self.to_chat.info()
-    }
-
-    pub fn saw_first_token(&self) -> bool {
-        self.to_chat.saw_first_token()
     }
 
     fn on_chat_bytes(&mut self, chat: &[u8], out: &mut Vec<u8>) {
@@ -163,12 +122,7 @@ impl ResponsesStream {
         let Ok(chunk) = serde_json::from_str::<OaChunk>(&event.data) else {
             return;
         };
-        if let Some(err) = &chunk.error {
-            let message = err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream stream error");
-            let kind = err.get("type").and_then(Value::as_str);
+        if let Some((kind, message)) = chunk.error_parts() {
             self.fail_with(kind, message, out);
             return;
         }
@@ -451,5 +405,104 @@ impl ResponsesStream {
         }
         self.sequence += 1;
         write_event(out, Some(kind), &data.to_string());
+    }
+}
+
+impl WrappedStream for ResponsesStream {
+    /// See `StreamTranslator::with_upstream_model`.
+    fn set_upstream_model(&mut self, model: &str) {
+        self.to_chat.set_upstream_model(model);
+    }
+
+    fn feed(&mut self, chunk: Bytes) -> Bytes {
+        let chat = self.to_chat.feed(chunk);
+        let mut out = Vec::new();
+        self.on_chat_bytes(&chat, &mut out);
+        Bytes::from(out)
+    }
+
+    /// The upstream ended: flush, close open items, `response.completed`.
+    fn finish(&mut self) -> Bytes {
+        let chat = self.to_chat.finish();
+        let mut out = Vec::new();
+        self.on_chat_bytes(&chat, &mut out);
+        let mut events = Vec::new();
+        self.chat_parser.finish(&mut |e| events.push(e));
+        for e in events {
+            self.on_chat_event(e, &mut out);
+        }
+        self.complete(&mut out);
+        Bytes::from(out)
+    }
+
+    /// The upstream broke: `error` then `response.failed`.
+    fn fail(&mut self, message: &str) -> Bytes {
+        let mut out = Vec::new();
+        self.fail_with(None, message, &mut out);
+        Bytes::from(out)
+    }
+
+    fn info(&self) -> ResponseInfo {
+        self.to_chat.info()
+    }
+
+    fn saw_first_token(&self) -> bool {
+        self.to_chat.saw_first_token()
+    }
+}
+
+/// A provider's own Responses stream (for a Responses client), forwarded
+/// as it is and observed.
+pub(crate) fn observed_only() -> Box<dyn ProviderStream> {
+    SseStream::boxed(ResponsesEvents)
+}
+
+struct ResponsesEvents;
+
+impl SseEvents for ResponsesEvents {
+    fn translates(&self) -> bool {
+        false
+    }
+
+    fn on_event(&mut self, data: &str, observed: &mut Observed, _out: &mut Vec<u8>) {
+        observe(data, observed);
+    }
+}
+
+/// Responses typed events: text deltas, and the final `response`
+/// object (model, usage) on `response.completed` / `.incomplete` /
+/// `.failed`.
+fn observe(data: &str, observed: &mut Observed) {
+    #[derive(serde::Deserialize)]
+    struct Event<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(default)]
+        delta: Option<String>,
+        #[serde(default)]
+        response: Option<serde_json::Value>,
+    }
+    let Ok(ev) = serde_json::from_str::<Event>(data) else {
+        return;
+    };
+    match &*ev.kind {
+        "response.output_text.delta" => {
+            if let Some(d) = ev.delta.filter(|d| !d.is_empty()) {
+                observed.push_text(&d);
+            }
+        }
+        "response.function_call_arguments.delta" => observed.first_token = true,
+        "response.created" | "response.completed" | "response.incomplete" | "response.failed" => {
+            if let Some(r) = &ev.response {
+                let info = crate::responses::response::info_of(r);
+                if observed.model.is_none() {
+                    observed.model = info.model;
+                }
+                if r.get("usage").is_some_and(|u| !u.is_null()) {
+                    observed.usage = info.usage;
+                }
+            }
+        }
+        _ => {}
     }
 }

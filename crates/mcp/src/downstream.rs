@@ -339,7 +339,17 @@ impl Gateway {
         result["protocolVersion"] = Value::from(version);
         let mut resp = ok(&jsonrpc::result(id, result));
         if self.stateful {
-            let sealed = self.sealer.seal(&joined.state);
+            let sealed = match self.sealer.seal(&joined.state) {
+                Ok(s) => s,
+                Err(why) => {
+                    self.leave(fwd, &joined.state, &joined.local).await;
+                    return ok(&jsonrpc::error(
+                        jsonrpc::id(&msg),
+                        Code::INTERNAL_ERROR,
+                        why,
+                    ));
+                }
+            };
             if let Ok(v) = HeaderValue::from_str(&sealed) {
                 resp.headers_mut().insert(SESSION_HEADER, v);
             }

@@ -177,12 +177,14 @@ impl Gateway {
         let idle = cfg
             .session_idle_timeout
             .map_or(Duration::from_secs(30 * 60), |d| d.0);
+        let sealer = session::Sealer::new(cfg.session_key.as_ref().map(|k| k.expose()))
+            .map_err(|e| format!("sessionKey: {e}"))?;
         Ok(Gateway {
             targets,
             prefixed,
             stateful: cfg.stateful_mode != Some(false),
             failure,
-            sealer: session::Sealer::new(cfg.session_key.as_ref().map(|k| k.expose())),
+            sealer,
             authz: authorization.map(authz::Authz::compile).transpose()?,
             sessions: local::LocalSessions::new(idle),
             legacy: Default::default(),

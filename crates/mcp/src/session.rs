@@ -55,13 +55,27 @@ pub fn random_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
+/// A random 256-bit key filled by `fill` (the OS randomness source), or why there is none.
+fn random_key(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), ring::error::Unspecified>,
+) -> Result<[u8; 32], String> {
+    let mut k = [0u8; 32];
+    fill(&mut k).map_err(|_| {
+        "cannot make a random MCP session key: the OS randomness source failed \
+         (set sessionKey on the mcp backend, or fix the system's entropy source)"
+            .to_string()
+    })?;
+    Ok(k)
+}
+
 pub struct Sealer {
     key: LessSafeKey,
 }
 
 impl Sealer {
-    /// A key derived from configured secret text (SHA-256), or a random one.
-    pub fn new(secret: Option<&str>) -> Sealer {
+    /// A key derived from configured secret text (SHA-256), or a random one from the OS
+    /// randomness source. Fails, rather than use a weaker generator, when that source fails.
+    pub fn new(secret: Option<&str>) -> Result<Sealer, String> {
         let bytes: [u8; 32] = match secret {
             Some(s) => {
                 let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
@@ -70,37 +84,31 @@ impl Sealer {
                 k
             }
             None => {
-                let mut k = [0u8; 32];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k)
-                    .unwrap_or_else(|_| k.iter_mut().for_each(|b| *b = fastrand::u8(..)));
-                k
+                random_key(|k| ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), k))?
             }
         };
         // 32 bytes is always a valid AES-256 key.
         let unbound = UnboundKey::new(&AES_256_GCM, &bytes).expect("AES-256 key length");
-        Sealer {
+        Ok(Sealer {
             key: LessSafeKey::new(unbound),
-        }
+        })
     }
 
-    pub fn seal(&self, state: &SessionState) -> String {
+    /// The sealed id, or why there is none. A nonce comes only from the OS randomness source:
+    /// a guessable or repeated nonce would break AES-GCM, so without one there is no id.
+    pub fn seal(&self, state: &SessionState) -> Result<String, &'static str> {
         let mut nonce = [0u8; NONCE_LEN];
-        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).is_err() {
-            nonce.iter_mut().for_each(|b| *b = fastrand::u8(..));
-        }
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| "the OS randomness source failed; no session id can be sealed")?;
         let mut data = serde_json::to_vec(state).unwrap_or_default();
         // Sealing in place only fails on absurd lengths.
-        if self
-            .key
+        self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
-            .is_err()
-        {
-            return String::new();
-        }
+            .map_err(|_| "the session state is too large to seal")?;
         let mut out = Vec::with_capacity(NONCE_LEN + data.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&data);
-        URL_SAFE_NO_PAD.encode(out)
+        Ok(URL_SAFE_NO_PAD.encode(out))
     }
 
     /// The state inside a sealed id, or why it is not a session of ours.
@@ -148,24 +156,27 @@ mod tests {
     #[test]
     fn a_sealed_id_opens_with_the_same_key_only() {
         let s = state();
-        let a = Sealer::new(Some("key-one"));
-        let sealed = a.seal(&s);
+        let a = Sealer::new(Some("key-one")).unwrap();
+        let sealed = a.seal(&s).unwrap();
         assert!(
             !sealed.contains("up-1"),
             "upstream session id must not be readable"
         );
-        assert_eq!(Sealer::new(Some("key-one")).open(&sealed).unwrap(), s);
         assert_eq!(
-            Sealer::new(Some("key-two")).open(&sealed),
+            Sealer::new(Some("key-one")).unwrap().open(&sealed).unwrap(),
+            s
+        );
+        assert_eq!(
+            Sealer::new(Some("key-two")).unwrap().open(&sealed),
             Err("unknown session")
         );
-        assert!(Sealer::new(None).open(&sealed).is_err());
+        assert!(Sealer::new(None).unwrap().open(&sealed).is_err());
     }
 
     #[test]
     fn tampering_and_age_are_refused() {
-        let sealer = Sealer::new(Some("k"));
-        let sealed = sealer.seal(&state());
+        let sealer = Sealer::new(Some("k")).unwrap();
+        let sealed = sealer.seal(&state()).unwrap();
         let mut bytes = sealed.into_bytes();
         let i = bytes.len() / 2;
         bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
@@ -173,6 +184,30 @@ mod tests {
         assert_eq!(sealer.open("not base64 !"), Err("malformed session id"));
         let mut old = state();
         old.iat = now_secs() - MAX_SESSION_AGE_SECS - 10;
-        assert_eq!(sealer.open(&sealer.seal(&old)), Err("session expired"));
+        assert_eq!(
+            sealer.open(&sealer.seal(&old).unwrap()),
+            Err("session expired")
+        );
+    }
+
+    #[test]
+    fn a_failing_randomness_source_is_an_error_not_a_weaker_key() {
+        let err = random_key(|_| Err(ring::error::Unspecified)).unwrap_err();
+        assert!(err.contains("OS randomness source failed"), "{err}");
+        let key = random_key(|k| {
+            k.fill(7);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(key, [7u8; 32], "the key is exactly what the source gave");
+    }
+
+    #[test]
+    fn random_keys_differ_per_sealer() {
+        let sealed = Sealer::new(None).unwrap().seal(&state()).unwrap();
+        assert_eq!(
+            Sealer::new(None).unwrap().open(&sealed),
+            Err("unknown session")
+        );
     }
 }

@@ -2,21 +2,26 @@
 //! scraped metrics, ejection after refused connections), pod discovery and metrics scraping.
 //! Both the gateway's `{pool: NAME}` backends and the `ext_proc` server pick through this.
 
+mod discovery;
+mod scrape;
+
+pub use discovery::parse_endpoints;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 
-use crate::spec::{Endpoints, MetricsSpec, PoolSpec};
+use crate::spec::{Endpoints, PoolSpec};
 use crate::{
     parse_strategy_shared, rank, NoPod, ParsedRequest, PickRequest, Picker, PodId, PodMetrics,
     PodState, SharedState, UnknownStrategy,
 };
+
+use discovery::{read_endpoints_file, watch_dns, watch_file};
+use scrape::scrape_loop;
 
 /// Most distinct `routing-strategy` header values kept compiled per pool.
 const MAX_CACHED_STRATEGIES: usize = 64;
@@ -448,179 +453,12 @@ impl Pool {
     }
 }
 
-/// Parses an endpoints file: `host:port` per line (or separated by commas/spaces), `#`
-/// starts a comment.
-pub fn parse_endpoints(text: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("");
-        for item in line.split([',', ' ', '\t']).filter(|s| !s.is_empty()) {
-            let ok = item
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !ok {
-                return Err(format!(
-                    "line {}: {item:?} is not host:port (e.g. 10.0.0.7:8000)",
-                    i + 1
-                ));
-            }
-            out.push(item.to_string());
-        }
-    }
-    Ok(out)
-}
-
-fn read_endpoints_file(path: &std::path::Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("endpoints file {}: {e}", path.display()))?;
-    parse_endpoints(&text).map_err(|e| format!("endpoints file {}: {e}", path.display()))
-}
-
-/// Re-reads the endpoints file when its contents change (polled: works on every
-/// filesystem, including Kubernetes ConfigMap symlink swaps). A broken file keeps the
-/// last good list.
-async fn watch_file(pool: Weak<Pool>, path: std::path::PathBuf, mut last: Option<Vec<u8>>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let Some(pool) = pool.upgrade() else { return };
-        let now = std::fs::read(&path).ok();
-        if now == last {
-            continue;
-        }
-        last = now;
-        match read_endpoints_file(&path) {
-            Ok(list) => pool.set_endpoints(list),
-            Err(e) => tracing::warn!(pool = %pool.name(), error = %e, "keeping the last endpoints"),
-        }
-    }
-}
-
-async fn watch_dns(pool: Weak<Pool>, target: String, refresh: Duration) {
-    loop {
-        match tokio::net::lookup_host(target.as_str()).await {
-            Ok(addrs) => {
-                let list: Vec<String> = addrs.map(|a: SocketAddr| a.to_string()).collect();
-                let Some(pool) = pool.upgrade() else { return };
-                pool.set_endpoints(list);
-            }
-            Err(e) => {
-                let Some(pool) = pool.upgrade() else { return };
-                tracing::warn!(pool = %pool.name(), name = %target, error = %e, "DNS lookup failed; keeping the last endpoints");
-            }
-        }
-        tokio::time::sleep(refresh).await;
-    }
-}
-
-type ScrapeClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Empty<Bytes>,
->;
-
-async fn scrape_loop(pool: Weak<Pool>, spec: MetricsSpec) {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_connect_timeout(Some(spec.timeout));
-    connector.set_nodelay(true);
-    let client: ScrapeClient =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(spec.interval * 4)
-            .build(connector);
-    let mut tick = tokio::time::interval(spec.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(p) = pool.upgrade() else { return };
-        let pods = p.pods();
-        drop(p);
-        let scrapes = pods.iter().map(|pod| {
-            let client = &client;
-            let spec = &spec;
-            let pool = &pool;
-            async move {
-                let result = scrape(client, &pod.id, spec).await;
-                let Some(pool) = pool.upgrade() else { return };
-                apply_scrape(&pool, pod, result);
-            }
-        });
-        futures_util::future::join_all(scrapes).await;
-    }
-}
-
-enum ScrapeError {
-    /// Nothing listens there: the pod is down.
-    Refused(String),
-    Other(String),
-}
-
-async fn scrape(
-    client: &ScrapeClient,
-    pod: &PodId,
-    spec: &MetricsSpec,
-) -> Result<PodMetrics, ScrapeError> {
-    let uri: http::Uri = format!("http://{}{}", pod, spec.path)
-        .parse()
-        .map_err(|e| ScrapeError::Other(format!("bad metrics URL: {e}")))?;
-    let fetch = async {
-        let resp = client.get(uri).await.map_err(|e| {
-            if e.is_connect() {
-                ScrapeError::Refused(format!("{e:?}"))
-            } else {
-                ScrapeError::Other(e.to_string())
-            }
-        })?;
-        if !resp.status().is_success() {
-            return Err(ScrapeError::Other(format!("status {}", resp.status())));
-        }
-        let body = http_body_util::Limited::new(resp.into_body(), 4 << 20)
-            .collect()
-            .await
-            .map_err(|e| ScrapeError::Other(e.to_string()))?
-            .to_bytes();
-        let text =
-            std::str::from_utf8(&body).map_err(|_| ScrapeError::Other("not UTF-8".into()))?;
-        crate::metrics::parse_vllm_metrics(text, Instant::now()).map_err(ScrapeError::Other)
-    };
-    match tokio::time::timeout(spec.timeout, fetch).await {
-        Ok(r) => r,
-        Err(_) => Err(ScrapeError::Other(format!(
-            "timed out after {:?}",
-            spec.timeout
-        ))),
-    }
-}
-
-fn apply_scrape(pool: &Pool, pod: &Pod, result: Result<PodMetrics, ScrapeError>) {
-    match result {
-        Ok(mut m) => {
-            {
-                let mut h = pod.lock();
-                if let Some(prev) = &h.metrics {
-                    m.derive_rates(prev);
-                }
-                h.metrics = Some(m);
-            }
-            pool.succeeded(pod);
-        }
-        Err(ScrapeError::Refused(e)) => {
-            tracing::debug!(pool = %pool.name(), pod = %pod.id, error = %e, "metrics scrape refused");
-            pod.lock().metrics = None;
-            let ejected = pod.lock().ejected_until.is_some_and(|t| t > Instant::now());
-            if !ejected {
-                pool.connect_failed(pod);
-            }
-        }
-        Err(ScrapeError::Other(e)) => {
-            // Stale metrics age out on their own (`stale_after`); keep the last ones.
-            tracing::debug!(pool = %pool.name(), pod = %pod.id, error = %e, "metrics scrape failed");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    fn spec(pods: &[&str]) -> PoolSpec {
+    pub(super) fn spec(pods: &[&str]) -> PoolSpec {
         let mut s = PoolSpec::with_endpoints("p", pods);
         s.metrics = None;
         s.ejection_base = Duration::from_millis(50);
@@ -735,133 +573,5 @@ mod tests {
             pool.pick(None, &req).is_ok(),
             "a finished request frees its pod"
         );
-    }
-
-    #[test]
-    fn endpoints_file_syntax() {
-        let list = parse_endpoints("# pods\n10.0.0.1:8000\n10.0.0.2:8000, pod-3.svc:9000 # x\n\n")
-            .unwrap();
-        assert_eq!(list, ["10.0.0.1:8000", "10.0.0.2:8000", "pod-3.svc:9000"]);
-        let e = parse_endpoints("10.0.0.1:8000\n10.0.0.2\n").unwrap_err();
-        assert!(e.starts_with("line 2:"), "{e}");
-    }
-
-    /// A pod that answers every request with this vLLM metrics page while `answer` is set,
-    /// and accepts but never answers when it is not (a hung pod).
-    async fn metrics_pod(page: &'static str) -> (String, Arc<std::sync::atomic::AtomicBool>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let answer = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let flag = answer.clone();
-        tokio::spawn(async move {
-            let mut hung = Vec::new();
-            while let Ok((mut s, _)) = l.accept().await {
-                if !flag.load(Ordering::Relaxed) {
-                    hung.push(s);
-                    continue;
-                }
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
-                    page.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            }
-        });
-        (addr, answer)
-    }
-
-    #[tokio::test]
-    async fn scraped_metrics_steer_picks_and_go_stale() {
-        let (busy, busy_answers) = metrics_pod(
-            "vllm:num_requests_running{model_name=\"m\"} 9\nvllm:num_requests_waiting{model_name=\"m\"} 4\nvllm:kv_cache_usage_perc{model_name=\"m\"} 0.9\n",
-        )
-        .await;
-        let (idle, _) = metrics_pod(
-            "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\nvllm:gpu_cache_usage_perc 0.1\n",
-        )
-        .await;
-        let mut s = spec(&[&busy, &idle]);
-        s.strategy = "least-kv-cache".into();
-        s.metrics = Some(MetricsSpec {
-            path: "/metrics".into(),
-            interval: Duration::from_millis(50),
-            timeout: Duration::from_millis(200),
-            stale_after: Duration::from_millis(300),
-        });
-        let pool = Pool::new(s).unwrap();
-        pool.start();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pool.pods().iter().any(|p| p.metrics().is_none()) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let busy_pod = pool
-            .pods()
-            .iter()
-            .find(|p| p.id.as_str() == busy)
-            .unwrap()
-            .clone();
-        let m = busy_pod.metrics().expect("scraped");
-        assert_eq!((m.running, m.waiting, m.kv_cache_usage), (9.0, 4.0, 0.9));
-        let req = PickRequest::default();
-        for _ in 0..10 {
-            let pick = pool.pick(None, &req).unwrap();
-            assert_eq!(pick.pods[0].id.as_str(), idle, "the emptier KV cache wins");
-        }
-        // The busy pod hangs (scrapes time out): after staleAfter its metrics are unknown —
-        // not idle — so least-kv-cache, which has fresh metrics for another pod, leaves it out.
-        busy_answers.store(false, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(
-            busy_pod.healthy(Instant::now()),
-            "a slow pod is not ejected"
-        );
-        let pick = pool.pick(None, &req).unwrap();
-        assert_eq!(pick.pods.len(), 1);
-        assert_eq!(pick.pods[0].id.as_str(), idle);
-    }
-
-    #[tokio::test]
-    async fn dns_discovery_resolves_every_address() {
-        let mut s = spec(&[]);
-        s.endpoints = Endpoints::Dns {
-            name: "localhost".into(),
-            port: 8123,
-            refresh: Duration::from_millis(100),
-        };
-        let pool = Pool::new(s).unwrap();
-        assert!(pool.pods().is_empty(), "nothing until the name resolves");
-        pool.start();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pool.pods().is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let ids: Vec<String> = pool.pods().iter().map(|p| p.id.to_string()).collect();
-        assert!(ids.contains(&"127.0.0.1:8123".to_string()), "{ids:?}");
-    }
-
-    #[tokio::test]
-    async fn file_discovery_follows_changes() {
-        let dir = std::env::temp_dir().join(format!("picker-pool-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("pods.txt");
-        std::fs::write(&path, "a:1\n").unwrap();
-        let mut s = spec(&[]);
-        s.endpoints = Endpoints::File(path.clone());
-        let pool = Pool::new(s).unwrap();
-        pool.start();
-        assert_eq!(pool.pods().len(), 1);
-        std::fs::write(&path, "a:1\nb:2\n").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pool.pods().len() != 2 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(pool.pods().len(), 2);
-        std::fs::write(&path, "garbage\n").unwrap();
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(pool.pods().len(), 2, "a broken file keeps the last list");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,31 +1,16 @@
-//! Tracing (`config.tracing`): W3C trace context in and out, sampling, one server span per
-//! request with the OpenTelemetry HTTP, GenAI and MCP attributes, and OTLP export.
-//!
-//! Export is batched on a background task; `record` only pushes onto a bounded queue, so a
-//! slow or dead collector costs requests nothing: spans past the queue, or in a batch the
-//! collector refused, are dropped and counted (`switchyard_trace_spans_dropped_total`).
-//!
-//! References: W3C Trace Context (`traceparent` = `00-<trace-id>-<parent-id>-<flags>`),
-//! OTLP/gRPC `TraceService/Export` and OTLP/HTTP `POST /v1/traces` with a protobuf body
-//! (OpenTelemetry protocol specification).
+//! OTLP export: encoded spans queued in batches and sent by one background task per
+//! collector, over OTLP/gRPC or OTLP/HTTP.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use cel::{Expression, Uses};
 use http::HeaderValue;
-use opentelemetry_proto::tonic::common::v1::{
-    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
-};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use serde_json::Value as Json;
 
-use crate::fields::{Field, Inline};
 use crate::metrics::Metrics;
 use crate::otlp;
-use crate::record::RequestRecord;
-use crate::Computed;
 
 /// Spans waiting for export before new ones are dropped.
 const QUEUE_SPANS: usize = 8192;
@@ -43,318 +28,6 @@ const BATCH_BYTES: usize = 1 << 20;
 const BATCH_DELAY: Duration = Duration::from_secs(1);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The trace a request belongs to and the span the gateway opens for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TraceContext {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    /// The caller's span, from an incoming `traceparent`.
-    pub parent_span_id: Option<[u8; 8]>,
-    pub sampled: bool,
-}
-
-impl TraceContext {
-    /// A valid incoming `traceparent` (version 00, or a later one read as 00), else `None`.
-    pub fn parse_traceparent(value: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
-        let s = std::str::from_utf8(value).ok()?.trim();
-        let mut parts = s.split('-');
-        let version = parts.next()?;
-        let trace = parts.next()?;
-        let parent = parts.next()?;
-        let flags = parts.next()?;
-        if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
-            return None;
-        }
-        let trace_id: [u8; 16] = hex_decode(trace)?;
-        let span_id: [u8; 8] = hex_decode(parent)?;
-        let flags: [u8; 1] = hex_decode(flags)?;
-        if trace_id == [0; 16] || span_id == [0; 8] {
-            return None;
-        }
-        Some((trace_id, span_id, flags[0] & 1 == 1))
-    }
-
-    pub fn trace_id_hex(&self) -> String {
-        Inline::hex(&self.trace_id).as_str().to_string()
-    }
-
-    pub fn span_id_hex(&self) -> String {
-        Inline::hex(&self.span_id).as_str().to_string()
-    }
-
-    /// `traceparent` for the upstream: this trace, the gateway's span as the parent.
-    pub fn traceparent(&self) -> HeaderValue {
-        use std::fmt::Write;
-        let mut s = Inline::new();
-        let _ = s.write_str("00-");
-        s.push_hex(&self.trace_id);
-        let _ = s.write_str("-");
-        s.push_hex(&self.span_id);
-        let _ = s.write_str(if self.sampled { "-01" } else { "-00" });
-        // Hex digits and dashes only.
-        HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
-    }
-}
-
-fn hex_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
-fn random_id<const N: usize>() -> [u8; N] {
-    loop {
-        let mut out = [0u8; N];
-        for chunk in out.chunks_mut(8) {
-            let r = fastrand::u64(..).to_be_bytes();
-            chunk.copy_from_slice(&r[..chunk.len()]);
-        }
-        if out != [0u8; N] {
-            return out;
-        }
-    }
-}
-
-/// The compiled `config.tracing` block.
-pub struct Tracer {
-    random: f64,
-    /// `None`: the caller's sampled flag is not honoured.
-    client: Option<f64>,
-    add: Vec<(String, Expression)>,
-    remove: std::collections::HashSet<String>,
-    uses: Uses,
-    exporter: Arc<Exporter>,
-}
-
-fn ratio(s: Option<config::Sampling>, default: f64) -> f64 {
-    match s {
-        None => default,
-        Some(config::Sampling::Enabled(true)) => 1.0,
-        Some(config::Sampling::Enabled(false)) => 0.0,
-        Some(config::Sampling::Ratio(r)) => r.clamp(0.0, 1.0),
-    }
-}
-
-fn chance(r: f64) -> bool {
-    r >= 1.0 || (r > 0.0 && fastrand::f64() < r)
-}
-
-impl Tracer {
-    pub fn compile(cfg: &config::Tracing, exporters: &ExporterCache) -> Result<Tracer, String> {
-        let (add, remove) = crate::compile_fields(cfg.fields.as_ref(), "tracing")?;
-        let uses = add
-            .iter()
-            .fold(Uses::default(), |u, (_, e)| u.union(e.uses()));
-        // By default only requests whose caller sampled them are traced.
-        let client = match cfg.client_sampling {
-            Some(config::Sampling::Enabled(false)) => None,
-            other => Some(ratio(other, 1.0)),
-        };
-        Ok(Tracer {
-            random: ratio(cfg.random_sampling, 0.0),
-            client,
-            add,
-            remove,
-            uses,
-            exporter: exporters.get(cfg)?,
-        })
-    }
-
-    pub fn uses(&self) -> Uses {
-        self.uses
-    }
-
-    /// The trace context of a new request: the caller's trace (and, with `clientSampling`,
-    /// its sampling decision) when it sent a valid `traceparent`, else a new trace.
-    pub fn start(&self, traceparent: Option<&HeaderValue>) -> TraceContext {
-        let span_id = random_id();
-        match traceparent.and_then(|v| TraceContext::parse_traceparent(v.as_bytes())) {
-            Some((trace_id, parent, caller_sampled)) => TraceContext {
-                trace_id,
-                span_id,
-                parent_span_id: Some(parent),
-                sampled: match self.client {
-                    Some(r) if caller_sampled => chance(r),
-                    Some(_) => false,
-                    None => chance(self.random),
-                },
-            },
-            None => TraceContext {
-                trace_id: random_id(),
-                span_id,
-                parent_span_id: None,
-                sampled: chance(self.random),
-            },
-        }
-    }
-
-    /// Queues the span for `rec` (sampled requests only). `elapsed`: the request's duration.
-    pub(crate) fn record<'a>(
-        &'a self,
-        rec: &'a RequestRecord,
-        elapsed: Duration,
-        evals: &mut crate::Evaluations<'a>,
-    ) {
-        let Some(ctx) = rec.trace.filter(|t| t.sampled) else {
-            return;
-        };
-        let mut added = crate::fields::Added::new();
-        let mut name = None;
-        for (field, expr) in &self.add {
-            let Some(v) = evals.get(expr) else { continue };
-            if field == "span.name" {
-                match v {
-                    Computed::Str(s) => {
-                        name = Some(SpanName::Borrowed(s));
-                        continue;
-                    }
-                    Computed::Cel(cel::Value::String(s)) => {
-                        name = Some(SpanName::Owned(s));
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            crate::fields::add_field(field, v, &mut added);
-        }
-        let start = rec
-            .start_time
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let end = start + elapsed;
-        let error = rec.status >= 500 || rec.aborted;
-        let mut flags = otlp::FLAG_SAMPLED | otlp::FLAG_HAS_IS_REMOTE;
-        if ctx.parent_span_id.is_some() {
-            flags |= otlp::FLAG_IS_REMOTE;
-        }
-        SCRATCH.with_borrow_mut(|buf| {
-            buf.clear();
-            let mut span = otlp::SpanWriter::begin(
-                buf,
-                &otlp::SpanHead {
-                    trace_id: &ctx.trace_id,
-                    span_id: &ctx.span_id,
-                    parent_span_id: ctx.parent_span_id.as_ref(),
-                    name: match &name {
-                        Some(SpanName::Borrowed(n)) => [n, "", ""],
-                        Some(SpanName::Owned(n)) => [n.as_str(), "", ""],
-                        None => default_span_name(rec),
-                    },
-                    kind: otlp::KIND_SERVER,
-                    start_unix_nano: start.as_nanos() as u64,
-                    end_unix_nano: end.as_nanos() as u64,
-                },
-            );
-            crate::fields::span_attributes(rec, &mut |k: &'static str, v: Field<'_>| {
-                if (self.remove.is_empty() || !self.remove.contains(k))
-                    && (added.is_empty() || !added.iter().any(|(a, _)| a == k))
-                {
-                    write_field(&mut span, k, &v);
-                }
-            });
-            for (k, v) in &added {
-                if !v.is_null() {
-                    write_field(&mut span, k, &v.field());
-                }
-            }
-            let (code, message) = if error {
-                (otlp::STATUS_ERROR, rec.error.unwrap_or("error"))
-            } else {
-                (0, "")
-            };
-            span.end(code, message, flags);
-            self.exporter.push(buf);
-            // A rare huge span (a large CEL field) does not pin its buffer to the thread.
-            if buf.capacity() > 64 << 10 {
-                *buf = Vec::new();
-            }
-        });
-    }
-}
-
-/// A span name from `fields.add` (`span.name`).
-enum SpanName<'a> {
-    Borrowed(&'a str),
-    Owned(std::sync::Arc<String>),
-}
-
-thread_local! {
-    /// Where a span is encoded before it is copied into the export queue.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(2048));
-}
-
-/// `{gen_ai.operation.name} {model}` for LLM calls, `{mcp.method.name} {tool}` for MCP, else
-/// `{method} {route}` (the HTTP server span convention, the route standing for `http.route`);
-/// in pieces, joined as the span is encoded.
-fn default_span_name(rec: &RequestRecord) -> [&str; 3] {
-    let (first, second) = match (&rec.llm, &rec.mcp) {
-        (Some(llm), _) => (llm.operation, llm.request_model.as_deref()),
-        (None, Some(mcp)) if mcp.method.is_some() => {
-            (mcp.method.as_deref().unwrap_or(""), mcp.tool.as_deref())
-        }
-        _ => (rec.method.as_str(), rec.route.as_deref()),
-    };
-    match second {
-        Some(s) => [first, " ", s],
-        None => [first, "", ""],
-    }
-}
-
-fn write_field(span: &mut otlp::SpanWriter<'_>, key: &str, v: &crate::fields::Field<'_>) {
-    use crate::fields::Field;
-    use otlp::Scalar;
-    let scalar = match v {
-        Field::Str(s) => Scalar::Str(s.as_bytes()),
-        Field::Ascii(s) => Scalar::Str(s),
-        Field::U64(n) => Scalar::Int((*n).min(i64::MAX as u64) as i64),
-        Field::DurationMs(d) => Scalar::Double(Field::duration_ms_f64(*d)),
-        Field::Bool(b) => Scalar::Bool(*b),
-        Field::Json(j) => return write_json(span, key, j),
-    };
-    span.attribute(key, scalar);
-}
-
-fn write_json(span: &mut otlp::SpanWriter<'_>, key: &str, v: &Json) {
-    use otlp::Scalar;
-    match v {
-        Json::Bool(b) => span.attribute(key, Scalar::Bool(*b)),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => span.attribute(key, Scalar::Int(i)),
-            None => span.attribute(key, Scalar::Double(n.as_f64().unwrap_or(0.0))),
-        },
-        Json::String(s) => span.attribute(key, Scalar::Str(s.as_bytes())),
-        other => span.attribute_any(key, &any_value_of(other.clone())),
-    }
-}
-
-fn any_value_of(v: Json) -> AnyValue {
-    use any_value::Value as V;
-    let value = match v {
-        Json::Bool(b) => V::BoolValue(b),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => V::IntValue(i),
-            None => V::DoubleValue(n.as_f64().unwrap_or(0.0)),
-        },
-        Json::String(s) => V::StringValue(s),
-        Json::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
-            V::ArrayValue(ArrayValue {
-                values: items.into_iter().map(any_value_of).collect(),
-            })
-        }
-        other => V::StringValue(other.to_string()),
-    };
-    AnyValue { value: Some(value) }
-}
-
 /// Exporters by collector, kept across reloads so a reload does not drop queued spans.
 #[derive(Default)]
 pub struct ExporterCache {
@@ -362,7 +35,7 @@ pub struct ExporterCache {
 }
 
 impl ExporterCache {
-    fn get(&self, cfg: &config::Tracing) -> Result<Arc<Exporter>, String> {
+    pub(super) fn get(&self, cfg: &config::Tracing) -> Result<Arc<Exporter>, String> {
         let key = format!(
             "{:?}|{}|{}",
             cfg.otlp_protocol,
@@ -615,7 +288,7 @@ impl Exporter {
         Ok(Exporter { queue })
     }
 
-    fn push(&self, span: &[u8]) {
+    pub(super) fn push(&self, span: &[u8]) {
         self.queue.push(span);
     }
 }

@@ -1,0 +1,310 @@
+//! `policies`: what a route or backend applies to its traffic.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::AiPolicy;
+use crate::values::{Dur, HeaderName, HeaderValue, Secret, Status};
+
+/// Policies attach to a route (all traffic of the route) or to a backend (traffic to it).
+/// A backend's policy of a kind replaces the route's policy of the same kind.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policies {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_rewrite: Option<UrlRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HeaderModifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HeaderModifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<RequestRedirect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Timeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    #[serde(
+        default,
+        rename = "backendTLS",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backend_tls: Option<BackendTls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_auth: Option<BackendAuth>,
+    #[serde(
+        default,
+        rename = "backendHTTP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backend_http: Option<BackendHttp>,
+    /// LLM behaviour of an `ai` backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<AiPolicy>,
+    /// Which MCP tools a caller may list and call (CEL rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_authorization: Option<McpAuthorization>,
+    /// Bearer JWT authentication; verified claims are the `jwt` CEL variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_auth: Option<JwtAuth>,
+}
+
+/// Verifies `Authorization: Bearer <JWT>` against a JWK set: signature, `exp`/`nbf` (30 s
+/// leeway), and `iss`/`aud` when given.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JwtAuth {
+    /// `strict` (default): a valid token is required. `optional`: no token is fine, a bad
+    /// one is refused. `permissive`: never refuses; only a valid token's claims are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<JwtMode>,
+    /// The JWK set (JSON), usually `{file: jwks.json}`.
+    pub jwks: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum JwtMode {
+    Strict,
+    Optional,
+    Permissive,
+}
+
+/// Tool access on an `mcp` backend: a tool is visible and callable when any rule is true.
+/// Rules see `mcp.method`, `mcp.tool.name`, `mcp.tool.target`, `request.headers`, `jwt`,
+/// `source`. With no rules every tool is allowed.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpAuthorization {
+    pub rules: Vec<String>,
+}
+
+impl Policies {
+    /// `top`'s policy of each kind where it has one, else this one's (an `ai` backend's own
+    /// policies over its backend entry's).
+    pub fn overlay(&self, top: &Policies) -> Policies {
+        fn pick<T: Clone>(top: &Option<T>, base: &Option<T>) -> Option<T> {
+            top.clone().or_else(|| base.clone())
+        }
+        Policies {
+            url_rewrite: pick(&top.url_rewrite, &self.url_rewrite),
+            request_header_modifier: pick(
+                &top.request_header_modifier,
+                &self.request_header_modifier,
+            ),
+            response_header_modifier: pick(
+                &top.response_header_modifier,
+                &self.response_header_modifier,
+            ),
+            request_redirect: pick(&top.request_redirect, &self.request_redirect),
+            direct_response: pick(&top.direct_response, &self.direct_response),
+            cors: pick(&top.cors, &self.cors),
+            timeout: pick(&top.timeout, &self.timeout),
+            retry: pick(&top.retry, &self.retry),
+            backend_tls: pick(&top.backend_tls, &self.backend_tls),
+            backend_auth: pick(&top.backend_auth, &self.backend_auth),
+            backend_http: pick(&top.backend_http, &self.backend_http),
+            ai: pick(&top.ai, &self.ai),
+            mcp_authorization: pick(&top.mcp_authorization, &self.mcp_authorization),
+            jwt_auth: pick(&top.jwt_auth, &self.jwt_auth),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UrlRewrite {
+    /// The authority (Host) sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<AuthorityRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(remote = "Self", rename_all = "camelCase")]
+pub enum AuthorityRewrite {
+    /// Replace host and port, e.g. `api.example.com` or `api.example.com:8443`.
+    Full(String),
+    /// Replace the host, keep the port.
+    Host(String),
+    /// Replace the port, keep the host.
+    Port(u16),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(remote = "Self", rename_all = "camelCase")]
+pub enum PathRewrite {
+    /// Replace the whole path.
+    Full(String),
+    /// Replace the part matched by the route's `pathPrefix`.
+    Prefix(String),
+}
+
+/// Applied in order: `add`, then `set`, then `remove`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderModifier {
+    /// Append a value (keeps existing values).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "redact_sensitive"
+    )]
+    pub add: BTreeMap<HeaderName, HeaderValue>,
+    /// Replace all values.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "redact_sensitive"
+    )]
+    pub set: BTreeMap<HeaderName, HeaderValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<HeaderName>,
+}
+
+/// Credentials in header values (Authorization, api keys, cookies) never reach a config dump.
+fn redact_sensitive<S: Serializer>(
+    map: &BTreeMap<HeaderName, HeaderValue>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(map.len()))?;
+    for (k, v) in map {
+        let shown: &str = if k.is_sensitive() { "<redacted>" } else { &v.0 };
+        m.serialize_entry(k.as_str(), shown)?;
+    }
+    m.end()
+}
+
+impl Serialize for HeaderValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestRedirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<AuthorityRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+    /// 301, 302 (default), 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DirectResponse {
+    pub status: Status,
+    #[serde(default)]
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cors {
+    /// Origins allowed (`*`, exact origins, or `https://*.example.com`).
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Dur>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Timeout {
+    /// Deadline for the response to start (headers received), across all retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<Dur>,
+    /// Deadline for one attempt to an upstream to return response headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_request_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Retry {
+    /// Total tries, including the first. Default 2.
+    #[serde(default = "Retry::default_attempts")]
+    pub attempts: u32,
+    /// Wait before each retry, doubled each time (with jitter). Default 25ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Dur>,
+    /// Response statuses that are retried. Default 503. Connect failures are always retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<Status>,
+}
+
+impl Retry {
+    fn default_attempts() -> u32 {
+        2
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendTls {
+    /// PEM CA bundle to trust instead of the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// PEM client certificate chain (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM client private key (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Server name for SNI and certificate verification; default the upstream host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Skip certificate verification. Only for testing.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendAuth {
+    /// Sent upstream as `Authorization: Bearer <key>`, replacing the client's.
+    pub key: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum HttpVersion {
+    #[serde(rename = "1.1")]
+    Http1,
+    #[serde(rename = "2")]
+    Http2,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendHttp {
+    /// Protocol to the upstream: "1.1" or "2" (h2c in cleartext, ALPN h2 over TLS).
+    pub version: HttpVersion,
+}
+
+single_key_enum!(AuthorityRewrite, "one of `full`, `host`, `port`");
+single_key_enum!(PathRewrite, "one of `full`, `prefix`");

@@ -1,0 +1,103 @@
+//! Tool authorization by CEL rules over JWT claims.
+
+use crate::common::free_port;
+use crate::harness::*;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_authorization_by_jwt_claims() {
+    use base64::Engine as _;
+    let secret = b"switchyard-mcp-jwt-test-secret-0123456789";
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"oct","kid":"k1","alg":"HS256","k":"{}"}}]}}"#,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
+    let port = free_port();
+    let yaml = format!(
+        r#"config:
+  adminAddr: 127.0.0.1:{admin}
+  statsAddr: 127.0.0.1:{stats}
+binds:
+- port: {port}
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - policies:
+        jwtAuth:
+          issuer: https://idp.example
+          audiences: [mcp]
+          jwks: {{file: jwks.json}}
+        mcpAuthorization:
+          rules:
+          - 'mcp.tool.name == "echo"'
+          - 'jwt.groups.exists(g, g == "math") && mcp.tool.name in ["add", "slow_count"]'
+      backends:
+      - mcp:
+          targets:
+          - name: sim
+            mcp: {{host: "{url}"}}
+"#,
+        admin = free_port(),
+        stats = free_port(),
+        url = sim.url
+    );
+    let _gw = start(dir.path(), port, &yaml);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |groups: &[&str]| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some("k1".into());
+        let claims = serde_json::json!({"sub": "u", "iss": "https://idp.example", "aud": "mcp", "exp": now + 600, "groups": groups});
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(secret))
+                .unwrap()
+        )
+    };
+    // No token: refused before any MCP handling.
+    let (status, head, body) = exchange(port, "POST", &[JSON, ACCEPT], INIT);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(header(&head, "www-authenticate"), Some("Bearer"));
+    let tools_for = |auth: &str| {
+        let (status, head, body) =
+            exchange(port, "POST", &[JSON, ACCEPT, ("authorization", auth)], INIT);
+        assert_eq!(status, 200, "{body}");
+        let sid = header(&head, "mcp-session-id").unwrap().to_string();
+        let (_, _, body) = exchange(
+            port,
+            "POST",
+            &[JSON, ("authorization", auth), ("mcp-session-id", &sid)],
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let mut names: Vec<String> = v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        let (_, _, call) = exchange(
+            port,
+            "POST",
+            &[JSON, ("authorization", auth), ("mcp-session-id", &sid)],
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":1}}}"#,
+        );
+        (names, call)
+    };
+    let (math, call) = tools_for(&token(&["math"]));
+    assert_eq!(math, ["add", "echo", "slow_count"]);
+    assert!(call.contains(r#""text":"2""#), "{call}");
+    let (plain, call) = tools_for(&token(&["ops"]));
+    assert_eq!(
+        plain,
+        ["echo"],
+        "tools the claims do not allow are not listed"
+    );
+    assert!(call.contains("not permitted"), "{call}");
+}

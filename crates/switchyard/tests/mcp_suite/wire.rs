@@ -1,0 +1,130 @@
+//! Wire details over raw HTTP: CORS preflight, bad input, session errors, an upstream dying
+//! mid-call, DELETE.
+
+use crate::common::free_port;
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_details_cors_errors_and_failure_modes() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _gw = start(dir.path(), port, &config(port, &sim.url, ""));
+
+    // Browser preflight, as the seed's cors policy allows it.
+    let (status, head, _) = exchange(
+        port,
+        "OPTIONS",
+        &[
+            ("origin", "http://app.example"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "mcp-protocol-version, content-type",
+            ),
+        ],
+        "",
+    );
+    assert!(status == 200 || status == 204, "{head}");
+    assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
+    assert!(header(&head, "access-control-allow-headers")
+        .unwrap()
+        .contains("mcp-protocol-version"));
+    // The actual request: the session id is exposed to browser code.
+    let (status, head, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ACCEPT, ("origin", "http://app.example")],
+        INIT,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        header(&head, "access-control-expose-headers"),
+        Some("mcp-session-id")
+    );
+    let sid = raw_session(port);
+    assert!(
+        !sid.contains("sim-"),
+        "upstream session ids are sealed, not readable"
+    );
+
+    // Bad input.
+    let (status, _, body) = exchange(port, "POST", &[JSON, ("mcp-session-id", &sid)], "{not json");
+    assert_eq!(status, 400);
+    assert!(body.contains("-32700"), "{body}");
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON],
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    );
+    assert_eq!(status, 400, "no session: {body}");
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", "forged")],
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    );
+    assert_eq!(status, 404, "unknown session: {body}");
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":3,"method":"nope/nope"}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("-32601"), "{body}");
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON],
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("-32022") && body.contains("2025-11-25"),
+        "{body}"
+    );
+
+    // An upstream dying mid-call: that call gets an error answer, the gateway stays up.
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ACCEPT, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sim_crash","arguments":{}}}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#""id":5"#)
+            && body.contains("-32603")
+            && body.contains("MCP target sim failed"),
+        "{body}"
+    );
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"everything_echo","arguments":{"message":"still up"}}}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("still up"), "{body}");
+    let (_, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sim_add","arguments":{"a":1,"b":2}}}"#,
+    );
+    assert!(body.contains(r#""text":"3""#), "{body}");
+
+    // DELETE ends the session; the id is then refused.
+    let (status, _, _) = exchange(port, "DELETE", &[("mcp-session-id", &sid)], "");
+    assert_eq!(status, 200);
+    let (status, _, _) = exchange(
+        port,
+        "POST",
+        &[JSON, ("mcp-session-id", &sid)],
+        r#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#,
+    );
+    assert_eq!(status, 404);
+}

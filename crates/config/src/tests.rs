@@ -298,3 +298,25 @@ fn pool_errors_name_line_key_and_choices() {
     .unwrap_err();
     assert_eq!((e.line, e.key.as_str()), (2, "config.extProc.pool"), "{e}");
 }
+
+#[test]
+fn a_route_policy_on_a_backend_is_refused_with_its_place() {
+    let text = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - host: 127.0.0.1:1\n        policies:\n          requestHeaderModifier: {set: {x-a: b}}\n          jwtAuth:\n            jwks: '{\"keys\": []}'\n";
+    let e = parse(text).unwrap_err();
+    assert_eq!(
+        e.key, "binds[0].listeners[0].routes[0].backends[0].policies.jwtAuth",
+        "{e}"
+    );
+    assert_eq!(e.line, 9, "{e}");
+    assert!(e.message.contains("route policy"), "{e}");
+
+    let text = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - ai:\n          name: a\n          provider: {openAI: {}}\n          policies:\n            timeout: {requestTimeout: 1s}\n";
+    let e = parse(text).unwrap_err();
+    assert_eq!(
+        e.key, "binds[0].listeners[0].routes[0].backends[0].ai.policies.timeout.requestTimeout",
+        "{e}"
+    );
+    // Backend-phase kinds stay allowed on a backend.
+    let text = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - host: 127.0.0.1:1\n        policies:\n          timeout: {backendRequestTimeout: 1s}\n          backendAuth: {key: k}\n          urlRewrite: {path: {full: /x}}\n";
+    parse(text).unwrap();
+}

@@ -323,11 +323,13 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
     for (bi, backend) in route.backends.iter_mut().enumerate() {
         let bkey = format!("{key}.backends[{bi}]");
         if let Some(p) = &mut backend.policies {
+            check_backend_phase_only(p, &format!("{bkey}.policies"))?;
             check_policies(p, &format!("{bkey}.policies"), base)?;
         }
         match &mut backend.kind {
             BackendKind::Ai(ai) => {
                 if let Some(p) = &mut ai.policies {
+                    check_backend_phase_only(p, &format!("{bkey}.ai.policies"))?;
                     check_policies(p, &format!("{bkey}.ai.policies"), base)?;
                 }
                 let pkey = format!("{bkey}.ai.provider");
@@ -413,6 +415,7 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
                         }
                     }
                     if let Some(p) = &mut t.policies {
+                        check_backend_phase_only(p, &format!("{tkey}.policies"))?;
                         check_policies(p, &format!("{tkey}.policies"), base)?;
                     }
                 }
@@ -421,6 +424,41 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
         }
     }
     Ok(())
+}
+
+/// Route-phase policies decide what happens to the request before a backend is chosen, so
+/// they never depend on which backend the dice pick: a backend (or MCP target) may not set
+/// one.
+fn check_backend_phase_only(p: &Policies, key: &str) -> Result<(), Problem> {
+    let route_phase = [
+        ("cors", p.cors.is_some()),
+        ("jwtAuth", p.jwt_auth.is_some()),
+        ("directResponse", p.direct_response.is_some()),
+        ("requestRedirect", p.request_redirect.is_some()),
+        ("retry", p.retry.is_some()),
+        (
+            "timeout.requestTimeout",
+            p.timeout
+                .as_ref()
+                .is_some_and(|t| t.request_timeout.is_some()),
+        ),
+    ];
+    match route_phase.into_iter().find(|(_, set)| *set) {
+        Some((name, _)) => {
+            let needle = name.rsplit('.').next().unwrap_or(name);
+            Err(problem(
+                format!("{key}.{name}"),
+                format!(
+                    "`{name}` is a route policy: set it in the route's `policies` (a backend's \
+                     policies apply only to the requests sent to it: urlRewrite, header \
+                     modifiers, backendAuth, backendTLS, backendHTTP, \
+                     timeout.backendRequestTimeout, ai, mcpAuthorization)"
+                ),
+                Some(format!("{needle}:")),
+            ))
+        }
+        None => Ok(()),
+    }
 }
 
 fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Problem> {

@@ -86,6 +86,91 @@ pub async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, ReadErr
     Ok(buf.freeze())
 }
 
+/// A response body passed through the route's chunk filters (the response-body phase), in
+/// order; what a filter holds back is flushed when the body ends.
+pub struct Filtered {
+    inner: Body,
+    filters: Vec<Box<dyn crate::pipeline::ChunkFilter>>,
+    /// The trailers frame seen at the end, sent after the flushed tail.
+    trailers: Option<http::HeaderMap>,
+    done: bool,
+}
+
+impl Filtered {
+    pub fn new(inner: Body, filters: Vec<Box<dyn crate::pipeline::ChunkFilter>>) -> Self {
+        Filtered {
+            inner,
+            filters,
+            trailers: None,
+            done: false,
+        }
+    }
+
+    /// What the filters held back, each filter's tail passed through the ones after it.
+    fn flush(&mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        for i in 0..self.filters.len() {
+            let mut tail = self.filters[i].finish();
+            for later in &mut self.filters[i + 1..] {
+                tail = later.chunk(tail);
+            }
+            out.extend_from_slice(&tail);
+        }
+        out.freeze()
+    }
+}
+
+impl http_body::Body for Filtered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(
+                    this.trailers
+                        .take()
+                        .map(|t| Ok(http_body::Frame::trailers(t))),
+                );
+            }
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(mut data) => {
+                        for f in &mut this.filters {
+                            data = f.chunk(data);
+                        }
+                        if !data.is_empty() {
+                            return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            this.trailers = Some(t);
+                        }
+                    }
+                },
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let tail = this.flush();
+                    if !tail.is_empty() {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(tail))));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +199,55 @@ mod tests {
         };
         let all = rest.collect().await.unwrap().to_bytes();
         assert_eq!(&all[..], b"abcdefghi");
+    }
+
+    /// Masks "secret" even when it is split across chunks: holds back a tail that could
+    /// still be the start of the word.
+    struct Mask {
+        held: Vec<u8>,
+    }
+
+    impl crate::pipeline::ChunkFilter for Mask {
+        fn chunk(&mut self, data: Bytes) -> Bytes {
+            self.held.extend_from_slice(&data);
+            let text = String::from_utf8_lossy(&self.held).replace("secret", "******");
+            let word = b"secret";
+            let keep = (1..word.len())
+                .rev()
+                .find(|&n| text.len() >= n && text.as_bytes().ends_with(&word[..n]))
+                .unwrap_or(0);
+            let (now, later) = text.split_at(text.len() - keep);
+            self.held = later.as_bytes().to_vec();
+            Bytes::from(now.to_string())
+        }
+        fn finish(&mut self) -> Bytes {
+            Bytes::from(std::mem::take(&mut self.held))
+        }
+    }
+
+    struct Upper;
+
+    impl crate::pipeline::ChunkFilter for Upper {
+        fn chunk(&mut self, data: Bytes) -> Bytes {
+            Bytes::from(data.to_ascii_uppercase())
+        }
+    }
+
+    #[tokio::test]
+    async fn filters_run_in_order_on_every_chunk_and_flush_their_tails() {
+        for parts in [
+            &["a sec", "ret and a se", "cr"][..],
+            &["a secret and a secr"][..],
+            &["a s", "e", "c", "r", "e", "t and a secr"][..],
+        ] {
+            let filters: Vec<Box<dyn crate::pipeline::ChunkFilter>> =
+                vec![Box::new(Mask { held: Vec::new() }), Box::new(Upper)];
+            let out = Filtered::new(chunked(parts), filters)
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(&out[..], b"A ****** AND A SECR", "chunks {parts:?}");
+        }
     }
 }

@@ -108,3 +108,93 @@ impl std::fmt::Display for ProxyError {
         )
     }
 }
+
+/// Why a config cannot become a runtime snapshot: where (the config key) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    /// The config key, e.g. `binds[0].listeners[0].routes[1].backends[0].ai`; empty when
+    /// the problem is not under one key (a port that cannot be bound).
+    pub key: String,
+    pub message: String,
+}
+
+impl CompileError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CompileError {
+            key: String::new(),
+            message: message.into(),
+        }
+    }
+
+    pub fn at(key: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        CompileError {
+            key: key.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Places the error under `prefix`: its key becomes `prefix` followed by its own.
+    pub fn under(mut self, prefix: &str) -> Self {
+        self.key = match self.key.as_bytes().first() {
+            None => prefix.to_string(),
+            Some(b'.' | b'[') => format!("{prefix}{}", self.key),
+            Some(_) => format!("{prefix}.{}", self.key),
+        };
+        self
+    }
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.key.is_empty() {
+            true => f.write_str(&self.message),
+            false => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+impl From<crate::policy::PolicyError> for CompileError {
+    fn from(e: crate::policy::PolicyError) -> Self {
+        CompileError::new(e.0)
+    }
+}
+
+/// A helper's message (TLS files, credentials) becomes an error without a key of its own;
+/// the compiling caller places it with [`CompileError::under`].
+impl From<String> for CompileError {
+    fn from(message: String) -> Self {
+        CompileError::new(message)
+    }
+}
+
+impl From<&str> for CompileError {
+    fn from(message: &str) -> Self {
+        CompileError::new(message)
+    }
+}
+
+/// Callers that report errors as text (the CLI, the admin server) keep using `?`.
+impl From<CompileError> for String {
+    fn from(e: CompileError) -> Self {
+        e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod compile_error_tests {
+    use super::CompileError;
+
+    #[test]
+    fn keys_nest_and_display_as_key_colon_message() {
+        let e = CompileError::at(".ai", "bad host").under("routes[0].backends[1]");
+        assert_eq!(e.key, "routes[0].backends[1].ai");
+        assert_eq!(e.to_string(), "routes[0].backends[1].ai: bad host");
+        let e = CompileError::at("policies", "x").under("routes[0]");
+        assert_eq!(e.key, "routes[0].policies");
+        let e = CompileError::new("cannot listen").under("binds[0]");
+        assert_eq!(e.to_string(), "binds[0]: cannot listen");
+        assert_eq!(CompileError::new("plain").to_string(), "plain");
+    }
+}

@@ -1,15 +1,14 @@
 //! Switchyard's data plane: binds, listeners, routes, policies, backends, upstream pool.
 
 pub mod ai;
-pub mod authn;
+pub mod backend;
 pub mod body;
+pub mod context;
 pub mod error;
-mod handler;
 pub mod headers;
-pub mod mcp;
 pub mod observe;
+pub mod pipeline;
 pub mod policy;
-pub mod pool;
 pub mod routes;
 mod server;
 pub mod snapshot;
@@ -23,6 +22,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+pub use error::CompileError;
 use snapshot::{BindKey, ClientCache, Snapshot};
 
 /// State every connection and request reads.
@@ -39,7 +39,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Compiles the config and opens every bind. Fails if a port cannot be bound.
-    pub async fn start(loaded: &config::Loaded) -> Result<Arc<Gateway>, String> {
+    pub async fn start(loaded: &config::Loaded) -> Result<Arc<Gateway>, CompileError> {
         let clients = ClientCache::default();
         let snapshot = snapshot::compile(loaded, &clients)?;
         let gw = Arc::new(Gateway {
@@ -55,21 +55,21 @@ impl Gateway {
 
     /// Applies a new config. On any error the old config keeps serving untouched.
     /// Requests already in flight finish on the snapshot they started with.
-    pub async fn reload(&self, loaded: &config::Loaded) -> Result<(), String> {
+    pub async fn reload(&self, loaded: &config::Loaded) -> Result<(), CompileError> {
         self.install(snapshot::compile(loaded, &self.clients)?)
             .await
     }
 
     /// Makes `snapshot` current: opens its new ports first (so a port that cannot be bound
     /// refuses the whole config), switches, then closes ports it no longer has.
-    async fn install(&self, snapshot: Snapshot) -> Result<(), String> {
+    async fn install(&self, snapshot: Snapshot) -> Result<(), CompileError> {
         let mut binds = self.binds.lock().await;
         let mut opened = Vec::new();
         for b in &snapshot.binds {
             if !binds.contains_key(&b.key) {
-                let l = server::bind_socket(b.socket_addr())
-                    .await
-                    .map_err(|e| format!("cannot listen on {}: {e}", b.socket_addr()))?;
+                let l = server::bind_socket(b.socket_addr()).await.map_err(|e| {
+                    CompileError::new(format!("cannot listen on {}: {e}", b.socket_addr()))
+                })?;
                 opened.push((b.key.clone(), l));
             }
         }

@@ -27,6 +27,8 @@ pub struct Trail {
     pub bytes_in: Option<Arc<AtomicU64>>,
     /// The pool pod serving this request: counted in flight until the response ends.
     pub pod: Option<picker::pool::InFlight>,
+    /// The route, when one of its policies acts at the end of the exchange.
+    pub end: Option<Arc<crate::snapshot::RouteRt>>,
 }
 
 impl Trail {
@@ -36,6 +38,7 @@ impl Trail {
             llm: None,
             bytes_in: None,
             pod: None,
+            end: None,
         }
     }
 
@@ -112,6 +115,11 @@ impl ObservedBody {
             if let Some(pod) = trail.pod.take() {
                 if let Some(n) = trail.rec.llm.as_ref().and_then(|l| l.output_tokens) {
                     pod.record_output_tokens(n);
+                }
+            }
+            if let Some(route) = trail.end.take() {
+                for phase in &route.policies.phases {
+                    phase.exchange_end(&trail.rec);
                 }
             }
             // The duration ends here, when the last byte is handed over; the telemetry work

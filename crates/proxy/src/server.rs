@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::handler::{self, ConnCtx};
+use crate::context::ConnCtx;
+use crate::pipeline;
 use crate::snapshot::BindKey;
 use crate::Shared;
 
@@ -169,7 +170,7 @@ async fn serve<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = ctx.peer;
-    let svc = hyper::service::service_fn(move |req| handler::handle(ctx.clone(), req));
+    let svc = hyper::service::service_fn(move |req| pipeline::handle(ctx.clone(), req));
     let conn = builder.serve_connection_with_upgrades(io, svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended with error");

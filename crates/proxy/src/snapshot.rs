@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use config::{BackendKind, Config, ListenerProtocol, Loaded, Policies};
 
-use crate::policy::Effective;
+use crate::backend::{ai::AiBackend, host::HostBackend, pool::PoolBackend, Backend};
+use crate::error::CompileError;
+use crate::policy::backend_tls::Connection;
+use crate::policy::{layered, BackendPolicies, RoutePolicies};
 use crate::routes::{HostPattern, Matcher, RouteTable};
 use crate::upstream::{Upstream, UpstreamKey};
 
@@ -80,8 +83,8 @@ pub struct RouteRt {
     pub name: Arc<str>,
     pub backends: Vec<BackendRt>,
     total_weight: u64,
-    /// Route-level policies, used when the route has no backends.
-    pub policies: Arc<Effective>,
+    /// The route's own policies: its phases, retries and deadline. Never a backend's.
+    pub policies: RoutePolicies,
 }
 
 impl RouteRt {
@@ -166,15 +169,9 @@ pub mod smallvec_like {
 pub struct BackendRt {
     pub name: Arc<str>,
     pub weight: u32,
-    pub target: Target,
-    pub policies: Arc<Effective>,
-}
-
-pub enum Target {
-    Upstream(Box<Upstream>),
-    Ai(Box<crate::ai::AiTarget>),
-    Mcp(Box<crate::mcp::McpTarget>),
-    Pool(Box<crate::pool::PoolTarget>),
+    pub adapter: Backend,
+    /// The backend's policies, layered over the route's at compile time.
+    pub policies: BackendPolicies,
 }
 
 /// Upstream clients shared between snapshots, so a reload keeps warm connection pools.
@@ -185,9 +182,9 @@ pub struct ClientCache {
     exporters: telemetry::ExporterCache,
     /// MCP gateways by config fingerprint: a reload that leaves an `mcp` backend unchanged
     /// keeps its sessions' stdio children, event logs and legacy streams.
-    pub(crate) mcp: crate::mcp::GatewayCache,
+    pub(crate) mcp: crate::backend::mcp::GatewayCache,
     /// Model pools, kept across reloads while their settings are unchanged.
-    pools: crate::pool::PoolCache,
+    pools: crate::backend::pool::PoolCache,
 }
 
 impl ClientCache {
@@ -215,7 +212,7 @@ impl ClientCache {
     }
 }
 
-pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String> {
+pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, CompileError> {
     let config = &loaded.config;
     let limits = config.config.limits.clone();
     let mut used = Vec::new();
@@ -225,7 +222,7 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String>
         let pool = cache
             .pools
             .get(p)
-            .map_err(|e| format!("pools[{pi}] ({}): {e}", p.name))?;
+            .map_err(|e| CompileError::at(format!("pools[{pi}]"), format!("({}) {e}", p.name)))?;
         pools.insert(p.name.clone(), pool);
     }
     let ctx = CompileCtx {
@@ -241,8 +238,9 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String>
         };
         let protocols: Vec<_> = bind.listeners.iter().map(|l| l.protocol).collect();
         if protocols.iter().any(|p| *p != protocols[0]) {
-            return Err(format!(
-                "binds[{bi}]: listeners on one port must all be HTTP or all be HTTPS"
+            return Err(CompileError::at(
+                format!("binds[{bi}]"),
+                "listeners on one port must all be HTTP or all be HTTPS",
             ));
         }
         let tls = if protocols[0] == ListenerProtocol::Https {
@@ -255,7 +253,10 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String>
                         .map(|t| (l.hostname.clone(), t.cert.as_path(), t.key.as_path()))
                 })
                 .collect();
-            Some(crate::tls::server_config(&files).map_err(|e| format!("binds[{bi}]: {e}"))?)
+            Some(
+                crate::tls::server_config(&files)
+                    .map_err(|e| CompileError::at(format!("binds[{bi}]"), e))?,
+            )
         } else {
             None
         };
@@ -273,7 +274,7 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String>
                         .iter()
                         .map(Matcher::compile)
                         .collect::<Result<_, _>>()
-                        .map_err(|e| format!("{rkey}.matches: {e}"))?
+                        .map_err(|e| CompileError::at(format!("{rkey}.matches"), e))?
                 };
                 let hostnames = r.hostnames.iter().map(|h| HostPattern::parse(h)).collect();
                 routes.push((hostnames, matchers, Arc::new(route)));
@@ -304,7 +305,8 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, String>
     cache.retain(&used);
     let names: Vec<&str> = pools.keys().map(String::as_str).collect();
     cache.pools.retain(&names);
-    let telemetry = telemetry::Telemetry::compile(&config.config, &cache.exporters)?;
+    let telemetry = telemetry::Telemetry::compile(&config.config, &cache.exporters)
+        .map_err(CompileError::new)?;
     Ok(Snapshot {
         binds,
         limits,
@@ -322,36 +324,32 @@ struct CompileCtx<'a> {
 }
 
 impl CompileCtx<'_> {
-    /// A pool backend's per-pod client settings, from the backend's and route's policies.
+    /// A pool backend's per-pod client settings, from the backend's layered policies.
     fn pool_target(
         &self,
         name: &str,
-        route: Option<&Policies>,
-        backend: Option<&Policies>,
-    ) -> Result<crate::pool::PoolTarget, String> {
+        policies: &Policies,
+    ) -> Result<crate::backend::pool::PoolTarget, CompileError> {
         let pool = self
             .pools
             .get(name)
-            .ok_or_else(|| format!("unknown pool {name:?}"))?
+            .ok_or_else(|| CompileError::new(format!("unknown pool {name:?}")))?
             .clone();
-        let tls = backend
-            .and_then(|p| p.backend_tls.as_ref())
-            .or_else(|| route.and_then(|p| p.backend_tls.as_ref()))
-            .cloned();
-        let http2 = backend
-            .and_then(|p| p.backend_http.as_ref())
-            .or_else(|| route.and_then(|p| p.backend_http.as_ref()))
-            .is_some_and(|h| h.version == config::HttpVersion::Http2);
+        let conn = Connection::of(policies, None);
         let template = UpstreamKey {
             host: "".into(),
             port: 0,
-            http2,
-            tls_fingerprint: tls.as_ref().map(tls_fingerprint),
+            http2: conn.http2,
+            tls_fingerprint: conn.tls.map(tls_fingerprint),
             connect_timeout: self.limits.upstream_connect_timeout.0,
             pool_idle_timeout: self.limits.upstream_pool_idle_timeout.0,
             pool_max_idle: self.limits.upstream_pool_max_idle,
         };
-        Ok(crate::pool::PoolTarget::new(pool, template, tls))
+        Ok(crate::backend::pool::PoolTarget::new(
+            pool,
+            template,
+            conn.tls.cloned(),
+        ))
     }
 }
 
@@ -360,154 +358,131 @@ fn compile_route(
     rkey: &str,
     ctx: &CompileCtx<'_>,
     used: &mut Vec<UpstreamKey>,
-) -> Result<RouteRt, String> {
-    let (limits, cache) = (ctx.limits, ctx.cache);
+) -> Result<RouteRt, CompileError> {
     let route_policies = r.policies.as_ref();
     let mut backends = Vec::new();
     for (bi, b) in r.backends.iter().enumerate() {
         let bkey = format!("{rkey}.backends[{bi}]");
-        // An `ai` backend's own `policies` sit over its backend entry's, kind by kind.
-        let merged = match (&b.kind, b.policies.as_ref()) {
-            (BackendKind::Ai(ai), entry) => match (ai.policies.as_ref(), entry) {
-                (Some(own), Some(entry)) => Some(entry.overlay(own)),
-                (Some(own), None) => Some(own.clone()),
-                (None, entry) => entry.cloned(),
-            },
-            _ => None,
+        // An `ai` backend's own `policies` sit over its backend entry's, and both over the
+        // route's: decided here, once.
+        let own = match (&b.kind, b.policies.as_ref()) {
+            (BackendKind::Ai(ai), entry) if ai.policies.is_some() => {
+                Some(layered(entry, ai.policies.as_ref()))
+            }
+            (_, entry) => entry.map(std::borrow::Cow::Borrowed),
         };
-        let backend_policies = merged.as_ref().or(b.policies.as_ref());
-        let effective = Effective::compile(route_policies, backend_policies)
-            .map_err(|e| format!("{bkey}: {e}"))?;
-        let (name, target): (Arc<str>, Target) = match &b.kind {
-            BackendKind::Host(hp) => {
-                let upstream = upstream_for(
-                    hp.host(),
-                    hp.port(),
-                    route_policies,
-                    backend_policies,
-                    limits,
-                    cache,
-                    used,
-                )
-                .map_err(|e| format!("{bkey}: {e}"))?;
-                (hp.0.clone(), Target::Upstream(Box::new(upstream)))
-            }
-            BackendKind::Ai(ai) => {
-                let (host, port, tls_by_default) =
-                    crate::ai::dial_target(ai).map_err(|e| format!("{bkey}.ai: {e}"))?;
-                let configured_tls = [backend_policies, route_policies]
-                    .into_iter()
-                    .flatten()
-                    .find_map(|p| p.backend_tls.as_ref());
-                let default_tls = config::BackendTls::default();
-                let tls = configured_tls.or(tls_by_default.then_some(&default_tls));
-                let upstream = upstream_with(
-                    &host,
-                    port,
-                    tls,
-                    route_policies,
-                    backend_policies,
-                    limits,
-                    cache,
-                    used,
-                )
-                .map_err(|e| format!("{bkey}: {e}"))?;
-                let mut target = crate::ai::AiTarget::compile(
-                    crate::ai::AiCompileInput {
-                        ai,
-                        route_policies,
-                        backend_policies,
-                        limits,
-                    },
-                    upstream,
-                )
-                .map_err(|e| format!("{bkey}.ai: {e}"))?;
-                if let Some(p) = &ai.pool {
-                    let pt = ctx
-                        .pool_target(p, route_policies, backend_policies)
-                        .map_err(|e| format!("{bkey}.ai.pool: {e}"))?;
-                    target.pool = Some(Box::new(pt));
-                }
-                (ai.name.as_str().into(), Target::Ai(Box::new(target)))
-            }
-            BackendKind::Mcp(m) => {
-                let target =
-                    crate::mcp::compile(m, route_policies, backend_policies, limits, cache, used)
-                        .map_err(|e| format!("{bkey}.mcp: {e}"))?;
-                (format!("mcp{bi}").into(), Target::Mcp(Box::new(target)))
-            }
-            BackendKind::Pool(name) => {
-                let pt = ctx
-                    .pool_target(name, route_policies, backend_policies)
-                    .map_err(|e| format!("{bkey}.pool: {e}"))?;
-                (name.as_str().into(), Target::Pool(Box::new(pt)))
-            }
-        };
-        backends.push(BackendRt {
-            name,
-            weight: b.weight,
-            target,
-            policies: Arc::new(effective),
-        });
+        let policies = layered(route_policies, own.as_deref());
+        backends.push(compile_backend(b, bi, &policies, ctx, used).map_err(|e| e.under(&bkey))?);
     }
     let total_weight = backends.iter().map(|b| b.weight as u64).sum();
     Ok(RouteRt {
         name: r.name.clone().unwrap_or_else(|| rkey.to_string()).into(),
         backends,
         total_weight,
-        policies: Arc::new(
-            Effective::compile(route_policies, None).map_err(|e| format!("{rkey}: {e}"))?,
-        ),
+        policies: RoutePolicies::compile(route_policies)
+            .map_err(|e| CompileError::from(e).under(&format!("{rkey}.policies")))?,
     })
 }
 
-fn upstream_for(
-    host: &str,
-    port: u16,
-    route: Option<&Policies>,
-    backend: Option<&Policies>,
-    limits: &config::Limits,
-    cache: &ClientCache,
+/// One backend: its adapter by kind, and its layered policies. Errors start with the key
+/// under the backend (`.ai: ...`, `: ...`).
+fn compile_backend(
+    b: &config::Backend,
+    bi: usize,
+    policies: &Policies,
+    ctx: &CompileCtx<'_>,
     used: &mut Vec<UpstreamKey>,
-) -> Result<Upstream, String> {
-    let tls = backend
-        .and_then(|p| p.backend_tls.as_ref())
-        .or_else(|| route.and_then(|p| p.backend_tls.as_ref()));
-    upstream_with(host, port, tls, route, backend, limits, cache, used)
+) -> Result<BackendRt, CompileError> {
+    let (limits, cache) = (ctx.limits, ctx.cache);
+    let backend_policies = BackendPolicies::compile(policies)?;
+    let (name, adapter): (Arc<str>, Backend) = match &b.kind {
+        BackendKind::Host(hp) => {
+            let conn = Connection::of(policies, None);
+            let upstream = upstream_with(hp.host(), hp.port(), conn, limits, cache, used)?;
+            (
+                hp.0.clone(),
+                Backend::Host(Box::new(HostBackend { upstream })),
+            )
+        }
+        BackendKind::Ai(ai) => {
+            let (host, port, tls_by_default) =
+                crate::ai::dial_target(ai).map_err(|e| e.under(".ai"))?;
+            let default_tls = config::BackendTls::default();
+            let conn = Connection::of(policies, tls_by_default.then_some(&default_tls));
+            let upstream = upstream_with(&host, port, conn, limits, cache, used)?;
+            let mut target = crate::ai::AiTarget::compile(
+                crate::ai::AiCompileInput {
+                    ai,
+                    policies,
+                    limits,
+                },
+                upstream,
+            )
+            .map_err(|e| e.under(".ai"))?;
+            if let Some(p) = &ai.pool {
+                let pt = ctx
+                    .pool_target(p, policies)
+                    .map_err(|e| e.under(".ai.pool"))?;
+                target.pool = Some(Box::new(pt));
+            }
+            (
+                ai.name.as_str().into(),
+                Backend::Ai(Box::new(AiBackend { target })),
+            )
+        }
+        BackendKind::Mcp(m) => {
+            let adapter = crate::backend::mcp::compile(m, policies, limits, cache, used)
+                .map_err(|e| e.under(".mcp"))?;
+            (format!("mcp{bi}").into(), Backend::Mcp(adapter))
+        }
+        BackendKind::Pool(name) => {
+            let target = ctx
+                .pool_target(name, policies)
+                .map_err(|e| e.under(".pool"))?;
+            (
+                name.as_str().into(),
+                Backend::Pool(Box::new(PoolBackend { target })),
+            )
+        }
+    };
+    Ok(BackendRt {
+        name,
+        weight: b.weight,
+        adapter,
+        policies: backend_policies,
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The pooled client for `host:port` with `conn`'s TLS and HTTP version, shared across
+/// snapshots while its settings are unchanged.
 pub(crate) fn upstream_with(
     host: &str,
     port: u16,
-    tls: Option<&config::BackendTls>,
-    route: Option<&Policies>,
-    backend: Option<&Policies>,
+    conn: Connection<'_>,
     limits: &config::Limits,
     cache: &ClientCache,
     used: &mut Vec<UpstreamKey>,
-) -> Result<Upstream, String> {
-    let http2 = backend
-        .and_then(|p| p.backend_http.as_ref())
-        .or_else(|| route.and_then(|p| p.backend_http.as_ref()))
-        .is_some_and(|h| h.version == config::HttpVersion::Http2);
+) -> Result<Upstream, CompileError> {
     let key = UpstreamKey {
         host: host.into(),
         port,
-        http2,
-        tls_fingerprint: tls.map(tls_fingerprint),
+        http2: conn.http2,
+        tls_fingerprint: conn.tls.map(tls_fingerprint),
         connect_timeout: limits.upstream_connect_timeout.0,
         pool_idle_timeout: limits.upstream_pool_idle_timeout.0,
         pool_max_idle: limits.upstream_pool_max_idle,
     };
-    cache.get_or_create(
-        key,
-        || {
-            tls.map(|t| crate::tls::client_config(t, host, http2))
-                .transpose()
-        },
-        used,
-    )
+    cache
+        .get_or_create(
+            key,
+            || {
+                conn.tls
+                    .map(|t| crate::tls::client_config(t, host, conn.http2))
+                    .transpose()
+            },
+            used,
+        )
+        .map_err(CompileError::new)
 }
 
 /// Settings plus the bytes of every file they name, so a rotated CA or cert makes a new client.

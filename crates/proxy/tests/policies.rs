@@ -431,3 +431,55 @@ async fn request_body_limit_gives_413() {
     let r = send(addr, Request::post("/").body(full("small")).unwrap()).await;
     assert_eq!(r.status, 200);
 }
+
+/// Route-phase policies are the route's: with two weighted backends that differ in their own
+/// (backend-phase) policies, every request is authenticated the same way, whichever backend
+/// the dice pick, and each backend's own header modifier applies only to what it is sent.
+#[tokio::test]
+async fn a_route_with_two_weighted_backends_authenticates_every_request_alike() {
+    use base64::Engine as _;
+    let secret = b"switchyard-test-secret-at-least-32-bytes!";
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"oct","kid":"k1","alg":"HS256","k":"{}"}}]}}"#,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k1".into());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"sub": "alice", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    let a = echo("a").await;
+    let b = echo("b").await;
+    let (_gw, addr) = gateway(&one_route(&format!(
+        "      policies:\n        jwtAuth:\n          jwks: '{jwks}'\n        requestHeaderModifier:\n          set: {{x-level: route}}\n      backends:\n      - host: {}\n        weight: 1\n      - host: {}\n        weight: 1\n        policies:\n          requestHeaderModifier:\n            set: {{x-level: backend-b}}\n",
+        a.addr, b.addr
+    )))
+    .await;
+    let mut served = std::collections::BTreeMap::new();
+    for _ in 0..60 {
+        let anonymous = get(addr, "/").await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+        let r = send(
+            addr,
+            Request::get("/")
+                .header("authorization", format!("Bearer {token}"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let name = r.header("x-upstream-name").unwrap().to_string();
+        let expected = if name == "b" { "backend-b" } else { "route" };
+        assert_eq!(r.seen("x-level"), [expected], "backend {name}");
+        *served.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(served.len(), 2, "both backends served: {served:?}");
+}

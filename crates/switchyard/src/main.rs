@@ -54,7 +54,9 @@ enum Command {
 fn validate(file: &std::path::Path) -> Result<config::Loaded, String> {
     let loaded = config::load_file(file).map_err(|e| e.to_string())?;
     let compiled = run::block_on_result(async {
-        proxy::snapshot::compile(&loaded, &proxy::snapshot::ClientCache::default()).map(|_| ())
+        proxy::snapshot::compile(&loaded, &proxy::snapshot::ClientCache::default())
+            .map(|_| ())
+            .map_err(String::from)
     });
     compiled.map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(loaded)

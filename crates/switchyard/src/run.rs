@@ -182,7 +182,7 @@ impl Running {
         }
         telemetry::access::flush();
         // stdio MCP servers die with the gateway, never orphaned.
-        proxy::mcp::kill_stdio_children();
+        proxy::backend::mcp::kill_stdio_children();
         ExitCode::SUCCESS
     }
 }
@@ -404,7 +404,8 @@ pub async fn reload(file: &Path, gateway: &Gateway, admin: &AdminState) {
         Ok(loaded) => gateway
             .reload(&loaded)
             .await
-            .map(|_| config::redacted_dump(&loaded.config)),
+            .map(|_| config::redacted_dump(&loaded.config))
+            .map_err(String::from),
         Err(e) => Err(e.to_string()),
     };
     telemetry::Metrics::global().reload(result.is_ok());

@@ -15,62 +15,18 @@ pub mod aws;
 pub mod github;
 pub mod google;
 mod plan;
+pub mod providers;
 mod response;
 mod token;
+
+pub use providers::{Operation, ProviderApi};
 
 pub use plan::{authorize, plan, provider_headers, Forward, Plan, Shape};
 pub use response::shape_response;
 
-use crate::error::ProxyError;
+use crate::error::{CompileError, ProxyError};
 use crate::upstream::Upstream;
 
-/// Which provider API family a backend talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProviderKind {
-    OpenAi,
-    OpenAiCompatible,
-    Anthropic,
-    Gemini,
-    Vertex,
-    Bedrock,
-    AzureOpenAi,
-    Copilot,
-}
-
-impl ProviderKind {
-    /// The OpenTelemetry GenAI `gen_ai.provider.name` value.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => "openai",
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Gemini => "gcp.gemini",
-            ProviderKind::Vertex => "gcp.vertex_ai",
-            ProviderKind::Bedrock => "aws.bedrock",
-            ProviderKind::AzureOpenAi => "azure.ai.openai",
-            ProviderKind::Copilot => "github.copilot",
-        }
-    }
-
-    fn egress(self) -> Format {
-        match self {
-            ProviderKind::Anthropic => Format::AnthropicMessages,
-            ProviderKind::Gemini | ProviderKind::Vertex => Format::Gemini,
-            ProviderKind::Bedrock => Format::Bedrock,
-            _ => Format::OpenAiChat,
-        }
-    }
-
-    /// Providers whose URL layout is the client's own: a same-dialect call keeps its path.
-    fn keeps_client_path(self) -> bool {
-        matches!(
-            self,
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Anthropic
-        )
-    }
-}
-
-/// Anthropic rejects requests without a version; this is the one its reference documents.
-const ANTHROPIC_VERSION: HeaderValue = HeaderValue::from_static("2023-06-01");
 /// Anthropic requires `max_tokens`; used when the caller (an OpenAI client) gave none.
 const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// Largest provider error body read for translation.
@@ -88,8 +44,9 @@ pub struct AiTarget {
     /// Where calls go; with `pool`, only a placeholder (each call goes to a picked pod).
     pub upstream: Upstream,
     /// `ai.pool`: the pod is picked per call.
-    pub pool: Option<Box<crate::pool::PoolTarget>>,
-    pub provider: ProviderKind,
+    pub pool: Option<Box<crate::backend::pool::PoolTarget>>,
+    /// The provider's API: paths, dialect, required headers (`providers/`).
+    pub provider: Box<dyn ProviderApi>,
     /// Host sent upstream unless `urlRewrite` or header modifiers change it.
     pub authority: Authority,
     /// Suffix -> route type, longest suffix first.
@@ -101,15 +58,12 @@ pub struct AiTarget {
     overrides: Map<String, Value>,
     path_override: Option<PathAndQuery>,
     path_prefix: String,
-    azure: Option<(String, String)>,
-    /// Vertex: (project, location).
-    vertex: Option<(String, String)>,
     credentials: Credentials,
     max_buffered: usize,
 }
 
 /// How the gateway proves itself to the provider.
-enum Credentials {
+pub(crate) enum Credentials {
     /// The client's own credentials pass through.
     None,
     /// A fixed header (API key or bearer token), marked sensitive.
@@ -149,13 +103,13 @@ impl AiCall {
 
 pub struct AiCompileInput<'a> {
     pub ai: &'a AiBackend,
-    pub route_policies: Option<&'a Policies>,
-    pub backend_policies: Option<&'a Policies>,
+    /// The backend's policies, already layered over the route's (`policy::layered`).
+    pub policies: &'a Policies,
     pub limits: &'a config::Limits,
 }
 
 /// Where an `ai` backend connects: (host, port, use TLS by default).
-pub fn dial_target(ai: &AiBackend) -> Result<(String, u16, bool), String> {
+pub fn dial_target(ai: &AiBackend) -> Result<(String, u16, bool), CompileError> {
     if let Some(h) = &ai.host_override {
         return Ok((h.host().to_string(), h.port(), false));
     }
@@ -163,143 +117,31 @@ pub fn dial_target(ai: &AiBackend) -> Result<(String, u16, bool), String> {
         // Never dialled: a pooled call goes to the picked pod's own client.
         return Ok((format!("pool.{pool}.invalid"), 1, false));
     }
-    let host = match &ai.provider {
-        Provider::OpenAi(_) => "api.openai.com".to_string(),
-        Provider::OpenAiCompatible(_) => {
-            return Err("`openAICompatible` needs `hostOverride` (the server's host:port)".into())
-        }
-        Provider::Anthropic(_) => "api.anthropic.com".to_string(),
-        Provider::Gemini(_) => "generativelanguage.googleapis.com".to_string(),
-        Provider::Vertex(v) => match v.region.as_deref() {
-            None | Some("global") => "aiplatform.googleapis.com".to_string(),
-            Some(r) => format!("{r}-aiplatform.googleapis.com"),
-        },
-        Provider::Bedrock(b) => format!("bedrock-runtime.{}.amazonaws.com", b.region),
-        Provider::AzureOpenAi(a) => a.host.clone(),
-        Provider::Copilot(_) => "api.githubcopilot.com".to_string(),
-    };
+    let host = providers::default_host(&ai.provider)?;
     Ok((host, 443, true))
 }
 
 impl AiTarget {
-    pub fn compile(input: AiCompileInput<'_>, upstream: Upstream) -> Result<AiTarget, String> {
+    pub fn compile(
+        input: AiCompileInput<'_>,
+        upstream: Upstream,
+    ) -> Result<AiTarget, CompileError> {
         let ai = input.ai;
-        // `backend_policies` already has the ai backend's own policies laid over it.
-        let pick = |f: &dyn Fn(&Policies) -> bool| -> Option<&Policies> {
-            [input.backend_policies, input.route_policies]
-                .into_iter()
-                .flatten()
-                .find(|p| f(p))
-        };
-        let ai_policy = pick(&|p| p.ai.is_some()).and_then(|p| p.ai.clone());
-        let ai_policy = ai_policy.unwrap_or_default();
-        let key = pick(&|p| p.backend_auth.is_some()).and_then(|p| p.backend_auth.as_ref());
+        let ai_policy = input.policies.ai.clone().unwrap_or_default();
+        let key = input.policies.backend_auth.as_ref();
 
-        let (provider, model) = match &ai.provider {
-            Provider::OpenAi(m) => (ProviderKind::OpenAi, m.model.clone()),
-            Provider::OpenAiCompatible(m) => (ProviderKind::OpenAiCompatible, m.model.clone()),
-            Provider::Anthropic(m) => (ProviderKind::Anthropic, m.model.clone()),
-            Provider::Gemini(m) => (ProviderKind::Gemini, m.model.clone()),
-            Provider::AzureOpenAi(a) => (ProviderKind::AzureOpenAi, a.model.clone()),
-            Provider::Vertex(v) => (ProviderKind::Vertex, v.model.clone()),
-            Provider::Bedrock(b) => (ProviderKind::Bedrock, b.model.clone()),
-            Provider::Copilot(m) => (ProviderKind::Copilot, m.model.clone()),
-        };
-        let azure = match &ai.provider {
-            Provider::AzureOpenAi(a) => {
-                let deployment = a.deployment.clone().or_else(|| a.model.clone()).ok_or(
-                    "`azureOpenAI` needs `deployment` (or `model`, used as the deployment name)",
-                )?;
-                let version = a
-                    .api_version
-                    .clone()
-                    .unwrap_or_else(|| "2024-10-21".to_string());
-                Some((deployment, version))
-            }
-            _ => None,
-        };
+        let providers::Setup {
+            api: provider,
+            model,
+            credentials,
+        } = providers::setup(&ai.provider, key, input.limits).map_err(CompileError::new)?;
         let authority = match (&ai.provider, &ai.host_override) {
             (Provider::OpenAiCompatible(_), Some(h)) => h.0.to_string(),
             (Provider::OpenAiCompatible(_), None) if ai.pool.is_some() => dial_target(ai)?.0,
-            _ => {
-                dial_target(&AiBackend {
-                    host_override: None,
-                    ..ai.clone()
-                })?
-                .0
-            }
+            _ => providers::default_host(&ai.provider)?,
         };
         let authority = Authority::try_from(authority.as_str())
-            .map_err(|_| format!("{authority:?} is not a valid host"))?;
-
-        let static_header = |name: HeaderName, value: String| {
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                "backendAuth.key contains characters not allowed in a header".to_string()
-            })?;
-            value.set_sensitive(true);
-            Ok::<_, String>(Credentials::Header(name, value))
-        };
-        let credentials = match (&ai.provider, key) {
-            (Provider::Bedrock(b), _) => Credentials::Aws(Box::new(aws::AwsSigner::new(b)?)),
-            (Provider::Vertex(_), Some(k)) => {
-                static_header(header::AUTHORIZATION, format!("Bearer {}", k.key.expose()))?
-            }
-            (Provider::Vertex(v), None) => {
-                let json = match &v.credentials {
-                    Some(secret) => secret.expose().to_string(),
-                    None => {
-                        let path = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").ok_or(
-                            "vertex needs `credentials` (a service-account key), GOOGLE_APPLICATION_CREDENTIALS, or backendAuth.key (an access token)",
-                        )?;
-                        std::fs::read_to_string(&path).map_err(|e| {
-                            format!(
-                                "GOOGLE_APPLICATION_CREDENTIALS ({}): {e}",
-                                path.to_string_lossy()
-                            )
-                        })?
-                    }
-                };
-                Credentials::Google(google::GoogleTokenSource::from_json(&json, input.limits)?)
-            }
-            (Provider::Copilot(c), Some(k)) => {
-                Credentials::Copilot(Box::new(github::CopilotTokenSource::new(
-                    k.key.expose(),
-                    c.token_url.as_deref().unwrap_or(github::DEFAULT_TOKEN_URL),
-                    input.limits,
-                )?))
-            }
-            (Provider::Copilot(_), None) => {
-                return Err(
-                    "copilot needs backendAuth.key: a GitHub OAuth token with Copilot access"
-                        .into(),
-                )
-            }
-            (_, None) => Credentials::None,
-            (Provider::Anthropic(_), Some(k)) => static_header(
-                HeaderName::from_static("x-api-key"),
-                k.key.expose().to_string(),
-            )?,
-            (Provider::AzureOpenAi(_), Some(k)) => static_header(
-                HeaderName::from_static("api-key"),
-                k.key.expose().to_string(),
-            )?,
-            (Provider::Gemini(_), Some(k)) => static_header(
-                HeaderName::from_static("x-goog-api-key"),
-                k.key.expose().to_string(),
-            )?,
-            (_, Some(k)) => {
-                static_header(header::AUTHORIZATION, format!("Bearer {}", k.key.expose()))?
-            }
-        };
-        let vertex = match &ai.provider {
-            Provider::Vertex(v) => Some((
-                v.project_id.clone(),
-                v.region
-                    .clone()
-                    .unwrap_or_else(|| "us-central1".to_string()),
-            )),
-            _ => None,
-        };
+            .map_err(|_| CompileError::new(format!("{authority:?} is not a valid host")))?;
 
         let mut routes = Vec::new();
         let mut fallback = None;
@@ -320,7 +162,8 @@ impl AiTarget {
             .path_override
             .as_deref()
             .map(|p| {
-                PathAndQuery::try_from(p).map_err(|_| format!("pathOverride {p:?} is not a path"))
+                PathAndQuery::try_from(p)
+                    .map_err(|_| CompileError::at("pathOverride", format!("{p:?} is not a path")))
             })
             .transpose()?;
         Ok(AiTarget {
@@ -341,8 +184,6 @@ impl AiTarget {
                 .unwrap_or("")
                 .trim_end_matches('/')
                 .to_string(),
-            azure,
-            vertex,
             credentials,
             max_buffered: input.limits.max_buffered_body_bytes,
         })
@@ -374,72 +215,14 @@ impl AiTarget {
         }
     }
 
-    /// The provider's own path for a chat call, under `pathPrefix`. Gemini, Vertex and
-    /// Bedrock name the model (and streaming) in the URL.
+    /// The provider's own path for a chat call, under `pathPrefix`.
     fn chat_path(&self, model: Option<&str>, stream: bool) -> Result<String, ProxyError> {
-        let p = &self.path_prefix;
-        let need_model = || {
-            model.filter(|m| !m.is_empty()).ok_or_else(|| {
-                ProxyError::bad_request(format!(
-                    "{} needs a model: set `model` in the request or the provider config",
-                    self.provider.name()
-                ))
-            })
-        };
-        let method = if stream {
-            "streamGenerateContent?alt=sse"
-        } else {
-            "generateContent"
-        };
-        Ok(match self.provider {
-            ProviderKind::Gemini => {
-                format!("{p}/v1beta/models/{}:{method}", path_segment(need_model()?))
-            }
-            ProviderKind::Vertex => {
-                let (project, location) = self.vertex.as_ref().map_or(("", ""), |(p, l)| (p, l));
-                format!(
-                    "{p}/v1/projects/{project}/locations/{location}/publishers/google/models/{}:{method}",
-                    path_segment(need_model()?)
-                )
-            }
-            ProviderKind::Bedrock => format!(
-                "{p}/model/{}/{}",
-                path_segment(need_model()?),
-                if stream {
-                    "converse-stream"
-                } else {
-                    "converse"
-                }
-            ),
-            _ => self.provider_path(Operation::Chat),
-        })
+        self.provider.chat_path(&self.path_prefix, model, stream)
     }
 
     /// The provider's own path for an operation, under `pathPrefix`.
     fn provider_path(&self, op: Operation) -> String {
-        let p = &self.path_prefix;
-        if let Some((deployment, version)) = &self.azure {
-            let op = match op {
-                Operation::Chat => "chat/completions",
-                Operation::Embeddings => "embeddings",
-                Operation::Responses => "responses",
-            };
-            return format!("{p}/openai/deployments/{deployment}/{op}?api-version={version}");
-        }
-        let base = match self.provider {
-            // Gemini's OpenAI-compatible surface (embeddings).
-            ProviderKind::Gemini => "/v1beta/openai",
-            // Copilot serves OpenAI's API at the root.
-            ProviderKind::Copilot => "",
-            _ => "/v1",
-        };
-        let op = match (op, self.provider.egress()) {
-            (Operation::Chat, Format::AnthropicMessages) => "messages",
-            (Operation::Chat, _) => "chat/completions",
-            (Operation::Embeddings, _) => "embeddings",
-            (Operation::Responses, _) => "responses",
-        };
-        format!("{p}{base}/{op}")
+        self.provider.operation_path(&self.path_prefix, op)
     }
 
     fn model_models(&self) -> Vec<String> {
@@ -470,19 +253,6 @@ impl AiTarget {
     }
 }
 
-/// Percent-encodes a model name for one path segment (Bedrock ids hold `:`, ARNs `/`).
-fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Exact names first, then patterns from the most literal to the least, so the most specific
 /// alias wins whatever the order in the file.
 fn ordered_aliases(map: std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
@@ -493,13 +263,6 @@ fn ordered_aliases(map: std::collections::BTreeMap<String, String>) -> Vec<(Stri
         (wild, std::cmp::Reverse(literal))
     });
     v
-}
-
-#[derive(Clone, Copy)]
-enum Operation {
-    Chat,
-    Embeddings,
-    Responses,
 }
 
 #[cfg(test)]
@@ -524,8 +287,7 @@ mod tests {
         AiTarget::compile(
             AiCompileInput {
                 ai: &ai,
-                route_policies: None,
-                backend_policies: ai.policies.as_ref(),
+                policies: &crate::policy::layered(None, ai.policies.as_ref()),
                 limits: &config::Limits::default(),
             },
             upstream,

@@ -2,7 +2,7 @@
 //! credentials go to the provider and how its response is to be shaped.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Response, StatusCode};
@@ -11,10 +11,7 @@ use serde_json::Value;
 
 use config::AiRouteType;
 
-use super::{
-    github, AiCall, AiTarget, Credentials, Operation, ProviderKind, ANTHROPIC_VERSION,
-    CLIENT_CREDENTIALS,
-};
+use super::{github, AiCall, AiTarget, Credentials, Operation, CLIENT_CREDENTIALS};
 use std::sync::Arc;
 
 use telemetry::LlmRecord;
@@ -48,7 +45,8 @@ pub struct Shape {
     /// Read the response for usage (and translate it when the dialects differ).
     pub inspect: bool,
     pub include_usage: bool,
-    pub provider: ProviderKind,
+    /// The provider's `gen_ai.provider.name`.
+    pub provider: &'static str,
     /// The model sent upstream (reported where the provider's response names none).
     pub upstream_model: Option<String>,
     pub max_buffered: usize,
@@ -70,7 +68,7 @@ pub fn plan(
         egress,
         inspect: false,
         include_usage: false,
-        provider: ai.provider,
+        provider: ai.provider.name(),
         upstream_model: None,
         max_buffered: ai.max_buffered,
         llm: slot.clone(),
@@ -90,7 +88,7 @@ pub fn plan(
     };
     match call.route {
         AiRouteType::Models => Ok(Plan::Local(models_response(ai, parts))),
-        AiRouteType::AnthropicTokenCount if ai.provider != ProviderKind::Anthropic => {
+        AiRouteType::AnthropicTokenCount if !ai.provider.counts_tokens() => {
             let prepared = llm::prepare_request(
                 Format::AnthropicMessages,
                 Format::AnthropicMessages,
@@ -148,8 +146,7 @@ pub fn plan(
             }))
         }
         AiRouteType::Embeddings => {
-            // Gemini serves OpenAI-shaped embeddings on its OpenAI-compatible surface.
-            if egress != Format::OpenAiChat && ai.provider != ProviderKind::Gemini {
+            if !ai.provider.serves_embeddings() {
                 return Err(ProxyError::not_implemented(format!(
                     "{} has no OpenAI-compatible embeddings API",
                     ai.provider.name(),
@@ -232,12 +229,7 @@ pub fn provider_headers(ai: &AiTarget, headers: &mut HeaderMap, fwd: &Forward) {
     if let Credentials::Header(name, value) = &ai.credentials {
         headers.insert(name.clone(), value.clone());
     }
-    if ai.provider == ProviderKind::Anthropic {
-        let version = HeaderName::from_static("anthropic-version");
-        if !headers.contains_key(&version) {
-            headers.insert(version, ANTHROPIC_VERSION);
-        }
-    }
+    ai.provider.required_headers(headers);
     if fwd.rewrote_body {
         // The body was re-encoded; hyper sets the new length.
         headers.remove(header::CONTENT_LENGTH);

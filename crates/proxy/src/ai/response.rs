@@ -91,8 +91,7 @@ pub async fn shape_response(
         Err(_) if !translated => Ok(Response::from_parts(parts, body::full(bytes))),
         Err(e) => Err(ProxyError::upstream_error(format!(
             "{} returned a response that cannot be translated: {}",
-            shape.provider.name(),
-            e.message
+            shape.provider, e.message
         ))),
     }
 }

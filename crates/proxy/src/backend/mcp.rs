@@ -2,11 +2,16 @@
 //! reached through the proxy's own upstream pool, with each target's policies.
 
 use crate::body::{self, Body};
-use crate::policy::Effective;
+use crate::context::RequestCtx;
+use crate::error::CompileError;
+use crate::policy::BackendPolicies;
 use crate::snapshot::ClientCache;
 use crate::upstream::{is_connect_error, root_message, Upstream, UpstreamKey};
-use http::header::AUTHORIZATION;
+use http::header::HeaderValue;
 use http::{Request, Response, Version};
+
+use super::{Adapter, Attempt, Failure};
+use crate::policy::backend_tls::Connection;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,8 +19,49 @@ use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
-pub struct McpTarget {
+pub struct McpBackend {
     pub gateway: Arc<mcp::Gateway>,
+}
+
+impl Adapter for McpBackend {
+    fn kind(&self) -> &'static str {
+        "mcp"
+    }
+
+    /// A browser MCP client must read the session id to continue its session.
+    fn cors_expose(&self) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static("mcp-session-id"))
+    }
+
+    async fn send(
+        &self,
+        policies: &BackendPolicies,
+        attempt: Attempt<'_>,
+        ctx: &mut RequestCtx<'_>,
+    ) -> Result<Response<Body>, Failure> {
+        let mut headers = attempt.headers;
+        if let Some(modifier) = &policies.request_headers {
+            modifier.apply(&mut headers);
+        }
+        let mut req = Request::new(attempt.body);
+        *req.method_mut() = attempt.parts.method.clone();
+        *req.uri_mut() = attempt.parts.uri.clone();
+        *req.headers_mut() = headers;
+        let mut observed = mcp::Observed::default();
+        let down = mcp::Downstream {
+            source: ctx.conn.peer,
+            jwt: ctx.identity.jwt.as_deref(),
+            observed: &mut observed,
+        };
+        let resp = self.gateway.serve(req, down).await;
+        ctx.trail.rec.mcp = Some(telemetry::McpRecord {
+            method: observed.method,
+            tool: observed.tool,
+            target: observed.target,
+            session_id: observed.session_id,
+        });
+        Ok(resp)
+    }
 }
 
 /// Gateways of the snapshots alive now, by the fingerprint of their config.
@@ -49,7 +95,7 @@ fn fingerprint(
 /// One HTTP target's client: the pooled upstream plus the target's own policies.
 struct TargetClient {
     upstream: Upstream,
-    policies: Arc<Effective>,
+    policies: Arc<BackendPolicies>,
 }
 
 impl mcp::HttpClient for TargetClient {
@@ -61,7 +107,7 @@ impl mcp::HttpClient for TargetClient {
             m.apply(req.headers_mut());
         }
         if let Some(auth) = &self.policies.backend_auth {
-            req.headers_mut().insert(AUTHORIZATION, auth.clone());
+            auth.apply(req.headers_mut());
         }
         *req.version_mut() = if self.upstream.http2 {
             Version::HTTP_2
@@ -91,44 +137,40 @@ impl mcp::HttpClient for TargetClient {
     }
 }
 
+/// `policies`: the backend's layered policies (its `mcpAuthorization`).
 pub(crate) fn compile(
     m: &config::McpBackend,
-    route_policies: Option<&config::Policies>,
-    backend_policies: Option<&config::Policies>,
+    policies: &config::Policies,
     limits: &config::Limits,
     cache: &ClientCache,
     used: &mut Vec<UpstreamKey>,
-) -> Result<McpTarget, String> {
-    let authorization = backend_policies
-        .and_then(|p| p.mcp_authorization.as_ref())
-        .or_else(|| route_policies.and_then(|p| p.mcp_authorization.as_ref()));
+) -> Result<McpBackend, CompileError> {
+    let authorization = policies.mcp_authorization.as_ref();
     let key = fingerprint(m, authorization, limits);
     let mut kept = cache.mcp.0.lock().unwrap_or_else(|p| p.into_inner());
     kept.retain(|_, g| g.strong_count() > 0);
     if let Some(gateway) = kept.get(&key).and_then(Weak::upgrade) {
-        return Ok(McpTarget { gateway });
+        return Ok(McpBackend { gateway });
     }
     let gateway = mcp::Gateway::compile(m, authorization, |target, url| {
-        let own = target.policies.as_ref();
+        let own = crate::policy::layered(None, target.policies.as_ref());
         let https = url.scheme_str() == Some("https");
         let host = url.host().unwrap_or_default();
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
         let default_tls = config::BackendTls::default();
-        let tls = own
-            .and_then(|p| p.backend_tls.as_ref())
-            .or(https.then_some(&default_tls));
-        let upstream =
-            crate::snapshot::upstream_with(host, port, tls, None, own, limits, cache, used)?;
-        let policies = Effective::compile(None, own)?;
+        let conn = Connection::of(&own, https.then_some(&default_tls));
+        let upstream = crate::snapshot::upstream_with(host, port, conn, limits, cache, used)?;
+        let policies = BackendPolicies::compile(&own).map_err(|e| e.to_string())?;
         Ok(Arc::new(TargetClient {
             upstream,
             policies: Arc::new(policies),
         }) as Arc<dyn mcp::HttpClient>)
-    })?;
+    })
+    .map_err(CompileError::new)?;
     let gateway = Arc::new(gateway);
     kept.insert(key, Arc::downgrade(&gateway));
-    Ok(McpTarget { gateway })
+    Ok(McpBackend { gateway })
 }
 
 /// Kills every stdio MCP server this process started (shutdown).
@@ -150,20 +192,48 @@ mod tests {
         let limits: config::Limits = serde_yaml_ng::from_str("{}").unwrap();
         let yaml = "{sessionKey: one, targets: [{name: a, mcp: {host: 'http://127.0.0.1:9/mcp'}}]}";
         let mut used = Vec::new();
-        let first = compile(&backend(yaml), None, None, &limits, &cache, &mut used).unwrap();
-        let again = compile(&backend(yaml), None, None, &limits, &cache, &mut used).unwrap();
+        let first = compile(
+            &backend(yaml),
+            &Default::default(),
+            &limits,
+            &cache,
+            &mut used,
+        )
+        .unwrap();
+        let again = compile(
+            &backend(yaml),
+            &Default::default(),
+            &limits,
+            &cache,
+            &mut used,
+        )
+        .unwrap();
         assert!(
             Arc::ptr_eq(&first.gateway, &again.gateway),
             "same config, same sessions"
         );
         let rekeyed = yaml.replace("one", "two");
-        let other = compile(&backend(&rekeyed), None, None, &limits, &cache, &mut used).unwrap();
+        let other = compile(
+            &backend(&rekeyed),
+            &Default::default(),
+            &limits,
+            &cache,
+            &mut used,
+        )
+        .unwrap();
         assert!(
             !Arc::ptr_eq(&first.gateway, &other.gateway),
             "a new session key is a new gateway"
         );
         drop((first, again));
-        let fresh = compile(&backend(yaml), None, None, &limits, &cache, &mut used).unwrap();
+        let fresh = compile(
+            &backend(yaml),
+            &Default::default(),
+            &limits,
+            &cache,
+            &mut used,
+        )
+        .unwrap();
         assert_eq!(
             Arc::strong_count(&fresh.gateway),
             1,

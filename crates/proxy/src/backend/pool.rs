@@ -6,10 +6,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use picker::pool::{Choice, InFlight, Pod, Pool, RequestMeta};
 
+use super::{Adapter, Attempt, Failure, Head, UpstreamRequest};
+use crate::body::{self, Body};
+use crate::context::RequestCtx;
 use crate::error::ProxyError;
+use crate::policy::BackendPolicies;
 use crate::upstream::{Upstream, UpstreamKey};
 
 /// Request header choosing a strategy for one request (AIBrix's name).
@@ -150,4 +156,146 @@ pub fn mark_response<B>(resp: &mut http::Response<B>, pod: &Pod) {
     if let Ok(v) = HeaderValue::from_str(pod.id.as_str()) {
         resp.headers_mut().insert(TARGET_POD.clone(), v);
     }
+}
+
+/// The `{pool: NAME}` backend: plain HTTP to the picked pod.
+pub struct PoolBackend {
+    pub target: PoolTarget,
+}
+
+impl Adapter for PoolBackend {
+    fn kind(&self) -> &'static str {
+        "pool"
+    }
+
+    fn head(&self, _req: &Parts) -> Head {
+        // The picker parses the body (model, prompt) and a refused pod gets it resent.
+        Head {
+            reads_body: true,
+            may_resend: true,
+            dialect: None,
+        }
+    }
+
+    async fn send(
+        &self,
+        policies: &BackendPolicies,
+        attempt: Attempt<'_>,
+        ctx: &mut RequestCtx<'_>,
+    ) -> Result<Response<Body>, Failure> {
+        let raw = attempt.raw;
+        let bodies = PodBodies {
+            first: attempt.body,
+            parsed: raw,
+            resend: raw.cloned(),
+        };
+        let (resp, served) = dial(
+            &self.target,
+            policies,
+            attempt.parts,
+            &attempt.headers,
+            bodies,
+            None,
+            ctx,
+        )
+        .await?;
+        Ok(served.attach(resp, ctx))
+    }
+}
+
+/// The bodies of a pooled call: the one to send first, the client's bytes (what the picker
+/// parses), and the bytes to resend to the next pod (`None`: no second try).
+pub(crate) struct PodBodies<'r> {
+    pub first: Body,
+    pub parsed: Option<&'r Bytes>,
+    pub resend: Option<Bytes>,
+}
+
+/// The `ai` adapter's part of a pooled call: the pod stands where the provider's host would.
+pub(crate) struct AiPod<'a> {
+    pub ai: &'a crate::ai::AiTarget,
+    pub path: Option<PathAndQuery>,
+    /// The body's bytes when the adapter holds them (request signing reads them).
+    pub payload: Option<&'a Bytes>,
+}
+
+/// The pod that answered, counted in flight until the response body ends.
+pub(crate) struct Served(Arc<Pod>, InFlight);
+
+impl Served {
+    /// Names the pod on the response and hands its in-flight guard to the response body.
+    pub fn attach(self, mut resp: Response<Body>, ctx: &mut RequestCtx<'_>) -> Response<Body> {
+        mark_response(&mut resp, &self.0);
+        ctx.trail.pod = Some(self.1);
+        resp
+    }
+}
+
+/// Sends to a pool's pods in the picker's order; a refused connection ejects the pod and the
+/// next one is tried with the body resent. A pool is a way to dial that `host`-like and `ai`
+/// backends share.
+pub(crate) async fn dial(
+    pt: &PoolTarget,
+    policies: &BackendPolicies,
+    parts: &Parts,
+    headers: &HeaderMap,
+    bodies: PodBodies<'_>,
+    as_ai: Option<&AiPod<'_>>,
+    ctx: &mut RequestCtx<'_>,
+) -> Result<(Response<Body>, Served), Failure> {
+    let PodBodies {
+        first,
+        parsed,
+        resend,
+    } = bodies;
+    let mut choice = pt.choose(&parts.headers, parsed).map_err(Failure::Fatal)?;
+    let mut first = Some(first);
+    let mut refused = String::new();
+    while let Some((pod, guard)) = pt.next(&mut choice) {
+        let Some(body) = first.take().or_else(|| resend.clone().map(body::full)) else {
+            break;
+        };
+        let upstream = pt.upstream(&pod).map_err(Failure::Fatal)?;
+        let authority = match as_ai {
+            Some(_) => Some(
+                Authority::try_from(pod.id.as_str())
+                    .map_err(|_| Failure::Fatal(ProxyError::bad_request("invalid pod address")))?,
+            ),
+            None => None,
+        };
+        let mut target = UpstreamRequest::to(&upstream);
+        if let Some(a) = as_ai {
+            target.authority = authority.as_ref();
+            target.path = a.path.clone();
+            target.backend_auth = false;
+        }
+        let mut req = target
+            .build(parts, headers.clone(), body, policies, ctx)
+            .map_err(Failure::Fatal)?;
+        if let Some(a) = as_ai {
+            crate::ai::authorize(a.ai, &mut req, a.payload)
+                .await
+                .map_err(Failure::Fatal)?;
+        }
+        ctx.trail.rec.upstream = Some(upstream.address.clone());
+        let sent = std::time::Instant::now();
+        match super::call_upstream(&upstream, req, policies).await {
+            Ok(resp) => {
+                ctx.trail.rec.upstream_time = Some(sent.elapsed());
+                pt.pool.succeeded(&pod);
+                return Ok((resp, Served(pod, guard)));
+            }
+            Err(Failure::Connect(msg)) => {
+                pt.pool.connect_failed(&pod);
+                refused = msg;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Every pod tried refused: the caller may fail over to another backend.
+    Err(Failure::Connect(format!(
+        "pool {}: {} pod(s) refused the connection; last: {refused}",
+        pt.pool.name(),
+        choice.tried()
+    )))
 }

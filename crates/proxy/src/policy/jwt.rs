@@ -1,14 +1,19 @@
-//! `jwtAuth`: bearer JWTs verified against a JWKS (signature, expiry, issuer, audience). The
-//! verified claims become the `jwt` CEL variable (MCP tool authorization, log and span fields).
+//! `jwtAuth` (route phase, request headers): bearer JWTs verified against a JWKS (signature,
+//! expiry, issuer, audience). The verified claims are the request's identity: the `jwt` CEL
+//! variable (MCP tool authorization, log and span fields).
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use std::sync::Arc;
 
+use super::PolicyError;
 use crate::body::{self, Body};
+use crate::context::RequestCtx;
+use crate::pipeline::{Flow, Phase};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -79,14 +84,16 @@ fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
 }
 
 impl JwtAuth {
-    pub fn compile(c: &config::JwtAuth) -> Result<JwtAuth, String> {
+    pub fn compile(c: &config::JwtAuth) -> Result<JwtAuth, PolicyError> {
         let text = c.jwks.expose();
         let set: JwkSet = serde_json::from_str(text)
-            .map_err(|e| format!("jwtAuth.jwks is not a JWK set: {e}"))?;
+            .map_err(|e| PolicyError::new(format!("jwtAuth.jwks is not a JWK set: {e}")))?;
         let mut keys = Vec::new();
         for jwk in &set.keys {
-            let alg = algorithm_of(jwk).ok_or("jwtAuth.jwks: a key has an unknown `alg`")?;
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("jwtAuth.jwks: {e}"))?;
+            let alg = algorithm_of(jwk)
+                .ok_or_else(|| PolicyError::new("jwtAuth.jwks: a key has an unknown `alg`"))?;
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| PolicyError::new(format!("jwtAuth.jwks: {e}")))?;
             keys.push(Key {
                 kid: jwk.common.key_id.clone(),
                 alg,
@@ -94,7 +101,7 @@ impl JwtAuth {
             });
         }
         if keys.is_empty() {
-            return Err("jwtAuth.jwks has no keys".into());
+            return Err(PolicyError::new("jwtAuth.jwks has no keys"));
         }
         Ok(JwtAuth {
             mode: match c.mode {
@@ -164,6 +171,21 @@ impl JwtAuth {
             }
         }
         Err(last)
+    }
+}
+
+impl Phase for JwtAuth {
+    fn request_headers(&self, ctx: &mut RequestCtx<'_>, req: &Parts) -> Flow {
+        match self.check(&req.headers) {
+            Ok(claims) => {
+                ctx.identity.jwt = claims;
+                Flow::Continue
+            }
+            Err(refusal) => {
+                ctx.error = Some("unauthenticated");
+                Flow::Respond(refusal.respond())
+            }
+        }
     }
 }
 

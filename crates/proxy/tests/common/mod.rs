@@ -41,7 +41,7 @@ pub async fn gateway(yaml: &str) -> (Arc<proxy::Gateway>, SocketAddr) {
 pub async fn reload(gw: &proxy::Gateway, yaml: &str) -> Result<(), String> {
     let loaded = config::load_str(yaml, Path::new("test.yaml"), Path::new("."), |_| None)
         .map_err(|e| e.to_string())?;
-    gw.reload(&loaded).await
+    gw.reload(&loaded).await.map_err(|e| e.to_string())
 }
 
 /// One bind on 127.0.0.1:0 with a single route; `route` is the YAML of the route's body

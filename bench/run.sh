@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# bench/run.sh: direct-to-upstream vs through-Switchyard, measured in the same run.
+# bench/run.sh: direct-to-upstream vs through-Switchyard vs through two reference proxies
+# (nginx as a reverse proxy, HAProxy), measured in the same run, interleaved.
 #
 #   bench/run.sh            full run (a few minutes)
 #   bench/run.sh --quick    one short round, to check the harness itself
 #   bench/run.sh --perf     also profile the gateway with `perf record -g` under saturation
 #
 # Knobs (environment): ROUNDS SECS CONNS RATE LAT_SECS LAT_CONNS LOAD_CPU SERVER_CPU
-# READY_SPAWNS PERF=auto|1|0 PERF_CASE CASES="chat stream ai-chat ai-stream o2a o2a-stream mcp". See bench/README.md for what is measured and how to read it.
+# READY_SPAWNS PERF=auto|1|0 PERF_CASE TOKENS TOKEN_GAP_US TARGETS=fail|report ALLOW_STRAY=1
+# NO_BUILD=1
+# CASES="chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp stream-tokens".
+# See bench/README.md for what is measured and how to read it.
+# Exit status: 0 only if every target is met, no case saw an error answer and every reference
+# proxy ran; 1 otherwise (the whole summary is printed first). TARGETS=report prints missed
+# targets without failing the run (errors and missing references still fail it).
 # Everything it generates goes to bench/out/; tools it builds are cached in bench/.tools/.
 set -euo pipefail
 export LC_ALL=C # $EPOCHREALTIME and printf must use '.' as the decimal point
@@ -32,17 +39,25 @@ PERF=${PERF:-auto}              # auto: profile only if a target is missed (and 
 PERF_CASE=${PERF_CASE:-chat}    # the case profiled under saturation
 PERF_CALLGRAPH=${PERF_CALLGRAPH:-fp} # fp, or dwarf to see through libc (larger, slower to report)
 TTFB_N=${TTFB_N:-300}           # sequential requests per time-to-first-byte run
+TOKENS=${TOKENS:-16}            # content tokens per answer of the token-by-token upstream
+TOKEN_GAP_US=${TOKEN_GAP_US:-1000} # microseconds between its events
+TARGETS=${TARGETS:-fail}        # fail: a missed target fails the run; report: print only
+ALLOW_STRAY=${ALLOW_STRAY:-0}   # 1: warn instead of refusing when a stray server is on the CPUs
 
 case "${1:-}" in
-  --quick) ROUNDS=1 SECS=3 LAT_SECS=3 READY_SPAWNS=1 ;;
+  --quick) ROUNDS=1 SECS=3 LAT_SECS=3 READY_SPAWNS=1 TTFB_N=${TTFB_N_QUICK:-100} ;;
   --perf) PERF=1 ;;
-  -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
   "") ;;
   *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
 esac
 
+case $TARGETS in fail | report) ;; *) echo "TARGETS must be fail or report" >&2; exit 2 ;; esac
+
 RESULTS=$OUT/results.jsonl
-PIDS=() # every long-running process we start; cleanup() stops them
+# Every long-running process we start (upstream nginx, token upstream, nginx-proxy, haproxy,
+# both gateways, the OTLP sink); cleanup() stops them, on any exit.
+PIDS=()
 
 if [[ -t 2 ]]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD= PLAIN=; fi
 log() { printf '%s==>%s %s\n' "$BOLD" "$PLAIN" "$*" >&2; }
@@ -92,9 +107,15 @@ ensure_packages() {
   command -v taskset >/dev/null || missing+=(util-linux)
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
+  command -v gcc >/dev/null || missing+=(gcc libc6-dev)
   if ((${#missing[@]})); then
     # nginx-light is gone from newer Debian releases; plain nginx serves just as well here.
     apt_install "${missing[@]}" || apt_install "${missing[@]/nginx-light/nginx}"
+  fi
+  # HAProxy is a reference, not a requirement of the harness: if it cannot be installed the run
+  # goes on and the summary reports it as a reference that could not run (a failure).
+  if ! command -v haproxy >/dev/null; then
+    apt_install haproxy || log "haproxy could not be installed; it will be reported as not run"
   fi
   if [[ $PERF != 0 ]] && ! command -v perf >/dev/null; then
     apt_install linux-perf || log "linux-perf not installable; profiling is off"
@@ -119,7 +140,21 @@ ensure_oha() {
     >"$OUT/oha-build.log" 2>&1 || die "cargo install oha failed; see $OUT/oha-build.log"
 }
 
+# The token-by-token SSE upstream (bench/tokstream.c), rebuilt when its source changes.
+build_tokstream() {
+  TOKSTREAM=$TOOLS/tokstream
+  if [[ ! -x $TOKSTREAM || $BENCH/tokstream.c -nt $TOKSTREAM ]]; then
+    log "building bench/tokstream.c"
+    gcc -O2 -Wall -o "$TOKSTREAM" "$BENCH/tokstream.c" || die "gcc failed on bench/tokstream.c"
+  fi
+}
+
 build_gateway() {
+  if [[ ${NO_BUILD:-0} == 1 ]]; then
+    [[ -x $GATEWAY_BIN ]] || die "NO_BUILD=1 but no binary at $GATEWAY_BIN"
+    log "NO_BUILD=1: using $GATEWAY_BIN as it is (built $(date -r "$GATEWAY_BIN" '+%F %T'))"
+    return 0
+  fi
   log "building switchyard (release)"
   (cd "$ROOT" && cargo build --release -p switchyard) || die "cargo build failed"
   [[ -x $GATEWAY_BIN ]] || die "no binary at $GATEWAY_BIN"
@@ -138,6 +173,15 @@ cpu_ticks() {
   rest=${stat##*) }
   read -ra f <<<"$rest" # f[0] is field 3
   echo $((f[11] + f[12]))
+}
+
+# utime alone: the process's own code, without the kernel's work on its behalf.
+cpu_user_ticks() {
+  local stat rest f
+  stat=$(</proc/"$1"/stat)
+  rest=${stat##*) }
+  read -ra f <<<"$rest"
+  echo $((f[11]))
 }
 
 # Connections nginx has accepted so far (first number of stub_status's third line).
@@ -262,6 +306,150 @@ start_upstream() {
   die "nginx did not come up"
 }
 
+# The token-by-token upstream: every answer is an OpenAI SSE stream of TOKENS one-token events,
+# each its own chunk and write, TOKEN_GAP_US apart (bench/tokstream.c).
+start_tokstream() {
+  log "starting tokstream on 127.0.0.1:$TOK_PORT (CPU $SERVER_CPU; $TOKENS tokens, ${TOKEN_GAP_US} µs apart)"
+  taskset -c "$SERVER_CPU" "$TOKSTREAM" "$TOK_PORT" "$TOKENS" "$TOKEN_GAP_US" >"$OUT/tokstream.log" 2>&1 &
+  TOK_PID=$!
+  PIDS+=("$TOK_PID")
+  local i
+  for i in $(seq 100); do
+    curl -fsS -o /dev/null -X POST -d '{}' "http://127.0.0.1:$TOK_PORT/v1/chat/completions" 2>/dev/null && return 0
+    kill -0 "$TOK_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  cat "$OUT/tokstream.log" >&2
+  die "tokstream did not come up"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Reference proxies, on the plain path, in front of the same upstreams: nginx as a reverse
+# proxy (a second nginx, one process, an upstream keepalive pool) and HAProxy (one thread).
+# They are the yardstick for CPU per request. A reference that cannot be installed or started
+# does not stop the run: it is recorded and the summary fails the run naming it.
+
+REFS=(nginx-proxy haproxy)
+declare -A REF_PID=()
+
+ref_failed() { # NAME WHY
+  log "reference $1 could not run: $2"
+  python3 "$HELPERS" append "$RESULTS" kind=ref-fail ref="$1" why="$2"
+}
+
+write_refs() {
+  local dir=$OUT/nginx-proxy
+  mkdir -p "$dir/tmp" "$OUT/haproxy"
+  cat >"$dir/nginx.conf" <<EOF
+# Generated by bench/run.sh: nginx as a reverse proxy in front of the same upstreams.
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server_tokens off;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  upstream up {
+    server 127.0.0.1:$UP_PORT;
+    keepalive 64;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+  }
+  upstream tokens {
+    server 127.0.0.1:$TOK_PORT;
+    keepalive 64;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+  }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  server {
+    listen 127.0.0.1:$NGXP_PORT;
+    location / { proxy_pass http://up; }
+    # Streams are passed on as they arrive (the gateway does the same), not buffered.
+    location /v1/chat-stream { proxy_pass http://up; proxy_buffering off; }
+    location /tokens/ { proxy_pass http://tokens; proxy_buffering off; }
+  }
+}
+EOF
+  cat >"$OUT/haproxy/haproxy.cfg" <<EOF
+# Generated by bench/run.sh: HAProxy in front of the same upstreams.
+global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+  timeout http-keep-alive 120s
+  option http-keep-alive
+  # Without it HAProxy merges the data of an incomplete response before sending, and a
+  # streamed event waits (the first token arrived with the whole stream, ~20 ms): the gateway
+  # and nginx-proxy (proxy_buffering off) pass each event on at once.
+  option http-no-delay
+frontend bench
+  bind 127.0.0.1:$HA_PORT
+  use_backend tokens if { path_beg /tokens/ }
+  default_backend up
+backend up
+  http-reuse always
+  server up 127.0.0.1:$UP_PORT
+backend tokens
+  http-reuse always
+  server tokens 127.0.0.1:$TOK_PORT
+EOF
+}
+
+start_ref() { # NAME
+  local name=$1 port pid i
+  case $name in
+    nginx-proxy)
+      port=$NGXP_PORT
+      taskset -c "$SERVER_CPU" nginx -e "$OUT/nginx-proxy/error.log" -p "$OUT/nginx-proxy" \
+        -c "$OUT/nginx-proxy/nginx.conf" >"$OUT/nginx-proxy/stdout.log" 2>&1 &
+      pid=$! ;;
+    haproxy)
+      port=$HA_PORT
+      if ! command -v haproxy >/dev/null; then ref_failed haproxy "haproxy is not installed"; return 0; fi
+      if ! haproxy -c -q -f "$OUT/haproxy/haproxy.cfg" >"$OUT/haproxy/check.log" 2>&1; then
+        ref_failed haproxy "config check failed: $(tr '\n' ' ' <"$OUT/haproxy/check.log")"; return 0
+      fi
+      # -db: stay in the foreground, one process, so its /proc/PID/stat is all of its CPU.
+      taskset -c "$SERVER_CPU" haproxy -db -f "$OUT/haproxy/haproxy.cfg" >"$OUT/haproxy/haproxy.log" 2>&1 &
+      pid=$! ;;
+  esac
+  PIDS+=("$pid")
+  for i in $(seq 100); do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$port/v1/stream" 2>/dev/null; then
+      REF_PID[$name]=$pid
+      log "$name ready on 127.0.0.1:$port (CPU $SERVER_CPU)"
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  stop_pid "$pid"
+  ref_failed "$name" "did not answer on 127.0.0.1:$port; see $OUT/$name/"
+}
+
+start_refs() {
+  local r
+  for r in "${REFS[@]}"; do start_ref "$r"; done
+}
+
+ref_up() { [[ -n ${REF_PID[$1]:-} ]]; }
+refs_up() { local r; for r in "${REFS[@]}"; do if ref_up "$r"; then echo "$r"; fi; done; }
+
 # ---------------------------------------------------------------------------------------------
 # Gateway: one bind, one listener, one route, one backend, no policies (the plain HTTP path).
 
@@ -290,6 +478,10 @@ binds:
     - matches: [{path: {pathPrefix: /o2a-stream}}]
       backends:
       - ai: {name: o2a-stream, hostOverride: 127.0.0.1:$UP_PORT, provider: {anthropic: {}}, pathOverride: /v1/messages-stream, policies: {backendAuth: {key: sk-bench}}}
+    # The token-by-token stream: an ai backend (as ai-stream) in front of bench/tokstream.c.
+    - matches: [{path: {pathPrefix: /tokens}}]
+      backends:
+      - ai: {name: tokens, hostOverride: 127.0.0.1:$TOK_PORT, provider: {openAI: {}}, pathOverride: /v1/chat/completions, policies: {backendAuth: {key: sk-bench}, ai: {modelAliases: {bench-model: bench-model-2025}}}}
     # The MCP case: tools/call through the MCP gateway (sealed session, routing, relay).
     - matches: [{path: {exact: /mcp}}]
       backends:
@@ -412,7 +604,7 @@ fetch() { # TARGET CASE: print the response body
 }
 
 smoke_test() {
-  local case direct via
+  local case direct via ref
   for case in $CASES; do
     direct=$(fetch direct "$case") || die "direct $case request failed"
     via=$(fetch gateway "$case") || die "gateway $case request failed; see $OUT/gateway.log"
@@ -423,15 +615,45 @@ smoke_test() {
         [[ $via == *'"isError":false'* && $via == *"fixed benchmark tool result"* ]] || die "the MCP answer is wrong: $via" ;;
       *) [[ $direct == "$via" ]] || die "the gateway changed the $case response body" ;;
     esac
+    # The references must pass the upstream's bytes through unchanged too; one that does not
+    # is dropped from the run and reported as a reference that could not run.
+    for ref in $(refs_for "$case"); do
+      via=$(fetch "$ref" "$case") || { drop_ref "$ref" "its $case request failed"; continue; }
+      [[ $direct == "$via" ]] || drop_ref "$ref" "it changed the $case response body"
+    done
   done
   log "smoke test ok: same-dialect paths return the upstream's bytes; translated paths translate"
+}
+
+drop_ref() { # NAME WHY
+  stop_pid "${REF_PID[$1]}"
+  unset 'REF_PID[$1]'
+  ref_failed "$1" "$2"
 }
 
 # ---------------------------------------------------------------------------------------------
 # Load cases.
 
 # The cases: what wrk sends, and the direct and through-gateway URLs.
-CASES=${CASES:-"chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp"}
+CASES=${CASES:-"chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp stream-tokens"}
+
+# Cases the reference proxies are measured on: the plain path (chat, a static stream), the
+# upstream stream ai-stream relays, and the token-by-token stream. ai-chat's denominator is
+# nginx-proxy's plain-path CPU per request, from the chat case, or measured within ai-chat
+# (the same plain POST) when chat is not run.
+REF_CASES="chat stream ai-stream stream-tokens"
+[[ " $CASES " == *" chat "* ]] || REF_CASES+=" ai-chat"
+
+refs_for() { # CASE -> the reference proxies that run on it (and are up)
+  local r
+  [[ " $REF_CASES " == *" $1 "* ]] || return 0
+  for r in "${REFS[@]}"; do if ref_up "$r"; then echo "$r"; fi; done
+}
+
+targets_for() { # CASE -> direct, the references, the gateway: the order of every round
+  # shellcheck disable=SC2046 # one word per reference, on purpose
+  echo direct $(refs_for "$1") gateway
+}
 
 # The MCP case's session at the gateway (an initialize, once); wrk sends it as Mcp-Session-Id.
 mcp_session() {
@@ -447,14 +669,14 @@ mcp_session() {
 mode_for() { # CASE -> wrk mode
   case ${1%+tel} in
     stream) echo stream ;;
-    ai-stream | o2a-stream) echo chat-stream ;;
+    ai-stream | o2a-stream | stream-tokens) echo chat-stream ;;
     mcp) echo mcp ;;
     *) echo chat ;;
   esac
 }
 
 url_for() { # TARGET CASE ("+tel": the telemetry gateway)
-  local direct gateway port=$GW_PORT
+  local direct gateway port=$GW_PORT up=$UP_PORT
   [[ $2 == *+tel ]] && port=$TEL_PORT
   case ${2%+tel} in
     chat) direct=/v1/chat/completions gateway=/v1/chat/completions ;;
@@ -464,38 +686,60 @@ url_for() { # TARGET CASE ("+tel": the telemetry gateway)
     o2a) direct=/v1/messages gateway=/o2a/v1/chat/completions ;;
     o2a-stream) direct=/v1/messages-stream gateway=/o2a-stream/v1/chat/completions ;;
     mcp) direct=/mcp gateway=/mcp ;;
+    # tokstream answers any path; the reference proxies route /tokens/ to it.
+    stream-tokens) direct=/tokens/v1/chat/completions gateway=/tokens/v1/chat/completions up=$TOK_PORT ;;
     *) die "unknown case $2" ;;
   esac
-  if [[ $1 == gateway ]]; then
-    echo "http://127.0.0.1:$port$gateway"
-  else
-    echo "http://127.0.0.1:$UP_PORT$direct"
-  fi
+  case $1 in
+    gateway) echo "http://127.0.0.1:$port$gateway" ;;
+    nginx-proxy) echo "http://127.0.0.1:$NGXP_PORT$direct" ;;
+    haproxy) echo "http://127.0.0.1:$HA_PORT$direct" ;;
+    direct) echo "http://127.0.0.1:$up$direct" ;;
+    *) die "unknown target $1" ;;
+  esac
 }
 
-# Closed-loop saturation with wrk, and the CPU both servers burned while it ran.
+proxy_pid() { # TARGET CASE -> the PID of the proxy under test (none for direct)
+  case $1 in
+    gateway) if [[ $2 == *+tel ]]; then echo "$TEL_PID"; else echo "$GW_PID"; fi ;;
+    nginx-proxy | haproxy) echo "${REF_PID[$1]}" ;;
+  esac
+}
+
+# Closed-loop saturation with wrk, and the CPU the proxy and the upstream burned while it ran.
 run_wrk() { # CASE TARGET ROUND
-  local case=$1 target=$2 round=$3 gw0 ng0 gw1 ng1 acc0 acc1
+  local case=$1 target=$2 round=$3 px0=0 up0 px1=0 up1 acc0=0 acc1=1 uu0=0 uu1=0 extra=()
   local file=$OUT/wrk-$case-$target-$round.txt
-  printf '  %-7s %-8s round %s: ' "$case" "$target" "$round" >&2
-  acc0=$(nginx_accepts)
-  local pid=$GW_PID
-  [[ $case == *+tel ]] && pid=$TEL_PID
-  gw0=$(cpu_ticks "$pid") ng0=$(cpu_ticks "$NGINX_PID")
+  local pid up_pid=$NGINX_PID
+  pid=$(proxy_pid "$target" "$case")
+  printf '  %-13s %-11s round %s: ' "$case" "$target" "$round" >&2
+  if [[ $case == stream-tokens ]]; then
+    up_pid=$TOK_PID
+    extra=(chunks_per_req=$((TOKENS + 3))) # role, the tokens, finish with usage, [DONE]
+  else
+    acc0=$(nginx_accepts)
+  fi
+  [[ -n $pid ]] && px0=$(cpu_ticks "$pid")
+  up0=$(cpu_ticks "$up_pid") uu0=$(cpu_user_ticks "$up_pid")
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
     "$(url_for "$target" "$case")" -- "$(mode_for "$case")" >"$file" 2>&1 || die "wrk failed: $(cat "$file")"
-  gw1=$(cpu_ticks "$pid") ng1=$(cpu_ticks "$NGINX_PID")
-  acc1=$(nginx_accepts)
+  [[ -n $pid ]] && px1=$(cpu_ticks "$pid")
+  up1=$(cpu_ticks "$up_pid") uu1=$(cpu_user_ticks "$up_pid")
   # (acc1 - acc0 - 1: the status request itself is a connection too.)
+  if [[ $case != stream-tokens ]]; then
+    acc1=$(nginx_accepts)
+    extra+=(upstream_conns=$((acc1 - acc0 - 1)))
+  fi
+  # gw_ticks: the proxy under test (gateway, nginx-proxy or haproxy); ng_ticks: the upstream.
   python3 "$HELPERS" wrk-record "$RESULTS" "$file" kind=run case="$case" target="$target" \
-    round="$round" gw_ticks=$((gw1 - gw0)) ng_ticks=$((ng1 - ng0)) \
-    upstream_conns=$((acc1 - acc0 - 1)) >&2
+    round="$round" gw_ticks=$((px1 - px0)) ng_ticks=$((up1 - up0)) ng_user_ticks=$((uu1 - uu0)) \
+    "${extra[@]}" >&2
 }
 
 # Time to the first streamed byte, sequential requests (no queueing): what the gateway adds
 # before the first event reaches the client.
 run_ttfb() { # CASE TARGET ROUND
-  printf '  %-7s %-8s round %s: ' "$1" "$2" "$3" >&2
+  printf '  %-13s %-11s round %s: ' "$1" "$2" "$3" >&2
   taskset -c "$LOAD_CPU" python3 "$HELPERS" ttfb "$RESULTS" "$(url_for "$2" "$1")" "$TTFB_N" \
     kind=run case="ttfb-$1" target="$2" round="$3" >&2
 }
@@ -505,7 +749,7 @@ run_ttfb() { # CASE TARGET ROUND
 warm_up() {
   local case target
   for case in $CASES; do
-    for target in direct gateway; do
+    for target in $(targets_for "$case"); do
       taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s -s "$BENCH/wrk.lua" \
         "$(url_for "$target" "$case")" -- "$(mode_for "$case")" >/dev/null 2>&1 || true
     done
@@ -516,7 +760,7 @@ warm_up() {
 # it was scheduled, so a stall shows up as latency instead of silently lowering the rate.
 run_oha() { # TARGET ROUND
   local target=$1 round=$2 file=$OUT/oha-$1-$2.json
-  printf '  latency %-8s round %s: ' "$target" "$round" >&2
+  printf '  latency %-11s round %s: ' "$target" "$round" >&2
   taskset -c "$LOAD_CPU" "$OHA" --no-tui --output-format json --latency-correction \
     -q "$RATE" -z "${LAT_SECS}s" -c "$LAT_CONNS" -m POST -T application/json \
     -d '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one word."}]}' \
@@ -538,6 +782,7 @@ run_tel_side_by_side() { # CASE ROUND (CASE: chat or ai-chat)
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
     "$(url_for gateway "$case")" -- chat >"$plain_file" 2>&1 &
   wrk_pid=$!
+  PIDS+=("$wrk_pid") # (bounded by -d; listed so that an early exit stops it too)
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
     "$(url_for gateway "$case+tel")" -- chat >"$tel_file" 2>&1 || die "wrk failed: $(cat "$tel_file")"
   wait "$wrk_pid" || die "wrk failed: $(cat "$plain_file")"
@@ -561,6 +806,7 @@ run_perf() {
   taskset -c "$LOAD_CPU" perf record -e cpu-clock -F 999 --call-graph "$PERF_CALLGRAPH" -p "$pid" -o "$OUT/perf.data" \
     -- sleep "$SECS" >"$OUT/perf-record.log" 2>&1 &
   local perf_pid=$!
+  PIDS+=("$perf_pid")
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" \
     "$(url_for gateway "$PERF_CASE")" -- "$(mode_for "$PERF_CASE")" >"$OUT/wrk-perf.txt" 2>&1 || true
   wait "$perf_pid" || true
@@ -586,13 +832,30 @@ main() {
 
   ensure_packages
   ensure_oha
+  build_tokstream
   build_gateway
 
+  # Nothing left over from an earlier run (or anything else of the kind) may be on the CPUs
+  # we measure: its CPU would land in the figures, and it may hold a port.
+  if ! python3 "$HELPERS" strays "$SERVER_CPU" "$LOAD_CPU" >&2; then
+    if [[ $ALLOW_STRAY == 1 ]]; then
+      log "ALLOW_STRAY=1: going on anyway; the figures may be off"
+    else
+      die "stray servers on CPU $SERVER_CPU/$LOAD_CPU (listed above); stop them, or ALLOW_STRAY=1"
+    fi
+  fi
   read -r UP_PORT GW_PORT ADMIN_PORT TEL_PORT TEL_ADMIN_PORT TEL_STATS_PORT SINK_PORT \
-    < <(python3 "$HELPERS" freeports 7)
+    NGXP_PORT HA_PORT TOK_PORT < <(python3 "$HELPERS" freeports 10)
+  # Chosen free a moment ago; checked again now, since something may have taken one since.
+  python3 "$HELPERS" check-ports "$UP_PORT" "$GW_PORT" "$ADMIN_PORT" "$TEL_PORT" \
+    "$TEL_ADMIN_PORT" "$TEL_STATS_PORT" "$SINK_PORT" "$NGXP_PORT" "$HA_PORT" "$TOK_PORT" ||
+    die "a port the run needs is in use (see above)"
   write_upstream
+  write_refs
   write_gateway_config
   start_upstream
+  start_tokstream
+  start_refs
   start_gateway_timed
   start_telemetry_gateway
   if [[ " $CASES " == *" mcp "* ]]; then mcp_session; fi
@@ -607,23 +870,29 @@ with open(sys.argv[1], "a") as f:
     f.write(json.dumps({"kind": "meta", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
         "commit": "$commit", "dirty": $dirty, "rounds": $ROUNDS, "secs": $SECS, "conns": $CONNS,
         "rate": $RATE, "lat_secs": $LAT_SECS, "lat_conns": $LAT_CONNS, "load_cpu": $LOAD_CPU,
-        "server_cpu": $SERVER_CPU, "clk_tck": $CLK_TCK}) + "\n")
+        "server_cpu": $SERVER_CPU, "clk_tck": $CLK_TCK, "tokens": $TOKENS,
+        "token_gap_us": $TOKEN_GAP_US, "ttfb_n": $TTFB_N, "refs": "${REFS[*]}"}) + "\n")
 EOF
 
   log "warming up"
   warm_up
-  # Interleave direct and gateway inside every round so that drift on the machine (other work,
-  # thermal, page cache) lands on both sides instead of biasing one.
+  # Interleave direct, the references and the gateway inside every round (direct, nginx-proxy,
+  # haproxy, switchyard; then the same again next round) so that drift on the machine (other
+  # work, thermal, page cache) lands on all of them instead of biasing one.
   local round case target
   for round in $(seq "$ROUNDS"); do
     log "round $round/$ROUNDS"
     for case in $CASES; do
-      for target in direct gateway; do run_wrk "$case" "$target" "$round"; done
+      for target in $(targets_for "$case"); do run_wrk "$case" "$target" "$round"; done
       if [[ $(mode_for "$case") == chat-stream ]]; then
-        for target in direct gateway; do run_ttfb "$case" "$target" "$round"; done
+        local ttfb_targets="direct gateway"
+        [[ $case == stream-tokens ]] && ttfb_targets=$(targets_for "$case")
+        for target in $ttfb_targets; do run_ttfb "$case" "$target" "$round"; done
       fi
     done
-    for target in direct gateway; do run_oha "$target" "$round"; done
+    for target in direct $(refs_up) gateway; do
+      run_oha "$target" "$round"
+    done
     for case in chat ai-chat; do
       if [[ " $CASES " == *" $case+tel "* ]]; then run_tel_side_by_side "$case" "$round"; fi
     done
@@ -641,14 +910,21 @@ with open(sys.argv[1], "a") as f:
 EOF
 
   echo >&2
+  # The summary's exit status is the run's: non-zero on a missed target (unless
+  # TARGETS=report), on a case with error answers, or on a reference that could not run.
   local status=0
-  python3 "$HELPERS" summary "$RESULTS" | tee "$OUT/summary.txt" || true
-  grep -q '^targets missed: none' "$OUT/summary.txt" || status=1
+  if TARGETS=$TARGETS python3 "$HELPERS" summary "$RESULTS" | tee "$OUT/summary.txt"; then
+    status=0
+  else
+    status=$?
+  fi
 
-  if [[ $PERF == 1 || ($PERF == auto && $status == 1) ]]; then
+  if [[ $PERF == 1 ]] || { [[ $PERF == auto ]] && ! grep -q '^targets missed: none' "$OUT/summary.txt"; }; then
     if command -v perf >/dev/null; then run_perf; else log "perf not installed; no profile"; fi
   fi
   log "results: $OUT/summary.txt (raw: $RESULTS)"
+  if ((status)); then log "FAILED (exit $status): see the FAIL lines at the end of the summary"; fi
+  exit "$status"
 }
 
 main "$@"

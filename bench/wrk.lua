@@ -8,8 +8,31 @@
 -- $MCP_SESSION.
 -- done() prints one machine-readable line, "WRKJSON {...}", which run.sh keeps instead of
 -- scraping wrk's human output.
+--
+-- Error answers are counted, not served: wrk itself counts every complete response as a
+-- request (its own `errors.status` only covers >= 400). response() counts answers that are not
+-- 2xx, and 2xx answers whose body carries an error: a JSON `"error":` member (a JSON-RPC error
+-- inside HTTP 200, an OpenAI/Anthropic error object, an error event's data) or an SSE
+-- `event: error`. done() adds the counts up over wrk's threads.
 
 local mode = "chat"
+local threads = {}
+
+-- Per-thread counters (each wrk thread has its own Lua state; done() reads them with get()).
+non2xx = 0
+body_errors = 0
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  elseif body and (string.find(body, '"error":', 1, true) or string.find(body, "event: error", 1, true)) then
+    body_errors = body_errors + 1
+  end
+end
 
 function init(args)
   mode = args[1] or "chat"
@@ -38,11 +61,17 @@ end
 
 function done(summary, latency, requests)
   local e = summary.errors
+  local bad_status, bad_body = 0, 0
+  for _, t in ipairs(threads) do
+    bad_status = bad_status + (t:get("non2xx") or 0)
+    bad_body = bad_body + (t:get("body_errors") or 0)
+  end
   io.write(string.format(
     'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,'
       .. '"err_connect":%d,"err_read":%d,"err_write":%d,"err_status":%d,"err_timeout":%d,'
+      .. '"non2xx":%d,"body_errors":%d,'
       .. '"lat_mean_us":%.1f,"lat_p50_us":%d,"lat_p99_us":%d}\n',
     summary.requests, summary.duration, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout,
+    e.connect, e.read, e.write, e.status, e.timeout, bad_status, bad_body,
     latency.mean, latency:percentile(50), latency:percentile(99)))
 end

@@ -199,8 +199,12 @@ async def one(session, url, model, msgs, headers, max_tokens, timeout):
                 rec["error"] = f"http {resp.status}: {(await resp.text())[:200]}"
                 return rec, ""
             saw_done = False
+            stream_error = None
             async for raw in resp.content:
                 line = raw.strip()
+                if line.startswith(b"event:") and line[6:].strip() == b"error":
+                    stream_error = "stream error event"
+                    continue
                 if not line.startswith(b"data:"):
                     continue
                 data = line[5:].strip()
@@ -208,6 +212,10 @@ async def one(session, url, model, msgs, headers, max_tokens, timeout):
                     saw_done = True
                     break
                 ev = json.loads(data)
+                if stream_error or (isinstance(ev, dict) and ev.get("error")):
+                    # An error inside a 200 stream is an error answer, not a served request.
+                    stream_error = f"stream error event: {json.dumps(ev)[:160]}"
+                    break
                 for ch in ev.get("choices") or []:
                     c = (ch.get("delta") or {}).get("content")
                     if c:
@@ -220,7 +228,9 @@ async def one(session, url, model, msgs, headers, max_tokens, timeout):
                     rec["prompt_tokens"] = u.get("prompt_tokens") or 0
                     rec["cached_tokens"] = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
             rec["e2e"] = time.perf_counter() - t0
-            if not saw_done:
+            if stream_error:
+                rec["error"] = stream_error
+            elif not saw_done:
                 rec["error"] = "stream ended without [DONE]"
             elif rec["ttft"] is None:
                 rec["error"] = "no content"

@@ -7,6 +7,13 @@ Targets (from the routing issue), checked on the shared-prefix workload:
   1. gateway prefix-cache TTFT p90 at least 3x lower than gateway random, at each rate;
   2. gateway prefix-cache TTFT p90 no worse than the best vllm-router policy's p90, at each rate;
   3. mean pick time under 50 us for every gateway strategy (measured window, every run).
+
+Besides the targets, these FAIL too: a run (cell) whose fleet, gateway or router did not start
+or whose load generator failed (run.sh writes them to cell-failures.jsonl), a run with error
+answers (non-200, broken or error-carrying streams, timeouts), a reference router (vllm-router)
+that was asked for but could not run, and a check that cannot be made because results it needs
+are missing. Exit status 1 on any FAIL; with TARGETS=report a missed target (1-3) is printed as
+FAIL but does not fail the exit status (the other failures still do).
 """
 
 import glob
@@ -31,6 +38,14 @@ def load(d):
         with open(p) as f:
             res.append(json.load(f))
     return res
+
+
+def load_failures(d):
+    p = os.path.join(d, "cell-failures.jsonl")
+    if not os.path.exists(p):
+        return []
+    with open(p) as f:
+        return [json.loads(l) for l in f if l.strip()]
 
 
 def table(rows):
@@ -76,7 +91,9 @@ def main():
         sys.exit(__doc__)
     d = sys.argv[1]
     res = load(d)
-    if not res:
+    failures = load_failures(d)
+    report_only = os.environ.get("TARGETS", "fail") == "report"
+    if not res and not failures:
         sys.exit(f"no results in {d}")
     params = os.path.join(d, "params.txt")
     if os.path.exists(params):
@@ -86,8 +103,9 @@ def main():
                 print("  " + line.rstrip())
         print()
     skipped = os.path.join(d, "vllm-router-skipped.txt")
-    if os.path.exists(skipped):
-        print("vllm-router SKIPPED: " + open(skipped).read().strip() + "\n")
+    vr_missing = open(skipped).read().strip() if os.path.exists(skipped) else None
+    if vr_missing:
+        print("vllm-router DID NOT RUN: " + vr_missing + "\n")
 
     wls = sorted({r["workload"] for r in res}, key=lambda w: (WORKLOAD_ORDER.index(w) if w in WORKLOAD_ORDER else 99, w))
     for wl in wls:
@@ -99,19 +117,41 @@ def main():
         print(table(rows))
         print()
 
+    print("== runs ==")
+    fails = 0  # everything that fails the exit status
+    misses = 0  # missed targets (1-3): fail it unless TARGETS=report
+
+    def fail(msg):
+        nonlocal fails
+        fails += 1
+        print("FAIL  " + msg)
+
+    for f in failures:
+        fail(f"run {f.get('cell')} did not run: {f.get('why')}")
+    for r in res:
+        if r.get("errors"):
+            fail(f"run {r['workload']} {r['label']} @ {r['rate']:g} req/s: {r['errors']} error answers "
+                 f"({', '.join(f'{k} x{v}' for k, v in (r.get('error_kinds') or {}).items()) or 'see its JSON'})")
+    if vr_missing:
+        fail(f"reference vllm-router could not run: {vr_missing}")
+    if not failures and not any(r.get("errors") for r in res) and not vr_missing:
+        print(f"PASS  all {len(res)} runs started and completed without error answers")
+    print()
+
     print("== targets ==")
-    fails = 0
 
     def line(ok, msg):
-        nonlocal fails
-        fails += 0 if ok else 1
+        nonlocal misses
+        misses += 0 if ok else 1
         print(("PASS  " if ok else "FAIL  ") + msg)
 
     sp = [r for r in res if r["workload"] == "shared-prefix"]
     get = lambda router, strat, rate: next((r for r in sp if r["router"] == router and r["strategy"] == strat and r["rate"] == rate), None)
-    rates = sorted({r["rate"] for r in sp})
+    rates = sorted({r["rate"] for r in sp} | {f["rate"] for f in failures if f.get("workload") == "shared-prefix"})
+    vr_asked = any(f.get("router") == "vllm-router" for f in failures) or \
+        any(r["router"] == "vllm-router" for r in res) or bool(vr_missing)
     if not sp:
-        print("SKIP  no shared-prefix results")
+        fail("no shared-prefix results: the targets cannot be checked")
     good_rates = []
     for rate in rates:
         pc, rnd = get("gateway", "prefix-cache", rate), get("gateway", "random", rate)
@@ -123,7 +163,8 @@ def main():
             line(ok, f"shared-prefix @ {rate:g} req/s: prefix-cache TTFT p90 {pc['ttft_ms']['p90']:.0f} ms vs random "
                      f"{rnd['ttft_ms']['p90']:.0f} ms = {ratio:.1f}x lower (target >= {SPEEDUP:g}x{note})")
         else:
-            print(f"SKIP  shared-prefix @ {rate:g} req/s: need gateway prefix-cache and random results")
+            fail(f"shared-prefix @ {rate:g} req/s: need gateway prefix-cache and random results "
+                 f"(missing: {', '.join(n for n, x in (('prefix-cache', pc), ('random', rnd)) if not x)})")
         vr = [r for r in sp if r["router"] == "vllm-router" and r["rate"] == rate and r["ttft_ms"]["p90"] is not None]
         if pc and vr and pc["ttft_ms"]["p90"]:
             best = min(vr, key=lambda r: r["ttft_ms"]["p90"])
@@ -131,8 +172,10 @@ def main():
             line(ok, f"shared-prefix @ {rate:g} req/s: prefix-cache TTFT p90 {pc['ttft_ms']['p90']:.0f} ms vs best "
                      f"vllm-router policy ({best['strategy']}) {best['ttft_ms']['p90']:.0f} ms "
                      f"(target: no worse)")
+        elif pc and vr_asked:
+            fail(f"shared-prefix @ {rate:g} req/s: no vllm-router results to compare with")
         elif pc:
-            print(f"SKIP  shared-prefix @ {rate:g} req/s: no vllm-router results to compare with")
+            print(f"SKIP  shared-prefix @ {rate:g} req/s: vllm-router not asked for (VLLM_ROUTER_POLICIES empty)")
     if rates:
         print(f"      3x target met at rates: {', '.join(f'{x:g}' for x in good_rates) or 'none'} "
               f"(of {', '.join(f'{x:g}' for x in rates)})")
@@ -144,7 +187,7 @@ def main():
     for s, rs in by_strat.items():
         vals = [r["pick_us"] for r in rs if r.get("pick_us") is not None]
         if not vals:
-            print(f"SKIP  pick time for {s}: not scraped")
+            fail(f"pick time for {s}: not scraped from the gateway's stats port")
             continue
         worst = max(vals)
         mean = sum(vals) / len(vals)
@@ -160,8 +203,11 @@ def main():
     errs = sum(r["errors"] for r in res)
     if errs:
         print(f"NOTE  {errs} request errors in total; see error_kinds in the JSON files")
-    print(f"\n{fails} FAIL(s)")
+    print(f"\n{fails + misses} FAIL(s): {misses} missed target(s), {fails} other failure(s)")
+    if misses and report_only and not fails:
+        print("TARGETS=report: missed targets are printed but do not fail the exit status")
+    return 1 if fails or (misses and not report_only) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

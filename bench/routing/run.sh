@@ -8,6 +8,8 @@
 #
 # Every run gets a fresh fleet (cold KV caches) and a fresh router. Results go to
 # bench/routing/results/<timestamp>/ (git-ignored); report.py prints the tables and checks.
+# Exit status: non-zero if a target is missed (TARGETS=report: printed only), a run did not
+# start or failed, a run saw error answers, or vllm-router was asked for and could not run.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,6 +49,9 @@ NO_BUILD="${NO_BUILD:-0}"
 VENV="${VENV:-$HERE/.venv}"
 LOAD_CPU="${LOAD_CPU:-0}"
 SERVER_CPU="${SERVER_CPU:-1}"
+TARGETS="${TARGETS:-fail}"          # fail, or report: missed targets are printed, not failed on
+ALLOW_STRAY="${ALLOW_STRAY:-0}"     # 1: warn instead of refusing when stray servers are found
+HELPERS="$HERE/../helpers.py"
 
 if [[ "$QUICK" == 1 ]]; then
   RATES="${QUICK_RATES:-20}"; DURATION=8; WARMUP=3
@@ -105,6 +110,18 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# A run that could not be made is a failure, not a skip: report.py fails on every line here.
+cell_failed() { # NAME WORKLOAD ROUTER STRATEGY RATE WHY
+  log "FAILED: $1: $6"
+  python3 - "$OUT/cell-failures.jsonl" "$@" <<'PY'
+import json, sys
+path, cell, wl, router, strat, rate, why = sys.argv[1:8]
+with open(path, "a") as f:
+    f.write(json.dumps({"cell": cell, "workload": wl, "router": router, "strategy": strat,
+                        "rate": float(rate), "why": why}) + "\n")
+PY
+}
+
 wait_http() { # wait_http URL SECONDS [jq-filter-that-must-be-true]
   local url="$1" secs="$2" filter="${3:-}" i body
   for i in $(seq 1 $((secs * 10))); do
@@ -122,6 +139,17 @@ if [[ "$NO_BUILD" != 1 ]]; then
   cargo build --release -p switchyard -p switchyard-sim --bins
 fi
 [[ -x "$SWITCHYARD" && -x "$FLEET" ]] || { echo "missing $SWITCHYARD or $FLEET (build first)" >&2; exit 1; }
+
+# ---- nothing stray on the measured CPUs ----------------------------------------------------------
+# A gateway, fleet or router left over from an earlier run (or anyone's) would share the CPUs.
+if ! python3 "$HELPERS" strays "$SERVER_CPU" "$LOAD_CPU"; then
+  if [[ "$ALLOW_STRAY" == 1 ]]; then
+    log "ALLOW_STRAY=1: going on anyway; the figures may be off"
+  else
+    echo "stray servers on CPU $SERVER_CPU/$LOAD_CPU (listed above); stop them, or ALLOW_STRAY=1" >&2
+    exit 1
+  fi
+fi
 
 # ---- venv --------------------------------------------------------------------------------------
 VR_OK=1; VR_WHY=""
@@ -142,7 +170,7 @@ if [[ -n "$VLLM_ROUTER_POLICIES$OTHER_VLLM_ROUTER_POLICIES" ]]; then
     VR_OK=0; VR_WHY="vllm-router --help does not run"
   fi
   if [[ "$VR_OK" == 0 ]]; then
-    log "SKIPPING vllm-router runs: $VR_WHY"
+    log "vllm-router CANNOT RUN (the report will FAIL on it): $VR_WHY"
     echo "$VR_WHY" >"$OUT/vllm-router-skipped.txt"
   else
     "$VENV/bin/pip" show vllm-router 2>/dev/null | grep -i '^version' >"$OUT/vllm-router-version.txt" || true
@@ -170,6 +198,7 @@ start_fleet() { # -> FLEET_PG, POD_ADDRS (array)
 start_gateway() { # start_gateway NAME STRATEGY -> ROUTER_PG ROUTER_URL STATS_URL
   local name="$1" strat="$2" gw admin stats eps cfg
   gw=$(free_port); admin=$(free_port); stats=$(free_port)
+  python3 "$HELPERS" check-ports "$gw" "$admin" "$stats" || { echo "gateway ports in use" >&2; return 1; }
   eps=$(printf '"%s", ' "${POD_ADDRS[@]}"); eps="[${eps%, }]"
   cfg="$OUT/logs/$name.gateway.yaml"
   cat >"$cfg" <<EOF
@@ -200,6 +229,7 @@ EOF
 start_vllm_router() { # start_vllm_router NAME POLICY -> ROUTER_PG ROUTER_URL
   local name="$1" policy="$2" port prom urls=()
   port=$(free_port); prom=$(free_port)
+  python3 "$HELPERS" check-ports "$port" "$prom" || { echo "vllm-router ports in use" >&2; return 1; }
   for a in "${POD_ADDRS[@]}"; do urls+=("http://$a"); done
   # No --kv-event-source: the simulator publishes no ZMQ KV events, so kv_aware runs without
   # them (it renders the prompt on every worker and falls back to load; see README caveats).
@@ -215,11 +245,11 @@ start_vllm_router() { # start_vllm_router NAME POLICY -> ROUTER_PG ROUTER_URL
 run_one() { # run_one WORKLOAD ROUTER STRATEGY RATE
   local wl="$1" router="$2" strat="$3" rate="$4" name
   name="$wl.$router.$(tr ':,' '_-' <<<"$strat").r$rate"
-  start_fleet "$name" || { log "FAILED to start fleet for $name"; stop_all; return 0; }
+  start_fleet "$name" || { cell_failed "$name" "$wl" "$router" "$strat" "$rate" "the fleet did not start (logs/$name.fleet.out)"; stop_all; return 0; }
   if [[ "$router" == gateway ]]; then
-    start_gateway "$name" "$strat" || { log "FAILED to start gateway for $name"; stop_all; return 0; }
+    start_gateway "$name" "$strat" || { cell_failed "$name" "$wl" "$router" "$strat" "$rate" "the gateway did not start (logs/$name.gateway.out)"; stop_all; return 0; }
   else
-    start_vllm_router "$name" "$strat" || { log "FAILED to start vllm-router for $name"; stop_all; return 0; }
+    start_vllm_router "$name" "$strat" || { cell_failed "$name" "$wl" "$router" "$strat" "$rate" "vllm-router did not start (logs/$name.router.out)"; stop_all; return 0; }
   fi
   local stats_args=()
   [[ -n "$STATS_URL" ]] && stats_args=(--stats-url "$STATS_URL")
@@ -228,7 +258,7 @@ run_one() { # run_one WORKLOAD ROUTER STRATEGY RATE
     --max-tokens "$MAX_TOKENS" --groups "$GROUPS_N" --zipf "$ZIPF" --conversations "$CONVERSATIONS" \
     --router "$router" --strategy "$strat" "${stats_args[@]}" \
     --out "$OUT/$name.json" --raw "$OUT/logs/$name.requests.jsonl" \
-    || log "load.py failed for $name"
+    || cell_failed "$name" "$wl" "$router" "$strat" "$rate" "load.py failed"
   stop_all
 }
 
@@ -256,15 +286,23 @@ for wl in $WORKLOADS; do
   else
     rates="$OTHER_RATES"; strats="$OTHER_STRATEGIES"; pols="$OTHER_VLLM_ROUTER_POLICIES"
   fi
-  [[ "$VR_OK" == 1 ]] || pols=""
   log "workload $wl: rates [$rates], gateway [$strats], vllm-router [$pols]"
   for rate in $rates; do
     for s in $strats; do run_one "$wl" gateway "$s" "$rate"; done
-    for p in $pols; do run_one "$wl" vllm-router "$p" "$rate"; done
+    for p in $pols; do
+      if [[ "$VR_OK" == 1 ]]; then
+        run_one "$wl" vllm-router "$p" "$rate"
+      else # each reference run that was asked for and cannot be made is a failure
+        cell_failed "$wl.vllm-router.$p.r$rate" "$wl" vllm-router "$p" "$rate" "$VR_WHY"
+      fi
+    done
   done
 done
 
 T1=$(date +%s)
 echo "wall_seconds=$((T1 - T0))" >>"$OUT/params.txt"
-"$PY" "$HERE/report.py" "$OUT" | tee "$OUT/report.txt"
+status=0
+TARGETS="$TARGETS" "$PY" "$HERE/report.py" "$OUT" | tee "$OUT/report.txt" || status=$?
 log "done in $((T1 - T0)) s; results in $OUT"
+if ((status)); then log "FAILED (exit $status): see the FAIL lines in $OUT/report.txt"; fi
+exit "$status"

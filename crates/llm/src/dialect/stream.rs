@@ -91,19 +91,16 @@ impl<E: SseEvents> ProviderStream for SseStream<E> {
     }
 
     fn feed(&mut self, chunk: &[u8], observed: &mut Observed, out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.parser.feed(chunk, &mut |e| events.push(e));
-        for e in events {
-            self.events.on_event(&e.data, observed, out);
-        }
+        // Each event is handled as the parser completes it: nothing is collected first.
+        let events = &mut self.events;
+        self.parser
+            .feed(chunk, &mut |e| events.on_event(&e.data, observed, out));
     }
 
     fn finish(&mut self, observed: &mut Observed, out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.parser.finish(&mut |e| events.push(e));
-        for e in events {
-            self.events.on_event(&e.data, observed, out);
-        }
+        let events = &mut self.events;
+        self.parser
+            .finish(&mut |e| events.on_event(&e.data, observed, out));
         self.events.finish(observed, out);
     }
 

@@ -61,8 +61,9 @@ pub trait Phase: Send + Sync {
         false
     }
 
-    /// The whole request body, when this policy asked for it. May answer early.
-    fn request_body(&self, _ctx: &mut RequestCtx<'_>, _body: &Bytes) -> Flow {
+    /// The whole request body, when this policy asked for it. May replace it (a masked
+    /// prompt) or answer early; a replaced body is what every attempt sends.
+    fn request_body(&self, _ctx: &mut RequestCtx<'_>, _body: &mut Bytes) -> Flow {
         Flow::Continue
     }
 
@@ -79,8 +80,13 @@ pub trait Phase: Send + Sync {
         false
     }
 
-    /// A filter for this response's body chunks, made once per response.
-    fn response_body(&self, _ctx: &RequestCtx<'_>) -> Option<Box<dyn ChunkFilter>> {
+    /// A filter for this response's body chunks, made once per response after the
+    /// response-headers phase (the head says what the body is: status, content type).
+    fn response_body(
+        &self,
+        _ctx: &RequestCtx<'_>,
+        _head: &Response<Body>,
+    ) -> Option<Box<dyn ChunkFilter>> {
         None
     }
 
@@ -278,7 +284,7 @@ async fn exchange<'a>(
 
     // 3. Request body.
     let mut body = request_body(ctx, &parts, body, &order, head, upgrade).await?;
-    if let Some(b) = body.bytes() {
+    if let Replay::Bytes(b) = &mut body {
         for phase in &route.policies.phases {
             if phase.reads_request_body() {
                 if let Flow::Respond(resp) = phase.request_body(ctx, b) {
@@ -536,7 +542,7 @@ fn respond(ctx: &RequestCtx<'_>, mut resp: Response<Body>) -> Response<Body> {
     let filters: Vec<Box<dyn ChunkFilter>> = policies
         .phases
         .iter()
-        .filter_map(|p| p.response_body(ctx))
+        .filter_map(|p| p.response_body(ctx, &resp))
         .collect();
     if filters.is_empty() {
         return resp;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderMap;
 use serde_json::Value;
@@ -45,7 +46,16 @@ pub struct RequestCtx<'a> {
     pub cors: Option<HeaderMap>,
     /// Why the gateway refused or failed the request (a stable code), if it did.
     pub error: Option<&'static str>,
-    /// Telemetry's record of the request, filled as the phases learn things.
+    /// Attempts made so far (0: answered before any backend was tried).
+    pub attempts: u32,
+    /// The upstream address the last attempt went to, and how long its headers took.
+    pub upstream: Option<Arc<str>>,
+    pub upstream_time: Option<Duration>,
+    /// What the MCP gateway saw of the exchange (method, tool, target, session).
+    pub mcp: Option<telemetry::McpRecord>,
+    /// Telemetry's record of the request: its start, and what only the pipeline's edges
+    /// know (body bytes, the LLM slot, the pod in flight); the rest is copied in from this
+    /// context when the phases are done ([`RequestCtx::into_trail`]).
     pub trail: Trail,
 }
 
@@ -53,10 +63,18 @@ impl RequestCtx<'_> {
     /// Hands what the phases learned to the telemetry record; the trail leaves with the
     /// response body.
     pub fn into_trail(mut self) -> Trail {
-        self.trail.rec.jwt = self.identity.jwt.take();
+        let rec = &mut self.trail.rec;
+        rec.jwt = self.identity.jwt.take();
         if self.error.is_some() {
-            self.trail.rec.error = self.error;
+            rec.error = self.error;
         }
+        if let (Some(b), true) = (self.backend, self.attempts > 0) {
+            rec.backend = Some(b.name.clone());
+            rec.backend_kind = Some(crate::backend::Adapter::kind(&b.adapter));
+        }
+        rec.upstream = self.upstream.take();
+        rec.upstream_time = self.upstream_time;
+        rec.mcp = self.mcp.take();
         self.trail
     }
 }

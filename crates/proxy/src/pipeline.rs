@@ -154,6 +154,10 @@ pub async fn handle(
                 dialect: None,
                 cors: None,
                 error: None,
+                attempts: 0,
+                upstream: None,
+                upstream_time: None,
+                mcp: None,
                 trail,
             };
             let resp = match exchange(&mut ctx, parts, body::from_incoming(body), on_upgrade).await
@@ -472,8 +476,7 @@ async fn attempts<'a>(
             headers.insert(TRACEPARENT.clone(), t.traceparent());
         }
         ctx.backend = Some(backend);
-        ctx.trail.rec.backend = Some(backend.name.clone());
-        ctx.trail.rec.backend_kind = Some(backend.adapter.kind());
+        ctx.attempts += 1;
         let attempt = Attempt {
             parts,
             headers,

@@ -43,7 +43,7 @@ impl Adapter for AiBackend {
             body,
             raw,
         } = attempt;
-        ctx.trail.rec.upstream = Some(ai.upstream.address.clone());
+        ctx.upstream = Some(ai.upstream.address.clone());
         let call = ai.classify(parts.uri.path());
         let slot = ctx.trail.llm_slot();
         let fwd = match ai::plan(ai, call, parts, body, raw, &slot).map_err(Failure::Fatal)? {

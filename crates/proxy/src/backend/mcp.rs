@@ -54,7 +54,7 @@ impl Adapter for McpBackend {
             observed: &mut observed,
         };
         let resp = self.gateway.serve(req, down).await;
-        ctx.trail.rec.mcp = Some(telemetry::McpRecord {
+        ctx.mcp = Some(telemetry::McpRecord {
             method: observed.method,
             tool: observed.tool,
             target: observed.target,

@@ -286,9 +286,9 @@ pub(crate) async fn timed_call(
     policies: &BackendPolicies,
     ctx: &mut RequestCtx<'_>,
 ) -> Result<Response<Body>, Failure> {
-    ctx.trail.rec.upstream = Some(upstream.address.clone());
+    ctx.upstream = Some(upstream.address.clone());
     let sent = std::time::Instant::now();
     let resp = call_upstream(upstream, req, policies).await;
-    ctx.trail.rec.upstream_time = Some(sent.elapsed());
+    ctx.upstream_time = Some(sent.elapsed());
     resp
 }

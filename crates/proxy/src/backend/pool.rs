@@ -277,11 +277,11 @@ pub(crate) async fn dial(
                 .await
                 .map_err(Failure::Fatal)?;
         }
-        ctx.trail.rec.upstream = Some(upstream.address.clone());
+        ctx.upstream = Some(upstream.address.clone());
         let sent = std::time::Instant::now();
         match super::call_upstream(&upstream, req, policies).await {
             Ok(resp) => {
-                ctx.trail.rec.upstream_time = Some(sent.elapsed());
+                ctx.upstream_time = Some(sent.elapsed());
                 pt.pool.succeeded(&pod);
                 return Ok((resp, Served(pod, guard)));
             }

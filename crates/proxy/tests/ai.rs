@@ -127,6 +127,102 @@ async fn models_are_answered_from_config() {
 }
 
 #[tokio::test]
+async fn without_a_routes_table_calls_are_classified_by_their_well_known_path() {
+    let openai = sim::openai::spawn(sim::openai::Options::default())
+        .await
+        .unwrap();
+    let anthropic = sim::anthropic::spawn(sim::anthropic::Options::default())
+        .await
+        .unwrap();
+    // No `ai.routes` anywhere; only /forced names a model.
+    let yaml = format!(
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - matches: [{{path: {{pathPrefix: /anthropic}}}}]\n      policies: {{urlRewrite: {{path: {{prefix: /}}}}}}\n      backends:\n      - ai: {{name: a, hostOverride: '{a}', provider: {{anthropic: {{}}}}}}\n    - matches: [{{path: {{pathPrefix: /forced}}}}]\n      policies: {{urlRewrite: {{path: {{prefix: /}}}}}}\n      backends:\n      - ai: {{name: f, hostOverride: '{o}', provider: {{openAI: {{model: sim-gpt-mini}}}}}}\n    - backends:\n      - ai: {{name: o, hostOverride: '{o}', provider: {{openAI: {{}}}}}}\n",
+        a = anthropic.addr,
+        o = openai.addr,
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let anthropic_json = |path: &str, body: Value| {
+        Request::post(path)
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .body(full(body.to_string()))
+            .unwrap()
+    };
+
+    // An Anthropic client on the Anthropic provider is answered in Anthropic's shape.
+    let r = send(
+        addr,
+        anthropic_json(
+            "/anthropic/v1/messages",
+            json!({"model": "claude-sim-1", "max_tokens": 64,
+                   "messages": [{"role": "user", "content": "Hello there"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "message", "{v}");
+    assert!(v["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Hello there"));
+    let r = send(
+        addr,
+        anthropic_json(
+            "/anthropic/v1/messages/count_tokens",
+            json!({"model": "claude-sim-1",
+                   "messages": [{"role": "user", "content": "count these words"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
+
+    // An Anthropic client on the OpenAI provider is translated.
+    let r = send(
+        addr,
+        anthropic_json(
+            "/v1/messages",
+            json!({"model": "sim-gpt", "max_tokens": 64,
+                   "messages": [{"role": "user", "content": "Hello there"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["type"], "message");
+
+    // Chat Completions as before.
+    let r = send(
+        addr,
+        post_json(
+            "/v1/chat/completions",
+            &json!({"model": "sim-gpt", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.json()["object"], "chat.completion");
+
+    // Models: the provider's own list when the config names none, else the config's.
+    let ids = |r: Reply| -> Vec<String> {
+        r.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = get(addr, "/v1/models").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ids(r), vec!["sim-gpt", "sim-gpt-mini"]);
+    let r = get(addr, "/anthropic/v1/models").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(ids(r).contains(&"claude-sim-1".to_string()));
+    let r = get(addr, "/forced/v1/models").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ids(r), vec!["sim-gpt-mini"]);
+}
+
+#[tokio::test]
 async fn gateway_errors_are_written_in_the_callers_dialect() {
     // Nothing listens on port 9: the provider is unreachable.
     let (_gw, addr) = gateway(&ai_route(

@@ -12,8 +12,19 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One bind with one `ai` backend; `provider` is the provider's YAML (`openAI: {}`), `auth` a
-/// policies line for its credentials (or empty).
+/// policies line for its credentials (or empty). An empty `routes` leaves out the `ai.routes`
+/// table (the gateway classifies by well-known path), an empty `alias` the `modelAliases`.
 fn ai_bind(port: u16, b: &Binding, upstream: SocketAddr) -> String {
+    let mut ai = String::new();
+    if !b.routes.is_empty() {
+        ai += &format!("\n              routes: {{{}}}", b.routes);
+    }
+    if !b.alias.is_empty() {
+        ai += &format!("\n              modelAliases: {{fast: {}}}", b.alias);
+    }
+    if ai.is_empty() {
+        ai = " {}".into();
+    }
     format!(
         r#"- port: {port}
   address: 127.0.0.1
@@ -26,15 +37,11 @@ fn ai_bind(port: u16, b: &Binding, upstream: SocketAddr) -> String {
           provider: {{{provider}}}
           policies:
             {auth}
-            ai:
-              routes: {{{routes}}}
-              modelAliases: {{fast: {alias}}}
+            ai:{ai}
 "#,
         name = b.env,
         provider = b.provider,
         auth = b.auth,
-        routes = b.routes,
-        alias = b.alias,
     )
 }
 
@@ -108,6 +115,10 @@ async fn official_sdks_through_the_gateway() {
         (Binding { env: "GW_AZURE", provider: "azureOpenAI: {host: sdk-test.openai.azure.com, deployment: prod-mini, apiVersion: '2024-10-21'}", auth: "backendAuth: {key: az-upstream-key}", routes: OPENAI_ROUTES, alias: "ignored-by-azure" }, azure.addr),
         (Binding { env: "GW_O2B", provider: bedrock_provider, auth: "", routes: OPENAI_ROUTES, alias: "anthropic.claude-sim-v1:0" }, bedrock.addr),
         (Binding { env: "GW_A2B", provider: bedrock_provider, auth: "", routes: ANTHROPIC_ROUTES, alias: "anthropic.claude-sim-v1:0" }, bedrock.addr),
+        // No `ai.routes` table: classified by well-known path. Only the Anthropic one names
+        // a model (so its model list comes from config; the OpenAI one's from the provider).
+        (Binding { env: "GW_OPENAI_NO_TABLE", provider: "openAI: {}", auth: "backendAuth: {key: sk-upstream-openai}", routes: "", alias: "" }, openai_sim.addr),
+        (Binding { env: "GW_ANTHROPIC_NO_TABLE", provider: "anthropic: {}", auth: "backendAuth: {key: sk-upstream-anthropic}", routes: "", alias: "claude-sim-1" }, anthropic_sim.addr),
         (Binding { env: "GW_A2V", provider: "vertex: {projectId: sdk-test, region: us-central1, credentials: {file: sa.json}}", auth: "", routes: ANTHROPIC_ROUTES, alias: "gemini-sim-pro" }, google.addr),
     ];
     let ports: Vec<u16> = bindings.iter().map(|_| free_port()).collect();

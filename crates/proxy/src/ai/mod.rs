@@ -143,6 +143,7 @@ impl AiTarget {
         let authority = Authority::try_from(authority.as_str())
             .map_err(|_| CompileError::new(format!("{authority:?} is not a valid host")))?;
 
+        let table = !ai_policy.routes.is_empty();
         let mut routes = Vec::new();
         let mut fallback = None;
         for (suffix, kind) in &ai_policy.routes {
@@ -152,7 +153,6 @@ impl AiTarget {
                 routes.push((suffix.as_str().into(), *kind));
             }
         }
-        routes.sort_by_key(|(s, _): &(Box<str>, AiRouteType)| std::cmp::Reverse(s.len()));
         let fallback = fallback.unwrap_or(if routes.is_empty() {
             AiRouteType::Completions
         } else {
@@ -166,7 +166,7 @@ impl AiTarget {
                     .map_err(|_| CompileError::at("pathOverride", format!("{p:?} is not a path")))
             })
             .transpose()?;
-        Ok(AiTarget {
+        let mut target = AiTarget {
             upstream,
             provider,
             authority,
@@ -186,10 +186,43 @@ impl AiTarget {
                 .to_string(),
             credentials,
             max_buffered: input.limits.max_buffered_body_bytes,
-        })
+        };
+        if !table {
+            target.routes = target.well_known_routes();
+        }
+        target
+            .routes
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        Ok(target)
     }
 
-    /// The route type by the longest matching path suffix, `*` as the fallback.
+    /// Without a `routes` table: the operation by its well-known path suffix (`completions`
+    /// for anything else, the fallback). `/models` is answered from config when the config
+    /// names models (the forced `model`, `modelAliases`); otherwise it goes to the provider for
+    /// its own list where the provider has one at the client's path (OpenAI, OpenAI-compatible,
+    /// Anthropic), and is answered from config (an empty list) where it has not.
+    fn well_known_routes(&self) -> Vec<(Box<str>, AiRouteType)> {
+        let models = if self.model_models().is_empty() && self.provider.keeps_client_path() {
+            AiRouteType::Passthrough
+        } else {
+            AiRouteType::Models
+        };
+        [
+            ("/chat/completions", AiRouteType::Completions),
+            ("/completions", AiRouteType::Completions),
+            ("/messages", AiRouteType::Messages),
+            ("/messages/count_tokens", AiRouteType::AnthropicTokenCount),
+            ("/responses", AiRouteType::Responses),
+            ("/embeddings", AiRouteType::Embeddings),
+            ("/models", models),
+        ]
+        .into_iter()
+        .map(|(suffix, kind)| (suffix.into(), kind))
+        .collect()
+    }
+
+    /// The route type by the longest matching path suffix, `*` as the fallback (without a
+    /// `routes` table, the well-known suffixes and `completions`).
     pub fn classify(&self, path: &str) -> AiCall {
         let route = self
             .routes
@@ -323,12 +356,96 @@ mod tests {
     }
 
     #[test]
-    fn no_table_means_completions() {
+    fn no_table_classifies_by_well_known_suffix_then_completions() {
+        let t = target("name: a\nprovider: {anthropic: {}}\n");
+        for (path, route, ingress) in [
+            (
+                "/v1/chat/completions",
+                AiRouteType::Completions,
+                Format::OpenAiChat,
+            ),
+            (
+                "/v1/completions",
+                AiRouteType::Completions,
+                Format::OpenAiChat,
+            ),
+            (
+                "/v1/messages",
+                AiRouteType::Messages,
+                Format::AnthropicMessages,
+            ),
+            (
+                "/anthropic/v1/messages/count_tokens",
+                AiRouteType::AnthropicTokenCount,
+                Format::AnthropicMessages,
+            ),
+            (
+                "/v1/responses",
+                AiRouteType::Responses,
+                Format::OpenAiResponses,
+            ),
+            (
+                "/v1/embeddings",
+                AiRouteType::Embeddings,
+                Format::OpenAiChat,
+            ),
+            // No model in config: the provider's own list, in its dialect.
+            (
+                "/v1/models",
+                AiRouteType::Passthrough,
+                Format::AnthropicMessages,
+            ),
+            ("/anything", AiRouteType::Completions, Format::OpenAiChat),
+            (
+                "/v1/models/m1",
+                AiRouteType::Completions,
+                Format::OpenAiChat,
+            ),
+            (
+                "/v1/messagesx",
+                AiRouteType::Completions,
+                Format::OpenAiChat,
+            ),
+        ] {
+            let call = t.classify(path);
+            assert_eq!(call.route, route, "{path}");
+            assert_eq!(call.ingress, ingress, "{path}");
+        }
+    }
+
+    #[test]
+    fn no_table_models_come_from_config_when_it_names_them_or_the_provider_has_no_list() {
         let t = target("name: a\nprovider: {openAI: {}}\n");
-        assert!(matches!(
-            t.classify("/anything").route,
+        assert_eq!(t.classify("/v1/models").route, AiRouteType::Passthrough);
+        let t = target("name: a\nprovider: {openAI: {model: gpt-x}}\n");
+        assert_eq!(t.classify("/v1/models").route, AiRouteType::Models);
+        let t = target(
+            "name: a\nprovider: {anthropic: {}}\npolicies: {ai: {modelAliases: {fast: claude-x}}}\n",
+        );
+        assert_eq!(t.classify("/v1/models").route, AiRouteType::Models);
+        let t = target("name: a\nprovider: {gemini: {}}\n");
+        assert_eq!(t.classify("/v1/models").route, AiRouteType::Models);
+    }
+
+    #[test]
+    fn a_table_replaces_the_well_known_suffixes() {
+        // Only `*`: everything is that.
+        let t = target(
+            "name: a\nprovider: {openAI: {}}\npolicies: {ai: {routes: {'*': passthrough}}}\n",
+        );
+        assert_eq!(t.classify("/v1/messages").route, AiRouteType::Passthrough);
+        assert_eq!(
+            t.classify("/v1/chat/completions").route,
+            AiRouteType::Passthrough
+        );
+        // Suffixes without `*`: the rest is passthrough, not the well-known operations.
+        let t = target("name: a\nprovider: {openAI: {}}\npolicies: {ai: {routes: {/v1/chat/completions: completions}}}\n");
+        assert_eq!(t.classify("/v1/messages").route, AiRouteType::Passthrough);
+        assert_eq!(t.classify("/v1/models").route, AiRouteType::Passthrough);
+        assert_eq!(
+            t.classify("/v1/chat/completions").route,
             AiRouteType::Completions
-        ));
+        );
     }
 
     #[test]

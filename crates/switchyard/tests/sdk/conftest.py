@@ -25,6 +25,9 @@ def gw():
         "azure": _base("GW_AZURE"),  # OpenAI client -> Azure OpenAI deployment, api-key
         "o2b": _base("GW_O2B"),  # OpenAI client -> Bedrock Converse, SigV4 (translated)
         "a2b": _base("GW_A2B"),  # Anthropic client -> Bedrock Converse, SigV4 (translated)
+        # No `ai.routes` table: the gateway classifies calls by their well-known path.
+        "openai_no_table": _base("GW_OPENAI_NO_TABLE"),  # OpenAI client -> OpenAI provider
+        "anthropic_no_table": _base("GW_ANTHROPIC_NO_TABLE"),  # Anthropic client -> Anthropic provider
     }
 
 

@@ -173,6 +173,16 @@ async fn route(
         Err(message) => return invalid(&message, request_id),
     };
     if counting {
+        // The real API counts for a model it serves: an alias the gateway should have
+        // resolved is a 404, as it is there.
+        if !model_ids(&state.options).iter().any(|m| m == request.model) {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                &format!("model: {}", request.model),
+                request_id,
+            );
+        }
         let tokens = request.input_tokens();
         return body::json(StatusCode::OK, &json!({"input_tokens": tokens}), fault);
     }

@@ -185,7 +185,21 @@ pub fn plan(
                 shape,
             }))
         }
-        AiRouteType::Passthrough | AiRouteType::AnthropicTokenCount => Ok(Plan::Forward(Forward {
+        AiRouteType::AnthropicTokenCount => {
+            // The provider counts for the model the call would use: the alias or forced model
+            // is resolved (only the model: count_tokens takes no generation parameters, so
+            // `defaults`/`overrides` are not applied).
+            let raw = needs_raw()?;
+            let payload = Bytes::from(resolve_model_only(ai, raw)?);
+            Ok(Plan::Forward(Forward {
+                body: body::full(payload.clone()),
+                payload: Some(payload),
+                rewrote_body: true,
+                path: ai.path_override.clone(),
+                shape,
+            }))
+        }
+        AiRouteType::Passthrough => Ok(Plan::Forward(Forward {
             body,
             payload: raw.cloned(),
             rewrote_body: false,
@@ -317,6 +331,26 @@ fn rewrite_model(ai: &AiTarget, raw: &[u8]) -> Result<(Vec<u8>, Option<String>),
     let (requested, _) = llm::apply_request_options(obj, &ai.request_options());
     let out = serde_json::to_vec(&v).map_err(|e| ProxyError::bad_request(e.to_string()))?;
     Ok((out, requested))
+}
+
+/// The body with its `model` resolved (forced model, else the first matching alias), nothing
+/// else changed.
+fn resolve_model_only(ai: &AiTarget, raw: &[u8]) -> Result<Vec<u8>, ProxyError> {
+    let mut v: Value = serde_json::from_slice(raw)
+        .map_err(|e| ProxyError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(ProxyError::bad_request(
+            "request body must be a JSON object",
+        ));
+    };
+    let none = serde_json::Map::new();
+    let opts = llm::RequestOptions {
+        defaults: &none,
+        overrides: &none,
+        ..ai.request_options()
+    };
+    llm::apply_request_options(obj, &opts);
+    serde_json::to_vec(&v).map_err(|e| ProxyError::bad_request(e.to_string()))
 }
 
 fn llm_error(e: llm::LlmError) -> ProxyError {

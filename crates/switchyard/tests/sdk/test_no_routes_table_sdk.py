@@ -46,12 +46,17 @@ def test_anthropic_stream_matches_non_streaming(gw):
     assert final.usage.output_tokens > 0
 
 
-def test_anthropic_count_tokens(gw):
+def test_anthropic_count_tokens_resolves_the_alias(gw):
+    # The provider counts; it knows `claude-sim-1`, not the gateway's alias `fast` (the
+    # simulator answers 404 for a model it does not serve, as the real API does).
     c = anthropic_client(gw["anthropic_no_table"])
-    n = c.messages.count_tokens(
+    by_alias = c.messages.count_tokens(
+        model="fast", messages=[{"role": "user", "content": "count these words"}]
+    )
+    by_name = c.messages.count_tokens(
         model="claude-sim-1", messages=[{"role": "user", "content": "count these words"}]
     )
-    assert n.input_tokens > 0
+    assert by_alias.input_tokens == by_name.input_tokens > 0
 
 
 def test_anthropic_models_come_from_config_in_anthropic_shape(gw):

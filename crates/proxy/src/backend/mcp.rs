@@ -39,6 +39,16 @@ impl Adapter for McpBackend {
         attempt: Attempt<'_>,
         ctx: &mut RequestCtx<'_>,
     ) -> Result<Response<Body>, Failure> {
+        // DNS rebinding: the MCP spec has servers validate `Origin`. A browser's request from
+        // an origin the route's CORS policy does not allow (none is, without a policy) never
+        // reaches a target; clients that are not browsers send no `Origin`.
+        if attempt.headers.contains_key(http::header::ORIGIN) && ctx.cors.is_none() {
+            return Err(Failure::Fatal(crate::error::ProxyError::new(
+                http::StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "this origin is not allowed by the route's CORS policy",
+            )));
+        }
         let mut headers = attempt.headers;
         if let Some(modifier) = &policies.request_headers {
             modifier.apply(&mut headers);

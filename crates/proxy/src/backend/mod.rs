@@ -34,7 +34,10 @@ pub struct Head {
 
 /// One attempt's request as the pipeline hands it to an adapter.
 pub struct Attempt<'r> {
+    /// The client's request head. Its headers may have been moved out (a body that cannot be
+    /// resent makes this the only attempt): read `headers`.
     pub parts: &'r Parts,
+    /// The request headers to send (hop-by-hop removed, forwarding headers set).
     pub headers: HeaderMap,
     pub body: Body,
     /// The whole body, when the pipeline buffered it.

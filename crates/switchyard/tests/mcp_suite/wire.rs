@@ -128,3 +128,65 @@ async fn wire_details_cors_errors_and_failure_modes() {
     );
     assert_eq!(status, 404);
 }
+
+/// DNS rebinding: a browser page on another origin must not reach the MCP endpoint. Without a
+/// CORS policy no origin is allowed; with one, only its origins; clients that send no `Origin`
+/// (SDKs, CLIs) are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_the_route_does_not_allow_is_refused() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, strict_port) = (free_port(), free_port());
+    let yaml = format!(
+        r#"config:
+  adminAddr: 127.0.0.1:{admin}
+binds:
+- port: {port}
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: sim
+            mcp:
+              host: {url}
+- port: {strict_port}
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - policies:
+        cors:
+          allowOrigins: [https://app.example]
+      backends:
+      - mcp:
+          targets:
+          - name: sim
+            mcp:
+              host: {url}
+"#,
+        admin = free_port(),
+        url = sim.url,
+    );
+    let _gw = start(dir.path(), port, &yaml);
+    let evil = [JSON, ACCEPT, ("origin", "http://evil.example")];
+    let (status, _, body) = exchange(port, "POST", &evil, INIT);
+    assert_eq!(status, 403, "no CORS policy, a foreign origin: {body}");
+    assert!(body.contains("origin_not_allowed"), "{body}");
+    let (status, _, body) = exchange(port, "POST", &[JSON, ACCEPT], INIT);
+    assert_eq!(status, 200, "no Origin (not a browser): {body}");
+
+    let (status, _, body) = exchange(strict_port, "POST", &evil, INIT);
+    assert_eq!(status, 403, "an origin the policy does not list: {body}");
+    let (status, head, body) = exchange(
+        strict_port,
+        "POST",
+        &[JSON, ACCEPT, ("origin", "https://app.example")],
+        INIT,
+    );
+    assert_eq!(status, 200, "the listed origin: {body}");
+    assert_eq!(
+        header(&head, "access-control-allow-origin"),
+        Some("https://app.example")
+    );
+}

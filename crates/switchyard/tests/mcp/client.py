@@ -1,7 +1,7 @@
 """MCP client scenarios run by crates/switchyard/tests/mcp.rs against the gateway, with the
 official `mcp` Python SDK (streamable HTTP transport).
 
-usage: client.py federation|resume|legacy|callbacks URL
+usage: client.py federation|resume|legacy|callbacks|callbacks_stress URL
 Prints one JSON line of findings per scenario; exits non-zero on a failed expectation.
 """
 
@@ -140,7 +140,62 @@ async def legacy(url):
     print(json.dumps(out), flush=True)
 
 
+async def callbacks_stress(url):
+    """Many sessions at once, each calling, round after round, the reference server's tools that
+    ask the client back (sampling; elicitation plain, with defaults, titled and multi-select
+    enums): every call must come back with the answer its session gave, within 10 s."""
+    from mcp import types
+
+    sessions, rounds = 6, 5
+    answers = {
+        "color?": {"color": "blue"},
+        "defaults?": {"color": "green", "count": 2},
+        "size?": {"size": "m"},
+        "tags?": {"tags": ["a", "c"]},
+    }
+    expected = {
+        "ref_sample": "sampled: from session {i}",
+        "ref_elicit_plain": "accept: {'color': 'blue'}",
+        "ref_elicit_defaults": "accept: {'color': 'green', 'count': 2}",
+        "ref_elicit_titled": "accept: {'size': 'm'}",
+        "ref_elicit_multi": "accept: {'tags': ['a', 'c']}",
+    }
+
+    async def one(i):
+        async def sampling(ctx, params):
+            text = types.TextContent(type="text", text=f"from session {i}")
+            return types.CreateMessageResult(role="assistant", content=text, model="m", stopReason="endTurn")
+
+        async def elicit(ctx, params):
+            return types.ElicitResult(action="accept", content=answers[params.message])
+
+        failures = []
+        async with streamablehttp_client(url) as (read, write, _):
+            async with ClientSession(read, write, sampling_callback=sampling, elicitation_callback=elicit) as s:
+                await s.initialize()
+                for r in range(rounds):
+                    for tool, want in expected.items():
+                        args = {"prompt": "hi"} if tool == "ref_sample" else {}
+                        try:
+                            got = text_of(await asyncio.wait_for(s.call_tool(tool, args), 10))
+                        except Exception as e:  # a timeout is the failure this scenario hunts
+                            got = f"{type(e).__name__}: {e}"
+                        if got != want.replace("{i}", str(i)):
+                            failures.append(f"session {i} round {r} {tool}: {got}")
+        return failures
+
+    results = await asyncio.gather(*[one(i) for i in range(sessions)])
+    failures = [f for r in results for f in r]
+    print(json.dumps({"calls": sessions * rounds * len(expected), "failures": failures}), flush=True)
+
+
 if __name__ == "__main__":
     scenario, url = sys.argv[1], sys.argv[2]
-    scenarios = {"federation": federation, "resume": resume, "legacy": legacy, "callbacks": callbacks}
+    scenarios = {
+        "federation": federation,
+        "resume": resume,
+        "legacy": legacy,
+        "callbacks": callbacks,
+        "callbacks_stress": callbacks_stress,
+    }
     asyncio.run(scenarios[scenario](url))

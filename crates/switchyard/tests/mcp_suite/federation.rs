@@ -252,3 +252,56 @@ async fn list_pagination_spans_targets() {
     );
     assert!(body.contains("-32602"), "{body}");
 }
+
+/// A streamable-HTTP target built with the official `mcp` Python SDK whose tools ask the
+/// client back (sampling; elicitation plain, with defaults, titled and multi-select enums),
+/// beside a second target so names are federated: six sessions at once, five rounds each,
+/// every exchange answered with its own session's reply (a request relayed to the wrong
+/// session, or lost between the call's stream and the client's answer, fails it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_requests_to_many_sessions_at_once_are_never_lost_or_crossed() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let ref_port = free_port();
+    let _reference = crate::common::Proc(
+        python_cmd()
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/mcp/ref_server.py"
+            ))
+            .arg(ref_port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("reference server up", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", ref_port)).is_ok()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        r#"config:
+  adminAddr: 127.0.0.1:{admin}
+binds:
+- port: {port}
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: ref
+            mcp:
+              host: http://127.0.0.1:{ref_port}/mcp
+          - name: sim
+            mcp:
+              host: {sim}
+"#,
+        admin = free_port(),
+        sim = sim.url,
+    );
+    let _gw = start(dir.path(), port, &yaml);
+    let out = run_client("callbacks_stress", port).await;
+    assert_eq!(out["calls"], 150, "{out}");
+    assert_eq!(out["failures"], serde_json::json!([]), "{out}");
+}

@@ -320,3 +320,46 @@ fn a_route_policy_on_a_backend_is_refused_with_its_place() {
     let text = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - host: 127.0.0.1:1\n        policies:\n          timeout: {backendRequestTimeout: 1s}\n          backendAuth: {key: k}\n          urlRewrite: {path: {full: /x}}\n";
     parse(text).unwrap();
 }
+
+const GUARDED: &str = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - policies:\n        guardrails:\n          request:\n          - name: pii\n            regex: {builtins: [email, creditCard, iban], patterns: ['ACME-[0-9]{6}']}\n            action: mask\n          response:\n          - name: secrets\n            regex: {builtins: [secrets]}\n            action: reject\n      backends:\n      - ai: {name: a, provider: {openAI: {}}}\n";
+
+#[test]
+fn guardrails_load_and_bad_ones_are_refused_at_their_line() {
+    let loaded = parse(GUARDED).unwrap();
+    let g = loaded.config.binds[0].listeners[0].routes[0]
+        .policies
+        .as_ref()
+        .unwrap()
+        .guardrails
+        .clone()
+        .unwrap();
+    assert_eq!(g.request[0].regex.builtins.len(), 3);
+    assert_eq!(g.request[0].action, GuardAction::Mask);
+    assert_eq!(g.response[0].action, GuardAction::Reject);
+
+    let bad = GUARDED.replace("ACME-[0-9]{6}", "ACME-[0-9");
+    let e = parse(&bad).unwrap_err();
+    assert_eq!(
+        e.key, "binds[0].listeners[0].routes[0].policies.guardrails.request[0].regex.patterns[0]",
+        "{e}"
+    );
+    assert_eq!(e.line, 9, "{e}");
+
+    let e = parse(&GUARDED.replace("creditCard", "creditcard")).unwrap_err();
+    assert_eq!(e.line, 9, "{e}");
+    let e = parse(&GUARDED.replace("action: reject", "action: block")).unwrap_err();
+    assert_eq!(e.line, 14, "{e}");
+    let e = parse(&GUARDED.replace("name: secrets", "name: secrets\n            extra: 1"))
+        .unwrap_err();
+    assert!(e.message.contains("extra"), "{e}");
+
+    // Not on a non-LLM route, not on a backend.
+    let e = parse(&GUARDED.replace("ai: {name: a, provider: {openAI: {}}}", "host: 127.0.0.1:1"))
+        .unwrap_err();
+    assert!(e.message.contains("must be `ai`"), "{e}");
+    assert_eq!(e.line, 6, "{e}");
+    let text = "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - ai:\n          name: a\n          provider: {openAI: {}}\n          policies:\n            guardrails: {request: [{name: x, regex: {builtins: [email]}, action: audit}]}\n";
+    let e = parse(text).unwrap_err();
+    assert!(e.message.contains("route policy"), "{e}");
+    assert_eq!(e.line, 10, "{e}");
+}

@@ -320,6 +320,9 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
     if let Some(p) = &mut route.policies {
         check_policies(p, &format!("{key}.policies"), base)?;
     }
+    if let Some(g) = route.policies.as_ref().and_then(|p| p.guardrails.as_ref()) {
+        check_guardrails(g, route, &format!("{key}.policies.guardrails"))?;
+    }
     for (bi, backend) in route.backends.iter_mut().enumerate() {
         let bkey = format!("{key}.backends[{bi}]");
         if let Some(p) = &mut backend.policies {
@@ -436,6 +439,7 @@ fn check_backend_phase_only(p: &Policies, key: &str) -> Result<(), Problem> {
         ("directResponse", p.direct_response.is_some()),
         ("requestRedirect", p.request_redirect.is_some()),
         ("retry", p.retry.is_some()),
+        ("guardrails", p.guardrails.is_some()),
         (
             "timeout.requestTimeout",
             p.timeout
@@ -531,6 +535,60 @@ fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Proble
     if let Some(authz) = &p.mcp_authorization {
         for (i, rule) in authz.rules.iter().enumerate() {
             check_cel(&format!("{key}.mcpAuthorization.rules[{i}]"), "rules", rule)?;
+        }
+    }
+    Ok(())
+}
+
+/// Guards compile here as the gateway will compile them, so a bad pattern fails the load at
+/// its line; they read LLM bodies, so every backend of the route must be `ai`.
+fn check_guardrails(g: &Guardrails, route: &Route, key: &str) -> Result<(), Problem> {
+    if route.backends.is_empty()
+        || !route
+            .backends
+            .iter()
+            .all(|b| matches!(b.kind, BackendKind::Ai(_)))
+    {
+        return Err(problem(
+            key,
+            "guardrails read LLM prompts and completions: every backend of the route must be \
+             `ai` (they cannot run on other routes)",
+            Some("guardrails:".into()),
+        ));
+    }
+    let mut names = HashSet::new();
+    for (side, guards) in [("request", &g.request), ("response", &g.response)] {
+        for (i, guard) in guards.iter().enumerate() {
+            let gkey = format!("{key}.{side}[{i}]");
+            if guard.name.is_empty() || !names.insert((side, guard.name.clone())) {
+                return Err(problem(
+                    format!("{gkey}.name"),
+                    format!("guard name {:?} is empty or used twice", guard.name),
+                    Some(guard.name.clone()),
+                ));
+            }
+            if guard.regex.builtins.is_empty() && guard.regex.patterns.is_empty() {
+                return Err(problem(
+                    format!("{gkey}.regex"),
+                    "a regex guard needs at least one of `builtins` or `patterns`",
+                    Some(guard.name.clone()),
+                ));
+            }
+            for (pi, pattern) in guard.regex.patterns.iter().enumerate() {
+                let bad = match regex::Regex::new(pattern) {
+                    Ok(r) if r.is_match("") => Some("it matches the empty string".to_string()),
+                    Ok(_) => None,
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(why) = bad {
+                    return Err(Problem {
+                        key: format!("{gkey}.regex.patterns[{pi}]"),
+                        message: format!("invalid pattern {pattern:?}: {why}"),
+                        needle: Some(pattern.clone()),
+                        fallback_needle: Some("patterns".into()),
+                    });
+                }
+            }
         }
     }
     Ok(())

@@ -7,7 +7,13 @@ use crate::Format;
 
 /// An error produced by the gateway itself, in the client's format (type chosen from status).
 pub fn error_body(format: Format, status: u16, message: &str) -> Vec<u8> {
-    table::of(format).error_body(status, message)
+    table::of(format).error_body(status, message, None)
+}
+
+/// [`error_body`] carrying the gateway's stable `code` (e.g. `model_not_found`) where the
+/// client's format has a field for it (OpenAI's `error.code`; Anthropic errors have none).
+pub fn error_body_with_code(format: Format, status: u16, message: &str, code: &str) -> Vec<u8> {
+    table::of(format).error_body(status, message, Some(code))
 }
 
 /// Provider error body (any non-2xx) -> error body in the client's format,

@@ -27,6 +27,7 @@ mod bedrock;
 mod dialect;
 mod errors;
 mod gemini;
+mod model;
 mod openai;
 mod pivot;
 mod request;
@@ -36,10 +37,18 @@ mod sse;
 mod stream;
 
 pub use bedrock::eventstream;
-pub use errors::{error_body, translate_error};
+pub use errors::{error_body, error_body_with_code, translate_error};
+pub use model::{model_in_body, model_in_path};
 pub use request::{apply_request_options, prepare_request};
 pub use response::{translate_response, translate_response_with_model};
 pub use stream::StreamTranslator;
+
+/// Internals the fuzz targets (`fuzz/`) and their corpus replay tests drive directly; not
+/// part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::sse::{SseEvent, SseParser};
+}
 
 use serde_json::{Map, Value};
 

@@ -7,7 +7,7 @@
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct SseEvent {
+pub struct SseEvent {
     pub event: Option<String>,
     pub data: String,
 }
@@ -17,7 +17,7 @@ pub(crate) struct SseEvent {
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Default)]
-pub(crate) struct SseParser {
+pub struct SseParser {
     /// Bytes of the current, not yet terminated line.
     line: Vec<u8>,
     /// The current line overflowed: ignore it up to its end.

@@ -45,6 +45,11 @@ pub async fn buffer_for_replay(mut body: Body, limit: usize) -> Result<Buffered,
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         if let Ok(data) = frame.into_data() {
+            // The whole body in one frame (a small request, or one already buffered): kept
+            // as it is, without a copy.
+            if buf.is_empty() && data.len() <= limit && body.is_end_stream() {
+                return Ok(Buffered::Complete(data));
+            }
             buf.extend_from_slice(&data);
             if buf.len() > limit {
                 let head = futures_util::stream::once(async move {
@@ -143,6 +148,15 @@ impl http_body::Body for Filtered {
                     Ok(mut data) => {
                         for f in &mut this.filters {
                             data = f.chunk(data);
+                        }
+                        if this.filters.iter().any(|f| f.ended()) {
+                            this.done = true;
+                            let tail = this.flush();
+                            if !tail.is_empty() {
+                                let mut all = BytesMut::from(&data[..]);
+                                all.extend_from_slice(&tail);
+                                data = all.freeze();
+                            }
                         }
                         if !data.is_empty() {
                             return Poll::Ready(Some(Ok(http_body::Frame::data(data))));

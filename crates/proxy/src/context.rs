@@ -36,6 +36,9 @@ pub struct RequestCtx<'a> {
     pub route: &'a Arc<RouteRt>,
     /// The route's matched `pathPrefix` (without a trailing slash), for prefix rewrites.
     pub matched_prefix: Option<&'a str>,
+    /// The LLM model the request names, when routing read it (a listener with `model`
+    /// matches).
+    pub model: Option<String>,
     pub identity: Identity,
     /// The backend of the current attempt; before the first attempt, the one the weighted
     /// order starts with (it answers for the route until then: dialect, response headers).

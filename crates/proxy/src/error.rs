@@ -80,7 +80,7 @@ impl ProxyError {
 
     pub fn into_response(self) -> Response<Body> {
         let bytes = match self.format {
-            Some(f) => llm::error_body(f, self.status.as_u16(), &self.message),
+            Some(f) => llm::error_body_with_code(f, self.status.as_u16(), &self.message, self.code),
             None => serde_json::json!({
                 "error": { "code": self.code, "message": self.message }
             })

@@ -107,6 +107,11 @@ pub trait ChunkFilter: Send + Sync {
     fn finish(&mut self) -> Bytes {
         Bytes::new()
     }
+    /// The filter ended the body itself (a guard refused the rest): the body closes after the
+    /// chunk just returned, and the upstream's remainder is not read.
+    fn ended(&self) -> bool {
+        false
+    }
 }
 
 /// The route-phase policies, in the order they run. Adding a policy: its file under
@@ -125,6 +130,9 @@ pub(crate) fn route_phases(p: &config::Policies) -> Result<Vec<Box<dyn Phase>>, 
     if let Some(r) = &p.request_redirect {
         phases.push(Box::new(policy::Redirect::compile(r)));
     }
+    if let Some(g) = &p.guardrails {
+        phases.push(Box::new(policy::Guardrails::compile(g)?));
+    }
     Ok(phases)
 }
 
@@ -142,13 +150,15 @@ pub async fn handle(
     let request_id = headers::ensure_request_id(&mut parts.headers);
     let telemetry = snapshot.telemetry.clone();
     let mut trail = start_trail(&conn, &telemetry, &parts, &request_id);
-    let (mut resp, trail, end) = match route(&conn, &snapshot, &parts, &mut trail) {
-        Ok(found) => {
+    let body = body::from_incoming(body);
+    let (mut resp, trail, end) = match route(&conn, &snapshot, &parts, body, &mut trail).await {
+        Ok((found, body)) => {
             let mut ctx = RequestCtx {
                 conn: &conn,
                 snapshot: &snapshot,
                 route: found.route,
                 matched_prefix: found.matched_prefix,
+                model: found.model,
                 identity: Identity::default(),
                 backend: None,
                 dialect: None,
@@ -160,8 +170,7 @@ pub async fn handle(
                 mcp: None,
                 trail,
             };
-            let resp = match exchange(&mut ctx, parts, body::from_incoming(body), on_upgrade).await
-            {
+            let resp = match exchange(&mut ctx, parts, body, on_upgrade).await {
                 Ok(r) => r,
                 Err(e) => fail(&mut ctx, e),
             };
@@ -217,15 +226,20 @@ fn start_trail(
 struct Found<'s> {
     route: &'s Arc<crate::snapshot::RouteRt>,
     matched_prefix: Option<&'s str>,
+    /// The model the request names, when the listener routes by model.
+    model: Option<String>,
 }
 
-/// Step 1: listener by host, then route.
-fn route<'s>(
+/// Step 1: listener by host, then route. On a listener with a `model` match the model is read
+/// first (from the body, kept for the rest of the pipeline, or Gemini's path); a model that no
+/// route serves is 404 `model_not_found` in the caller's dialect.
+async fn route<'s>(
     conn: &ConnCtx,
     snapshot: &'s Snapshot,
     parts: &Parts,
+    body: Body,
     trail: &mut Trail,
-) -> Result<Found<'s>, ProxyError> {
+) -> Result<(Found<'s>, Body), ProxyError> {
     let bind = snapshot.bind(&conn.bind).ok_or_else(|| {
         ProxyError::upstream_unavailable("this port was removed from the configuration")
     })?;
@@ -237,16 +251,64 @@ fn route<'s>(
             "no listener serves this host",
         )
     })?;
-    let found = listener
+    let (model, body) = match listener.routes.reads_model() {
+        true => requested_model(snapshot, parts, body).await?,
+        false => (None, body),
+    };
+    let Some(found) = listener
         .routes
-        .find(host.as_deref(), parts)
-        .ok_or_else(ProxyError::no_route)?;
+        .find(host.as_deref(), parts, model.as_deref())
+    else {
+        return Err(match &model {
+            Some(m) => ProxyError::new(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!("no route serves the model {m:?}"),
+            )
+            .with_format(llm::Format::of_path(parts.uri.path())),
+            None => ProxyError::no_route(),
+        });
+    };
     trail.rec.listener = Some(listener.name.clone());
     trail.rec.route = Some(found.route.name.clone());
-    Ok(Found {
-        route: found.route,
-        matched_prefix: found.matcher.matched_prefix(),
-    })
+    Ok((
+        Found {
+            route: found.route,
+            matched_prefix: found.matcher.matched_prefix(),
+            model,
+        },
+        body,
+    ))
+}
+
+/// The model a request names: Gemini's path (`/models/{model}:method`), else `model` in the
+/// JSON body, which is read (up to the buffering limit) and handed back whole. A body too
+/// large to buffer, or not JSON, names no model.
+async fn requested_model(
+    snapshot: &Snapshot,
+    parts: &Parts,
+    body: Body,
+) -> Result<(Option<String>, Body), ProxyError> {
+    if let Some(m) = llm::model_in_path(parts.uri.path()) {
+        return Ok((Some(m.to_string()), body));
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limits = &snapshot.limits;
+    if declared.is_some_and(|n| limits.max_request_body_bytes.is_some_and(|max| n > max)) {
+        // Refused with 413 by the body step; not read here.
+        return Ok((None, body));
+    }
+    match body::buffer_for_replay(body, limits.max_buffered_body_bytes).await {
+        Ok(Buffered::Complete(b)) => Ok((llm::model_in_body(&b), body::full(b))),
+        Ok(Buffered::Streaming(rest)) => Ok((None, rest)),
+        Err(e) => Err(ProxyError::bad_request(format!(
+            "reading request body: {e}"
+        ))),
+    }
 }
 
 /// Steps 2–4: the route's phases, then the attempts.

@@ -109,6 +109,8 @@ pub struct Matcher {
     method: Option<http::Method>,
     headers: Vec<(http::HeaderName, ValueRule)>,
     query: Vec<(Arc<str>, ValueRule)>,
+    /// The LLM model the request names (body or Gemini path).
+    model: Option<ValueRule>,
 }
 
 impl Matcher {
@@ -118,6 +120,7 @@ impl Matcher {
             method: None,
             headers: Vec::new(),
             query: Vec::new(),
+            model: None,
         }
     }
 
@@ -155,12 +158,15 @@ impl Matcher {
             method,
             headers,
             query,
+            model: m.model.as_ref().map(ValueRule::from_config),
         })
     }
 
     /// Gateway API precedence, larger first: exact path, longest prefix, (regex, then
-    /// catch-all), method, header count, query count. File order breaks ties (stable sort).
-    fn rank(&self) -> (u8, usize, bool, usize, usize) {
+    /// catch-all), then a model match (an extension: among routes on the same path, the one
+    /// naming the model wins), method, header count, query count. File order breaks ties
+    /// (stable sort).
+    fn rank(&self) -> (u8, usize, bool, bool, usize, usize) {
         let (kind, len) = match &self.path {
             PathRule::Exact(p) => (3, p.len()),
             PathRule::Prefix(p) => (2, p.len()),
@@ -170,13 +176,26 @@ impl Matcher {
         (
             kind,
             len,
+            self.model.is_some(),
             self.method.is_some(),
             self.headers.len(),
             self.query.len(),
         )
     }
 
-    pub fn matches(&self, parts: &Parts) -> bool {
+    /// `model`: the model the request names, when the listener reads it (see
+    /// [`RouteTable::reads_model`]).
+    pub fn matches(&self, parts: &Parts, model: Option<&str>) -> bool {
+        if let Some(rule) = &self.model {
+            if !model.is_some_and(|m| rule.matches(m)) {
+                return false;
+            }
+        }
+        self.matches_request(parts)
+    }
+
+    /// Everything but the model.
+    fn matches_request(&self, parts: &Parts) -> bool {
         if let Some(m) = &self.method {
             if parts.method != *m {
                 return false;
@@ -256,6 +275,11 @@ fn percent_decode(s: &str) -> String {
 #[derive(Debug)]
 pub struct RouteTable<R> {
     entries: Vec<Entry<R>>,
+    /// Some route matches on the model: requests are read for it before routing.
+    reads_model: bool,
+    /// Every model pattern of the table in one automaton, run once per request: a table of
+    /// many model routes costs one scan of the model, not one regex per route tried.
+    model_patterns: Option<regex::RegexSet>,
 }
 
 #[derive(Debug)]
@@ -263,6 +287,8 @@ struct Entry<R> {
     matcher: Matcher,
     hostnames: Arc<[HostPattern]>,
     route: Arc<R>,
+    /// Its model pattern's index in the table's `model_patterns`.
+    model_pattern: Option<usize>,
 }
 
 pub struct RouteMatchResult<'a, R> {
@@ -281,24 +307,62 @@ impl<R> RouteTable<R> {
                     matcher,
                     hostnames: hostnames.clone(),
                     route: route.clone(),
+                    model_pattern: None,
                 });
             }
         }
         entries.sort_by_key(|e| Reverse(e.matcher.rank()));
-        RouteTable { entries }
+        let reads_model = entries.iter().any(|e| e.matcher.model.is_some());
+        let mut sources = Vec::new();
+        for e in &mut entries {
+            if let Some(ValueRule::Regex(p)) = &e.matcher.model {
+                e.model_pattern = Some(sources.len());
+                sources.push(format!("^(?:{})$", p.as_str()));
+            }
+        }
+        // Each pattern compiled alone at load; together they only fail past the size limit,
+        // and then each route's own regex still answers.
+        let model_patterns = match sources.is_empty() {
+            true => None,
+            false => regex::RegexSet::new(&sources).ok(),
+        };
+        RouteTable {
+            entries,
+            reads_model,
+            model_patterns,
+        }
+    }
+
+    /// Whether routing needs the model the request names (read from the body).
+    pub fn reads_model(&self) -> bool {
+        self.reads_model
     }
 
     pub fn find<'a>(
         &'a self,
         host: Option<&str>,
         parts: &Parts,
+        model: Option<&str>,
     ) -> Option<RouteMatchResult<'a, R>> {
+        let pattern_hits = match (&self.model_patterns, model) {
+            (Some(set), Some(m)) => Some(set.matches(m)),
+            _ => None,
+        };
+        let model_ok = |e: &Entry<R>| match (&e.matcher.model, model) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(rule), Some(m)) => match (&pattern_hits, e.model_pattern) {
+                (Some(hits), Some(i)) => hits.matched(i),
+                _ => rule.matches(m),
+            },
+        };
         self.entries
             .iter()
             .find(|e| {
-                (e.hostnames.is_empty()
-                    || host.is_some_and(|h| e.hostnames.iter().any(|p| p.matches(h))))
-                    && e.matcher.matches(parts)
+                model_ok(e)
+                    && (e.hostnames.is_empty()
+                        || host.is_some_and(|h| e.hostnames.iter().any(|p| p.matches(h))))
+                    && e.matcher.matches_request(parts)
             })
             .map(|e| RouteMatchResult {
                 route: &e.route,
@@ -334,17 +398,17 @@ mod tests {
     }
 
     fn pick(t: &RouteTable<String>, p: &Parts) -> Option<String> {
-        t.find(None, p).map(|r| (**r.route).clone())
+        t.find(None, p, None).map(|r| (**r.route).clone())
     }
 
     #[test]
     fn prefix_matches_on_segment_boundaries() {
         let x = m(r#"{"path": {"pathPrefix": "/api/"}}"#);
-        assert!(x.matches(&parts("GET", "/api", &[])));
-        assert!(x.matches(&parts("GET", "/api/v1", &[])));
-        assert!(!x.matches(&parts("GET", "/apiv1", &[])));
+        assert!(x.matches(&parts("GET", "/api", &[]), None));
+        assert!(x.matches(&parts("GET", "/api/v1", &[]), None));
+        assert!(!x.matches(&parts("GET", "/apiv1", &[]), None));
         let root = m(r#"{"path": {"pathPrefix": "/"}}"#);
-        assert!(root.matches(&parts("GET", "/anything", &[])));
+        assert!(root.matches(&parts("GET", "/anything", &[]), None));
     }
 
     #[test]
@@ -408,8 +472,14 @@ mod tests {
             (vec![], vec![Matcher::any()], Arc::new("second".to_string())),
         ]);
         let p = parts("GET", "/", &[]);
-        assert_eq!(**t.find(Some("a.example.com"), &p).unwrap().route, "wild");
-        assert_eq!(**t.find(Some("example.com"), &p).unwrap().route, "first");
+        assert_eq!(
+            **t.find(Some("a.example.com"), &p, None).unwrap().route,
+            "wild"
+        );
+        assert_eq!(
+            **t.find(Some("example.com"), &p, None).unwrap().route,
+            "first"
+        );
     }
 
     #[test]
@@ -426,5 +496,48 @@ mod tests {
             request_host(&parts("GET", "/", &[("host", "[::1]:80")])).unwrap(),
             "::1"
         );
+    }
+
+    #[test]
+    fn a_model_match_needs_the_model_and_outranks_the_same_path_without_one() {
+        let t = table(vec![
+            ("any", vec![m(r#"{"path": {"pathPrefix": "/v1"}}"#)]),
+            (
+                "gpt",
+                vec![m(
+                    r#"{"path": {"pathPrefix": "/v1"}, "model": {"regex": "gpt-.*"}}"#,
+                )],
+            ),
+            (
+                "claude",
+                vec![m(
+                    r#"{"path": {"pathPrefix": "/v1"}, "model": {"exact": "claude-x"}}"#,
+                )],
+            ),
+        ]);
+        assert!(t.reads_model());
+        let p = parts("POST", "/v1/chat/completions", &[]);
+        let find = |model| t.find(None, &p, model).map(|r| (**r.route).clone());
+        assert_eq!(find(Some("gpt-4o")).as_deref(), Some("gpt"));
+        assert_eq!(find(Some("claude-x")).as_deref(), Some("claude"));
+        assert_eq!(find(Some("claude-y")).as_deref(), Some("any"));
+        assert_eq!(find(None).as_deref(), Some("any"));
+        // A longer path still outranks a model match on a shorter one.
+        let t = table(vec![
+            (
+                "model",
+                vec![m(
+                    r#"{"path": {"pathPrefix": "/v1"}, "model": {"exact": "m"}}"#,
+                )],
+            ),
+            ("longer", vec![m(r#"{"path": {"pathPrefix": "/v1/chat"}}"#)]),
+        ]);
+        assert_eq!(
+            t.find(None, &p, Some("m"))
+                .map(|r| (**r.route).clone())
+                .as_deref(),
+            Some("longer")
+        );
+        assert!(!table(vec![("any", vec![Matcher::any()])]).reads_model());
     }
 }

@@ -568,3 +568,98 @@ async fn gemini_and_vertex_are_translated_and_vertex_tokens_are_cached() {
         .unwrap()
         .contains("API key"));
 }
+
+/// One base URL, routes chosen by the `model` in the body: OpenAI and Anthropic providers and
+/// a plain upstream behind `/v1`, an OpenAI client translated to the Anthropic provider by
+/// model alone, the body intact after routing read it, and a model no route serves answered
+/// 404 `model_not_found` in the caller's own dialect.
+#[tokio::test]
+async fn routes_are_chosen_by_the_model_in_the_body() {
+    let openai = sim::openai::spawn(sim::openai::Options::default())
+        .await
+        .unwrap();
+    let anthropic = sim::anthropic::spawn(sim::anthropic::Options::default())
+        .await
+        .unwrap();
+    let plain = echo("plain").await;
+    let yaml = format!(
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - matches: [{{path: {{pathPrefix: /v1}}, model: {{regex: 'sim-gpt.*'}}}}]\n      backends:\n      - ai: {{name: o, hostOverride: '{o}', provider: {{openAI: {{}}}}}}\n    - matches: [{{path: {{pathPrefix: /v1}}, model: {{exact: claude-sim-1}}}}]\n      backends:\n      - ai: {{name: a, hostOverride: '{a}', provider: {{anthropic: {{}}}}}}\n    - matches: [{{path: {{pathPrefix: /v1}}, model: {{exact: echo-me}}}}]\n      backends:\n      - host: {p}\n    - matches: [{{path: {{pathPrefix: /health}}}}]\n      policies: {{directResponse: {{status: 200, body: ok}}}}\n",
+        o = openai.addr,
+        a = anthropic.addr,
+        p = plain.addr,
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let chat = |model: &str| {
+        post_json(
+            "/v1/chat/completions",
+            &json!({"model": model, "messages": [{"role": "user", "content": "Hello there"}]}),
+        )
+    };
+
+    let r = send(addr, chat("sim-gpt-mini")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    assert_eq!(r.json()["model"], "sim-gpt-mini");
+
+    // The Anthropic provider, by model alone, for an OpenAI client: translated both ways.
+    let r = send(addr, chat("claude-sim-1")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion", "{v}");
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("Hello there"));
+
+    // The body routing read reaches the upstream whole.
+    let body = r#"{"model":"echo-me","messages":[{"role":"user","content":"keep me"}],"z":1}"#;
+    let r = send(
+        addr,
+        Request::post("/v1/anything")
+            .header("content-type", "application/json")
+            .body(full(body))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-upstream-name"), Some("plain"));
+    assert_eq!(r.json()["body"], body);
+
+    // A model no route serves: 404 in the caller's dialect, naming no other model.
+    let r = send(addr, chat("gpt-unknown")).await;
+    assert_eq!(r.status, 404);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "model_not_found", "{v}");
+    assert_eq!(v["error"]["type"], "not_found_error", "{v}");
+    assert!(!v.to_string().contains("sim-gpt"), "{v}");
+    let r = send(
+        addr,
+        Request::post("/v1/messages")
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .body(full(
+                json!({"model": "claude-other", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "x"}]})
+                .to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "not_found_error");
+
+    // Routes without a model match still route by path; a request naming no model gets the
+    // usual no-route answer.
+    assert_eq!(get(addr, "/health").await.text(), "ok");
+    let r = send(
+        addr,
+        Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(full("{}"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "no_route");
+}

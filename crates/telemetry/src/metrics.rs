@@ -93,6 +93,16 @@ pub struct PickLabels {
     pub outcome: &'static str,
 }
 
+/// A guardrail hit: the route's guard (names come from the config), which detector, what was
+/// done, and on which side (`request` or `response`). Never the matched text.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardrailLabels {
+    pub guard: String,
+    pub detector: &'static str,
+    pub action: &'static str,
+    pub side: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
@@ -114,6 +124,7 @@ pub struct Metrics {
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub pool_picks: Family<PickLabels, Counter>,
     pub pool_pick_duration: Family<PickLabels, Histogram>,
+    pub guardrail_hits: Family<GuardrailLabels, Counter>,
     pub spans_exported: Counter,
     pub spans_dropped: Counter,
     pub log_lines_dropped: Counter,
@@ -171,6 +182,7 @@ impl Metrics {
         let pool_picks = Family::<PickLabels, Counter>::default();
         let pool_pick_duration =
             Family::<PickLabels, Histogram>::new_with_constructor(pick_buckets as fn() -> _);
+        let guardrail_hits = Family::<GuardrailLabels, Counter>::default();
         let spans_exported = Counter::default();
         let spans_dropped = Counter::default();
         let log_lines_dropped = Counter::default();
@@ -231,6 +243,11 @@ impl Metrics {
             pool_pick_duration.clone(),
         );
         sy.register(
+            "guardrail_hits",
+            "Guardrail matches, by guard, detector, action (reject, mask, audit) and side",
+            guardrail_hits.clone(),
+        );
+        sy.register(
             "trace_spans_exported",
             "Spans delivered to the OTLP collector",
             spans_exported.clone(),
@@ -286,6 +303,7 @@ impl Metrics {
             config_reloads,
             pool_picks,
             pool_pick_duration,
+            guardrail_hits,
             spans_exported,
             spans_dropped,
             log_lines_dropped,

@@ -81,6 +81,12 @@ pub struct RouteMatch {
     pub headers: Vec<KeyValueMatch>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query: Vec<KeyValueMatch>,
+    /// The LLM model the request names: `model` in the body (Chat Completions, Completions,
+    /// Responses, Embeddings, Anthropic Messages) or in the path (Gemini's
+    /// `/models/{model}:generateContent`). The body is read before routing only on listeners
+    /// with a model match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<StringMatch>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -53,6 +53,70 @@ pub struct Policies {
     /// Bearer JWT authentication; verified claims are the `jwt` CEL variable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_auth: Option<JwtAuth>,
+    /// Guards on the prompt and the completion of an LLM route (route-only; every backend
+    /// of the route must be `ai`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<Guardrails>,
+}
+
+/// `guardrails`: guards run on the prompt (`request`) and on the completion (`response`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Guardrails {
+    /// Run on every text of the request: messages of every role, tool results and tool-call
+    /// arguments, Responses `input`, Anthropic `system` and content blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request: Vec<Guard>,
+    /// Run on the completion: text, tool-call arguments, reasoning text; streamed too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response: Vec<Guard>,
+}
+
+/// One guard: what to look for and what to do with a match.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Guard {
+    /// Named in rejections and logs (never the matched text).
+    pub name: String,
+    pub regex: RegexGuard,
+    pub action: GuardAction,
+    /// What a masked match becomes; default per detector (`<EMAIL>`, `<CREDIT_CARD>`, ...;
+    /// `<REDACTED>` for `patterns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<String>,
+}
+
+/// Built-in detectors and/or user regular expressions (Rust `regex` syntax, linear time).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegexGuard {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builtins: Vec<Builtin>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Builtin {
+    Email,
+    Phone,
+    CreditCard,
+    Ssn,
+    Iban,
+    Ip,
+    Secrets,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum GuardAction {
+    /// The caller gets a 4xx in its dialect, code `guardrail_rejected`, naming the guard.
+    Reject,
+    /// Each match is replaced by the placeholder.
+    Mask,
+    /// Logged (guard, detector; never the text) and passed on unchanged.
+    Audit,
 }
 
 /// Verifies `Authorization: Bearer <JWT>` against a JWK set: signature, `exp`/`nbf` (30 s
@@ -117,6 +181,7 @@ impl Policies {
             ai: pick(&top.ai, &self.ai),
             mcp_authorization: pick(&top.mcp_authorization, &self.mcp_authorization),
             jwt_auth: pick(&top.jwt_auth, &self.jwt_auth),
+            guardrails: pick(&top.guardrails, &self.guardrails),
         }
     }
 }

@@ -76,7 +76,7 @@ impl Dialect for AnthropicMessages {
         response::openai_to_anthropic(chat, info)
     }
 
-    fn error_body(&self, status: u16, message: &str) -> Vec<u8> {
+    fn error_body(&self, status: u16, message: &str, _code: Option<&str>) -> Vec<u8> {
         errors::anthropic_error(errors::anthropic_type_for_status(status), message)
     }
 

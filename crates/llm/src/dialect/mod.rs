@@ -117,13 +117,14 @@ pub(crate) trait Dialect: Sync {
         ClientSide::Provider(ProviderTranslator::new(route, include_usage))
     }
 
-    /// An error made by the gateway, chosen by HTTP status. Default: the
+    /// An error made by the gateway, its type chosen by HTTP status; `code` is the gateway's
+    /// stable code where the dialect has a field for one (OpenAI's `code`). Default: the
     /// OpenAI shape (also the fallback for provider-only dialects).
-    fn error_body(&self, status: u16, message: &str) -> Vec<u8> {
+    fn error_body(&self, status: u16, message: &str, code: Option<&str>) -> Vec<u8> {
         crate::openai::errors::openai_error(
             crate::openai::errors::openai_type_for_status(status),
             message,
-            None,
+            code,
         )
     }
 

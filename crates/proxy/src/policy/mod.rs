@@ -2,9 +2,9 @@
 //!
 //! Two kinds, kept apart (see `pipeline.rs` for when each runs):
 //! - **route-phase** policies (`cors`, `jwtAuth`, `directResponse`, `requestRedirect`,
-//!   `retry`, `timeout.requestTimeout`) come from the route's own `policies` only, so what
-//!   happens to a request never depends on which backend is picked; a backend that sets one
-//!   is refused at load (`config` validation);
+//!   `guardrails`, `retry`, `timeout.requestTimeout`) come from the route's own `policies`
+//!   only, so what happens to a request never depends on which backend is picked; a backend
+//!   that sets one is refused at load (`config` validation);
 //! - **backend-phase** policies (`urlRewrite`, `requestHeaderModifier`,
 //!   `responseHeaderModifier`, `backendAuth`, `backendTLS`, `backendHTTP`,
 //!   `timeout.backendRequestTimeout`, `ai`, `mcpAuthorization`) apply to the backend chosen.
@@ -15,6 +15,7 @@ pub mod backend_auth;
 pub mod backend_tls;
 pub mod cors;
 pub mod direct_response;
+pub mod guardrails;
 pub mod header_modifier;
 pub mod jwt;
 pub mod redirect;
@@ -29,6 +30,7 @@ use config::Policies;
 pub use backend_auth::BackendAuth;
 pub use cors::{Cors, CorsOutcome};
 pub use direct_response::DirectResponse;
+pub use guardrails::Guardrails;
 pub use header_modifier::HeaderModifier;
 pub use jwt::JwtAuth;
 pub use redirect::Redirect;

@@ -1,0 +1,827 @@
+//! Regex guards: the built-in detectors, user patterns, and the scan that finds their matches,
+//! whole or as text streams in.
+//!
+//! Every detector is a `regex` (linear time, compiled once per config) with an optional
+//! post-check (Luhn, IBAN mod-97, SSN rules, an IPv6 parse). [`Scanner::next_match`] is the one
+//! definition of a match: from a position, the candidate that starts first, the longest of
+//! those, the first listed on a tie; the scan resumes after it. [`Stream`] runs the same scan on
+//! text that arrives in pieces and emits only what no later text can change: a lazy DFA of
+//! each detector, run anchored from each position of the tail, says whether a match could
+//! still start there; the text before the first such position is final and sent at once. The
+//! hold-back never exceeds the detector's longest match (plus one character).
+
+use config::{Builtin, GuardAction};
+use regex::Regex;
+use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::{Anchored, Input};
+
+/// What a stream holds back for a pattern whose matches have no length bound (`.+`, `\w*`): a
+/// longer match of such a pattern may be split and missed when it streams.
+pub const MAX_UNBOUNDED_MATCH: usize = 256;
+/// The largest hold-back a bounded user pattern gets (`.{0,100000}` holds back this much).
+pub const MAX_BOUNDED_MATCH: usize = 64 * 1024;
+/// Room after a match for the look-ahead of `\b` (one character, at most 4 bytes).
+const LOOKAHEAD: usize = 4;
+
+type Check = fn(&str) -> bool;
+
+/// One compiled detector of one guard.
+pub struct Detector {
+    /// The guard it belongs to (index in the side's guard list).
+    pub guard: usize,
+    /// `email`, `creditCard`, ..., or `pattern`.
+    pub kind: &'static str,
+    pub placeholder: String,
+    pub action: GuardAction,
+    regex: Regex,
+    check: Option<Check>,
+    /// The longest match, in bytes.
+    max_len: usize,
+    /// Every match contains this literal within `.1` bytes of its start: lets a stream emit
+    /// text sooner when the literal is absent.
+    anchor: Option<(&'static str, usize)>,
+    /// The same pattern as a lazy DFA (`None` if it cannot be built: then only the length
+    /// bound and the anchor decide the hold-back).
+    dfa: Option<DFA>,
+}
+
+/// The lazy DFA of a pattern; Unicode `\b` gives up on non-ASCII text (held back then).
+fn lazy_dfa(pattern: &str) -> Option<DFA> {
+    DFA::builder()
+        .configure(DFA::config().unicode_word_boundary(true))
+        .build(pattern)
+        .ok()
+}
+
+/// DFA steps one hold-back decision may take per detector; past it the rest of the tail is
+/// held (never less safe, and the work per chunk stays linear).
+const DFA_BUDGET: usize = 1 << 18;
+
+/// Whether a match of `dfa` could start at `p` given more text than `text` has.
+fn open_at(dfa: &DFA, cache: &mut Cache, text: &str, p: usize, budget: &mut usize) -> bool {
+    let input = Input::new(text).range(p..).anchored(Anchored::Yes);
+    let Ok(mut sid) = dfa.start_state_forward(cache, &input) else {
+        return true;
+    };
+    for &b in &text.as_bytes()[p..] {
+        if sid.is_dead() {
+            return false;
+        }
+        if sid.is_quit() || *budget == 0 {
+            return true;
+        }
+        *budget -= 1;
+        match dfa.next_state(cache, sid, b) {
+            Ok(s) => sid = s,
+            Err(_) => return true,
+        }
+    }
+    !sid.is_dead()
+}
+
+/// A built-in detector's parts, before it joins a guard.
+struct Spec {
+    kind: &'static str,
+    placeholder: &'static str,
+    pattern: &'static str,
+    check: Option<Check>,
+    anchor: Option<(&'static str, usize)>,
+}
+
+const fn spec(
+    kind: &'static str,
+    placeholder: &'static str,
+    pattern: &'static str,
+    check: Option<Check>,
+    anchor: Option<(&'static str, usize)>,
+) -> Spec {
+    Spec {
+        kind,
+        placeholder,
+        pattern,
+        check,
+        anchor,
+    }
+}
+
+fn specs(b: Builtin) -> Vec<Spec> {
+    match b {
+        Builtin::Email => vec![spec(
+            "email",
+            "<EMAIL>",
+            r"(?i)\b[a-z0-9][a-z0-9._%+-]{0,63}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,4}[a-z]{2,24}\b",
+            None,
+            Some(("@", 64)),
+        )],
+        Builtin::Phone => vec![spec(
+            "phone",
+            "<PHONE>",
+            concat!(
+                // E.164 and international: +CC then groups (spaces, dots, dashes, parentheses).
+                r"\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}\b",
+                // North American: (415) 555-2671, 415-555-2671, 415.555.2671.
+                r"|(?:\([2-9][0-9]{2}\)[ ]?|\b[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}\b",
+                // National with a trunk 0: 020 7946 0958, 030-1234-5678, 06 12 34 56 78.
+                r"|\b0[1-9][0-9]{0,3}(?:[ -][0-9]{2,4}){2,4}\b",
+            ),
+            Some(phone_digits),
+            None,
+        )],
+        Builtin::CreditCard => vec![spec(
+            "creditCard",
+            "<CREDIT_CARD>",
+            r"\b[2-6][0-9](?:[ -]?[0-9]){11,17}\b",
+            Some(card),
+            None,
+        )],
+        Builtin::Ssn => vec![spec(
+            "ssn",
+            "<SSN>",
+            r"\b[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}\b",
+            Some(ssn),
+            None,
+        )],
+        Builtin::Iban => vec![spec(
+            "iban",
+            "<IBAN>",
+            r"\b[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]){11,30}\b",
+            Some(iban),
+            None,
+        )],
+        Builtin::Ip => vec![
+            spec(
+                "ip",
+                "<IP>",
+                r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\b",
+                None,
+                None,
+            ),
+            spec(
+                "ip",
+                "<IP>",
+                r"(?:\b[0-9A-Fa-f]{1,4}|\B:)(?::[0-9A-Fa-f]{0,4}){1,7}\b",
+                Some(ipv6),
+                Some((":", 5)),
+            ),
+        ],
+        Builtin::Secrets => vec![
+            spec(
+                "secrets",
+                "<SECRET>",
+                r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
+                None,
+                None,
+            ),
+            spec(
+                "secrets",
+                "<SECRET>",
+                r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b",
+                None,
+                Some(("gh", 0)),
+            ),
+            spec(
+                "secrets",
+                "<SECRET>",
+                r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b",
+                None,
+                Some(("github_pat_", 0)),
+            ),
+            // OpenAI (sk-, sk-proj-, sk-svcacct-) and Anthropic (sk-ant-api03-...) keys.
+            spec(
+                "secrets",
+                "<SECRET>",
+                r"\bsk-[A-Za-z0-9_-]{20,200}",
+                None,
+                Some(("sk-", 0)),
+            ),
+            spec(
+                "secrets",
+                "<SECRET>",
+                r"\bxox[abposr]-[A-Za-z0-9-]{10,200}",
+                None,
+                Some(("xox", 0)),
+            ),
+            spec(
+                "secrets",
+                "<SECRET>",
+                r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----[A-Za-z0-9+/=\s:,-]{0,4096}?-----END [A-Z ]{0,20}PRIVATE KEY-----",
+                None,
+                Some(("-----BEGIN ", 0)),
+            ),
+            spec(
+                "secrets",
+                "<SECRET>",
+                r"\beyJ[A-Za-z0-9_-]{5,2048}\.eyJ[A-Za-z0-9_-]{5,4096}\.[A-Za-z0-9_-]{10,1024}",
+                None,
+                Some(("eyJ", 0)),
+            ),
+        ],
+    }
+}
+
+/// The longest match of a pattern in bytes, `None` when unbounded.
+fn max_len(pattern: &str) -> Option<usize> {
+    regex_syntax::Parser::new()
+        .parse(pattern)
+        .ok()
+        .and_then(|h| h.properties().maximum_len())
+}
+
+/// The detectors of one side (`request` or `response`), every guard's, in guard order.
+pub struct Scanner {
+    pub detectors: Vec<Detector>,
+}
+
+/// Where a detector's search stands (see [`Scanner::next_match`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Next {
+    /// No valid match starts before this offset; search from here.
+    From(usize),
+    /// Its next valid match.
+    At(Match),
+    /// No more matches in this text.
+    Never,
+}
+
+/// One match: where, and which detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    pub start: usize,
+    pub end: usize,
+    pub detector: usize,
+}
+
+impl Scanner {
+    pub fn compile(guards: &[config::Guard]) -> Result<Self, String> {
+        let mut detectors = Vec::new();
+        for (gi, g) in guards.iter().enumerate() {
+            let placeholder = |default: &str| g.placeholder.clone().unwrap_or(default.into());
+            for b in &g.regex.builtins {
+                for s in specs(*b) {
+                    detectors.push(Detector {
+                        guard: gi,
+                        kind: s.kind,
+                        placeholder: placeholder(s.placeholder),
+                        action: g.action,
+                        regex: Regex::new(s.pattern).map_err(|e| e.to_string())?,
+                        check: s.check,
+                        max_len: max_len(s.pattern).unwrap_or(MAX_UNBOUNDED_MATCH),
+                        anchor: s.anchor,
+                        dfa: lazy_dfa(s.pattern),
+                    });
+                }
+            }
+            for p in &g.regex.patterns {
+                let regex =
+                    Regex::new(p).map_err(|e| format!("guard {:?}: pattern {p:?}: {e}", g.name))?;
+                detectors.push(Detector {
+                    guard: gi,
+                    kind: "pattern",
+                    placeholder: placeholder("<REDACTED>"),
+                    action: g.action,
+                    regex,
+                    check: None,
+                    max_len: max_len(p)
+                        .unwrap_or(MAX_UNBOUNDED_MATCH)
+                        .min(MAX_BOUNDED_MATCH),
+                    anchor: None,
+                    dfa: lazy_dfa(p),
+                });
+            }
+        }
+        Ok(Scanner { detectors })
+    }
+
+    /// The first match starting at or after `from` (see the module docs for which one).
+    /// `next` remembers, per detector, where its search got to: a scan over one text calls
+    /// this with growing `from` and the same `next`, so each detector reads the text once.
+    pub fn next_match(&self, text: &str, from: usize, next: &mut Vec<Next>) -> Option<Match> {
+        next.resize(self.detectors.len(), Next::From(0));
+        let mut best: Option<Match> = None;
+        for (di, d) in self.detectors.iter().enumerate() {
+            loop {
+                match next[di] {
+                    Next::Never => break,
+                    Next::At(m) if m.start >= from => {
+                        let better = match best {
+                            None => true,
+                            Some(b) => m.start < b.start || (m.start == b.start && m.end > b.end),
+                        };
+                        if better {
+                            best = Some(m);
+                        }
+                        break;
+                    }
+                    Next::At(_) => next[di] = Next::From(from),
+                    Next::From(at) => {
+                        let at = at.max(from);
+                        if at > text.len() || best.is_some_and(|b| at > b.start) {
+                            // Cannot start early enough to win: look later, if ever.
+                            next[di] = Next::From(at);
+                            break;
+                        }
+                        next[di] = match d.regex.find_at(text, at) {
+                            None => Next::Never,
+                            // Not this one: look again from the next character.
+                            Some(m) if m.is_empty() || d.check.is_some_and(|c| !c(m.as_str())) => {
+                                Next::From(
+                                    m.start()
+                                        + text[m.start()..]
+                                            .chars()
+                                            .next()
+                                            .map_or(1, char::len_utf8),
+                                )
+                            }
+                            Some(m) => Next::At(Match {
+                                start: m.start(),
+                                end: m.end(),
+                                detector: di,
+                            }),
+                        };
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// Bytes of `text` (from `from`) known to decide nothing more: every match starting before
+    /// the returned offset is final whatever text follows.
+    fn settled(&self, text: &str, from: usize, caches: &mut Vec<Option<Cache>>) -> usize {
+        let len = text.len();
+        let mut settled = len;
+        caches.resize_with(self.detectors.len(), || None);
+        for (d, cache) in self.detectors.iter().zip(caches.iter_mut()) {
+            let window = len.saturating_sub(d.max_len + LOOKAHEAD);
+            let s = match d.anchor {
+                None => window,
+                Some((lit, pre)) => {
+                    // A start p is undecided only if `lit` may begin in [p, p + pre].
+                    let unseen = len.saturating_sub(pre + lit.len() - 1);
+                    let search = window.max(from);
+                    let first = text
+                        .get(search..)
+                        .and_then(|t| t.find(lit))
+                        .map(|i| (search + i).saturating_sub(pre));
+                    match first {
+                        Some(q) => q.min(unseen).max(window),
+                        None => unseen.max(window),
+                    }
+                }
+            };
+            // Past the bounds, the first position a match could still start at.
+            let s = match &d.dfa {
+                Some(dfa) if s < len => {
+                    let cache = cache.get_or_insert_with(|| dfa.create_cache());
+                    let mut budget = DFA_BUDGET;
+                    let open = (s.max(from)..len)
+                        .filter(|p| text.is_char_boundary(*p))
+                        .find(|&p| open_at(dfa, cache, text, p, &mut budget));
+                    open.unwrap_or(len)
+                }
+                _ => s,
+            };
+            settled = settled.min(s);
+        }
+        settled
+    }
+
+    /// Masks a whole text: `(masked, hits)`. A hit of a `reject` guard stops the scan.
+    pub fn apply(&self, text: &str) -> Outcome {
+        let mut s = Stream::default();
+        let mut out = self.feed(&mut s, text);
+        if out.rejected.is_none() {
+            let end = self.finish(&mut s);
+            out.text.push_str(&end.text);
+            out.hits.extend(end.hits);
+            out.rejected = end.rejected;
+        }
+        out
+    }
+
+    /// More text of a stream: what can be sent now.
+    pub fn feed(&self, s: &mut Stream, text: &str) -> Outcome {
+        s.buf.push_str(text);
+        self.step(s, false)
+    }
+
+    /// The stream's end: what it held back.
+    pub fn finish(&self, s: &mut Stream) -> Outcome {
+        self.step(s, true)
+    }
+
+    fn step(&self, s: &mut Stream, last: bool) -> Outcome {
+        let mut out = Outcome::default();
+        let limit = if last {
+            s.buf.len()
+        } else {
+            self.settled(&s.buf, s.pos, &mut s.caches)
+        };
+        let mut pos = s.pos;
+        let mut next = Vec::new();
+        while let Some(m) = self
+            .next_match(&s.buf, pos, &mut next)
+            .filter(|m| m.start < limit)
+        {
+            let d = &self.detectors[m.detector];
+            out.hits.push(m.detector);
+            if d.action == GuardAction::Reject {
+                out.rejected = Some(m.detector);
+                return out;
+            }
+            out.text.push_str(&s.buf[pos..m.start]);
+            match d.action {
+                GuardAction::Mask => out.text.push_str(&d.placeholder),
+                _ => out.text.push_str(&s.buf[m.start..m.end]),
+            }
+            pos = m.end;
+        }
+        let mut upto = limit.max(pos);
+        while !s.buf.is_char_boundary(upto) {
+            upto -= 1;
+        }
+        out.text.push_str(&s.buf[pos..upto]);
+        // Keep one character before the resume point for `\b`.
+        let mut keep = upto.saturating_sub(LOOKAHEAD);
+        while !s.buf.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        s.buf.drain(..keep);
+        s.pos = upto - keep;
+        out
+    }
+
+    /// The longest hold-back any of these detectors may need, in bytes.
+    pub fn max_hold(&self) -> usize {
+        self.detectors
+            .iter()
+            .map(|d| d.max_len + LOOKAHEAD)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A text in the making: what is not yet sent, after a little context.
+#[derive(Default, Debug, Clone)]
+pub struct Stream {
+    buf: String,
+    /// Where the unsent text starts in `buf`.
+    pos: usize,
+    /// Each detector's lazy DFA cache, made on first use.
+    caches: Vec<Option<Cache>>,
+}
+
+/// What a scan produced.
+#[derive(Default, Debug)]
+pub struct Outcome {
+    /// The text to send (masked).
+    pub text: String,
+    /// Detectors that matched (audit and mask hits), in order.
+    pub hits: Vec<usize>,
+    /// A `reject` guard's detector matched: nothing more is sent.
+    pub rejected: Option<usize>,
+}
+
+fn digits(s: &str) -> Vec<u8> {
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect()
+}
+
+fn phone_digits(s: &str) -> bool {
+    (7..=15).contains(&digits(s).len())
+}
+
+/// 13–19 digits with a valid Luhn check digit, separators used consistently.
+fn card(s: &str) -> bool {
+    let d = digits(s);
+    if !(13..=19).contains(&d.len()) {
+        return false;
+    }
+    let seps: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_digit()).collect();
+    if seps.windows(2).any(|w| w[0] != w[1]) {
+        return false;
+    }
+    let sum: u32 = d
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &x)| {
+            let x = x as u32;
+            if i % 2 == 1 {
+                let y = x * 2;
+                if y > 9 {
+                    y - 9
+                } else {
+                    y
+                }
+            } else {
+                x
+            }
+        })
+        .sum();
+    matches!(sum % 10, 0)
+}
+
+/// US SSN: area not 000, 666 or 9xx; group not 00; serial not 0000; one separator kind.
+fn ssn(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b[3] != b[6] {
+        return false;
+    }
+    let d = digits(s);
+    let area = d[0] as u32 * 100 + d[1] as u32 * 10 + d[2] as u32;
+    area != 0 && area != 666 && area < 900 && d[3..5] != [0, 0] && d[5..9] != [0, 0, 0, 0]
+}
+
+/// IBAN: 15–34 characters, mod-97 of the rearranged number is 1.
+fn iban(s: &str) -> bool {
+    let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let rearranged = compact[4..].iter().chain(&compact[..4]);
+    let mut rem: u32 = 0;
+    for &c in rearranged {
+        let v = match c {
+            b'0'..=b'9' => (c - b'0') as u32,
+            b'A'..=b'Z' => (c - b'A') as u32 + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+/// A real IPv6 address (not a time like 12:30:45 or a path like `Vec::new`), in full or `::`
+/// form, ending in a group.
+fn ipv6(s: &str) -> bool {
+    s.ends_with(|c: char| c.is_ascii_hexdigit())
+        && s.parse::<std::net::Ipv6Addr>().is_ok()
+        && (s.contains("::") || s.matches(':').count() == 7)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use config::{Guard, RegexGuard};
+
+    fn guard(builtins: &[Builtin], patterns: &[&str], action: GuardAction) -> Guard {
+        Guard {
+            name: "g".into(),
+            regex: RegexGuard {
+                builtins: builtins.to_vec(),
+                patterns: patterns.iter().map(|p| p.to_string()).collect(),
+            },
+            action,
+            placeholder: None,
+        }
+    }
+
+    fn masked(b: Builtin, text: &str) -> String {
+        Scanner::compile(&[guard(&[b], &[], GuardAction::Mask)])
+            .unwrap()
+            .apply(text)
+            .text
+    }
+
+    #[test]
+    fn every_builtin_is_bounded() {
+        for b in [
+            Builtin::Email,
+            Builtin::Phone,
+            Builtin::CreditCard,
+            Builtin::Ssn,
+            Builtin::Iban,
+            Builtin::Ip,
+            Builtin::Secrets,
+        ] {
+            for s in specs(b) {
+                assert!(max_len(s.pattern).is_some(), "{}", s.pattern);
+            }
+        }
+    }
+
+    #[test]
+    fn email() {
+        assert_eq!(
+            masked(Builtin::Email, "mail jane.doe+x@mail.example.co.uk now"),
+            "mail <EMAIL> now"
+        );
+        assert_eq!(
+            masked(Builtin::Email, "a@b, x@localhost"),
+            "a@b, x@localhost"
+        );
+    }
+
+    #[test]
+    fn phone() {
+        for t in [
+            "+14155552671",
+            "+44 20 7946 0958",
+            "(415) 555-2671",
+            "415-555-2671",
+            "415.555.2671",
+            "020 7946 0958",
+            "06 12 34 56 78",
+        ] {
+            assert_eq!(
+                masked(Builtin::Phone, &format!("call {t}.")),
+                "call <PHONE>.",
+                "{t}"
+            );
+        }
+        for t in ["version 1.2.3", "in 2024 we", "4155552671", "+1 2"] {
+            assert_eq!(masked(Builtin::Phone, t), t);
+        }
+    }
+
+    #[test]
+    fn credit_card_needs_luhn() {
+        assert_eq!(
+            masked(Builtin::CreditCard, "card 4111 1111 1111 1111 ok"),
+            "card <CREDIT_CARD> ok"
+        );
+        assert_eq!(
+            masked(Builtin::CreditCard, "5500-0000-0000-0004"),
+            "<CREDIT_CARD>"
+        );
+        assert_eq!(
+            masked(Builtin::CreditCard, "378282246310005"),
+            "<CREDIT_CARD>"
+        );
+        // Fails Luhn, mixed separators, too short.
+        for t in [
+            "4111 1111 1111 1112",
+            "4111-1111 1111-1111",
+            "4111 1111 1111",
+        ] {
+            assert_eq!(masked(Builtin::CreditCard, t), t);
+        }
+    }
+
+    #[test]
+    fn ssn_rules() {
+        assert_eq!(masked(Builtin::Ssn, "ssn 123-45-6789."), "ssn <SSN>.");
+        for t in [
+            "000-12-3456",
+            "666-12-3456",
+            "912-12-3456",
+            "123-00-6789",
+            "123-45-0000",
+            "123-45 6789",
+            "1234-56-7890",
+        ] {
+            assert_eq!(masked(Builtin::Ssn, t), t);
+        }
+    }
+
+    #[test]
+    fn iban_checksum() {
+        assert_eq!(
+            masked(Builtin::Iban, "to DE89 3704 0044 0532 0130 00 please"),
+            "to <IBAN> please"
+        );
+        assert_eq!(masked(Builtin::Iban, "GB29NWBK60161331926819"), "<IBAN>");
+        // One digit off: the checksum fails.
+        assert_eq!(
+            masked(Builtin::Iban, "GB29NWBK60161331926818"),
+            "GB29NWBK60161331926818"
+        );
+    }
+
+    #[test]
+    fn ip() {
+        assert_eq!(masked(Builtin::Ip, "from 192.168.0.1:80"), "from <IP>:80");
+        assert_eq!(
+            masked(Builtin::Ip, "to 2001:db8::8a2e:370:7334 ok"),
+            "to <IP> ok"
+        );
+        assert_eq!(masked(Builtin::Ip, "fe80::1 and ::1"), "<IP> and <IP>");
+        for t in [
+            "256.1.1.1",
+            "at 12:30:45",
+            "std::collections::HashMap",
+            "1.2.3",
+        ] {
+            assert_eq!(masked(Builtin::Ip, t), t);
+        }
+    }
+
+    #[test]
+    fn secrets() {
+        for t in [
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+            "sk-proj-abcdefghijklmnopqrstuvwxyz012345",
+            "sk-ant-api03-abcdefghijklmnopqrstuvwxyz_0123",
+            "xoxb-1234567890-abcdefghij",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n-----END RSA PRIVATE KEY-----",
+        ] {
+            assert_eq!(masked(Builtin::Secrets, &format!("key: {t} end")), "key: <SECRET> end", "{t}");
+        }
+        for t in ["task-based", "sk-short", "AKIA1234", "eyJhbGc alone"] {
+            assert_eq!(masked(Builtin::Secrets, t), t);
+        }
+    }
+
+    #[test]
+    fn leftmost_then_longest_across_guards_and_placeholders() {
+        let mut custom = guard(&[], &["ACME-[0-9]{4}"], GuardAction::Mask);
+        custom.placeholder = Some("[ticket]".into());
+        let s = Scanner::compile(&[
+            guard(&[Builtin::Phone], &[], GuardAction::Audit),
+            guard(&[Builtin::Ssn], &[], GuardAction::Mask),
+            custom,
+        ])
+        .unwrap();
+        let out = s.apply("ACME-1234 123-45-6789 call +1 415 555 2671");
+        assert_eq!(out.text, "[ticket] <SSN> call +1 415 555 2671");
+        assert_eq!(out.hits.len(), 3);
+        let reject =
+            Scanner::compile(&[guard(&[Builtin::Email], &[], GuardAction::Reject)]).unwrap();
+        assert!(reject.apply("x a@example.com").rejected.is_some());
+        assert!(reject.apply("nothing").rejected.is_none());
+    }
+
+    #[test]
+    fn many_matches_in_a_large_text_are_found_in_one_pass() {
+        let s = Scanner::compile(&[guard(
+            &[
+                Builtin::Email,
+                Builtin::Iban,
+                Builtin::Secrets,
+                Builtin::Ssn,
+            ],
+            &[],
+            GuardAction::Mask,
+        )])
+        .unwrap();
+        let text = "write to someone@example.com today; ".repeat(20_000);
+        let start = std::time::Instant::now();
+        let out = s.apply(&text);
+        assert_eq!(out.text.matches("<EMAIL>").count(), 20_000);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn streaming_equals_whole_at_every_split() {
+        let s = Scanner::compile(&[
+            guard(
+                &[
+                    Builtin::Email,
+                    Builtin::CreditCard,
+                    Builtin::Iban,
+                    Builtin::Ip,
+                    Builtin::Secrets,
+                ],
+                &["ACME-[0-9]+"],
+                GuardAction::Mask,
+            ),
+            guard(&[Builtin::Phone], &[], GuardAction::Audit),
+        ])
+        .unwrap();
+        let text = "Write to jane@example.com or +44 20 7946 0958; card 4111-1111-1111-1111, \
+                    IBAN DE89 3704 0044 0532 0130 00, host 10.0.0.1, key sk-abcdefghijklmnopqrstuvwxyz, ACME-77 é done";
+        let whole = s.apply(text).text;
+        assert!(!whole.contains("jane@") && !whole.contains("4111") && !whole.contains("DE89"));
+        let bounds: Vec<usize> = (0..=text.len())
+            .filter(|i| text.is_char_boundary(*i))
+            .collect();
+        let run = |cuts: &[usize]| {
+            let mut st = Stream::default();
+            let mut out = String::new();
+            let mut at = 0;
+            for &c in cuts.iter().chain([&text.len()]) {
+                out.push_str(&s.feed(&mut st, &text[at..c]).text);
+                at = c;
+            }
+            out.push_str(&s.finish(&mut st).text);
+            assert_eq!(out, whole, "cuts {cuts:?}");
+        };
+        // Every single split point, then random splits into many pieces.
+        for &i in &bounds {
+            run(&[i]);
+        }
+        run(&bounds);
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..300 {
+            let mut cuts: Vec<usize> = (0..rng.usize(1..40))
+                .map(|_| bounds[rng.usize(..bounds.len())])
+                .collect();
+            cuts.sort_unstable();
+            run(&cuts);
+        }
+    }
+}

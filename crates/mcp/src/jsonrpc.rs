@@ -100,12 +100,39 @@ pub fn tag_server_id(target: &str, id: &Value) -> Value {
 pub fn untag_server_id(id: &Value) -> Option<(&str, Value)> {
     let s = id.as_str()?.strip_prefix("sy~")?;
     let (target, original) = s.split_once('~')?;
-    Some((target, serde_json::from_str(original).ok()?))
+    let id = match serde_json::from_str(original).ok()? {
+        // serde_json's float parsing (without its `float_roundtrip` feature) can miss the
+        // nearest f64 by an ulp, so a float id (or an integer too large for 64 bits) would
+        // come back changed; the standard library's parser is exact.
+        Value::Number(n) if n.is_f64() => {
+            Value::Number(serde_json::Number::from_f64(original.parse().ok()?)?)
+        }
+        id => id,
+    };
+    Some((target, id))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `mcp_jsonrpc` fuzz target (fuzz/corpus/mcp_jsonrpc/crash-big-integer-id):
+    /// an upstream's request id too large for 64 bits is a float, and came back from the
+    /// tag round trip an ulp off.
+    #[test]
+    fn server_ids_round_trip_exactly() {
+        for text in [
+            "1510102575831388313840",
+            "1.5101025758313845e26",
+            "0.1",
+            "-7",
+            "\"x~y\"",
+        ] {
+            let id: Value = serde_json::from_str(text).unwrap();
+            let tagged = tag_server_id("alpha", &id);
+            assert_eq!(untag_server_id(&tagged), Some(("alpha", id)), "{text}");
+        }
+    }
 
     #[test]
     fn kinds() {

@@ -45,11 +45,6 @@ pub async fn buffer_for_replay(mut body: Body, limit: usize) -> Result<Buffered,
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         if let Ok(data) = frame.into_data() {
-            // The whole body in one frame (a small request, or one already buffered): kept
-            // as it is, without a copy.
-            if buf.is_empty() && data.len() <= limit && body.is_end_stream() {
-                return Ok(Buffered::Complete(data));
-            }
             buf.extend_from_slice(&data);
             if buf.len() > limit {
                 let head = futures_util::stream::once(async move {

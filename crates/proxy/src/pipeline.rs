@@ -292,12 +292,8 @@ async fn requested_model(
     if let Some(m) = llm::model_in_path(parts.uri.path()) {
         return Ok((Some(m.to_string()), body));
     }
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let limits = &snapshot.limits;
+    let declared = declared_length(parts);
     if declared.is_some_and(|n| limits.max_request_body_bytes.is_some_and(|max| n > max)) {
         // Refused with 413 by the body step; not read here.
         return Ok((None, body));
@@ -407,12 +403,7 @@ async fn request_body(
     let route = ctx.route;
     let body = match snapshot.limits.max_request_body_bytes {
         Some(limit) => {
-            let declared = parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limit) {
+            if declared_length(parts).is_some_and(|n| n > limit) {
                 return Err(ProxyError::payload_too_large(limit as usize));
             }
             http_body_util::BodyExt::boxed_unsync(http_body_util::Limited::new(
@@ -431,8 +422,7 @@ async fn request_body(
             .as_ref()
             .is_some_and(|r| r.attempts > 1)
             || order.len() > 1
-            || head.reads_body
-            || head.may_resend
+            || head.needs_whole_body
             || route.policies.reads_request_body
             || capture_body);
     let mut body = if buffer {
@@ -479,6 +469,15 @@ async fn request_body(
         Replay::Once(_) => {}
     }
     Ok(body)
+}
+
+/// The body length the client declared (`Content-Length`), if it did.
+fn declared_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A request body that is either replayable or can be sent exactly once.

@@ -24,8 +24,8 @@ impl Adapter for AiBackend {
     fn head(&self, req: &Parts) -> Head {
         let call = self.target.classify(req.uri.path());
         Head {
-            reads_body: call.needs_body() || self.target.pool.is_some(),
-            may_resend: self.target.pool.is_some(),
+            // A pool resends the body to the next pod on a refused connection.
+            needs_whole_body: call.needs_body() || self.target.pool.is_some(),
             dialect: Some(call.ingress),
         }
     }

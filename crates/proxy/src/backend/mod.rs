@@ -24,10 +24,9 @@ use crate::upstream::{is_connect_error, root_message, Upstream};
 /// What an adapter decides from the request head, before any body is read.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Head {
-    /// The adapter reads the request body (so it must be buffered, up to the limit).
-    pub reads_body: bool,
-    /// The adapter may send the body more than once (to another pod), so it keeps it.
-    pub may_resend: bool,
+    /// The adapter reads the request body, or may send it more than once (to another pod),
+    /// so it is buffered (up to the limit).
+    pub needs_whole_body: bool,
     /// The API dialect the caller speaks, when errors must be answered in it.
     pub dialect: Option<llm::Format>,
 }

@@ -171,8 +171,7 @@ impl Adapter for PoolBackend {
     fn head(&self, _req: &Parts) -> Head {
         // The picker parses the body (model, prompt) and a refused pod gets it resent.
         Head {
-            reads_body: true,
-            may_resend: true,
+            needs_whole_body: true,
             dialect: None,
         }
     }

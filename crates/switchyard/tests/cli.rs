@@ -192,13 +192,17 @@ fn run_hot_reloads_refuses_bad_config_and_drains_on_sigterm() {
 }
 
 /// An upstream that answers each request after `delay`.
-fn slow_upstream(delay: Duration) -> SocketAddr {
+/// An upstream that answers `delay` after each request head; the receiver hears of every
+/// request head as it arrives, so a test knows the request is in flight.
+fn slow_upstream(delay: Duration) -> (SocketAddr, std::sync::mpsc::Receiver<()>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let (arrived, arrivals) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
+            let arrived = arrived.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let mut seen = Vec::new();
@@ -208,6 +212,7 @@ fn slow_upstream(delay: Duration) -> SocketAddr {
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
+                let _ = arrived.send(());
                 std::thread::sleep(delay);
                 let _ = conn.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
@@ -215,7 +220,7 @@ fn slow_upstream(delay: Duration) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, arrivals)
 }
 
 #[test]
@@ -223,7 +228,7 @@ fn sigterm_lets_the_request_in_flight_finish_and_logs_it_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gw.yaml");
     let (port, admin) = (free_port(), free_port());
-    let upstream = slow_upstream(Duration::from_millis(400));
+    let (upstream, arrivals) = slow_upstream(Duration::from_millis(400));
     std::fs::write(
         &file,
         format!(
@@ -233,7 +238,11 @@ fn sigterm_lets_the_request_in_flight_finish_and_logs_it_before_exiting() {
     .unwrap();
     let (mut proc, gw, _) = run_gateway(&file, port, admin, Stdio::piped());
     let in_flight = std::thread::spawn(move || http(gw, "GET", "/in-flight", ""));
-    std::thread::sleep(Duration::from_millis(150));
+    // SIGTERM once the request is at the upstream (a fixed sleep raced the accept on a busy
+    // machine, and a request not yet accepted is not in flight).
+    arrivals
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request reaches the upstream");
     sigterm(&proc);
     assert_eq!(in_flight.join().unwrap(), Some((200, "slow".into())));
     assert_exits_cleanly(&mut proc);

@@ -1,4 +1,5 @@
-//! The admin server: effective config (secrets redacted), readiness, last reload outcome.
+//! The admin server: effective config (secrets redacted), readiness, last reload outcome,
+//! and the endpoints an [`AdminApi`] adds (the gateway's keys and usage).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,8 +29,23 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
 }
 
+/// An [`AdminApi`] answer: `None` when the path is not one of its endpoints.
+pub type ApiAnswer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Option<(StatusCode, serde_json::Value)>> + Send>,
+>;
+
+/// Endpoints served beside the built-in ones (keys, usage).
+pub trait AdminApi: Send + Sync {
+    fn handle(&self, method: Method, path: String, query: Option<String>, body: Bytes)
+        -> ApiAnswer;
+}
+
+/// Largest request body the admin API reads.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
 /// What the admin server shows. Updated by the process wiring; read per admin request.
 pub struct AdminState {
+    api: std::sync::OnceLock<Arc<dyn AdminApi>>,
     ready: AtomicBool,
     config_dump: ArcSwap<serde_json::Value>,
     reload: ArcSwap<ReloadStatus>,
@@ -39,6 +55,7 @@ pub struct AdminState {
 impl AdminState {
     pub fn new(file: impl Into<String>) -> Arc<Self> {
         Arc::new(AdminState {
+            api: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
             config_dump: ArcSwap::from_pointee(serde_json::Value::Null),
             reload: ArcSwap::from_pointee(ReloadStatus {
@@ -47,6 +64,11 @@ impl AdminState {
             }),
             generation: AtomicU64::new(0),
         })
+    }
+
+    /// Adds endpoints (once; a second call is ignored).
+    pub fn set_api(&self, api: Arc<dyn AdminApi>) {
+        let _ = self.api.set(api);
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -98,7 +120,7 @@ pub fn serve(listener: TcpListener, state: Arc<AdminState>) -> tokio::task::Join
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(&state, req)) }
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
@@ -114,6 +136,33 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+async fn handle(state: &AdminState, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let Some(api) = state.api.get() else {
+        return route(state, req);
+    };
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+        body,
+        MAX_ADMIN_BODY,
+    ))
+    .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"error": {"code": "body_too_large", "message": "admin request bodies are at most 64 KiB"}}),
+            )
+        }
+    };
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    match api.handle(parts.method.clone(), path, query, body).await {
+        Some((status, v)) => json_response(status, &v),
+        None => route(state, Request::from_parts(parts, ())),
+    }
+}
+
 fn route<B>(state: &AdminState, req: Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return json_response(
@@ -124,7 +173,7 @@ fn route<B>(state: &AdminState, req: Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/" => json_response(
             StatusCode::OK,
-            &json!({"endpoints": ["/config_dump", "/healthz/ready", "/reload_status"]}),
+            &json!({"endpoints": ["/config_dump", "/healthz/ready", "/reload_status", "/keys", "/usage"]}),
         ),
         "/config_dump" => json_response(
             StatusCode::OK,

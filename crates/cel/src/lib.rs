@@ -12,6 +12,8 @@
 //! | `llm` | `provider`, `requestModel`, `responseModel`, `inputTokens`, `outputTokens`, `cachedInputTokens`, `reasoningTokens`, `totalTokens`, `streaming`, `prompt` (list of `{role, content}`), `completion` (list of strings), `params` |
 //! | `mcp` | `method`, `tool` (`name`, `target`), `session` (`id`) |
 //! | `jwt` | the verified token's claims |
+//! | `apiKey` | the caller's API key (`apiKeyAuth`): `name`, `team`, `org`, `models`, `metadata`, `virtual` |
+//! | `basicAuth` | the caller's `user` (`basicAuth`) |
 //!
 //! A variable the request does not have is an empty map, so `has(llm.inputTokens)` and
 //! `default(llm.inputTokens, 0)` work on every request. Credential headers are redacted in
@@ -42,10 +44,12 @@ pub enum Var {
     Llm,
     Mcp,
     Jwt,
+    ApiKey,
+    BasicAuth,
 }
 
 impl Var {
-    pub const ALL: [Var; 7] = [
+    pub const ALL: [Var; 9] = [
         Var::Request,
         Var::Response,
         Var::Source,
@@ -53,6 +57,8 @@ impl Var {
         Var::Llm,
         Var::Mcp,
         Var::Jwt,
+        Var::ApiKey,
+        Var::BasicAuth,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,10 +70,12 @@ impl Var {
             Var::Llm => "llm",
             Var::Mcp => "mcp",
             Var::Jwt => "jwt",
+            Var::ApiKey => "apiKey",
+            Var::BasicAuth => "basicAuth",
         }
     }
 
-    fn bit(self) -> u8 {
+    fn bit(self) -> u16 {
         1 << (self as u8)
     }
 }
@@ -75,7 +83,7 @@ impl Var {
 /// What a set of expressions reads, so a request computes (and buffers) only that.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Uses {
-    vars: u8,
+    vars: u16,
     request_body: bool,
     response_body: bool,
     request_headers: bool,
@@ -251,7 +259,7 @@ impl std::fmt::Display for EvalError {
 /// The variables of one request.
 #[derive(Default, Clone)]
 pub struct Bindings {
-    values: [Option<Value>; 7],
+    values: [Option<Value>; 9],
 }
 
 impl Bindings {

@@ -79,28 +79,7 @@ pub fn load_str(
         key,
         message,
     };
-    let expanded = env::expand(text, env).map_err(|u| {
-        err(
-            u.line,
-            u.column,
-            String::new(),
-            format!("environment variable {} is not set", u.name),
-        )
-    })?;
-    let mut config: Config = if expanded.trim().is_empty() {
-        Config::default()
-    } else {
-        let de = serde_yaml_ng::Deserializer::from_str(&expanded);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = display_path(e.path());
-            let inner = e.into_inner();
-            let (line, column) = inner
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            err(line, column, key, strip_location(&inner.to_string()))
-        })?
-    };
+    let mut config: Config = parse_yaml(text, file, &env)?.unwrap_or_default();
     validate::check(&mut config, base_dir).map_err(|p| {
         let (line, column) = p
             .needle
@@ -115,6 +94,72 @@ pub fn load_str(
         base_dir: base_dir.to_path_buf(),
         file: file.to_path_buf(),
     })
+}
+
+/// `$ENV`-expanded YAML parsed as `T` (`None` for an empty text); errors located in `file`.
+fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<T>, ConfigError> {
+    let err = |line, column, key: String, message: String| ConfigError {
+        file: file.to_path_buf(),
+        line,
+        column,
+        key,
+        message,
+    };
+    let expanded = env::expand(text, env).map_err(|u| {
+        err(
+            u.line,
+            u.column,
+            String::new(),
+            format!("environment variable {} is not set", u.name),
+        )
+    })?;
+    if expanded.trim().is_empty() {
+        return Ok(None);
+    }
+    let de = serde_yaml_ng::Deserializer::from_str(&expanded);
+    serde_path_to_error::deserialize(de).map(Some).map_err(|e| {
+        let key = display_path(e.path());
+        let inner = e.into_inner();
+        let (line, column) = inner
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        err(line, column, key, strip_location(&inner.to_string()))
+    })
+}
+
+/// Reads an `apiKeyAuth.keysFile`: a YAML list of keys (the shape of `apiKeyAuth.keys`),
+/// `$ENV`-expanded and checked like the config's own keys.
+pub fn load_api_keys(path: &Path) -> Result<Vec<ApiKey>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        key: String::new(),
+        message: format!("cannot read keys file: {e}"),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut keys: Vec<ApiKey> =
+        parse_yaml(&text, path, &|name| std::env::var(name).ok())?.unwrap_or_default();
+    validate::check_api_keys(&mut keys, base).map_err(|p| {
+        let (line, column) = p
+            .needle
+            .as_deref()
+            .and_then(|n| locate(&text, n))
+            .unwrap_or((0, 0));
+        ConfigError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            key: p.key,
+            message: p.message,
+        }
+    })?;
+    Ok(keys)
 }
 
 /// The JSON Schema of the config file.

@@ -8,6 +8,13 @@ use std::path::Path;
 use crate::schema::*;
 use crate::values::Secret;
 
+mod governance;
+
+/// Checks an `apiKeyAuth.keysFile`'s keys (key paths start at `keys`).
+pub(crate) fn check_api_keys(keys: &mut [ApiKey], base: &Path) -> Result<(), Problem> {
+    governance::check_keys(keys, "keys", base)
+}
+
 pub(crate) struct Problem {
     pub key: String,
     pub message: String,
@@ -440,6 +447,14 @@ fn check_backend_phase_only(p: &Policies, key: &str) -> Result<(), Problem> {
         ("requestRedirect", p.request_redirect.is_some()),
         ("retry", p.retry.is_some()),
         ("guardrails", p.guardrails.is_some()),
+        ("apiKeyAuth", p.api_key_auth.is_some()),
+        ("basicAuth", p.basic_auth.is_some()),
+        ("extAuthz", p.ext_authz.is_some()),
+        ("authorization", p.authorization.is_some()),
+        ("localRateLimit", !p.local_rate_limit.is_empty()),
+        ("rateLimit", p.rate_limit.is_some()),
+        ("budgets", p.budgets.is_some()),
+        ("remoteRateLimit", p.remote_rate_limit.is_some()),
         (
             "timeout.requestTimeout",
             p.timeout
@@ -530,8 +545,19 @@ fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Proble
         }
     }
     if let Some(j) = &mut p.jwt_auth {
-        load_secret(&mut j.jwks, base, &format!("{key}.jwtAuth.jwks"))?;
+        match (&mut j.jwks, &j.jwks_url) {
+            (Some(jwks), None) => load_secret(jwks, base, &format!("{key}.jwtAuth.jwks"))?,
+            (None, Some(_)) => {}
+            _ => {
+                return Err(problem(
+                    format!("{key}.jwtAuth"),
+                    "give exactly one of `jwks` (the JWK set) and `jwksUrl` (where to fetch it)",
+                    Some("jwtAuth:".into()),
+                ))
+            }
+        }
     }
+    governance::check(p, key, base)?;
     if let Some(authz) = &p.mcp_authorization {
         for (i, rule) in authz.rules.iter().enumerate() {
             check_cel(&format!("{key}.mcpAuthorization.rules[{i}]"), "rules", rule)?;

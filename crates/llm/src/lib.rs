@@ -184,6 +184,15 @@ pub fn estimate_input_tokens(prompt: &[PromptMessage]) -> u64 {
     text + REPLY_PRIMING_TOKENS
 }
 
+/// Tokens of a plain text (`o200k_base`), e.g. the part of a completion that was streamed
+/// before the stream broke off.
+pub fn count_text_tokens(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    tiktoken_rs::o200k_base_singleton().count_ordinary(text) as u64
+}
+
 const MESSAGE_FRAMING_TOKENS: u64 = 3;
 const REPLY_PRIMING_TOKENS: u64 = 3;
 

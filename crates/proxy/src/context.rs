@@ -27,6 +27,12 @@ pub struct ConnCtx {
 pub struct Identity {
     /// Verified JWT claims (`jwtAuth`): the `jwt` CEL variable.
     pub jwt: Option<Arc<Value>>,
+    /// The caller's API key (`apiKeyAuth`): the `apiKey` CEL variable.
+    pub api_key: Option<Arc<telemetry::ApiKeyInfo>>,
+    /// The user `basicAuth` verified: `basicAuth.user` in CEL.
+    pub basic_user: Option<Arc<str>>,
+    /// The API key's own limits and budget (with its identity), for the quota phase.
+    pub key_limits: Option<Arc<crate::governance::KeyEntry>>,
 }
 
 /// One request on its way through the pipeline.
@@ -47,6 +53,13 @@ pub struct RequestCtx<'a> {
     pub dialect: Option<llm::Format>,
     /// CORS headers for the response of an allowed cross-origin request.
     pub cors: Option<HeaderMap>,
+    /// The LLM call's expected tokens, once a limit estimated them (`Some(None)`: not an
+    /// LLM call the gateway can read).
+    pub token_estimate: Option<Option<crate::governance::estimate::Estimate>>,
+    /// Headers a policy adds to the response, whoever answers (rate-limit state).
+    pub response_headers: Option<HeaderMap>,
+    /// Headers an OK `extAuthz` answer sets on the upstream request (every attempt).
+    pub ext_authz_headers: Option<HeaderMap>,
     /// Why the gateway refused or failed the request (a stable code), if it did.
     pub error: Option<&'static str>,
     /// Attempts made so far (0: answered before any backend was tried).
@@ -68,6 +81,8 @@ impl RequestCtx<'_> {
     pub fn into_trail(mut self) -> Trail {
         let rec = &mut self.trail.rec;
         rec.jwt = self.identity.jwt.take();
+        rec.api_key = self.identity.api_key.take();
+        rec.basic_user = self.identity.basic_user.take();
         if self.error.is_some() {
             rec.error = self.error;
         }

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod body;
 pub mod context;
 pub mod error;
+pub mod governance;
 pub mod headers;
 pub mod observe;
 pub mod pipeline;
@@ -107,6 +108,11 @@ impl Gateway {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.snapshot.load_full()
+    }
+
+    /// The limits store and virtual keys (the admin API's keys and usage endpoints).
+    pub fn governance(&self) -> Arc<governance::Governance> {
+        self.clients.governance.clone()
     }
 
     /// Stops accepting, lets in-flight requests finish, and returns when all connections

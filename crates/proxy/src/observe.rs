@@ -29,7 +29,13 @@ pub struct Trail {
     pub pod: Option<picker::pool::InFlight>,
     /// The route, when one of its policies acts at the end of the exchange.
     pub end: Option<Arc<crate::snapshot::RouteRt>>,
+    /// What must be settled once the exchange is over, whatever its outcome (a budget's
+    /// reservation trued up with the real usage, refunded when the call failed).
+    pub settlements: Vec<Settlement>,
 }
+
+/// Run once with the finished record (usage known, or not when the exchange broke off).
+pub type Settlement = Box<dyn FnOnce(&RequestRecord) + Send + Sync>;
 
 impl Trail {
     pub fn new(rec: RequestRecord) -> Self {
@@ -39,6 +45,7 @@ impl Trail {
             bytes_in: None,
             pod: None,
             end: None,
+            settlements: Vec::new(),
         }
     }
 
@@ -116,6 +123,9 @@ impl ObservedBody {
                 if let Some(n) = trail.rec.llm.as_ref().and_then(|l| l.output_tokens) {
                     pod.record_output_tokens(n);
                 }
+            }
+            for settle in trail.settlements.drain(..) {
+                settle(&trail.rec);
             }
             if let Some(route) = trail.end.take() {
                 for phase in &route.policies.phases {

@@ -3,8 +3,10 @@
 //! 1. **Route**: the snapshot current at arrival serves the request to its end; listener by
 //!    host, route by Gateway API precedence.
 //! 2. **Request headers** ([`Phase::request_headers`]): the route-phase policies in the order
-//!    [`route_phases`] lists (cors, jwtAuth, directResponse, requestRedirect). Any may answer
-//!    early; the rest of the request is then skipped.
+//!    [`route_phases`] lists (cors, authentication, authorization, limits, directResponse,
+//!    requestRedirect). Any may answer early; the rest of the request is then skipped. A phase
+//!    that needs a round trip (a store, an authorization service) says [`Flow::Wait`] and its
+//!    `_async` method is awaited; the others cost no future.
 //! 3. **Request body** ([`Phase::request_body`]): buffered (up to the limit; 413 past it) only
 //!    when a policy, the backend adapter, a retry or telemetry reads or resends it; streamed
 //!    otherwise.
@@ -45,7 +47,14 @@ pub enum Flow {
     Continue,
     /// Answer now with this response; nothing is sent upstream.
     Respond(Response<Body>),
+    /// The decision needs a round trip (a store, an authorization service): the pipeline
+    /// awaits the phase's `_async` method next. Phases that can decide in place never pay
+    /// for a future.
+    Wait,
 }
+
+/// The future of a phase's `_async` method.
+pub type PhaseFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Flow> + Send + 'a>>;
 
 /// One policy's part in the life of a request. Methods are listed in the order they run; each
 /// default does nothing, so a policy implements only the phases it acts in.
@@ -56,6 +65,15 @@ pub trait Phase: Send + Sync {
         Flow::Continue
     }
 
+    /// Awaited when [`Phase::request_headers`] returned [`Flow::Wait`].
+    fn request_headers_async<'a>(
+        &'a self,
+        _ctx: &'a mut RequestCtx<'_>,
+        _req: &'a Parts,
+    ) -> PhaseFuture<'a> {
+        Box::pin(std::future::ready(Flow::Continue))
+    }
+
     /// Whether [`Phase::request_body`] must see the whole body (it is buffered only then).
     fn reads_request_body(&self) -> bool {
         false
@@ -63,8 +81,18 @@ pub trait Phase: Send + Sync {
 
     /// The whole request body, when this policy asked for it. May replace it (a masked
     /// prompt) or answer early; a replaced body is what every attempt sends.
-    fn request_body(&self, _ctx: &mut RequestCtx<'_>, _body: &mut Bytes) -> Flow {
+    fn request_body(&self, _ctx: &mut RequestCtx<'_>, _req: &Parts, _body: &mut Bytes) -> Flow {
         Flow::Continue
+    }
+
+    /// Awaited when [`Phase::request_body`] returned [`Flow::Wait`].
+    fn request_body_async<'a>(
+        &'a self,
+        _ctx: &'a mut RequestCtx<'_>,
+        _req: &'a Parts,
+        _body: &'a mut Bytes,
+    ) -> PhaseFuture<'a> {
+        Box::pin(std::future::ready(Flow::Continue))
     }
 
     /// The upstream request of one attempt, built for the chosen backend after its
@@ -114,15 +142,46 @@ pub trait ChunkFilter: Send + Sync {
     }
 }
 
-/// The route-phase policies, in the order they run. Adding a policy: its file under
-/// `policy/`, its config type, and one line here.
-pub(crate) fn route_phases(p: &config::Policies) -> Result<Vec<Box<dyn Phase>>, PolicyError> {
+/// The route-phase policies, in the order they run: CORS, authentication (jwt, API keys,
+/// basic, extAuthz), authorization, limits and budgets (local buckets, the shared store's
+/// reservation, a remote rate-limit service), early answers, guards. Adding a policy: its
+/// file under `policy/`, its config type, and one line here.
+pub(crate) fn route_phases(
+    p: &config::Policies,
+    env: &crate::governance::PhaseEnv,
+) -> Result<Vec<Box<dyn Phase>>, PolicyError> {
     let mut phases: Vec<Box<dyn Phase>> = Vec::new();
     if let Some(c) = &p.cors {
         phases.push(Box::new(policy::Cors::compile(c)?));
     }
     if let Some(j) = &p.jwt_auth {
         phases.push(Box::new(policy::JwtAuth::compile(j)?));
+    }
+    if let Some(a) = &p.api_key_auth {
+        phases.push(Box::new(policy::api_key::ApiKeyAuth::compile(a, env)?));
+    }
+    if let Some(b) = &p.basic_auth {
+        phases.push(Box::new(policy::BasicAuth::compile(b)?));
+    }
+    if let Some(a) = &p.ext_authz {
+        phases.push(Box::new(policy::ExtAuthz::compile(a)?));
+    }
+    if let Some(a) = &p.authorization {
+        phases.push(Box::new(policy::authorization::Authorization::compile(
+            a, env,
+        )?));
+    }
+    if !p.local_rate_limit.is_empty() {
+        phases.push(Box::new(policy::local_rate_limit::LocalRateLimit::compile(
+            &p.local_rate_limit,
+            env,
+        )?));
+    }
+    if let Some(q) = policy::quota::Quota::compile(p, env)? {
+        phases.push(Box::new(q));
+    }
+    if let Some(r) = &p.remote_rate_limit {
+        phases.push(Box::new(policy::RemoteRateLimit::compile(r)?));
     }
     if let Some(d) = &p.direct_response {
         phases.push(Box::new(policy::DirectResponse::compile(d)?));
@@ -163,6 +222,9 @@ pub async fn handle(
                 backend: None,
                 dialect: None,
                 cors: None,
+                response_headers: None,
+                ext_authz_headers: None,
+                token_estimate: None,
                 error: None,
                 attempts: 0,
                 upstream: None,
@@ -330,7 +392,11 @@ async fn exchange<'a>(
 
     // 2. Request headers.
     for phase in &route.policies.phases {
-        if let Flow::Respond(resp) = phase.request_headers(ctx, &parts) {
+        let flow = match phase.request_headers(ctx, &parts) {
+            Flow::Wait => phase.request_headers_async(ctx, &parts).await,
+            flow => flow,
+        };
+        if let Flow::Respond(resp) = flow {
             return Ok(resp);
         }
     }
@@ -349,7 +415,11 @@ async fn exchange<'a>(
     if let Replay::Bytes(b) = &mut body {
         for phase in &route.policies.phases {
             if phase.reads_request_body() {
-                if let Flow::Respond(resp) = phase.request_body(ctx, b) {
+                let flow = match phase.request_body(ctx, &parts, b) {
+                    Flow::Wait => phase.request_body_async(ctx, &parts, b).await,
+                    flow => flow,
+                };
+                if let Flow::Respond(resp) = flow {
                     return Ok(resp);
                 }
             }
@@ -413,6 +483,13 @@ async fn request_body(
         }
         None => body,
     };
+    if upgrade && route.policies.reads_request_body {
+        // A policy of this route must read the body, which an upgraded connection does not
+        // have: refused rather than let the policy be skipped.
+        return Err(ProxyError::bad_request(
+            "this route's policies read request bodies: protocol upgrades are not allowed",
+        ));
+    }
     let capture_body = snapshot.telemetry.uses().request_body();
     // With more than one backend in the order, any of them may get the body (failover).
     let buffer = !upgrade
@@ -599,6 +676,11 @@ fn respond(ctx: &RequestCtx<'_>, mut resp: Response<Body>) -> Response<Body> {
     };
     if let Some(m) = modifier {
         m.apply(resp.headers_mut());
+    }
+    if let Some(h) = &ctx.response_headers {
+        for (name, value) in h {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
     }
     if !policies.filters_response_body {
         return resp;

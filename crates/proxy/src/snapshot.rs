@@ -185,6 +185,8 @@ pub struct ClientCache {
     pub(crate) mcp: crate::backend::mcp::GatewayCache,
     /// Model pools, kept across reloads while their settings are unchanged.
     pools: crate::backend::pool::PoolCache,
+    /// The limits store and virtual keys, kept while `config.redis` is unchanged.
+    pub(crate) governance: Arc<crate::governance::Governance>,
 }
 
 impl ClientCache {
@@ -225,10 +227,15 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, Compile
             .map_err(|e| CompileError::at(format!("pools[{pi}]"), format!("({}) {e}", p.name)))?;
         pools.insert(p.name.clone(), pool);
     }
+    let governance = cache
+        .governance
+        .for_config(config.config.redis.as_ref())
+        .map_err(|e| CompileError::at("config.redis", e))?;
     let ctx = CompileCtx {
         limits: &limits,
         cache,
         pools: &pools,
+        governance: &governance,
     };
     for (bi, bind) in config.binds.iter().enumerate() {
         let key = BindKey {
@@ -318,6 +325,7 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, Compile
 
 /// What compiling a route needs besides the route.
 struct CompileCtx<'a> {
+    governance: &'a Arc<crate::governance::Shared>,
     limits: &'a config::Limits,
     cache: &'a ClientCache,
     pools: &'a HashMap<String, Arc<picker::pool::Pool>>,
@@ -375,11 +383,20 @@ fn compile_route(
         backends.push(compile_backend(b, bi, &policies, ctx, used).map_err(|e| e.under(&bkey))?);
     }
     let total_weight = backends.iter().map(|b| b.weight as u64).sum();
+    let name: Arc<str> = r.name.clone().unwrap_or_else(|| rkey.to_string()).into();
+    let env = crate::governance::PhaseEnv {
+        governance: ctx.governance.clone(),
+        llm_route: !r.backends.is_empty()
+            && r.backends
+                .iter()
+                .all(|b| matches!(b.kind, BackendKind::Ai(_))),
+        route: name.clone(),
+    };
     Ok(RouteRt {
-        name: r.name.clone().unwrap_or_else(|| rkey.to_string()).into(),
+        name,
         backends,
         total_weight,
-        policies: RoutePolicies::compile(route_policies)
+        policies: RoutePolicies::compile(route_policies, &env)
             .map_err(|e| CompileError::from(e).under(&format!("{rkey}.policies")))?,
     })
 }

@@ -109,6 +109,26 @@ pub async fn run_file(file: PathBuf) -> ExitCode {
     running.wait_for_signal_and_drain().await
 }
 
+/// The admin server's keys and usage endpoints, answered by the gateway's governance state.
+struct GovernanceApi(Arc<proxy::governance::Governance>);
+
+impl admin::AdminApi for GovernanceApi {
+    fn handle(
+        &self,
+        method: http::Method,
+        path: String,
+        query: Option<String>,
+        body: bytes::Bytes,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<(http::StatusCode, serde_json::Value)>> + Send>,
+    > {
+        let gov = self.0.clone();
+        Box::pin(async move {
+            proxy::governance::admin::handle(&gov, &method, &path, query.as_deref(), body).await
+        })
+    }
+}
+
 /// A started gateway with its admin server.
 pub struct Running {
     pub gateway: Arc<Gateway>,
@@ -153,6 +173,7 @@ impl Running {
             }
             None => None,
         };
+        admin.set_api(Arc::new(GovernanceApi(gateway.governance())));
         admin.config_loaded(config::redacted_dump(&loaded.config));
         // Ready only now: every bind is listening.
         admin.set_ready(true);

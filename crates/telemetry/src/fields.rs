@@ -308,6 +308,23 @@ pub(crate) fn default_fields(
     if let Some(mcp) = &rec.mcp {
         mcp_fields(mcp, f);
     }
+    caller_fields(rec, f);
+}
+
+/// Who called: the API key's name, team and org, or the basic-auth user (never a secret).
+fn caller_fields(rec: &RequestRecord, f: &mut impl FieldSink) {
+    if let Some(k) = &rec.api_key {
+        f.field("apikey.name", Field::Str(&k.name));
+        if let Some(t) = &k.team {
+            f.field("apikey.team", Field::Str(t));
+        }
+        if let Some(o) = &k.org {
+            f.field("apikey.org", Field::Str(o));
+        }
+    }
+    if let Some(u) = &rec.basic_user {
+        f.field("user.name", Field::Str(u));
+    }
 }
 
 fn gen_ai_fields(llm: &LlmRecord, f: &mut impl FieldSink) {
@@ -413,4 +430,5 @@ pub(crate) fn span_attributes(rec: &RequestRecord, f: &mut impl FieldSink) {
     if let Some(mcp) = &rec.mcp {
         mcp_fields(mcp, f);
     }
+    caller_fields(rec, f);
 }

@@ -48,6 +48,57 @@ pub struct RequestRecord {
     pub mcp: Option<McpRecord>,
     /// Verified JWT claims (`jwtAuth`).
     pub jwt: Option<Arc<serde_json::Value>>,
+    /// The caller's API key (`apiKeyAuth`).
+    pub api_key: Option<Arc<ApiKeyInfo>>,
+    /// The caller's user name (`basicAuth`).
+    pub basic_user: Option<Arc<str>>,
+}
+
+/// What an API key says about its holder (never the key): the `apiKey` CEL variable, log and
+/// span fields.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApiKeyInfo {
+    pub name: Arc<str>,
+    /// The admin API's id of a virtual key; `None` for keys from the config.
+    pub id: Option<Arc<str>>,
+    pub team: Option<Arc<str>>,
+    pub org: Option<Arc<str>>,
+    /// Models the key may call (exact, or `prefix*`); empty: any.
+    pub models: Vec<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl ApiKeyInfo {
+    /// Whether the key may call `model`.
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.is_empty()
+            || self.models.iter().any(|m| match m.strip_suffix('*') {
+                Some(prefix) => model.starts_with(prefix),
+                None => m == model,
+            })
+    }
+
+    /// The `apiKey` CEL variable.
+    pub fn value(&self) -> cel::Value {
+        let mut m = MapBuilder::with_capacity(6);
+        m.insert("name", &*self.name)
+            .insert("virtual", self.id.is_some());
+        m.insert_opt("team", self.team.as_deref().map(str::to_string));
+        m.insert_opt("org", self.org.as_deref().map(str::to_string));
+        m.insert_opt("id", self.id.as_deref().map(str::to_string));
+        m.insert(
+            "models",
+            cel::Value::List(Arc::new(
+                self.models.iter().map(|s| s.as_str().into()).collect(),
+            )),
+        );
+        let mut meta = MapBuilder::with_capacity(self.metadata.len());
+        for (k, v) in &self.metadata {
+            meta.insert(k, v.as_str());
+        }
+        m.insert("metadata", meta.build());
+        m.build()
+    }
 }
 
 impl RequestRecord {
@@ -88,6 +139,8 @@ impl RequestRecord {
             llm: None,
             mcp: None,
             jwt: None,
+            api_key: None,
+            basic_user: None,
         }
     }
 
@@ -154,6 +207,18 @@ impl RequestRecord {
                 b.set(Var::Jwt, json_to_value(claims));
             }
         }
+        if uses.var(Var::ApiKey) {
+            if let Some(k) = &self.api_key {
+                b.set(Var::ApiKey, k.value());
+            }
+        }
+        if uses.var(Var::BasicAuth) {
+            if let Some(u) = &self.basic_user {
+                let mut m = MapBuilder::with_capacity(1);
+                m.insert("user", &**u);
+                b.set(Var::BasicAuth, m.build());
+            }
+        }
         b
     }
 }
@@ -215,6 +280,13 @@ impl RequestRecord {
                 "code" => Member::Found(Computed::Int(self.status as i64)),
                 _ => Member::Unknown,
             },
+            Var::ApiKey => match (field.as_str(), &self.api_key) {
+                (_, None) => Member::Missing,
+                ("name", Some(k)) => Member::Found(Computed::Str(&k.name)),
+                ("team", Some(k)) => opt_str(k.team.as_deref()),
+                ("org", Some(k)) => opt_str(k.org.as_deref()),
+                _ => Member::Unknown,
+            },
             Var::Backend => match field.as_str() {
                 "name" => opt_str(self.backend.as_deref()),
                 "type" => opt_str(self.backend_kind),
@@ -262,6 +334,8 @@ pub struct LlmRecord {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// From the request's start to the first content token of a stream.
     pub time_to_first_token: Option<Duration>,
+    /// The provider's stream broke off before its end (the client got an error event).
+    pub interrupted: bool,
 }
 
 impl LlmRecord {

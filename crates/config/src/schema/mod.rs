@@ -8,6 +8,7 @@
 mod ai;
 mod backend;
 mod bind;
+mod governance;
 mod mcp;
 mod observability;
 mod policies;
@@ -16,6 +17,7 @@ mod pool;
 pub use ai::*;
 pub use backend::*;
 pub use bind::*;
+pub use governance::*;
 pub use mcp::*;
 pub use observability::*;
 pub use policies::*;
@@ -73,6 +75,9 @@ pub struct GlobalConfig {
     /// Envoy `ext_proc` endpoint-picker server (`switchyard extproc`, or alongside the gateway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext_proc: Option<ExtProc>,
+    /// Shared store for rate limits, budgets, usage and virtual keys across replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Redis>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

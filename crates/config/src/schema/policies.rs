@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::governance::*;
 use super::AiPolicy;
 use crate::values::{Dur, HeaderName, HeaderValue, Secret, Status};
 
@@ -57,6 +58,31 @@ pub struct Policies {
     /// of the route must be `ai`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrails: Option<Guardrails>,
+    /// API keys (config, keys file, admin-made virtual keys); the key is the `apiKey` CEL
+    /// variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_auth: Option<ApiKeyAuth>,
+    /// `Authorization: Basic` against an htpasswd file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// An external authorization service (Envoy ext_authz, gRPC or HTTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_authz: Option<ExtAuthz>,
+    /// CEL allow/deny rules; a key's model list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
+    /// Token buckets in this process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_rate_limit: Vec<LocalRateLimit>,
+    /// Fixed-window limits in the shared store, exact across replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Token and money budgets per key, team and org.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Budgets>,
+    /// Envoy's rate limit service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_rate_limit: Option<RemoteRateLimit>,
 }
 
 /// `guardrails`: guards run on the prompt (`request`) and on the completion (`response`).
@@ -128,8 +154,16 @@ pub struct JwtAuth {
     /// one is refused. `permissive`: never refuses; only a valid token's claims are used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<JwtMode>,
-    /// The JWK set (JSON), usually `{file: jwks.json}`.
-    pub jwks: Secret,
+    /// The JWK set (JSON), usually `{file: jwks.json}`. Give this or `jwksUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<Secret>,
+    /// Where to fetch the JWK set (cached; fetched again on an unknown `kid`, at most every
+    /// 10 s, and every `jwksRefresh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// How often the JWK set is fetched again from `jwksUrl`. Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_refresh: Option<Dur>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -182,6 +216,17 @@ impl Policies {
             mcp_authorization: pick(&top.mcp_authorization, &self.mcp_authorization),
             jwt_auth: pick(&top.jwt_auth, &self.jwt_auth),
             guardrails: pick(&top.guardrails, &self.guardrails),
+            api_key_auth: pick(&top.api_key_auth, &self.api_key_auth),
+            basic_auth: pick(&top.basic_auth, &self.basic_auth),
+            ext_authz: pick(&top.ext_authz, &self.ext_authz),
+            authorization: pick(&top.authorization, &self.authorization),
+            local_rate_limit: match top.local_rate_limit.is_empty() {
+                true => self.local_rate_limit.clone(),
+                false => top.local_rate_limit.clone(),
+            },
+            rate_limit: pick(&top.rate_limit, &self.rate_limit),
+            budgets: pick(&top.budgets, &self.budgets),
+            remote_rate_limit: pick(&top.remote_rate_limit, &self.remote_rate_limit),
         }
     }
 }

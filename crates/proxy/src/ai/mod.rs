@@ -17,7 +17,7 @@ pub mod google;
 mod plan;
 pub mod providers;
 mod response;
-mod token;
+pub(crate) mod token;
 
 pub use providers::{Operation, ProviderApi};
 

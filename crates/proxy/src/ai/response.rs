@@ -188,6 +188,7 @@ impl http_body::Body for TranslatingBody {
                     let out = this
                         .translator
                         .fail(&format!("the provider's stream broke off: {e}"));
+                    this.llm.update(|r| r.interrupted = true);
                     this.end();
                     out
                 }

@@ -11,14 +11,22 @@
 //!   A backend's policy of a kind replaces the route's: [`layered`] decides that once, here,
 //!   at compile time.
 
+pub mod api_key;
+pub mod authorization;
 pub mod backend_auth;
 pub mod backend_tls;
+pub mod basic_auth;
 pub mod cors;
 pub mod direct_response;
+pub mod ext_authz;
 pub mod guardrails;
 pub mod header_modifier;
 pub mod jwt;
+pub mod local_rate_limit;
+pub mod quota;
 pub mod redirect;
+pub mod remote_rate_limit;
+pub mod request_cel;
 pub mod retry;
 pub mod url_rewrite;
 
@@ -28,16 +36,33 @@ use std::time::Duration;
 use config::Policies;
 
 pub use backend_auth::BackendAuth;
+pub use basic_auth::BasicAuth;
 pub use cors::{Cors, CorsOutcome};
 pub use direct_response::DirectResponse;
+pub use ext_authz::ExtAuthz;
 pub use guardrails::Guardrails;
 pub use header_modifier::HeaderModifier;
 pub use jwt::JwtAuth;
 pub use redirect::Redirect;
+pub use remote_rate_limit::RemoteRateLimit;
 pub use retry::Retry;
 pub use url_rewrite::{rewrite_authority, rewrite_path, UrlRewrite};
 
 use crate::pipeline::Phase;
+
+/// Makes sure `ctx.model` holds the model the request names, when it names one: Gemini's
+/// path, else `model` in the JSON body (already read when the listener routes by model).
+pub(crate) fn read_model(
+    ctx: &mut crate::context::RequestCtx<'_>,
+    req: &http::request::Parts,
+    body: &[u8],
+) {
+    if ctx.model.is_none() {
+        ctx.model = llm::model_in_path(req.uri.path())
+            .map(str::to_string)
+            .or_else(|| llm::model_in_body(body));
+    }
+}
 
 /// A policy that cannot be compiled: what is wrong with it (the caller adds where it is).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,11 +115,14 @@ pub struct RoutePolicies {
 }
 
 impl RoutePolicies {
-    pub fn compile(p: Option<&Policies>) -> Result<Self, PolicyError> {
+    pub fn compile(
+        p: Option<&Policies>,
+        env: &crate::governance::PhaseEnv,
+    ) -> Result<Self, PolicyError> {
         let Some(p) = p else {
             return Ok(RoutePolicies::default());
         };
-        let phases = crate::pipeline::route_phases(p)?;
+        let phases = crate::pipeline::route_phases(p, env)?;
         Ok(RoutePolicies {
             filters_response_body: phases.iter().any(|ph| ph.filters_response_body()),
             observes_end: phases.iter().any(|ph| ph.observes_end()),

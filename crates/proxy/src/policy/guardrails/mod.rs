@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use llm::Format;
@@ -282,7 +283,7 @@ impl Phase for Guardrails {
         true
     }
 
-    fn request_body(&self, ctx: &mut RequestCtx<'_>, body: &mut Bytes) -> Flow {
+    fn request_body(&self, ctx: &mut RequestCtx<'_>, _req: &Parts, body: &mut Bytes) -> Flow {
         let format = ctx.dialect.unwrap_or(Format::OpenAiChat);
         if body.is_empty() {
             return Flow::Continue;

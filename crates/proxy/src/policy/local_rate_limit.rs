@@ -1,0 +1,336 @@
+//! `localRateLimit` (route phase): token buckets in this process, by requests and by LLM
+//! tokens, one bucket per value of a CEL key (per API key, team, user header, model...).
+//! No round trip, so each replica counts alone; `rateLimit` is the shared, exact one.
+//!
+//! A token bucket holds up to `limit` and refills at `limit` per `per`. A request takes one
+//! request token; an LLM call takes its estimate (prompt + `max_tokens`) before it is sent
+//! and the bucket is trued up with the real usage after (it may go below zero, which delays
+//! the next calls instead of refusing a call already made).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cel::{Expression, Uses, Var};
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::request::Parts;
+use http::{HeaderMap, StatusCode};
+
+use super::api_key::refusal;
+use super::{request_cel, PolicyError};
+use crate::context::RequestCtx;
+use crate::governance::estimate::estimate;
+use crate::governance::{windows, PhaseEnv};
+use crate::pipeline::{Flow, Phase};
+
+/// Buckets kept per limit before idle (full) ones are dropped.
+const MAX_BUCKETS: usize = 100_000;
+const DEFAULT_MAX_TOKENS: u64 = 1024;
+
+pub struct LocalRateLimit {
+    limits: Vec<Arc<Limit>>,
+    uses: Uses,
+    /// Some limit counts tokens or reads the model: decided once the body is read.
+    on_body: bool,
+}
+
+struct Limit {
+    key: Option<Expression>,
+    requests: Option<Rate>,
+    tokens: Option<Rate>,
+    buckets: Mutex<HashMap<String, Buckets>>,
+}
+
+#[derive(Clone, Copy)]
+struct Rate {
+    limit: f64,
+    /// Tokens added per second.
+    refill: f64,
+}
+
+#[derive(Default)]
+struct Buckets {
+    requests: Option<Bucket>,
+    tokens: Option<Bucket>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    level: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(rate: Rate, now: Instant) -> Bucket {
+        Bucket {
+            level: rate.limit,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.level = (self.level + dt * rate.refill).min(rate.limit);
+        self.at = now;
+    }
+
+    /// Time until `amount` is available (zero when it is now).
+    fn wait_for(&self, rate: Rate, amount: f64) -> Duration {
+        let missing = amount.min(rate.limit) - self.level;
+        match missing > 0.0 {
+            true => Duration::from_secs_f64(missing / rate.refill),
+            false => Duration::ZERO,
+        }
+    }
+}
+
+/// A limit's state after a request took from it, for the `x-ratelimit-*` headers.
+struct Shown {
+    kind: &'static str,
+    limit: u64,
+    remaining: u64,
+    reset: Duration,
+}
+
+impl LocalRateLimit {
+    pub fn compile(c: &[config::LocalRateLimit], env: &PhaseEnv) -> Result<Self, PolicyError> {
+        let mut limits = Vec::new();
+        let mut uses = Uses::default();
+        let mut counts_tokens = false;
+        for (i, l) in c.iter().enumerate() {
+            let key = l
+                .key
+                .as_deref()
+                .map(Expression::compile)
+                .transpose()
+                .map_err(|e| PolicyError::new(format!("localRateLimit[{i}].key: {e}")))?;
+            if let Some(k) = &key {
+                uses = uses.union(k.uses());
+            }
+            let rate = |b: &config::Bucket| Rate {
+                limit: b.limit as f64,
+                refill: b.limit as f64 / b.per.0.as_secs_f64().max(1e-3),
+            };
+            counts_tokens |= l.tokens.is_some();
+            limits.push(Arc::new(Limit {
+                key,
+                requests: l.requests.as_ref().map(rate),
+                tokens: l.tokens.as_ref().map(rate),
+                buckets: Mutex::new(HashMap::new()),
+            }));
+        }
+        Ok(LocalRateLimit {
+            limits,
+            on_body: env.llm_route && (counts_tokens || uses.var(Var::Llm)),
+            uses,
+        })
+    }
+
+    /// Takes from every bucket the request falls in, or refuses with 429 when one lacks room
+    /// (then nothing is taken).
+    fn take(&self, ctx: &mut RequestCtx<'_>, req: &Parts, tokens: Option<u64>) -> Flow {
+        let scope = self
+            .uses
+            .any()
+            .then(|| request_cel::bindings(ctx, req, self.uses).scope(self.uses));
+        let now = Instant::now();
+        let mut keyed: Vec<(&Arc<Limit>, String)> = Vec::with_capacity(self.limits.len());
+        for l in &self.limits {
+            let key = match (&l.key, &scope) {
+                (Some(e), Some(scope)) => match e
+                    .eval_in(scope)
+                    .ok()
+                    .as_ref()
+                    .and_then(request_cel::key_text)
+                {
+                    Some(k) => k,
+                    // No value for this request: this limit does not apply.
+                    None => continue,
+                },
+                _ => String::new(),
+            };
+            keyed.push((l, key));
+        }
+        let token_amount = tokens.unwrap_or(0) as f64;
+        // First pass: is there room everywhere?
+        let mut wait = Duration::ZERO;
+        for (l, key) in &keyed {
+            let mut buckets = l.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            let b = buckets.entry(key.clone()).or_default();
+            for (rate, bucket, amount) in [
+                (l.requests, &mut b.requests, 1.0),
+                (l.tokens, &mut b.tokens, token_amount),
+            ] {
+                if let Some(rate) = rate {
+                    let bucket = bucket.get_or_insert_with(|| Bucket::full(rate, now));
+                    bucket.refill(rate, now);
+                    wait = wait.max(bucket.wait_for(rate, amount));
+                }
+            }
+        }
+        if !wait.is_zero() {
+            let mut resp = refusal(
+                ctx,
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate limit exceeded (localRateLimit)".into(),
+            );
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+            return Flow::Respond(resp);
+        }
+        // Second pass: take, and note the tightest limit for the headers.
+        let mut shown: [Option<Shown>; 2] = [None, None];
+        for (l, key) in &keyed {
+            let mut buckets = l.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            if buckets.len() > MAX_BUCKETS {
+                prune(&mut buckets, l, now);
+            }
+            let b = buckets.entry(key.clone()).or_default();
+            for (i, (rate, bucket, amount)) in [
+                (l.requests, &mut b.requests, 1.0),
+                (l.tokens, &mut b.tokens, token_amount),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let (Some(rate), Some(bucket)) = (rate, bucket.as_mut()) else {
+                    continue;
+                };
+                bucket.level -= amount;
+                let s = Shown {
+                    kind: if i == 0 { "requests" } else { "tokens" },
+                    limit: rate.limit as u64,
+                    remaining: bucket.level.max(0.0) as u64,
+                    reset: Duration::from_secs_f64(
+                        (rate.limit - bucket.level).max(0.0) / rate.refill,
+                    ),
+                };
+                if shown[i].as_ref().is_none_or(|o| s.remaining < o.remaining) {
+                    shown[i] = Some(s);
+                }
+            }
+        }
+        for s in shown.into_iter().flatten() {
+            set_rate_headers(ctx, s.kind, s.limit, s.remaining, s.reset);
+        }
+        if let Some(reserved) = tokens.filter(|_| keyed.iter().any(|(l, _)| l.tokens.is_some())) {
+            let held: Vec<(Arc<Limit>, String)> = keyed
+                .into_iter()
+                .filter(|(l, _)| l.tokens.is_some())
+                .map(|(l, k)| (l.clone(), k))
+                .collect();
+            ctx.trail.settlements.push(Box::new(move |rec| {
+                let used = used_tokens(rec).unwrap_or(0);
+                let back = reserved as f64 - used as f64;
+                for (l, key) in held {
+                    let mut buckets = l.buckets.lock().unwrap_or_else(|p| p.into_inner());
+                    if let (Some(rate), Some(b)) = (
+                        l.tokens,
+                        buckets.get_mut(&key).and_then(|b| b.tokens.as_mut()),
+                    ) {
+                        b.refill(rate, Instant::now());
+                        b.level = (b.level + back).min(rate.limit);
+                    }
+                }
+            }));
+        }
+        Flow::Continue
+    }
+}
+
+/// Drops buckets that are full again (idle keys), so a flood of distinct keys cannot grow
+/// the map without bound.
+fn prune(buckets: &mut HashMap<String, Buckets>, l: &Limit, now: Instant) {
+    buckets.retain(|_, b| {
+        let idle = |rate: Option<Rate>, bucket: &mut Option<Bucket>| match (rate, bucket.as_mut()) {
+            (Some(rate), Some(bk)) => {
+                bk.refill(rate, now);
+                bk.level >= rate.limit
+            }
+            _ => true,
+        };
+        !(idle(l.requests, &mut b.requests) && idle(l.tokens, &mut b.tokens))
+    });
+}
+
+/// The tokens a finished call used: the provider's usage when it reported it.
+pub(crate) fn used_tokens(rec: &telemetry::RequestRecord) -> Option<u64> {
+    let llm = rec.llm.as_ref()?;
+    Some(llm.input_tokens.unwrap_or(0) + llm.output_tokens.unwrap_or(0))
+}
+
+/// Sets OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` on the response.
+pub(crate) fn set_rate_headers(
+    ctx: &mut RequestCtx<'_>,
+    kind: &str,
+    limit: u64,
+    remaining: u64,
+    reset: Duration,
+) {
+    let h = ctx.response_headers.get_or_insert_with(HeaderMap::new);
+    for (what, value) in [
+        ("limit", HeaderValue::from(limit)),
+        ("remaining", HeaderValue::from(remaining)),
+        (
+            "reset",
+            HeaderValue::from_str(&windows::reset_text(reset))
+                .unwrap_or(HeaderValue::from_static("0s")),
+        ),
+    ] {
+        if let Ok(name) = HeaderName::from_bytes(format!("x-ratelimit-{what}-{kind}").as_bytes()) {
+            h.insert(name, value);
+        }
+    }
+}
+
+impl Phase for LocalRateLimit {
+    fn request_headers(&self, ctx: &mut RequestCtx<'_>, req: &Parts) -> Flow {
+        match self.on_body {
+            true => Flow::Continue,
+            false => self.take(ctx, req, None),
+        }
+    }
+
+    fn reads_request_body(&self) -> bool {
+        self.on_body
+    }
+
+    fn request_body(&self, ctx: &mut RequestCtx<'_>, req: &Parts, body: &mut Bytes) -> Flow {
+        super::read_model(ctx, req, body);
+        if ctx.token_estimate.is_none() {
+            ctx.token_estimate = Some(
+                ctx.dialect
+                    .and_then(|f| estimate(f, req, body, DEFAULT_MAX_TOKENS)),
+            );
+        }
+        let tokens = ctx.token_estimate.flatten().map(|e| e.total());
+        self.take(ctx, req, tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_refills_at_its_rate_up_to_its_limit() {
+        let rate = Rate {
+            limit: 10.0,
+            refill: 10.0,
+        };
+        let t0 = Instant::now();
+        let mut b = Bucket::full(rate, t0);
+        b.level -= 10.0;
+        assert_eq!(b.wait_for(rate, 1.0), Duration::from_millis(100));
+        b.refill(rate, t0 + Duration::from_millis(500));
+        assert!((b.level - 5.0).abs() < 1e-9);
+        b.refill(rate, t0 + Duration::from_secs(60));
+        assert_eq!(b.level, 10.0, "never above the limit");
+        // A request larger than the bucket waits only for a full bucket.
+        b.level = 0.0;
+        assert_eq!(b.wait_for(rate, 50.0), Duration::from_secs(1));
+    }
+}

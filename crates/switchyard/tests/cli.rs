@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, http, spawn_ready_with_stdout, test_pki, wait_until, Proc, BIN};
+use common::{
+    free_port, http, http_with, spawn_ready_with_stdout, test_pki, wait_until, Proc, BIN,
+};
 
 /// Writes `yaml` to `dir/name` and runs `switchyard validate` on it: (success, stderr).
 fn validate_text(dir: &Path, name: &str, yaml: &str) -> (bool, String) {
@@ -307,6 +309,17 @@ fn demo_serves_a_chat_completion() {
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["usage"]["completion_tokens"], 3);
+    // The key-protected route: no key is 401; the README's key works and is counted.
+    let chat =
+        r#"{"model":"sim-gpt","max_tokens":50,"messages":[{"role":"user","content":"Hello!"}]}"#;
+    let (status, _) = http(gw, "POST", "/team/v1/chat/completions", chat).unwrap();
+    assert_eq!(status, 401);
+    let key = [("authorization", "Bearer sk-demo-team")];
+    let (status, body) = http_with(gw, "POST", "/team/v1/chat/completions", &key, chat).unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_until("usage recorded", Duration::from_secs(5), || {
+        http(adm, "GET", "/usage", "").is_some_and(|(_, b)| b.contains("demo-user"))
+    });
 }
 
 #[test]

@@ -153,6 +153,11 @@ async fn local_token_buckets_answer_429_with_retry_after_and_openai_headers() {
     assert!((1..=20).contains(&after), "{after}");
     // bob has his own bucket.
     assert_eq!(send(addr, get_as("sk-bob")).await.status, 200);
+    let metrics = telemetry::Metrics::global().encode();
+    assert!(
+        metrics.contains(r#"switchyard_limit_decisions_total{route="binds[0].listeners[0].routes[0]",policy="localRateLimit",outcome="refused"}"#),
+        "{metrics}"
+    );
 }
 
 /// The store key of a budget counter for today (`month`: this month).

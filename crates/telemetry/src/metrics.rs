@@ -103,6 +103,22 @@ pub struct GuardrailLabels {
     pub side: &'static str,
 }
 
+/// A limit's decision: the route (config), which policy (`localRateLimit`, `rateLimit`,
+/// `budgets`, `key`), and `admitted`, `refused`, `store_error` or `over_budget_audit`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub route: Label,
+    pub policy: &'static str,
+    pub outcome: &'static str,
+}
+
+/// Spend by team (capped like model names; empty without a key) and model.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpendLabels {
+    pub team: String,
+    pub gen_ai_request_model: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
@@ -125,11 +141,15 @@ pub struct Metrics {
     pub pool_picks: Family<PickLabels, Counter>,
     pub pool_pick_duration: Family<PickLabels, Histogram>,
     pub guardrail_hits: Family<GuardrailLabels, Counter>,
+    pub limit_decisions: Family<LimitLabels, Counter>,
+    pub spend: Family<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub limits_store_errors: Counter,
     pub spans_exported: Counter,
     pub spans_dropped: Counter,
     pub log_lines_dropped: Counter,
     models: RwLock<HashSet<String>>,
     tools: RwLock<HashSet<String>>,
+    teams: RwLock<HashSet<String>>,
 }
 
 fn seconds_buckets() -> Histogram {
@@ -183,6 +203,9 @@ impl Metrics {
         let pool_pick_duration =
             Family::<PickLabels, Histogram>::new_with_constructor(pick_buckets as fn() -> _);
         let guardrail_hits = Family::<GuardrailLabels, Counter>::default();
+        let limit_decisions = Family::<LimitLabels, Counter>::default();
+        let spend = Family::<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        let limits_store_errors = Counter::default();
         let spans_exported = Counter::default();
         let spans_dropped = Counter::default();
         let log_lines_dropped = Counter::default();
@@ -248,6 +271,22 @@ impl Metrics {
             guardrail_hits.clone(),
         );
         sy.register(
+            "limit_decisions",
+            "Rate-limit and budget decisions, by route, policy and outcome",
+            limit_decisions.clone(),
+        );
+        sy.register_with_unit(
+            "llm_spend",
+            "Money spent on LLM calls (price table x provider usage), by team and model",
+            Unit::Other("usd".into()),
+            spend.clone(),
+        );
+        sy.register(
+            "limits_store_errors",
+            "Round trips to the limits store (Redis) that failed or timed out",
+            limits_store_errors.clone(),
+        );
+        sy.register(
             "trace_spans_exported",
             "Spans delivered to the OTLP collector",
             spans_exported.clone(),
@@ -304,11 +343,15 @@ impl Metrics {
             pool_picks,
             pool_pick_duration,
             guardrail_hits,
+            limit_decisions,
+            spend,
+            limits_store_errors,
             spans_exported,
             spans_dropped,
             log_lines_dropped,
             models: RwLock::new(HashSet::new()),
             tools: RwLock::new(HashSet::new()),
+            teams: RwLock::new(HashSet::new()),
         }
     }
 
@@ -329,6 +372,30 @@ impl Metrics {
     /// A tool name as a label value, capped like model names.
     pub fn tool_label(&self, tool: Option<&str>) -> String {
         capped(&self.tools, tool)
+    }
+
+    /// One limit decision.
+    pub fn limit_decision(&self, route: &Arc<str>, policy: &'static str, outcome: &'static str) {
+        self.limit_decisions
+            .get_or_create(&LimitLabels {
+                route: Label(route.clone()),
+                policy,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Money a settled LLM call cost.
+    pub fn spent(&self, team: Option<&str>, model: Option<&str>, usd: f64) {
+        if usd <= 0.0 {
+            return;
+        }
+        self.spend
+            .get_or_create(&SpendLabels {
+                team: capped(&self.teams, team),
+                gen_ai_request_model: self.model_label(model),
+            })
+            .inc_by(usd);
     }
 
     pub fn observe_connect(&self, upstream: &Arc<str>, took: Duration, ok: bool) {

@@ -29,6 +29,8 @@ const MAX_BUCKETS: usize = 100_000;
 const DEFAULT_MAX_TOKENS: u64 = 1024;
 
 pub struct LocalRateLimit {
+    /// The route's name (metric label).
+    route: Arc<str>,
     limits: Vec<Arc<Limit>>,
     uses: Uses,
     /// Some limit counts tokens or reads the model: decided once the body is read.
@@ -121,6 +123,7 @@ impl LocalRateLimit {
             }));
         }
         Ok(LocalRateLimit {
+            route: env.route.clone(),
             limits,
             on_body: env.llm_route && (counts_tokens || uses.var(Var::Llm)),
             uses,
@@ -169,7 +172,9 @@ impl LocalRateLimit {
                 }
             }
         }
+        let metrics = telemetry::Metrics::global();
         if !wait.is_zero() {
+            metrics.limit_decision(&self.route, "localRateLimit", "refused");
             let mut resp = refusal(
                 ctx,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -180,6 +185,9 @@ impl LocalRateLimit {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
             return Flow::Respond(resp);
+        }
+        if !keyed.is_empty() {
+            metrics.limit_decision(&self.route, "localRateLimit", "admitted");
         }
         // Second pass: take, and note the tightest limit for the headers.
         let mut shown: [Option<Shown>; 2] = [None, None];

@@ -41,6 +41,8 @@ const DEFAULT_KEY_WINDOW: Duration = Duration::from_secs(60);
 
 pub struct Quota {
     shared: Arc<Shared>,
+    /// The route's name (metric label).
+    route: Arc<str>,
     limits: Vec<SharedLimit>,
     rate_fail_open: bool,
     budgets: Budgets,
@@ -75,6 +77,8 @@ struct Meta {
     label: String,
     unit: Unit,
     budget: bool,
+    /// The policy it comes from (metric label): `rateLimit`, `budgets` or `key`.
+    policy: &'static str,
     /// Refused past `limit`; else (audit) only logged.
     limit: u64,
     fail_open: bool,
@@ -131,6 +135,7 @@ impl Quota {
         let empty = Default::default();
         Ok(Some(Quota {
             shared: env.governance.clone(),
+            route: env.route.clone(),
             limits,
             rate_fail_open: p.rate_limit.as_ref().is_some_and(|r| r.fail_open),
             budgets,
@@ -184,6 +189,7 @@ impl Quota {
                 label: format!("rate limit {:?}", &*l.name),
                 unit,
                 budget: false,
+                policy: "rateLimit",
                 limit,
                 fail_open: self.rate_fail_open,
             };
@@ -217,6 +223,7 @@ impl Quota {
                 label: format!("rate limit of the API key {:?}", &*info.name),
                 unit,
                 budget: false,
+                policy: "key",
                 limit,
                 fail_open: self.rate_fail_open,
             };
@@ -281,6 +288,7 @@ impl Quota {
                 label: format!("{scope_name} {shown:?} budget ({window})"),
                 unit,
                 budget: true,
+                policy: "budgets",
                 limit,
                 fail_open: self.budgets.fail_open,
             };
@@ -316,6 +324,7 @@ impl Quota {
             match self.shared.store.reserve(&charges).await {
                 Err(e) => {
                     warn_store_down(&e.0);
+                    metrics().limit_decision(&self.route, "shared", "store_error");
                     if !metas.iter().all(|m| m.fail_open) {
                         return Flow::Respond(refusal(
                             ctx,
@@ -327,12 +336,15 @@ impl Quota {
                 }
                 Ok(r) => {
                     if let Some(i) = r.refused {
+                        metrics().limit_decision(&self.route, metas[i].policy, "refused");
                         return Flow::Respond(self.refused(ctx, &metas, &r.counters, i));
                     }
+                    metrics().limit_decision(&self.route, "shared", "admitted");
                     self.show(ctx, &metas, &r.counters);
                     for (i, m) in metas.iter().enumerate() {
                         if m.budget && r.counters[i].0 as u64 > m.limit && !self.budgets.enforce {
                             tracing::warn!(budget = %m.label, "over budget (audit mode: admitted)");
+                            metrics().limit_decision(&self.route, "budgets", "over_budget_audit");
                         }
                         if m.unit != Unit::Requests {
                             reserved.push((
@@ -441,6 +453,11 @@ impl Quota {
                 .as_deref()
                 .and_then(|m| prices.cost_micros(m, used.input, used.cached, used.output))
                 .unwrap_or(0);
+            metrics().spent(
+                key.as_ref().and_then(|k| k.team.as_deref()),
+                model.as_deref(),
+                cost as f64 / 1e6,
+            );
             let adjustments: Vec<crate::governance::Adjustment> = reserved
                 .into_iter()
                 .filter_map(|(k, amount, ttl, unit)| {
@@ -576,8 +593,13 @@ fn key_part(v: &str) -> String {
     }
 }
 
-/// Logs that the store is down, at most every 10 s.
+fn metrics() -> &'static telemetry::Metrics {
+    telemetry::Metrics::global()
+}
+
+/// Logs that the store is down (at most every 10 s) and counts it.
 fn warn_store_down(error: &str) {
+    metrics().limits_store_errors.inc();
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -36,6 +36,11 @@ end
 
 function init(args)
   mode = args[1] or "chat"
+  -- $WRK_AUTH, when set, is sent as the Authorization header (bench/governance.sh: an API key).
+  local auth = os.getenv("WRK_AUTH")
+  if auth and auth ~= "" then
+    wrk.headers["Authorization"] = auth
+  end
   if mode == "chat" or mode == "chat-stream" then
     wrk.method = "POST"
     wrk.headers["Content-Type"] = "application/json"

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -82,7 +82,12 @@ pub fn key_map(keys: &[config::ApiKey]) -> Result<KeyMap, String> {
 pub struct KeysFile {
     path: PathBuf,
     keys: ArcSwap<KeyMap>,
-    modified: std::sync::Mutex<(Option<SystemTime>, std::time::Instant)>,
+    /// The file's modification time when last read.
+    modified: std::sync::Mutex<Option<SystemTime>>,
+    /// When the file was last checked, in ms since `epoch`: read on every request, so an
+    /// atomic rather than a lock.
+    checked_ms: AtomicU64,
+    epoch: std::time::Instant,
     checking: AtomicBool,
 }
 
@@ -95,7 +100,9 @@ impl KeysFile {
                 key_map(&keys).map_err(|e| format!("{}: {e}", path.display()))?,
             ),
             path,
-            modified: std::sync::Mutex::new((modified, std::time::Instant::now())),
+            modified: std::sync::Mutex::new(modified),
+            checked_ms: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             checking: AtomicBool::new(false),
         })
     }
@@ -106,22 +113,19 @@ impl KeysFile {
     }
 
     fn refresh_if_due(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        if now < self.checked_ms.load(Ordering::Relaxed) + 1000
+            || self.checking.swap(true, Ordering::AcqRel)
         {
-            let m = self.modified.lock().unwrap_or_else(|p| p.into_inner());
-            if m.1.elapsed() < Duration::from_secs(1) {
-                return;
-            }
-        }
-        if self.checking.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.checked_ms.store(now, Ordering::Relaxed);
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
-        let mut m = self.modified.lock().unwrap_or_else(|p| p.into_inner());
-        m.1 = std::time::Instant::now();
-        if modified != m.0 {
-            m.0 = modified;
+        let mut last = self.modified.lock().unwrap_or_else(|p| p.into_inner());
+        if modified != *last {
+            *last = modified;
             match config::load_api_keys(&self.path)
                 .map_err(|e| e.to_string())
                 .and_then(|k| key_map(&k))
@@ -135,6 +139,7 @@ impl KeysFile {
                 }
             }
         }
+        drop(last);
         self.checking.store(false, Ordering::Release);
     }
 }
@@ -229,7 +234,12 @@ impl VirtualKeys {
 
     /// Starts polling Redis (once per registry; needs a runtime, so it starts on first use).
     pub fn start_sync(self: &Arc<Self>) {
-        if self.redis.is_none() || self.syncing.swap(true, Ordering::AcqRel) {
+        // A plain load first: requests read it on every call, and a swap would write the
+        // shared cache line each time.
+        if self.redis.is_none()
+            || self.syncing.load(Ordering::Relaxed)
+            || self.syncing.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {

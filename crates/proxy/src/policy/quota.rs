@@ -518,6 +518,31 @@ impl Quota {
         }));
     }
 
+    /// Whether some counter of this request is in tokens or money (then the call is estimated
+    /// before it is made).
+    fn counts_tokens(&self, ctx: &RequestCtx<'_>) -> bool {
+        if self.limits.iter().any(|l| l.tokens.is_some()) || self.budgets.key.is_some() {
+            return true;
+        }
+        let Some(entry) = &ctx.identity.key_limits else {
+            return false;
+        };
+        let info = &entry.info;
+        entry.budget.is_some()
+            || entry
+                .rate_limit
+                .as_ref()
+                .is_some_and(|r| r.tokens.is_some())
+            || info
+                .team
+                .as_deref()
+                .is_some_and(|t| self.budgets.teams.contains_key(t))
+            || info
+                .org
+                .as_deref()
+                .is_some_and(|o| self.budgets.orgs.contains_key(o))
+    }
+
     /// The request's token estimate, made once per request (other policies share it).
     fn estimate(&self, ctx: &mut RequestCtx<'_>, req: &Parts, body: &[u8]) -> Option<Estimate> {
         if ctx.token_estimate.is_none() {
@@ -641,7 +666,11 @@ impl Phase for Quota {
 
     fn request_body(&self, ctx: &mut RequestCtx<'_>, req: &Parts, body: &mut Bytes) -> Flow {
         super::read_model(ctx, req, body);
-        let est = self.estimate(ctx, req, body);
+        let est = match self.counts_tokens(ctx) {
+            true => self.estimate(ctx, req, body),
+            // Nothing charges tokens: the tokenizer is not run (usage is still recorded).
+            false => None,
+        };
         if self.charges(ctx, req, est).0.is_empty() {
             self.arrange_settlement(ctx, est, Vec::new());
             return Flow::Continue;
@@ -655,7 +684,10 @@ impl Phase for Quota {
         req: &'a Parts,
         body: &'a mut Bytes,
     ) -> PhaseFuture<'a> {
-        let est = self.estimate(ctx, req, body);
+        let est = match self.counts_tokens(ctx) {
+            true => self.estimate(ctx, req, body),
+            false => None,
+        };
         Box::pin(self.admit(ctx, req, est))
     }
 }

@@ -22,7 +22,10 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 /// One bind with one `ai` backend; `provider` is the provider's YAML (`openAI: {}`), `auth` a
 /// policies line for its credentials (or empty). An empty `routes` leaves out the `ai.routes`
 /// table (the gateway classifies by well-known path), an empty `alias` the `modelAliases`.
-fn ai_bind(port: u16, b: &Binding, upstream: SocketAddr) -> String {
+/// `route_policies` (a YAML mapping, or empty) are the route's own policies: the route-phase
+/// ones (`apiKeyAuth`, `localRateLimit`...) belong there, not on the backend.
+fn ai_bind(port: u16, b: &Binding, upstream: SocketAddr, route_policies: &str) -> String {
     let mut ai = String::new();
     if !b.routes.is_empty() {
         ai += &format!("\n              routes: {{{}}}", b.routes);
@@ -25,12 +27,16 @@ fn ai_bind(port: u16, b: &Binding, upstream: SocketAddr) -> String {
     if ai.is_empty() {
         ai = " {}".into();
     }
+    let route = match route_policies {
+        "" => String::new(),
+        p => format!("policies: {p}\n      "),
+    };
     format!(
         r#"- port: {port}
   address: 127.0.0.1
   listeners:
   - routes:
-    - backends:
+    - {route}backends:
       - ai:
           name: {name}
           hostOverride: {upstream}
@@ -58,6 +64,18 @@ const OPENAI_ROUTES: &str =
     "/v1/chat/completions: completions, /v1/responses: responses, /v1/models: models, '*': passthrough";
 const ANTHROPIC_ROUTES: &str =
     "/v1/messages: messages, /v1/messages/count_tokens: anthropicTokenCount, '*': passthrough";
+
+/// The governed binds' route policies (`test_governance_sdk.py`): API keys, each limited to
+/// 3 requests a minute; `erin`'s team also to 1 every 2 s (a `retry-after` short enough for
+/// the SDK's own retry). Each test that spends a limit has its own key.
+const GOVERNANCE: &str = "{apiKeyAuth: {keys: [\
+    {name: alice, key: sk-gov-alice, models: ['sim-gpt*']}, \
+    {name: bob, key: sk-gov-bob}, \
+    {name: carol, key: sk-gov-carol}, \
+    {name: dave, key: sk-gov-dave}, \
+    {name: erin, key: sk-gov-erin, team: burst}]}, \
+    localRateLimit: [{key: apiKey.name, requests: {limit: 3, per: 1m}}, \
+    {key: apiKey.team, requests: {limit: 1, per: 2s}}]}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_through_the_gateway() {
@@ -121,10 +139,38 @@ async fn official_sdks_through_the_gateway() {
         (Binding { env: "GW_ANTHROPIC_NO_TABLE", provider: "anthropic: {}", auth: "backendAuth: {key: sk-upstream-anthropic}", routes: "", alias: "claude-sim-1" }, anthropic_sim.addr),
         (Binding { env: "GW_A2V", provider: "vertex: {projectId: sdk-test, region: us-central1, credentials: {file: sa.json}}", auth: "", routes: ANTHROPIC_ROUTES, alias: "gemini-sim-pro" }, google.addr),
     ];
-    let ports: Vec<u16> = bindings.iter().map(|_| free_port()).collect();
+    // The same pairs behind API keys and rate limits (the route's policies).
+    let governed = [
+        (
+            Binding {
+                env: "GW_GOV_OPENAI",
+                provider: "openAI: {}",
+                auth: "backendAuth: {key: sk-upstream-openai}",
+                routes: OPENAI_ROUTES,
+                alias: "",
+            },
+            openai_sim.addr,
+        ),
+        (
+            Binding {
+                env: "GW_GOV_ANTHROPIC",
+                provider: "anthropic: {}",
+                auth: "backendAuth: {key: sk-upstream-anthropic}",
+                routes: ANTHROPIC_ROUTES,
+                alias: "",
+            },
+            anthropic_sim.addr,
+        ),
+    ];
+    let binds: Vec<(&Binding, SocketAddr, &str)> = bindings
+        .iter()
+        .map(|(b, up)| (b, *up, ""))
+        .chain(governed.iter().map(|(b, up)| (b, *up, GOVERNANCE)))
+        .collect();
+    let ports: Vec<u16> = binds.iter().map(|_| free_port()).collect();
     let mut yaml = format!("config:\n  adminAddr: 127.0.0.1:{}\nbinds:\n", free_port());
-    for ((binding, upstream), port) in bindings.iter().zip(&ports) {
-        yaml += &ai_bind(*port, binding, *upstream);
+    for ((binding, upstream, policies), port) in binds.iter().zip(&ports) {
+        yaml += &ai_bind(*port, binding, *upstream, policies);
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -154,7 +200,7 @@ async fn official_sdks_through_the_gateway() {
         .arg(&tests)
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY");
-    for ((binding, _), port) in bindings.iter().zip(&ports) {
+    for ((binding, _, _), port) in binds.iter().zip(&ports) {
         cmd.env(binding.env, base(*port));
     }
     let status = tokio::task::spawn_blocking(move || cmd.status())

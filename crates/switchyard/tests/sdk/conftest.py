@@ -28,6 +28,9 @@ def gw():
         # No `ai.routes` table: the gateway classifies calls by their well-known path.
         "openai_no_table": _base("GW_OPENAI_NO_TABLE"),  # OpenAI client -> OpenAI provider
         "anthropic_no_table": _base("GW_ANTHROPIC_NO_TABLE"),  # Anthropic client -> Anthropic provider
+        # Behind the route policies apiKeyAuth and localRateLimit (sdk.rs's GOVERNANCE).
+        "gov_openai": _base("GW_GOV_OPENAI"),  # OpenAI client -> OpenAI provider
+        "gov_anthropic": _base("GW_GOV_ANTHROPIC"),  # Anthropic client -> Anthropic provider
     }
 
 

@@ -186,6 +186,7 @@ pub fn mcp_serve(data: &[u8]) {
             let down = mcp::Downstream {
                 source,
                 jwt: None,
+                api_key: None,
                 observed: &mut observed,
             };
             let resp = gateway.serve(post(bytes::Bytes::from_static(init), None), down).await;
@@ -200,6 +201,7 @@ pub fn mcp_serve(data: &[u8]) {
         let down = mcp::Downstream {
             source,
             jwt: None,
+            api_key: None,
             observed: &mut observed,
         };
         let resp = gateway

@@ -17,6 +17,8 @@ pub struct Caller<'a> {
     pub source: SocketAddr,
     /// Verified JWT claims, when an authentication policy produced them.
     pub jwt: Option<&'a serde_json::Value>,
+    /// The `apiKey` CEL variable, when `apiKeyAuth` identified the caller.
+    pub api_key: Option<&'a cel::Value>,
 }
 
 impl Authz {
@@ -54,6 +56,9 @@ impl Authz {
         if let Some(claims) = caller.jwt {
             b.set(Var::Jwt, cel::json_to_value(claims));
         }
+        if let (Some(k), true) = (caller.api_key, self.uses.var(Var::ApiKey)) {
+            b.set(Var::ApiKey, k.clone());
+        }
         let scope = b.scope(self.uses);
         self.rules.iter().any(|r| r.matches(&scope))
     }
@@ -75,6 +80,7 @@ mod tests {
             headers: h,
             source: "127.0.0.1:5000".parse().unwrap(),
             jwt: None,
+            api_key: None,
         }
     }
 
@@ -108,8 +114,27 @@ mod tests {
             headers: &h,
             source: "127.0.0.1:1".parse().unwrap(),
             jwt: Some(&claims),
+            api_key: None,
         };
         assert!(a.allows(&c, "tools/call", "t", "x"));
         assert!(!a.allows(&caller(&h), "tools/call", "t", "x"));
+    }
+
+    #[test]
+    fn rules_see_the_api_key() {
+        let h = HeaderMap::new();
+        let a = authz(&[r#"apiKey.team == "math" && mcp.tool.name == "add""#]);
+        let mut k = cel::MapBuilder::with_capacity(1);
+        k.insert("team", "math");
+        let key = k.build();
+        let c = Caller {
+            headers: &h,
+            source: "127.0.0.1:1".parse().unwrap(),
+            jwt: None,
+            api_key: Some(&key),
+        };
+        assert!(a.allows(&c, "tools/call", "t", "add"));
+        assert!(!a.allows(&c, "tools/call", "t", "sub"));
+        assert!(!a.allows(&caller(&h), "tools/call", "t", "add"));
     }
 }

@@ -30,6 +30,8 @@ pub struct Downstream<'a> {
     pub source: SocketAddr,
     /// Verified JWT claims, when an authentication policy produced them.
     pub jwt: Option<&'a Value>,
+    /// The caller's API key as the `apiKey` CEL variable, when `apiKeyAuth` identified it.
+    pub api_key: Option<cel::Value>,
     pub observed: &'a mut Observed,
 }
 
@@ -291,6 +293,7 @@ impl Gateway {
                     headers,
                     source: down.source,
                     jwt: down.jwt,
+                    api_key: down.api_key.as_ref(),
                 };
                 self.request(
                     &ctx,
@@ -482,6 +485,7 @@ impl Gateway {
             headers,
             source: down.source,
             jwt: down.jwt,
+            api_key: down.api_key.as_ref(),
         };
         let resp = self
             .request(&ctx, &joined.state, msg, &caller, false, down.observed)

@@ -179,7 +179,7 @@ pub enum JwtMode {
 }
 
 /// Tool access on an `mcp` backend: a tool is visible and callable when any rule is true.
-/// Rules see `mcp.method`, `mcp.tool.name`, `mcp.tool.target`, `request.headers`, `jwt`,
+/// Rules see `mcp.method`, `mcp.tool.name`, `mcp.tool.target`, `request.headers`, `jwt`, `apiKey`,
 /// `source`. With no rules every tool is allowed.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

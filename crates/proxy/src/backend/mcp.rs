@@ -61,6 +61,7 @@ impl Adapter for McpBackend {
         let down = mcp::Downstream {
             source: ctx.conn.peer,
             jwt: ctx.identity.jwt.as_deref(),
+            api_key: ctx.identity.api_key.as_ref().map(|k| k.value()),
             observed: &mut observed,
         };
         let resp = self.gateway.serve(req, down).await;

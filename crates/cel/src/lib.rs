@@ -11,6 +11,7 @@
 //! | `backend` | `name`, `type` (`host`, `ai`, `mcp`), `protocol` |
 //! | `llm` | `provider`, `requestModel`, `responseModel`, `inputTokens`, `outputTokens`, `cachedInputTokens`, `reasoningTokens`, `totalTokens`, `streaming`, `prompt` (list of `{role, content}`), `completion` (list of strings), `params` |
 //! | `mcp` | `method`, `tool` (`name`, `target`), `session` (`id`) |
+//! | `a2a` | `method`, `binding`, `version`, `task` (`id`, `state`), `contextId`, `artifacts` |
 //! | `jwt` | the verified token's claims |
 //! | `apiKey` | the caller's API key (`apiKeyAuth`): `name`, `team`, `org`, `models`, `metadata`, `virtual` |
 //! | `basicAuth` | the caller's `user` (`basicAuth`) |
@@ -43,19 +44,21 @@ pub enum Var {
     Backend,
     Llm,
     Mcp,
+    A2a,
     Jwt,
     ApiKey,
     BasicAuth,
 }
 
 impl Var {
-    pub const ALL: [Var; 9] = [
+    pub const ALL: [Var; 10] = [
         Var::Request,
         Var::Response,
         Var::Source,
         Var::Backend,
         Var::Llm,
         Var::Mcp,
+        Var::A2a,
         Var::Jwt,
         Var::ApiKey,
         Var::BasicAuth,
@@ -69,6 +72,7 @@ impl Var {
             Var::Backend => "backend",
             Var::Llm => "llm",
             Var::Mcp => "mcp",
+            Var::A2a => "a2a",
             Var::Jwt => "jwt",
             Var::ApiKey => "apiKey",
             Var::BasicAuth => "basicAuth",

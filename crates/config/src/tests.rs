@@ -128,7 +128,8 @@ fn backend_needs_exactly_one_kind() {
     )
     .unwrap_err();
     assert!(
-        e.message.contains("one of `host`, `ai`, `mcp` or `pool`"),
+        e.message
+            .contains("one of `host`, `ai`, `mcp`, `a2a` or `pool`"),
         "{e}"
     );
     assert!(e.key.contains("backends[0]"), "{e}");
@@ -333,7 +334,7 @@ fn guardrails_load_and_bad_ones_are_refused_at_their_line() {
         .guardrails
         .clone()
         .unwrap();
-    assert_eq!(g.request[0].regex.builtins.len(), 3);
+    assert_eq!(g.request[0].regex.as_ref().unwrap().builtins.len(), 3);
     assert_eq!(g.request[0].action, GuardAction::Mask);
     assert_eq!(g.response[0].action, GuardAction::Reject);
 
@@ -362,4 +363,58 @@ fn guardrails_load_and_bad_ones_are_refused_at_their_line() {
     let e = parse(text).unwrap_err();
     assert!(e.message.contains("route policy"), "{e}");
     assert_eq!(e.line, 10, "{e}");
+}
+
+#[test]
+fn governance_and_failover_mistakes_name_their_place() {
+    let route = |policies: &str| {
+        format!("binds:\n- port: 80\n  listeners:\n  - routes:\n    - policies:\n{policies}      backends:\n      - host: 127.0.0.1:1\n")
+    };
+    // A key with neither `key` nor `hash`.
+    let e = parse(&route(
+        "        apiKeyAuth:\n          keys:\n          - {name: alice}\n",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.key, "binds[0].listeners[0].routes[0].policies.apiKeyAuth.keys[0]",
+        "{e}"
+    );
+    assert_eq!(e.line, 8, "{e}");
+    // A malformed hash.
+    let e = parse(&route(
+        "        apiKeyAuth:\n          keys:\n          - {name: bob, hash: 'sha256:abc'}\n",
+    ))
+    .unwrap_err();
+    assert!(
+        e.key.ends_with("keys[0].hash") && e.message.contains("64 hex"),
+        "{e}"
+    );
+    // A rule that is both allow and deny; a CEL error in a limit key.
+    let e = parse(&route(
+        "        authorization:\n          rules:\n          - {allow: 'true', deny: 'false'}\n",
+    ))
+    .unwrap_err();
+    assert!(e.key.ends_with("authorization.rules[0]"), "{e}");
+    let e = parse(&route("        rateLimit:\n          limits:\n          - {name: a, key: 'apiKey.', requests: 1, window: 1m}\n")).unwrap_err();
+    assert!(
+        e.key.ends_with("rateLimit.limits[0].key") && e.message.contains("CEL"),
+        "{e}"
+    );
+    // A budget of nothing.
+    let e = parse(&route(
+        "        budgets:\n          teams:\n            research: {window: day}\n",
+    ))
+    .unwrap_err();
+    assert!(e.key.ends_with("budgets.teams.research"), "{e}");
+    // retry and failover together.
+    let e = parse(&route(
+        "        retry: {attempts: 2}\n        failover: {attempts: 3}\n",
+    ))
+    .unwrap_err();
+    assert!(e.key.ends_with("policies.failover") && e.line == 7, "{e}");
+    // Governance is route-phase: not on a backend.
+    let e = parse("binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - host: 127.0.0.1:1\n        policies:\n          rateLimit: {limits: []}\n").unwrap_err();
+    assert!(e.key.ends_with("backends[0].policies.rateLimit"), "{e}");
+    // And a good one loads.
+    parse(&route("        apiKeyAuth:\n          keys:\n          - {name: a, key: k, team: t, rateLimit: {requests: 5}}\n        budgets:\n          key: {cost: 1.5, window: day}\n          teams: {t: {tokens: 100, window: month}}\n        failover: {on: [rateLimited, contextLength], circuit: {failures: 3}}\n")).unwrap();
 }

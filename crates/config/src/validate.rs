@@ -430,6 +430,24 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
                     }
                 }
             }
+            BackendKind::A2a(a) => {
+                if let Some(list) = &a.push_notification_allow_list {
+                    a2a::AllowList::new(list).map_err(|e| {
+                        problem(
+                            format!("{bkey}.a2a.pushNotificationAllowList"),
+                            format!("invalid host: {e}"),
+                            Some("pushNotificationAllowList".into()),
+                        )
+                    })?;
+                }
+                if a.bindings.as_ref().is_some_and(|b| b.is_empty()) {
+                    return Err(problem(
+                        format!("{bkey}.a2a.bindings"),
+                        "an a2a backend proxies at least one binding (JSONRPC, HTTP+JSON, GRPC)",
+                        Some("bindings".into()),
+                    ));
+                }
+            }
             BackendKind::Host(_) | BackendKind::Pool(_) => {}
         }
     }
@@ -455,6 +473,7 @@ fn check_backend_phase_only(p: &Policies, key: &str) -> Result<(), Problem> {
         ("rateLimit", p.rate_limit.is_some()),
         ("budgets", p.budgets.is_some()),
         ("remoteRateLimit", p.remote_rate_limit.is_some()),
+        ("failover", p.failover.is_some()),
         (
             "timeout.requestTimeout",
             p.timeout
@@ -504,6 +523,21 @@ fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Proble
             }
         }
     }
+    if p.retry.is_some() && p.failover.is_some() {
+        return Err(problem(
+            format!("{key}.failover"),
+            "a route has `retry` or `failover`, not both: `failover.attempts` counts every try, \
+             on this backend or the next",
+            Some("failover:".into()),
+        ));
+    }
+    if p.failover.as_ref().is_some_and(|f| f.attempts == Some(0)) {
+        return Err(problem(
+            format!("{key}.failover.attempts"),
+            "attempts counts the first try too: expected at least 1",
+            Some("attempts".into()),
+        ));
+    }
     if let Some(r) = &p.retry {
         if r.attempts == 0 {
             return Err(problem(
@@ -534,6 +568,20 @@ fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Proble
     }
     if let Some(auth) = &mut p.backend_auth {
         load_secret(&mut auth.key, base, &format!("{key}.backendAuth.key"))?;
+    }
+    if let Some(g) = &mut p.guardrails {
+        for (side, guards) in [("request", &mut g.request), ("response", &mut g.response)] {
+            for (i, guard) in guards.iter_mut().enumerate() {
+                let secret = match (&mut guard.webhook, &mut guard.moderation) {
+                    (Some(w), _) => w.key.as_mut().map(|k| (k, "webhook")),
+                    (_, Some(m)) => m.key.as_mut().map(|k| (k, "moderation")),
+                    _ => None,
+                };
+                if let Some((k, kind)) = secret {
+                    load_secret(k, base, &format!("{key}.guardrails.{side}[{i}].{kind}.key"))?;
+                }
+            }
+        }
     }
     if let Some(cors) = &p.cors {
         if cors.allow_credentials && cors.allow_origins.iter().any(|o| o == "*") {
@@ -593,14 +641,44 @@ fn check_guardrails(g: &Guardrails, route: &Route, key: &str) -> Result<(), Prob
                     Some(guard.name.clone()),
                 ));
             }
-            if guard.regex.builtins.is_empty() && guard.regex.patterns.is_empty() {
+            let kinds = [
+                guard.regex.is_some(),
+                guard.webhook.is_some(),
+                guard.moderation.is_some(),
+            ];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                return Err(problem(
+                    gkey,
+                    "a guard is exactly one of `regex`, `webhook` or `moderation`",
+                    Some(guard.name.clone()),
+                ));
+            }
+            if (guard.webhook.is_some() || guard.moderation.is_some()) && side == "response" {
+                return Err(problem(
+                    gkey,
+                    "webhook and moderation guards run on the request (the prompt) for now; \
+                     response guards are `regex`",
+                    Some(guard.name.clone()),
+                ));
+            }
+            if guard.moderation.is_some() && guard.action == GuardAction::Mask {
+                return Err(problem(
+                    format!("{gkey}.action"),
+                    "a moderation guard scores texts, it cannot mask them: `reject` or `audit`",
+                    Some("action".into()),
+                ));
+            }
+            let Some(rx) = &guard.regex else {
+                continue;
+            };
+            if rx.builtins.is_empty() && rx.patterns.is_empty() {
                 return Err(problem(
                     format!("{gkey}.regex"),
                     "a regex guard needs at least one of `builtins` or `patterns`",
                     Some(guard.name.clone()),
                 ));
             }
-            for (pi, pattern) in guard.regex.patterns.iter().enumerate() {
+            for (pi, pattern) in rx.patterns.iter().enumerate() {
                 let bad = match regex::Regex::new(pattern) {
                     Ok(r) if r.is_match("") => Some("it matches the empty string".to_string()),
                     Ok(_) => None,
@@ -614,6 +692,20 @@ fn check_guardrails(g: &Guardrails, route: &Route, key: &str) -> Result<(), Prob
                         fallback_needle: Some("patterns".into()),
                     });
                 }
+            }
+        }
+    }
+    if let Some(p) = &g.prompt {
+        for (i, m) in p.prepend.iter().chain(&p.append).enumerate() {
+            if !["system", "user", "assistant"].contains(&m.role.as_str()) {
+                return Err(problem(
+                    format!("{key}.prompt"),
+                    format!(
+                        "message {i}: role {:?}: expected system, user or assistant",
+                        m.role
+                    ),
+                    Some(m.role.clone()),
+                ));
             }
         }
     }

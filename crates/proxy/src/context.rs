@@ -69,6 +69,12 @@ pub struct RequestCtx<'a> {
     pub upstream_time: Option<Duration>,
     /// What the MCP gateway saw of the exchange (method, tool, target, session).
     pub mcp: Option<telemetry::McpRecord>,
+    /// How the `a2a` adapter answers the gateway's errors for this request: in the caller's
+    /// binding (JSON-RPC error with its id, problem JSON, gRPC status). Set once classified.
+    pub a2a_errors: Option<a2a::ErrorDialect>,
+    /// The client's own `X-Forwarded-Proto` (the gateway replaces it upstream): the scheme a
+    /// TLS-terminating proxy in front was reached with, for URLs the gateway writes.
+    pub forwarded_proto: Option<http::HeaderValue>,
     /// Telemetry's record of the request: its start, and what only the pipeline's edges
     /// know (body bytes, the LLM slot, the pod in flight); the rest is copied in from this
     /// context when the phases are done ([`RequestCtx::into_trail`]).
@@ -76,6 +82,16 @@ pub struct RequestCtx<'a> {
 }
 
 impl RequestCtx<'_> {
+    /// A backend this request left or skipped under `failover`, and why: a log field and a
+    /// metric.
+    pub fn note_failover(&mut self, backend: &BackendRt, cause: crate::policy::failover::Cause) {
+        telemetry::Metrics::global().failover(&self.route.name, &backend.name, cause.as_str());
+        self.trail
+            .rec
+            .failover
+            .push((backend.name.clone(), cause.as_str()));
+    }
+
     /// Hands what the phases learned to the telemetry record; the trail leaves with the
     /// response body.
     pub fn into_trail(mut self) -> Trail {

@@ -32,7 +32,12 @@ pub struct Trail {
     /// What must be settled once the exchange is over, whatever its outcome (a budget's
     /// reservation trued up with the real usage, refunded when the call failed).
     pub settlements: Vec<Settlement>,
+    /// Filled by the `a2a` adapter: the call when sent, the task as its answer streams.
+    pub a2a: Option<Arc<A2aSlot>>,
 }
+
+/// One A2A call's record, shared between the adapter and the response body that watches it.
+pub type A2aSlot = Mutex<Option<telemetry::A2aRecord>>;
 
 /// Run once with the finished record (usage known, or not when the exchange broke off).
 pub type Settlement = Box<dyn FnOnce(&RequestRecord) + Send + Sync>;
@@ -46,6 +51,7 @@ impl Trail {
             pod: None,
             end: None,
             settlements: Vec::new(),
+            a2a: None,
         }
     }
 
@@ -118,6 +124,9 @@ impl ObservedBody {
             }
             if let Some(slot) = &trail.llm {
                 trail.rec.llm = slot.record.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }
+            if let Some(slot) = &trail.a2a {
+                trail.rec.a2a = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
             }
             if let Some(pod) = trail.pod.take() {
                 if let Some(n) = trail.rec.llm.as_ref().and_then(|l| l.output_tokens) {

@@ -230,6 +230,8 @@ pub async fn handle(
                 upstream: None,
                 upstream_time: None,
                 mcp: None,
+                a2a_errors: None,
+                forwarded_proto: None,
                 trail,
             };
             let resp = match exchange(&mut ctx, parts, body, on_upgrade).await {
@@ -407,6 +409,7 @@ async fn exchange<'a>(
     }
 
     let upgrade = on_upgrade.is_some();
+    ctx.forwarded_proto = parts.headers.get(&headers::X_FORWARDED_PROTO).cloned();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(&mut parts.headers, ctx.conn.peer.ip(), ctx.conn.tls);
 
@@ -433,7 +436,12 @@ async fn exchange<'a>(
         )
     };
     let request_timeout = route.policies.request_timeout;
-    let attempt_all = attempts(ctx, &order, &mut parts, &mut body);
+    let attempt_all = match &route.policies.failover {
+        Some(f) => futures_util::future::Either::Left(failover_attempts(
+            ctx, &order, &mut parts, &mut body, f,
+        )),
+        None => futures_util::future::Either::Right(attempts(ctx, &order, &mut parts, &mut body)),
+    };
     let result = match request_timeout {
         Some(t) => tokio::time::timeout(t, attempt_all)
             .await
@@ -498,6 +506,11 @@ async fn request_body(
             .retry
             .as_ref()
             .is_some_and(|r| r.attempts > 1)
+            || route
+                .policies
+                .failover
+                .as_ref()
+                .is_some_and(|f| f.attempts != Some(1))
             || order.len() > 1
             || head.needs_whole_body
             || route.policies.reads_request_body
@@ -653,10 +666,125 @@ async fn attempts<'a>(
     }
 }
 
-/// The one place a failure becomes a response: in the caller's dialect on LLM routes.
+/// Step 4 under a `failover` policy: backends in order, skipping those that rest (a cooldown
+/// after a 429, an open circuit); an attempt whose outcome the policy lists moves on to the next
+/// one, whose adapter prepares the request again (another provider's dialect included). The
+/// caller gets the first answer that is not moved on from, or the last one there was. Each
+/// backend skipped or left is noted for telemetry.
+async fn failover_attempts<'a>(
+    ctx: &mut RequestCtx<'a>,
+    order: &Order,
+    parts: &mut Parts,
+    body: &mut Replay,
+    failover: &policy::failover::Failover,
+) -> Result<Response<Body>, ProxyError> {
+    use policy::failover::{cause_of_status, is_context_error, Cause};
+    let route = ctx.route;
+    let max = failover.attempts.map_or(usize::MAX, |n| n as usize);
+    let mut tries = 0usize;
+    let mut last: Option<Result<Response<Body>, ProxyError>> = None;
+    let mut shortest_rest: Option<std::time::Duration> = None;
+    for pos in 0..order.len() {
+        if tries >= max {
+            break;
+        }
+        let backend = &route.backends[order.get(pos)];
+        if let Err((cause, rest)) = failover.admit(&backend.health) {
+            ctx.note_failover(backend, cause);
+            shortest_rest = Some(shortest_rest.map_or(rest, |r| r.min(rest)));
+            continue;
+        }
+        let Some(req_body) = body.take() else {
+            break;
+        };
+        let mut headers = if body.can_resend() {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        if let Some(t) = &ctx.trail.rec.trace {
+            headers.insert(TRACEPARENT.clone(), t.traceparent());
+        }
+        ctx.backend = Some(backend);
+        ctx.attempts += 1;
+        tries += 1;
+        let attempt = Attempt {
+            parts,
+            headers,
+            body: req_body,
+            raw: body.bytes(),
+        };
+        let outcome = backend.adapter.send(&backend.policies, attempt, ctx).await;
+        let (cause, result) = match outcome {
+            Ok(resp) => {
+                let mut resp = resp;
+                let mut cause = cause_of_status(resp.status());
+                if cause.is_none()
+                    && failover.reads_context_errors()
+                    && matches!(resp.status().as_u16(), 400 | 413)
+                {
+                    // A small error body: read it to see whether the prompt was too long.
+                    let (head, b) = resp.into_parts();
+                    let bytes = match body::buffer_for_replay(b, 64 * 1024).await {
+                        Ok(Buffered::Complete(bytes)) => bytes,
+                        _ => Bytes::from_static(b"{}"),
+                    };
+                    if is_context_error(&bytes) {
+                        cause = Some(Cause::ContextLength);
+                    }
+                    resp = Response::from_parts(head, body::full(bytes));
+                }
+                failover.record(&backend.health, cause, Some(resp.headers()));
+                (cause, Ok(resp))
+            }
+            Err(Failure::Connect(msg)) => {
+                failover.record(&backend.health, Some(Cause::Connect), None);
+                (
+                    Some(Cause::Connect),
+                    Err(ProxyError::upstream_unavailable(msg)),
+                )
+            }
+            Err(Failure::Fatal(e)) if e.code == "upstream_timeout" => {
+                failover.record(&backend.health, Some(Cause::Timeout), None);
+                (Some(Cause::Timeout), Err(e))
+            }
+            Err(Failure::Fatal(e)) => return Err(e),
+        };
+        let Some(cause) = cause else {
+            return result;
+        };
+        let may_move =
+            failover.moves_on(cause) && tries < max && body.can_resend() && pos + 1 < order.len();
+        if !may_move {
+            return result;
+        }
+        tracing::debug!(backend = %backend.name, cause = cause.as_str(), "failing over");
+        ctx.note_failover(backend, cause);
+        last = Some(result);
+    }
+    if let Some(result) = last {
+        return result;
+    }
+    // Every backend rests: say for how long.
+    if let Some(rest) = shortest_rest {
+        let secs = rest.as_secs_f64().ceil().max(1.0) as u64;
+        ctx.response_headers
+            .get_or_insert_with(http::HeaderMap::new)
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    Err(ProxyError::upstream_unavailable(
+        "every backend of the route is resting (cooldown after 429, or an open circuit)",
+    ))
+}
+
+/// The one place a failure becomes a response: in the caller's dialect on LLM routes, in the
+/// protocol's own shape where the backend's adapter has one (A2A bindings).
 fn fail(ctx: &mut RequestCtx<'_>, e: ProxyError) -> Response<Body> {
     tracing::debug!(error = %e, "request failed");
     ctx.error = Some(e.code);
+    if let Some(resp) = ctx.backend.and_then(|b| b.adapter.error_response(ctx, &e)) {
+        return resp;
+    }
     match ctx.dialect {
         Some(format) => e.with_format(format).into_response(),
         None => e.into_response(),

@@ -89,7 +89,8 @@ pub struct RouteRt {
 
 impl RouteRt {
     /// Backends in the order to try them: one weighted-random pick, then the others by
-    /// weight for failover. Zero-weight backends are never chosen.
+    /// weight for failover. Zero-weight backends are never picked first; under a `failover`
+    /// policy they are standbys, tried last, and otherwise never chosen (Gateway API).
     pub fn backend_order(&self) -> smallvec_like::Order {
         let mut order = smallvec_like::Order::new();
         if self.backends.len() <= 1 {
@@ -109,8 +110,9 @@ impl RouteRt {
             ticket -= w;
         }
         order.push(first);
+        let standbys = self.policies.failover.is_some();
         let mut rest: Vec<usize> = (0..self.backends.len())
-            .filter(|&i| i != first && self.backends[i].weight > 0)
+            .filter(|&i| i != first && (self.backends[i].weight > 0 || standbys))
             .collect();
         rest.sort_by_key(|&i| std::cmp::Reverse(self.backends[i].weight));
         for i in rest {
@@ -172,6 +174,8 @@ pub struct BackendRt {
     pub adapter: Backend,
     /// The backend's policies, layered over the route's at compile time.
     pub policies: BackendPolicies,
+    /// How its recent answers went (cooldown, circuit), for `failover`.
+    pub health: crate::policy::failover::Health,
 }
 
 /// Upstream clients shared between snapshots, so a reload keeps warm connection pools.
@@ -452,6 +456,13 @@ fn compile_backend(
                 .map_err(|e| e.under(".mcp"))?;
             (format!("mcp{bi}").into(), Backend::Mcp(adapter))
         }
+        BackendKind::A2a(a) => {
+            let conn = Connection::of(policies, None);
+            let upstream = upstream_with(a.host.host(), a.host.port(), conn, limits, cache, used)?;
+            let adapter = crate::backend::a2a::A2aBackend::compile(a, upstream)
+                .map_err(|e| CompileError::at(".a2a", e))?;
+            (a.host.0.clone(), Backend::A2a(Box::new(adapter)))
+        }
         BackendKind::Pool(name) => {
             let target = ctx
                 .pool_target(name, policies)
@@ -467,6 +478,7 @@ fn compile_backend(
         weight: b.weight,
         adapter,
         policies: backend_policies,
+        health: Default::default(),
     })
 }
 

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 
 use std::borrow::Cow;
 
-use crate::record::{LlmRecord, McpRecord, RequestRecord};
+use crate::record::{A2aRecord, LlmRecord, McpRecord, RequestRecord};
 use crate::Computed;
 
 /// A field value, borrowed from the record or from text made for it.
@@ -308,11 +308,27 @@ pub(crate) fn default_fields(
     if let Some(mcp) = &rec.mcp {
         mcp_fields(mcp, f);
     }
+    if let Some(a2a) = &rec.a2a {
+        a2a_fields(a2a, f);
+    }
     caller_fields(rec, f);
 }
 
-/// Who called: the API key's name, team and org, or the basic-auth user (never a secret).
+/// Who called: the API key's name, team and org, or the basic-auth user (never a secret); and
+/// the backends failover left or skipped (`a:rate_limited,b:circuit_open`).
 fn caller_fields(rec: &RequestRecord, f: &mut impl FieldSink) {
+    if !rec.failover.is_empty() {
+        let mut s = String::new();
+        for (i, (backend, cause)) in rec.failover.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(backend);
+            s.push(':');
+            s.push_str(cause);
+        }
+        f.field("switchyard.failover", Field::Str(&s));
+    }
     if let Some(k) = &rec.api_key {
         f.field("apikey.name", Field::Str(&k.name));
         if let Some(t) = &k.team {
@@ -364,6 +380,27 @@ fn mcp_fields(mcp: &McpRecord, f: &mut impl FieldSink) {
         if let Some(v) = v {
             f.field(k, Field::Str(v));
         }
+    }
+}
+
+fn a2a_fields(a2a: &A2aRecord, f: &mut impl FieldSink) {
+    f.field("a2a.method", Field::Str(a2a.method));
+    f.field("a2a.binding", Field::Str(a2a.binding));
+    f.field("a2a.version", Field::Str(a2a.version));
+    if let Some(id) = &a2a.task_id {
+        f.field("a2a.task.id", Field::Str(id));
+    }
+    if let Some(id) = &a2a.context_id {
+        f.field("a2a.context.id", Field::Str(id));
+    }
+    if let Some(s) = a2a.task_state {
+        f.field("a2a.task.state", Field::Str(s));
+    }
+    if a2a.events > 0 {
+        f.field("a2a.events", Field::U64(a2a.events.into()));
+    }
+    if a2a.artifacts > 0 {
+        f.field("a2a.artifacts", Field::U64(a2a.artifacts.into()));
     }
 }
 
@@ -429,6 +466,9 @@ pub(crate) fn span_attributes(rec: &RequestRecord, f: &mut impl FieldSink) {
     }
     if let Some(mcp) = &rec.mcp {
         mcp_fields(mcp, f);
+    }
+    if let Some(a2a) = &rec.a2a {
+        a2a_fields(a2a, f);
     }
     caller_fields(rec, f);
 }

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use cel::{Expression, Uses};
 
 pub use metrics::Metrics;
-pub use record::{ApiKeyInfo, LlmRecord, McpRecord, RequestRecord};
+pub use record::{A2aRecord, ApiKeyInfo, LlmRecord, McpRecord, RequestRecord};
 pub use stats::serve_metrics;
 pub use trace::{ExporterCache, TraceContext, Tracer};
 
@@ -272,6 +272,15 @@ fn observe_metrics(rec: &RequestRecord, elapsed: std::time::Duration) {
                     .observe(rest.as_secs_f64() / (out - 1) as f64);
             }
         }
+    }
+    if let Some(a2a) = &rec.a2a {
+        m.a2a_requests
+            .get_or_create(&metrics::A2aLabels {
+                backend: metrics::Label(rec.backend.clone().unwrap_or_else(|| "".into())),
+                a2a_method: a2a.method,
+                a2a_task_state: a2a.task_state.unwrap_or(""),
+            })
+            .inc();
     }
     if let Some(mcp) = &rec.mcp {
         if let Some(method) = &mcp.method {

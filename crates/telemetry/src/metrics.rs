@@ -84,6 +84,15 @@ pub struct McpLabels {
     pub gen_ai_tool_name: String,
 }
 
+/// An A2A request: the agent (backend name from the config), the operation's v1.0 name and the
+/// last task state seen (both from fixed lists; empty when none).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct A2aLabels {
+    pub backend: Label,
+    pub a2a_method: &'static str,
+    pub a2a_task_state: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PickLabels {
     pub pool: String,
@@ -112,6 +121,14 @@ pub struct LimitLabels {
     pub outcome: &'static str,
 }
 
+/// A request moved off (or past) a backend: route and backend from the config, and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    pub route: Label,
+    pub backend: Label,
+    pub reason: &'static str,
+}
+
 /// Spend by team (capped like model names; empty without a key) and model.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SpendLabels {
@@ -137,11 +154,13 @@ pub struct Metrics {
     pub time_to_first_token: Family<GenAiLabels, Histogram>,
     pub time_per_output_token: Family<GenAiLabels, Histogram>,
     pub mcp_requests: Family<McpLabels, Counter>,
+    pub a2a_requests: Family<A2aLabels, Counter>,
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub pool_picks: Family<PickLabels, Counter>,
     pub pool_pick_duration: Family<PickLabels, Histogram>,
     pub guardrail_hits: Family<GuardrailLabels, Counter>,
     pub limit_decisions: Family<LimitLabels, Counter>,
+    pub failovers: Family<FailoverLabels, Counter>,
     pub spend: Family<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub limits_store_errors: Counter,
     pub spans_exported: Counter,
@@ -198,12 +217,14 @@ impl Metrics {
         let time_per_output_token =
             Family::<GenAiLabels, Histogram>::new_with_constructor(per_token_buckets as fn() -> _);
         let mcp_requests = Family::<McpLabels, Counter>::default();
+        let a2a_requests = Family::<A2aLabels, Counter>::default();
         let config_reloads = Family::<OutcomeLabels, Counter>::default();
         let pool_picks = Family::<PickLabels, Counter>::default();
         let pool_pick_duration =
             Family::<PickLabels, Histogram>::new_with_constructor(pick_buckets as fn() -> _);
         let guardrail_hits = Family::<GuardrailLabels, Counter>::default();
         let limit_decisions = Family::<LimitLabels, Counter>::default();
+        let failovers = Family::<FailoverLabels, Counter>::default();
         let spend = Family::<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
         let limits_store_errors = Counter::default();
         let spans_exported = Counter::default();
@@ -250,6 +271,11 @@ impl Metrics {
             mcp_requests.clone(),
         );
         sy.register(
+            "a2a_requests",
+            "A2A requests, by agent, operation and last task state",
+            a2a_requests.clone(),
+        );
+        sy.register(
             "config_reloads",
             "Config reloads, by outcome",
             config_reloads.clone(),
@@ -274,6 +300,11 @@ impl Metrics {
             "limit_decisions",
             "Rate-limit and budget decisions, by route, policy and outcome",
             limit_decisions.clone(),
+        );
+        sy.register(
+            "failovers",
+            "Backends a request left or skipped under failover, by route, backend and reason",
+            failovers.clone(),
         );
         sy.register_with_unit(
             "llm_spend",
@@ -339,11 +370,13 @@ impl Metrics {
             time_to_first_token,
             time_per_output_token,
             mcp_requests,
+            a2a_requests,
             config_reloads,
             pool_picks,
             pool_pick_duration,
             guardrail_hits,
             limit_decisions,
+            failovers,
             spend,
             limits_store_errors,
             spans_exported,
@@ -381,6 +414,17 @@ impl Metrics {
                 route: Label(route.clone()),
                 policy,
                 outcome,
+            })
+            .inc();
+    }
+
+    /// A backend left or skipped under failover.
+    pub fn failover(&self, route: &Arc<str>, backend: &Arc<str>, reason: &'static str) {
+        self.failovers
+            .get_or_create(&FailoverLabels {
+                route: Label(route.clone()),
+                backend: Label(backend.clone()),
+                reason,
             })
             .inc();
     }

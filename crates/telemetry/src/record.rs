@@ -46,10 +46,13 @@ pub struct RequestRecord {
     pub aborted: bool,
     pub llm: Option<LlmRecord>,
     pub mcp: Option<McpRecord>,
+    pub a2a: Option<A2aRecord>,
     /// Verified JWT claims (`jwtAuth`).
     pub jwt: Option<Arc<serde_json::Value>>,
     /// The caller's API key (`apiKeyAuth`).
     pub api_key: Option<Arc<ApiKeyInfo>>,
+    /// Backends `failover` left (their failure) or skipped (resting), in order.
+    pub failover: Vec<(Arc<str>, &'static str)>,
     /// The caller's user name (`basicAuth`).
     pub basic_user: Option<Arc<str>>,
 }
@@ -138,9 +141,11 @@ impl RequestRecord {
             aborted: false,
             llm: None,
             mcp: None,
+            a2a: None,
             jwt: None,
             api_key: None,
             basic_user: None,
+            failover: Vec::new(),
         }
     }
 
@@ -200,6 +205,11 @@ impl RequestRecord {
         if uses.var(Var::Mcp) {
             if let Some(mcp) = &self.mcp {
                 b.set(Var::Mcp, mcp.value());
+            }
+        }
+        if uses.var(Var::A2a) {
+            if let Some(a2a) = &self.a2a {
+                b.set(Var::A2a, a2a.value());
             }
         }
         if uses.var(Var::Jwt) {
@@ -415,6 +425,42 @@ impl McpRecord {
             s.insert("id", id.clone());
             m.insert("session", s.build());
         }
+        m.build()
+    }
+}
+
+/// One A2A request: what the `a2a` adapter classified, and what the agent's answer (or
+/// stream) showed of the task.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct A2aRecord {
+    /// The operation by its v1.0 name (`SendMessage`, `GetTask`, ...; bounded).
+    pub method: &'static str,
+    /// `JSONRPC`, `HTTP+JSON` or `GRPC`.
+    pub binding: &'static str,
+    /// `0.3`, `1.0` or `other`, from `A2A-Version` (absent = 0.3).
+    pub version: &'static str,
+    pub task_id: Option<String>,
+    pub context_id: Option<String>,
+    /// The last task state seen (`working`, `completed`, ...).
+    pub task_state: Option<&'static str>,
+    /// Stream events read (0 for a single answer).
+    pub events: u32,
+    /// Distinct artifacts seen.
+    pub artifacts: u32,
+}
+
+impl A2aRecord {
+    fn value(&self) -> Value {
+        let mut m = MapBuilder::with_capacity(6);
+        m.insert("method", self.method)
+            .insert("binding", self.binding)
+            .insert("version", self.version);
+        let mut t = MapBuilder::with_capacity(2);
+        t.insert_opt("id", self.task_id.clone());
+        t.insert_opt("state", self.task_state);
+        m.insert("task", t.build());
+        m.insert_opt("contextId", self.context_id.clone());
+        m.insert("artifacts", self.artifacts as i64);
         m.build()
     }
 }

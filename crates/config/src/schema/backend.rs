@@ -3,10 +3,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AiBackend, McpBackend, Policies};
+use super::{A2aBackend, AiBackend, McpBackend, Policies};
 use crate::values::HostPort;
 
-/// Where a route sends traffic. Exactly one of `host`, `ai`, `mcp`, `pool`.
+/// Where a route sends traffic. Exactly one of `host`, `ai`, `mcp`, `a2a`, `pool`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", try_from = "RawBackend")]
 pub struct Backend {
@@ -25,6 +25,8 @@ pub enum BackendKind {
     Host(HostPort),
     Ai(Box<AiBackend>),
     Mcp(McpBackend),
+    /// An A2A agent: cards rewritten to the gateway, calls classified and observed.
+    A2a(A2aBackend),
     /// A model pool (`pools[].name`): the pod is picked per request.
     Pool(String),
 }
@@ -35,6 +37,7 @@ struct RawBackend {
     host: Option<HostPort>,
     ai: Option<Box<AiBackend>>,
     mcp: Option<McpBackend>,
+    a2a: Option<A2aBackend>,
     pool: Option<String>,
     weight: Option<u32>,
     policies: Option<Policies>,
@@ -43,15 +46,20 @@ struct RawBackend {
 impl TryFrom<RawBackend> for Backend {
     type Error = String;
     fn try_from(raw: RawBackend) -> Result<Self, String> {
-        let kind = match (raw.host, raw.ai, raw.mcp, raw.pool) {
-            (Some(h), None, None, None) => BackendKind::Host(h),
-            (None, Some(a), None, None) => BackendKind::Ai(a),
-            (None, None, Some(m), None) => BackendKind::Mcp(m),
-            (None, None, None, Some(p)) => BackendKind::Pool(p),
-            (None, None, None, None) => {
-                return Err("a backend needs one of `host`, `ai`, `mcp` or `pool`".into());
+        let kind = match (raw.host, raw.ai, raw.mcp, raw.a2a, raw.pool) {
+            (Some(h), None, None, None, None) => BackendKind::Host(h),
+            (None, Some(a), None, None, None) => BackendKind::Ai(a),
+            (None, None, Some(m), None, None) => BackendKind::Mcp(m),
+            (None, None, None, Some(a), None) => BackendKind::A2a(a),
+            (None, None, None, None, Some(p)) => BackendKind::Pool(p),
+            (None, None, None, None, None) => {
+                return Err("a backend needs one of `host`, `ai`, `mcp`, `a2a` or `pool`".into());
             }
-            _ => return Err("a backend takes exactly one of `host`, `ai`, `mcp` or `pool`".into()),
+            _ => {
+                return Err(
+                    "a backend takes exactly one of `host`, `ai`, `mcp`, `a2a` or `pool`".into(),
+                )
+            }
         };
         Ok(Backend {
             kind,

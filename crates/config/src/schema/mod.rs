@@ -5,6 +5,7 @@
 //! `observability`), `binds` (`bind`, with `backend`, `ai`, `mcp` and `policies`) and `pools`
 //! (`pool`). Everything is re-exported here, so paths stay `config::Name`.
 
+mod a2a;
 mod ai;
 mod backend;
 mod bind;
@@ -14,6 +15,7 @@ mod observability;
 mod policies;
 mod pool;
 
+pub use a2a::*;
 pub use ai::*;
 pub use backend::*;
 pub use bind::*;

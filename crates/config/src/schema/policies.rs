@@ -83,12 +83,20 @@ pub struct Policies {
     /// Envoy's rate limit service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_rate_limit: Option<RemoteRateLimit>,
+    /// Moving a request to the route's next backend (deployment) when one fails, and resting
+    /// failing deployments (cooldown after 429, circuit after repeated failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
 }
 
-/// `guardrails`: guards run on the prompt (`request`) and on the completion (`response`).
+/// `guardrails`: guards run on the prompt (`request`) and on the completion (`response`), and
+/// central prompt policy (`prompt`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Guardrails {
+    /// Messages the gateway adds to every prompt, in the caller's dialect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PromptPolicy>,
     /// Run on every text of the request: messages of every role, tool results and tool-call
     /// arguments, Responses `input`, Anthropic `system` and content blocks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -104,12 +112,80 @@ pub struct Guardrails {
 pub struct Guard {
     /// Named in rejections and logs (never the matched text).
     pub name: String,
-    pub regex: RegexGuard,
+    /// Exactly one kind: `regex`, `webhook` or `moderation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<RegexGuard>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookGuard>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<ModerationGuard>,
     pub action: GuardAction,
     /// What a masked match becomes; default per detector (`<EMAIL>`, `<CREDIT_CARD>`, ...;
     /// `<REDACTED>` for `patterns`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placeholder: Option<String>,
+}
+
+/// A guard service: the gateway POSTs the texts (with their roles) as JSON, the service
+/// answers `allow`, `reject` with a reason, or `mask` with replacement texts (the contract is
+/// in the README).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookGuard {
+    /// `http(s)://host[:port]/path`.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <key>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Secret>,
+    /// Default 2s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// Pass the request when the service cannot be asked (default: refuse, 503).
+    #[serde(default)]
+    pub fail_open: bool,
+}
+
+/// The OpenAI moderation API (`POST {url}/v1/moderations`) or any compatible endpoint: the
+/// texts are refused (or audited) when a category's score reaches its threshold, or, with no
+/// thresholds, when the endpoint flags them.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModerationGuard {
+    /// Base URL, e.g. `https://api.openai.com`.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <key>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Secret>,
+    /// Default `omni-moderation-latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Score at or above which a category refuses (`violence: 0.5`, `hate/threatening: 0.3`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub thresholds: BTreeMap<String, f64>,
+    /// Default 2s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub fail_open: bool,
+}
+
+/// Central prompt policy: messages prepended (as system instructions) and appended to every
+/// prompt of the route.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PromptPolicy {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prepend: Vec<PromptMessage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub append: Vec<PromptMessage>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PromptMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
 }
 
 /// Built-in detectors and/or user regular expressions (Rust `regex` syntax, linear time).
@@ -227,6 +303,7 @@ impl Policies {
             rate_limit: pick(&top.rate_limit, &self.rate_limit),
             budgets: pick(&top.budgets, &self.budgets),
             remote_rate_limit: pick(&top.remote_rate_limit, &self.remote_rate_limit),
+            failover: pick(&top.failover, &self.failover),
         }
     }
 }
@@ -372,6 +449,52 @@ impl Retry {
     fn default_attempts() -> u32 {
         2
     }
+}
+
+/// `failover`: on a failed attempt, the request moves to the route's next backend (another
+/// deployment, possibly another provider: LLM requests are prepared again for it and the
+/// answer translated back). Only before the first byte of an answer reaches the client.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Failover {
+    /// Outcomes that move on. Default: `connect`, `timeout`, `rateLimited`, `serverError`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<FailoverCause>,
+    /// Most tries, the first included. Default: each backend once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// How long a backend that answered 429 without `retry-after` rests. Default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Dur>,
+    /// Consecutive failures that open a backend's circuit, and for how long (then one request
+    /// probes it). Default 5 failures, 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<Circuit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FailoverCause {
+    /// The connection could not be made.
+    Connect,
+    /// No response headers within `timeout.backendRequestTimeout`.
+    Timeout,
+    /// 429.
+    RateLimited,
+    /// 500-599.
+    ServerError,
+    /// The prompt did not fit the model's context (400 `context_length_exceeded` and the like):
+    /// the next backend may have a larger one.
+    ContextLength,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Circuit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_for: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

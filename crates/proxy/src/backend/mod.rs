@@ -4,6 +4,7 @@
 //! Adding a kind = its file here, its variant in [`Backend`] (and the `each!` arms), its
 //! config type, and its arm in `snapshot::compile_backend`.
 
+pub mod a2a;
 pub mod ai;
 pub mod host;
 pub mod mcp;
@@ -65,6 +66,12 @@ pub trait Adapter {
         None
     }
 
+    /// The gateway's error for this request in the protocol's own shape, when the kind has
+    /// one (an A2A binding's); `None`: the gateway's JSON (or the LLM caller's dialect).
+    fn error_response(&self, _ctx: &RequestCtx<'_>, _e: &ProxyError) -> Option<Response<Body>> {
+        None
+    }
+
     /// Sends one attempt: builds the upstream request (backend-phase policies, then the
     /// route's `upstream_request` phase, via [`UpstreamRequest::build`]), sends it, and shapes
     /// the response.
@@ -81,6 +88,7 @@ pub enum Backend {
     Host(Box<host::HostBackend>),
     Ai(Box<ai::AiBackend>),
     Mcp(mcp::McpBackend),
+    A2a(Box<a2a::A2aBackend>),
     Pool(Box<pool::PoolBackend>),
 }
 
@@ -90,6 +98,7 @@ macro_rules! each {
             Backend::Host($b) => $e,
             Backend::Ai($b) => $e,
             Backend::Mcp($b) => $e,
+            Backend::A2a($b) => $e,
             Backend::Pool($b) => $e,
         }
     };
@@ -104,6 +113,9 @@ impl Adapter for Backend {
     }
     fn cors_expose(&self) -> Option<HeaderValue> {
         each!(self, b => b.cors_expose())
+    }
+    fn error_response(&self, ctx: &RequestCtx<'_>, e: &ProxyError) -> Option<Response<Body>> {
+        each!(self, b => b.error_response(ctx, e))
     }
     async fn send(
         &self,

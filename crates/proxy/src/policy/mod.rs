@@ -19,6 +19,7 @@ pub mod basic_auth;
 pub mod cors;
 pub mod direct_response;
 pub mod ext_authz;
+pub mod failover;
 pub mod guardrails;
 pub mod header_modifier;
 pub mod jwt;
@@ -110,6 +111,7 @@ pub struct RoutePolicies {
     /// Deadline for the response to start, across every attempt.
     pub request_timeout: Option<Duration>,
     pub retry: Option<Retry>,
+    pub failover: Option<failover::Failover>,
     /// The route's `responseHeaderModifier`, for answers no backend produced.
     pub response_headers: Option<HeaderModifier>,
 }
@@ -134,6 +136,7 @@ impl RoutePolicies {
                 .and_then(|t| t.request_timeout)
                 .map(|d| d.0),
             retry: p.retry.as_ref().map(Retry::compile),
+            failover: p.failover.as_ref().map(failover::Failover::compile),
             response_headers: p
                 .response_header_modifier
                 .as_ref()

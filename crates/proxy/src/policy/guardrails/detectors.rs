@@ -255,8 +255,12 @@ impl Scanner {
     pub fn compile(guards: &[config::Guard]) -> Result<Self, String> {
         let mut detectors = Vec::new();
         for (gi, g) in guards.iter().enumerate() {
+            // Remote guards (webhook, moderation) are not detectors.
+            let Some(rx) = &g.regex else {
+                continue;
+            };
             let placeholder = |default: &str| g.placeholder.clone().unwrap_or(default.into());
-            for b in &g.regex.builtins {
+            for b in &rx.builtins {
                 for s in specs(*b) {
                     detectors.push(Detector {
                         guard: gi,
@@ -271,7 +275,7 @@ impl Scanner {
                     });
                 }
             }
-            for p in &g.regex.patterns {
+            for p in &rx.patterns {
                 let regex =
                     Regex::new(p).map_err(|e| format!("guard {:?}: pattern {p:?}: {e}", g.name))?;
                 detectors.push(Detector {
@@ -574,10 +578,12 @@ mod tests {
     fn guard(builtins: &[Builtin], patterns: &[&str], action: GuardAction) -> Guard {
         Guard {
             name: "g".into(),
-            regex: RegexGuard {
+            regex: Some(RegexGuard {
                 builtins: builtins.to_vec(),
                 patterns: patterns.iter().map(|p| p.to_string()).collect(),
-            },
+            }),
+            webhook: None,
+            moderation: None,
             action,
             placeholder: None,
         }

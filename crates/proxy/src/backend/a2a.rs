@@ -1,0 +1,596 @@
+//! The `a2a` backend: an A2A agent at `host:port`. Every request is forwarded as the `host`
+//! backend would (same backend-phase policies); what A2A adds, with the protocol logic in the
+//! `a2a` crate:
+//!
+//! - the request is classified (binding, operation, `A2A-Version`, task) for telemetry and
+//!   for errors in the binding's own shape; a malformed JSON-RPC body is refused here
+//!   (-32700 / -32600, HTTP 400) instead of reaching the agent;
+//! - agent cards (well-known paths, the extended card of each binding) are rewritten so their
+//!   interfaces point at the gateway, as the client reached it;
+//! - push-notification callback URLs are checked against the backend's allow-list;
+//! - answers are watched as they pass (SSE event by event, JSON teed up to a bound) for the
+//!   task id, context id, state and artifacts; nothing is held back from the client.
+//!
+//! `A2A-Version` and `A2A-Extensions` are end-to-end headers and travel as they are.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use ::a2a::classify::HeadClass;
+use ::a2a::{jsonrpc, push, Binding, BindingSet, ErrorDialect, Operation, ProtocolVersion};
+
+use super::{Adapter, Attempt, Failure, Head, UpstreamRequest};
+use crate::body::{self, Body, BoxError};
+use crate::context::RequestCtx;
+use crate::error::ProxyError;
+use crate::observe::A2aSlot;
+use crate::policy::BackendPolicies;
+use crate::upstream::Upstream;
+
+/// Largest agent card read for rewriting; a larger one is refused (502), never passed on
+/// with the agent's own URLs in it.
+const MAX_CARD_BYTES: usize = 1 << 20;
+/// Largest JSON answer teed for telemetry; past it the answer still streams, unobserved.
+const MAX_OBSERVED_JSON: usize = 1 << 20;
+
+pub struct A2aBackend {
+    pub upstream: Upstream,
+    bindings: BindingSet,
+    push_allow: Option<push::AllowList>,
+}
+
+impl A2aBackend {
+    pub(crate) fn compile(cfg: &config::A2aBackend, upstream: Upstream) -> Result<Self, String> {
+        let bindings = match &cfg.bindings {
+            None => BindingSet {
+                json_rpc: true,
+                http_json: true,
+                grpc: false,
+            },
+            Some(list) => BindingSet {
+                json_rpc: list.contains(&config::A2aBinding::JsonRpc),
+                http_json: list.contains(&config::A2aBinding::HttpJson),
+                grpc: list.contains(&config::A2aBinding::Grpc),
+            },
+        };
+        let push_allow = cfg
+            .push_notification_allow_list
+            .as_deref()
+            .map(push::AllowList::new)
+            .transpose()
+            .map_err(|e| format!("pushNotificationAllowList: {e}"))?;
+        Ok(A2aBackend {
+            upstream,
+            bindings,
+            push_allow,
+        })
+    }
+
+    fn classify(&self, parts: &Parts, headers: &HeaderMap) -> (HeadClass, ProtocolVersion) {
+        let version = ProtocolVersion::from_header(
+            headers
+                .get(::a2a::VERSION_HEADER)
+                .map(HeaderValue::as_bytes),
+        );
+        let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+        let class = ::a2a::classify_http(&parts.method, parts.uri.path(), content_type, version);
+        (class, version)
+    }
+}
+
+impl Adapter for A2aBackend {
+    fn kind(&self) -> &'static str {
+        "a2a"
+    }
+
+    /// JSON-RPC names its operation in the body; an HTTP+JSON push config is read when an
+    /// allow-list must check it. Everything else streams.
+    fn head(&self, req: &Parts) -> Head {
+        let needs_whole_body = match self.classify(req, &req.headers).0 {
+            HeadClass::JsonRpc => true,
+            HeadClass::Known(call) => {
+                call.binding == Binding::HttpJson
+                    && self.push_allow.is_some()
+                    && call.operation.may_carry_push_config()
+            }
+            HeadClass::Other => false,
+        };
+        Head {
+            needs_whole_body,
+            dialect: None,
+        }
+    }
+
+    /// Browser clients read the version and extensions the agent answered with.
+    fn cors_expose(&self) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static("a2a-version, a2a-extensions"))
+    }
+
+    fn error_response(&self, ctx: &RequestCtx<'_>, e: &ProxyError) -> Option<Response<Body>> {
+        let dialect = ctx.a2a_errors.as_ref()?;
+        Some(error_response(dialect.response(
+            e.status.as_u16(),
+            e.code,
+            &e.message,
+        )))
+    }
+
+    async fn send(
+        &self,
+        policies: &BackendPolicies,
+        attempt: Attempt<'_>,
+        ctx: &mut RequestCtx<'_>,
+    ) -> Result<Response<Body>, Failure> {
+        let Attempt {
+            parts,
+            mut headers,
+            body,
+            raw,
+        } = attempt;
+        let (class, version) = self.classify(parts, &headers);
+        let mut record = telemetry::A2aRecord {
+            version: version.as_str(),
+            ..Default::default()
+        };
+        // Where a card returned by this call sits in the answer (JSON-RPC: under `result`).
+        let mut card_in_result = false;
+        let operation = match class {
+            HeadClass::Other => {
+                let req = UpstreamRequest::to(&self.upstream)
+                    .build(parts, headers, body, policies, ctx)
+                    .map_err(Failure::Fatal)?;
+                return super::timed_call(&self.upstream, req, policies, ctx).await;
+            }
+            HeadClass::Known(call) => {
+                ctx.a2a_errors = Some(match call.binding {
+                    Binding::JsonRpc | Binding::HttpJson => ErrorDialect::HttpJson { version },
+                    Binding::Grpc => ErrorDialect::Grpc,
+                });
+                record.binding = call.binding.as_str();
+                record.task_id = call.task_id;
+                record.method = call.operation.as_str();
+                if call.binding == Binding::HttpJson {
+                    if let Some(refusal) = self.check_push(call.operation, raw.map(|b| &b[..])) {
+                        refused(ctx, record);
+                        return Ok(error_response(ErrorDialect::HttpJson { version }.response(
+                            403,
+                            "a2a_push_url_not_allowed",
+                            &refusal,
+                        )));
+                    }
+                } else if call.binding == Binding::Grpc
+                    && self.push_allow.is_some()
+                    && call.operation == Operation::CreatePushConfig
+                {
+                    // Protobuf bodies are not read here: a config the gateway cannot check
+                    // is refused rather than passed unchecked.
+                    refused(ctx, record);
+                    return Ok(error_response(ErrorDialect::Grpc.response(
+                        403,
+                        "a2a_push_url_not_allowed",
+                        "push-notification configs over gRPC cannot be checked against the allow-list",
+                    )));
+                }
+                call.operation
+            }
+            HeadClass::JsonRpc => {
+                record.binding = Binding::JsonRpc.as_str();
+                ctx.a2a_errors = Some(ErrorDialect::JsonRpc {
+                    id: serde_json::Value::Null,
+                });
+                match raw {
+                    // Past the buffering limit: forwarded unread (the agent answers it).
+                    None if self.push_allow.is_none() => Operation::Unknown,
+                    None => {
+                        ctx.error = Some("a2a_push_url_not_allowed");
+                        let e = ProxyError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "a2a_push_url_not_allowed",
+                            "the JSON-RPC request is too large to check its push-notification config",
+                        );
+                        return Ok(self
+                            .error_response(ctx, &e)
+                            .unwrap_or_else(|| e.into_response()));
+                    }
+                    Some(raw) => match jsonrpc::parse_request(raw) {
+                        Err(e) => {
+                            ctx.error = Some("a2a_invalid_jsonrpc");
+                            let body = jsonrpc::error_body(&e.id, e.code, &e.message, None);
+                            return Ok(json_response(StatusCode::BAD_REQUEST, body));
+                        }
+                        Ok(req) => {
+                            ctx.a2a_errors = Some(ErrorDialect::JsonRpc { id: req.id.clone() });
+                            let params = req.params.map(|p| p.get().as_bytes());
+                            record.method = req.operation.as_str();
+                            if let Some(refusal) = self.check_push(req.operation, params) {
+                                refused(ctx, record);
+                                let body = jsonrpc::error_body(
+                                    &req.id,
+                                    jsonrpc::INVALID_PARAMS,
+                                    &refusal,
+                                    Some(serde_json::json!({"code": "a2a_push_url_not_allowed"})),
+                                );
+                                return Ok(json_response(StatusCode::FORBIDDEN, body));
+                            }
+                            if let Some(v) = req.method_version {
+                                record.version = v.as_str();
+                            }
+                            record.task_id = req.task_id;
+                            record.context_id = req.context_id;
+                            card_in_result = req.operation == Operation::GetExtendedAgentCard;
+                            req.operation
+                        }
+                    },
+                }
+            }
+        };
+        record.method = operation.as_str();
+        let rewrites_card = operation.returns_card() && record.binding != Binding::Grpc.as_str();
+        let origin = match rewrites_card {
+            true => Some(self.origin(ctx, parts, &headers)?),
+            false => None,
+        };
+        if rewrites_card {
+            // The card is read and rewritten: ask for it whole and uncompressed.
+            for h in [
+                header::IF_NONE_MATCH,
+                header::IF_MODIFIED_SINCE,
+                header::ACCEPT_ENCODING,
+            ] {
+                headers.remove(h);
+            }
+        }
+        let slot = Arc::new(Mutex::new(Some(record)));
+        ctx.trail.a2a = Some(slot.clone());
+        let req = UpstreamRequest::to(&self.upstream)
+            .build(parts, headers, body, policies, ctx)
+            .map_err(Failure::Fatal)?;
+        let resp = super::timed_call(&self.upstream, req, policies, ctx).await?;
+        if let Some(origin) = origin {
+            return self
+                .rewrite_card_response(resp, &origin, card_in_result, policies, ctx)
+                .await;
+        }
+        Ok(watch(resp, slot, operation.streams()))
+    }
+}
+
+impl A2aBackend {
+    /// The refusal, when a request registers a push-notification URL the allow-list does not
+    /// allow (or one that cannot be read).
+    fn check_push(&self, op: Operation, json: Option<&[u8]>) -> Option<String> {
+        let allow = self.push_allow.as_ref()?;
+        if !op.may_carry_push_config() {
+            return None;
+        }
+        let Some(json) = json else {
+            return Some("the push-notification config was too large to check".into());
+        };
+        let urls = match push::callback_urls(op, json) {
+            Ok(u) => u,
+            Err(e) => return Some(e),
+        };
+        urls.iter().find_map(|u| allow.check(u).err())
+    }
+
+    /// The gateway as this client reached it: `scheme://authority`. The scheme is `https` on
+    /// TLS, else what a proxy in front says (`X-Forwarded-Proto`), else `http`.
+    fn origin(
+        &self,
+        ctx: &RequestCtx<'_>,
+        parts: &Parts,
+        headers: &HeaderMap,
+    ) -> Result<String, Failure> {
+        let scheme = if ctx.conn.tls {
+            "https"
+        } else {
+            match ctx.forwarded_proto.as_ref().map(HeaderValue::as_bytes) {
+                Some(p) if p.eq_ignore_ascii_case(b"https") => "https",
+                _ => "http",
+            }
+        };
+        let authority = match parts.uri.authority() {
+            Some(a) => a.clone(),
+            None => headers
+                .get(header::HOST)
+                .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+                .ok_or_else(|| {
+                    Failure::Fatal(ProxyError::bad_request(
+                        "an agent card is served only to requests naming the gateway's host",
+                    ))
+                })?,
+        };
+        Ok(format!("{scheme}://{authority}"))
+    }
+
+    /// The agent's paths as clients see them, from the backend's `urlRewrite`.
+    fn path_map(policies: &BackendPolicies, ctx: &RequestCtx<'_>) -> ::a2a::PathMap {
+        let client = ctx.matched_prefix.unwrap_or("").to_string();
+        match policies.url_rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+            None => ::a2a::PathMap::Same,
+            Some(config::PathRewrite::Prefix(upstream)) => ::a2a::PathMap::Prefix {
+                upstream: upstream.clone(),
+                client,
+            },
+            Some(config::PathRewrite::Full(_)) => ::a2a::PathMap::Fixed {
+                client: if client.is_empty() {
+                    "/".into()
+                } else {
+                    client
+                },
+            },
+        }
+    }
+
+    async fn rewrite_card_response(
+        &self,
+        resp: Response<Body>,
+        origin: &str,
+        in_result: bool,
+        policies: &BackendPolicies,
+        ctx: &RequestCtx<'_>,
+    ) -> Result<Response<Body>, Failure> {
+        let is_json = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|c| memchr_json(c.as_bytes()));
+        if !resp.status().is_success() || !is_json {
+            return Ok(resp);
+        }
+        let (mut head, body) = resp.into_parts();
+        let bytes = read_bounded(body, MAX_CARD_BYTES).await.map_err(|e| {
+            Failure::Fatal(ProxyError::upstream_error(format!(
+                "reading the agent card: {e}"
+            )))
+        })?;
+        let mut doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Failure::Fatal(ProxyError::upstream_error(format!(
+                "the agent card is not JSON: {e}"
+            )))
+        })?;
+        let card = match in_result {
+            true => doc.get_mut("result"),
+            false => Some(&mut doc),
+        };
+        if let Some(card) = card {
+            let paths = Self::path_map(policies, ctx);
+            let out = ::a2a::rewrite_card(
+                card,
+                &::a2a::CardRewrite {
+                    origin,
+                    paths: &paths,
+                    bindings: self.bindings,
+                },
+            );
+            if out.signatures_removed > 0 {
+                tracing::info!(
+                    route = %ctx.route.name,
+                    signatures = out.signatures_removed,
+                    "agent card signatures removed: the card's URLs were rewritten to the \
+                     gateway, which has no key to sign it again"
+                );
+            }
+            if !out.dropped.is_empty() {
+                tracing::debug!(
+                    route = %ctx.route.name,
+                    dropped = ?out.dropped,
+                    "agent card interfaces dropped: bindings this route does not proxy"
+                );
+            }
+        }
+        let bytes = serde_json::to_vec(&doc).map_err(|e| {
+            Failure::Fatal(ProxyError::upstream_error(format!(
+                "writing the agent card: {e}"
+            )))
+        })?;
+        // The content changed: the agent's validators and length no longer describe it.
+        head.headers.remove(header::ETAG);
+        head.headers.remove(header::CONTENT_ENCODING);
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        Ok(Response::from_parts(head, body::full(bytes)))
+    }
+}
+
+/// The whole body, up to `limit` bytes.
+async fn read_bounded(mut body: Body, limit: usize) -> Result<Bytes, String> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(format!("larger than {limit} bytes"));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn memchr_json(content_type: &[u8]) -> bool {
+    content_type
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"json"))
+}
+
+/// Notes a push-notification refusal in the log: the error and the call refused.
+fn refused(ctx: &mut RequestCtx<'_>, record: telemetry::A2aRecord) {
+    ctx.error = Some("a2a_push_url_not_allowed");
+    ctx.trail.a2a = Some(Arc::new(Mutex::new(Some(record))));
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_response(e: ::a2a::ErrorResponse) -> Response<Body> {
+    let mut resp = Response::new(body::full(e.body));
+    *resp.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(e.content_type),
+    );
+    for (name, value) in e.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    resp
+}
+
+/// Wraps the answer so its task is observed as it streams; gRPC and other media pass as they
+/// are (the record keeps what the request said).
+fn watch(resp: Response<Body>, slot: Arc<A2aSlot>, streams: bool) -> Response<Body> {
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or(b"");
+    let watcher = if content_type.starts_with(b"text/event-stream") {
+        Watcher::Sse(Box::default())
+    } else if memchr_json(content_type) && !streams {
+        Watcher::Json(Vec::new())
+    } else {
+        return resp;
+    };
+    resp.map(|inner| {
+        WatchedBody {
+            inner,
+            watcher,
+            slot,
+            seen_events: 0,
+            done: false,
+        }
+        .boxed_unsync()
+    })
+}
+
+enum Watcher {
+    /// SSE: read event by event.
+    Sse(Box<::a2a::EventReader>),
+    /// One JSON document, teed up to [`MAX_OBSERVED_JSON`] and read at its end.
+    Json(Vec<u8>),
+    /// Too large to observe.
+    Gave,
+}
+
+/// A response body passed through unchanged while its A2A content is observed.
+struct WatchedBody {
+    inner: Body,
+    watcher: Watcher,
+    slot: Arc<A2aSlot>,
+    /// Events already written to the slot.
+    seen_events: u32,
+    done: bool,
+}
+
+impl WatchedBody {
+    fn feed(&mut self, data: &Bytes) {
+        match &mut self.watcher {
+            Watcher::Sse(reader) => {
+                reader.feed(data);
+                // Written as events arrive, so a client that leaves mid-stream still leaves
+                // a record of what it saw.
+                if reader.observation.events != self.seen_events {
+                    self.seen_events = reader.observation.events;
+                    update(&self.slot, &reader.observation, true);
+                }
+            }
+            Watcher::Json(buf) => {
+                if buf.len() + data.len() > MAX_OBSERVED_JSON {
+                    self.watcher = Watcher::Gave;
+                } else {
+                    buf.extend_from_slice(data);
+                }
+            }
+            Watcher::Gave => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        if let Watcher::Json(buf) = &self.watcher {
+            let mut o = ::a2a::Observation::default();
+            o.read(buf);
+            update(&self.slot, &o, false);
+        }
+    }
+}
+
+/// Copies what an observation learned into the record.
+fn update(slot: &A2aSlot, o: &::a2a::Observation, stream: bool) {
+    let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(rec) = guard.as_mut() else {
+        return;
+    };
+    if let Some(id) = &o.task_id {
+        if rec.task_id.as_ref() != Some(id) {
+            rec.task_id = Some(id.clone());
+        }
+    }
+    if let Some(id) = &o.context_id {
+        if rec.context_id.as_ref() != Some(id) {
+            rec.context_id = Some(id.clone());
+        }
+    }
+    if let Some(s) = o.state {
+        rec.task_state = Some(s.as_str());
+    }
+    if stream {
+        rec.events = o.events;
+    }
+    rec.artifacts = o.artifacts;
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.feed(data);
+                }
+                // The record must be complete before the body reports its end: telemetry
+                // reads it then.
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,168 @@
+//! `failover` through a real gateway in front of the provider simulators: a failing deployment
+//! hands the request to the next one (another provider's dialect included), a 429 rests the
+//! deployment for its `retry-after`, repeated failures open its circuit and a probe closes it,
+//! and a stream that already sent bytes is not retried.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::Request;
+use serde_json::{json, Value};
+
+/// A route with an OpenAI-format deployment and the Anthropic simulator as its standby
+/// (weight 0: only failed over to).
+fn two_deployments(
+    first: std::net::SocketAddr,
+    second: std::net::SocketAddr,
+    failover: &str,
+) -> String {
+    format!(
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - name: chat\n      policies:\n        failover: {failover}\n      backends:\n      - weight: 1\n        ai: {{name: openai-east, hostOverride: '{first}', provider: {{openAI: {{}}}}}}\n      - weight: 0\n        ai: {{name: anthropic-west, hostOverride: '{second}', provider: {{anthropic: {{}}}}, policies: {{ai: {{modelAliases: {{'*': claude-sim-1}}}}}}}}\n"
+    )
+}
+
+fn chat(stream: bool) -> Request<TestBody> {
+    Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(full(
+            json!({"model": "sim-gpt", "stream": stream, "max_tokens": 20,
+                   "messages": [{"role": "user", "content": "Hello there"}]})
+            .to_string(),
+        ))
+        .unwrap()
+}
+
+fn failovers(backend: &str, reason: &str) -> u64 {
+    let text = telemetry::Metrics::global().encode();
+    let needle = format!(
+        r#"switchyard_failovers_total{{route="chat",backend="{backend}",reason="{reason}"}} "#
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_429_fails_over_to_another_provider_and_rests_the_deployment() {
+    let limited = sim::openai::spawn(sim::openai::Options {
+        fault: Some(sim::Fault::RateLimit),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let anthropic = sim::anthropic::spawn(sim::anthropic::Options::default())
+        .await
+        .unwrap();
+    let (_gw, addr) = gateway(&two_deployments(
+        limited.addr,
+        anthropic.addr,
+        "{cooldown: 5s}",
+    ))
+    .await;
+
+    // The OpenAI caller's answer comes from the Anthropic simulator, translated back.
+    let r = send(addr, chat(false)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("Hello there"));
+    let before = failovers("openai-east", "rate_limited");
+    assert!(before >= 1);
+
+    // The 429 put openai-east in cooldown (the simulator's retry-after: 1 s): skipped now.
+    let skipped = failovers("openai-east", "cooldown");
+    let r = send(addr, chat(false)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(failovers("openai-east", "cooldown"), skipped + 1);
+    assert_eq!(
+        failovers("openai-east", "rate_limited"),
+        before,
+        "not tried while resting"
+    );
+
+    // After the retry-after it is tried again (and fails over again).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = send(addr, chat(false)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(failovers("openai-east", "rate_limited"), before + 1);
+
+    // Streams fail over too while no byte has reached the client.
+    let r = send(addr, chat(true)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("data: [DONE]"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn repeated_failures_open_the_circuit_and_all_resting_is_a_503_with_retry_after() {
+    let broken = sim::openai::spawn(sim::openai::Options {
+        fault: Some(sim::Fault::ServerError),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let anthropic = sim::anthropic::spawn(sim::anthropic::Options {
+        fault: Some(sim::Fault::Overloaded),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_gw, addr) = gateway(&two_deployments(
+        broken.addr,
+        anthropic.addr,
+        "{circuit: {failures: 2, openFor: 300ms}}",
+    ))
+    .await;
+    // Both deployments fail: the caller gets the last real answer (Anthropic's 529, as an
+    // OpenAI error), not a gateway error.
+    let r = send(addr, chat(false)).await;
+    assert_eq!(r.status.as_u16(), 529, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "overloaded_error");
+    let r = send(addr, chat(false)).await;
+    assert_eq!(r.status.as_u16(), 529);
+    // Two failures each: both circuits are open; nothing is tried, the gateway says how long.
+    let r = send(addr, chat(false)).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["code"],
+        "upstream_unavailable",
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(failovers("openai-east", "circuit_open") >= 1);
+    // Half open after 300 ms: one probe goes through (and fails again here).
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let before = failovers("openai-east", "server_error");
+    let _ = send(addr, chat(false)).await;
+    assert_eq!(
+        failovers("openai-east", "server_error"),
+        before + 1,
+        "the probe was sent"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_already_sent_bytes_is_not_retried() {
+    let resetting = sim::openai::spawn(sim::openai::Options {
+        fault: Some(sim::Fault::Reset),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let anthropic = sim::anthropic::spawn(sim::anthropic::Options::default())
+        .await
+        .unwrap();
+    let (_gw, addr) = gateway(&two_deployments(resetting.addr, anthropic.addr, "{}")).await;
+    let r = send(addr, chat(true)).await;
+    // The headers and the first events were the caller's already: the break is an error
+    // event in the stream, and the other deployment is not asked.
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(!text.contains("claude-sim"), "{text}");
+}

@@ -190,7 +190,7 @@ pub(crate) fn route_phases(
         phases.push(Box::new(policy::Redirect::compile(r)));
     }
     if let Some(g) = &p.guardrails {
-        phases.push(Box::new(policy::Guardrails::compile(g)?));
+        phases.push(Box::new(policy::Guardrails::compile(g, env)?));
     }
     Ok(phases)
 }

@@ -151,6 +151,10 @@ async fn local_token_buckets_answer_429_with_retry_after_and_openai_headers() {
     // One token comes back every 20 s.
     let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=20).contains(&after), "{after}");
+    // The refusal shows the bucket too, as OpenAI's own 429s do.
+    assert_eq!(r.header("x-ratelimit-limit-requests"), Some("3"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert!(r.header("x-ratelimit-reset-requests").is_some());
     // bob has his own bucket.
     assert_eq!(send(addr, get_as("sk-bob")).await.status, 200);
     let metrics = telemetry::Metrics::global().encode();

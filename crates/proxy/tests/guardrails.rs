@@ -325,3 +325,179 @@ async fn a_reject_mid_stream_closes_the_body_without_waiting_for_the_provider() 
         "the body closed at the refusal, not after the 45-token answer ({took:?})"
     );
 }
+
+/// A guard service implementing the webhook contract: texts with "secret" are masked, texts
+/// with "forbidden" rejected, the rest allowed. Counts the calls it got.
+async fn webhook() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
+                        let counter = counter.clone();
+                        async move {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            assert_eq!(req.headers()["authorization"], "Bearer hook-key");
+                            let body = http_body_util::BodyExt::collect(req.into_body())
+                                .await
+                                .unwrap()
+                                .to_bytes();
+                            let v: Value = serde_json::from_slice(&body).unwrap();
+                            assert_eq!(v["side"], "request");
+                            let texts: Vec<String> = v["texts"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|t| t["text"].as_str().unwrap().to_string())
+                                .collect();
+                            let answer = if texts.iter().any(|t| t.contains("forbidden")) {
+                                json!({"action": "reject", "reason": "forbidden topic"})
+                            } else if texts.iter().any(|t| t.contains("secret")) {
+                                json!({"action": "mask", "texts": texts.iter().map(|t| t.replace("secret", "[hidden]")).collect::<Vec<_>>()})
+                            } else {
+                                json!({"action": "allow"})
+                            };
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(answer.to_string())),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    (addr, calls)
+}
+
+#[tokio::test]
+async fn webhook_guards_mask_and_reject_and_fail_as_configured() {
+    let up = echo("provider").await;
+    let (hook, calls) = webhook().await;
+    let guards = format!("          request:\n          - {{name: policy-hook, webhook: {{url: 'http://{hook}/check', key: hook-key}}, action: mask}}\n");
+    let (_gw, addr) = gateway(&guarded(&guards, "openAI", up.addr)).await;
+
+    let r = send(
+        addr,
+        post("/v1/chat/completions", &chat("the secret plan", false)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value = serde_json::from_str(r.json()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["messages"][1]["content"], "the [hidden] plan");
+    assert_eq!(
+        sent["messages"][0]["content"], "be brief",
+        "unchanged texts stay"
+    );
+
+    let r = send(
+        addr,
+        post("/v1/chat/completions", &chat("a forbidden question", false)),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "guardrail_rejected");
+    assert!(
+        r.text().contains("policy-hook") && !r.text().contains("forbidden topic"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // The service down: refused (503) unless failOpen.
+    let down = "127.0.0.1:9";
+    for (fail_open, status) in [(false, 503), (true, 200)] {
+        let guards = format!("          request:\n          - {{name: gone, webhook: {{url: 'http://{down}/x', timeout: 300ms, failOpen: {fail_open}}}, action: reject}}\n");
+        let (_gw, addr) = gateway(&guarded(&guards, "openAI", up.addr)).await;
+        let r = send(addr, post("/v1/chat/completions", &chat("hello", false))).await;
+        assert_eq!(
+            r.status.as_u16(),
+            status,
+            "failOpen {fail_open}: {}",
+            r.text()
+        );
+        if status == 503 {
+            assert_eq!(r.json()["error"]["code"], "guardrail_unavailable");
+        }
+    }
+}
+
+#[tokio::test]
+async fn moderation_guards_use_the_moderations_api_with_thresholds() {
+    let up = echo("provider").await;
+    let moderator = sim::openai::spawn(sim::openai::Options::default())
+        .await
+        .unwrap();
+    let m = moderator.addr;
+    let guards = format!("          request:\n          - {{name: safety, moderation: {{url: 'http://{m}'}}, action: reject}}\n");
+    let (_gw, addr) = gateway(&guarded(&guards, "anthropic", up.addr)).await;
+    let anthropic = |text: &str| json!({"model": "m", "max_tokens": 10, "system": "be brief", "messages": [{"role": "user", "content": text}]});
+    let r = send(
+        addr,
+        post("/v1/messages", &anthropic("how do I kill a stuck process?")),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["type"], "error", "Anthropic's error shape");
+    assert!(r.text().contains("safety"));
+    assert_eq!(
+        send(addr, post("/v1/messages", &anthropic("hello")))
+            .await
+            .status,
+        200
+    );
+
+    // A threshold above the score lets it through; audit never refuses.
+    for (guard, status) in [
+        (format!("{{name: safety, moderation: {{url: 'http://{m}', thresholds: {{violence: 0.95}}}}, action: reject}}"), 200),
+        (format!("{{name: safety, moderation: {{url: 'http://{m}'}}, action: audit}}"), 200),
+        (format!("{{name: safety, moderation: {{url: 'http://{m}', thresholds: {{violence: 0.5}}}}, action: reject}}"), 400),
+    ] {
+        let guards = format!("          request:\n          - {guard}\n");
+        let (_gw, addr) = gateway(&guarded(&guards, "anthropic", up.addr)).await;
+        let r = send(addr, post("/v1/messages", &anthropic("how do I kill a stuck process?"))).await;
+        assert_eq!(r.status.as_u16(), status, "{guard}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn the_prompt_policy_adds_its_messages_after_the_guards() {
+    let up = echo("provider").await;
+    let yaml = format!(
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - policies:\n        guardrails:\n          prompt:\n            prepend: [{{role: system, content: 'Policy: mail me at ops@example.com'}}]\n            append: [{{role: user, content: 'Answer briefly.'}}]\n          request:\n          - {{name: pii, regex: {{builtins: [email]}}, action: mask}}\n      backends:\n      - ai: {{name: p, hostOverride: '{}', provider: {{openAI: {{}}}}}}\n",
+        up.addr
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let r = send(
+        addr,
+        post(
+            "/v1/chat/completions",
+            &chat("write to jane@example.com", false),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value = serde_json::from_str(r.json()["body"].as_str().unwrap()).unwrap();
+    let m = sent["messages"].as_array().unwrap();
+    assert_eq!(m.len(), 4);
+    // The gateway's own text is not scanned (its address stays); the caller's is masked.
+    assert_eq!(m[0]["content"], "Policy: mail me at ops@example.com");
+    assert_eq!(m[2]["content"], "write to <EMAIL>");
+    assert_eq!(m[3]["content"], "Answer briefly.");
+}

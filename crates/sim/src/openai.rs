@@ -14,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod embeddings;
+pub mod moderations;
 pub mod responses;
 
 use std::collections::HashSet;
@@ -164,6 +165,8 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
                 embeddings::create
             } else if path.ends_with("/responses") {
                 responses::create
+            } else if path.ends_with("/moderations") {
+                moderations::create
             } else {
                 return not_found(&method, &path);
             };

@@ -238,14 +238,13 @@ impl Health {
         // Half open: one probe at a time.
         let since = self.probe_since.load(Ordering::Acquire);
         let stale = since != 0 && now.saturating_sub(since) > open_for.as_millis() as u64;
-        if since == 0 || stale {
-            if self
+        if (since == 0 || stale)
+            && self
                 .probe_since
                 .compare_exchange(since, now, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
-            {
-                return Ok(());
-            }
+        {
+            return Ok(());
         }
         Err((Cause::CircuitOpen, Duration::from_secs(1)))
     }

@@ -87,12 +87,35 @@ impl Bucket {
     }
 }
 
-/// A limit's state after a request took from it, for the `x-ratelimit-*` headers.
+/// A limit's state after a request took from it (or when it lacked room), for the
+/// `x-ratelimit-*` headers.
 struct Shown {
     kind: &'static str,
     limit: u64,
     remaining: u64,
     reset: Duration,
+}
+
+impl Shown {
+    /// Bucket `i` (0: requests, 1: tokens) at `level`.
+    fn of(i: usize, rate: Rate, level: f64) -> Shown {
+        Shown {
+            kind: if i == 0 { "requests" } else { "tokens" },
+            limit: rate.limit as u64,
+            remaining: level.max(0.0) as u64,
+            reset: Duration::from_secs_f64((rate.limit - level).max(0.0) / rate.refill),
+        }
+    }
+
+    /// Keeps the tightest of each kind.
+    fn keep(self, shown: &mut [Option<Shown>; 2], i: usize) {
+        if shown[i]
+            .as_ref()
+            .is_none_or(|o| self.remaining < o.remaining)
+        {
+            shown[i] = Some(self);
+        }
+    }
 }
 
 impl LocalRateLimit {
@@ -156,19 +179,27 @@ impl LocalRateLimit {
             keyed.push((l, key));
         }
         let token_amount = tokens.unwrap_or(0) as f64;
-        // First pass: is there room everywhere?
+        // First pass: is there room everywhere? A refusal shows the buckets that lack it.
         let mut wait = Duration::ZERO;
+        let mut short: [Option<Shown>; 2] = [None, None];
         for (l, key) in &keyed {
             let mut buckets = l.buckets.lock().unwrap_or_else(|p| p.into_inner());
             let b = buckets.entry(key.clone()).or_default();
-            for (rate, bucket, amount) in [
+            for (i, (rate, bucket, amount)) in [
                 (l.requests, &mut b.requests, 1.0),
                 (l.tokens, &mut b.tokens, token_amount),
-            ] {
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 if let Some(rate) = rate {
                     let bucket = bucket.get_or_insert_with(|| Bucket::full(rate, now));
                     bucket.refill(rate, now);
-                    wait = wait.max(bucket.wait_for(rate, amount));
+                    let w = bucket.wait_for(rate, amount);
+                    if !w.is_zero() {
+                        Shown::of(i, rate, bucket.level).keep(&mut short, i);
+                    }
+                    wait = wait.max(w);
                 }
             }
         }
@@ -184,6 +215,10 @@ impl LocalRateLimit {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
+            // Like OpenAI's own 429s (and `rateLimit`'s), the refusal carries `x-ratelimit-*`.
+            for s in short.into_iter().flatten() {
+                set_rate_headers(ctx, s.kind, s.limit, s.remaining, s.reset);
+            }
             return Flow::Respond(resp);
         }
         if !keyed.is_empty() {
@@ -208,17 +243,7 @@ impl LocalRateLimit {
                     continue;
                 };
                 bucket.level -= amount;
-                let s = Shown {
-                    kind: if i == 0 { "requests" } else { "tokens" },
-                    limit: rate.limit as u64,
-                    remaining: bucket.level.max(0.0) as u64,
-                    reset: Duration::from_secs_f64(
-                        (rate.limit - bucket.level).max(0.0) / rate.refill,
-                    ),
-                };
-                if shown[i].as_ref().is_none_or(|o| s.remaining < o.remaining) {
-                    shown[i] = Some(s);
-                }
+                Shown::of(i, rate, bucket.level).keep(&mut shown, i);
             }
         }
         for s in shown.into_iter().flatten() {

@@ -11,8 +11,12 @@
 //! - **Response, streamed**: OpenAI Chat chunks and Anthropic Messages events are rewritten as
 //!   they stream ([`stream`]); other streamed dialects are refused at the request
 //!   (`stream: true`) with `guardrail_unsupported`.
+//! - **Remote guards** ([`remote`]: a webhook, a moderation endpoint) run on the prompt after
+//!   the regex guards; then the route's prompt policy ([`prompt`]) adds its messages.
 
 pub mod detectors;
+pub mod prompt;
+pub mod remote;
 pub mod stream;
 
 use std::sync::Arc;
@@ -231,14 +235,190 @@ struct Guarded;
 pub struct Guardrails {
     request: Option<Arc<Side>>,
     response: Option<Arc<Side>>,
+    /// Webhook and moderation guards on the prompt, in config order.
+    remote: Vec<remote::RemoteGuard>,
+    prompt: Option<config::PromptPolicy>,
+    /// The route's name, sent to webhooks.
+    route: Arc<str>,
 }
 
+/// The stable code when a remote guard cannot be asked and the guard fails closed.
+pub const UNAVAILABLE: &str = "guardrail_unavailable";
+
 impl Guardrails {
-    pub(crate) fn compile(g: &config::Guardrails) -> Result<Self, PolicyError> {
+    pub(crate) fn compile(
+        g: &config::Guardrails,
+        env: &crate::governance::PhaseEnv,
+    ) -> Result<Self, PolicyError> {
+        let regex = |guards: &[config::Guard]| -> Vec<config::Guard> {
+            guards
+                .iter()
+                .filter(|g| g.regex.is_some())
+                .cloned()
+                .collect()
+        };
+        let mut remote = Vec::new();
+        for guard in &g.request {
+            if let Some(r) = remote::RemoteGuard::compile(guard).map_err(PolicyError::new)? {
+                remote.push(r);
+            }
+        }
         Ok(Guardrails {
-            request: Side::compile(&g.request, "request")?,
-            response: Side::compile(&g.response, "response")?,
+            request: Side::compile(&regex(&g.request), "request")?,
+            response: Side::compile(&regex(&g.response), "response")?,
+            remote,
+            prompt: g.prompt.clone(),
+            route: env.route.clone(),
         })
+    }
+
+    /// The regex guards on the prompt, and whether a stream can be guarded: the parsed
+    /// (possibly masked) body and whether it changed, or the answer that ends the request.
+    fn guard_prompt(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        body: &Bytes,
+    ) -> Result<Option<(Value, bool)>, Box<Flow>> {
+        let format = ctx.dialect.unwrap_or(Format::OpenAiChat);
+        if body.is_empty() {
+            return Ok(None);
+        }
+        let needs_json = self.request.is_some() || !self.remote.is_empty();
+        let mut v = match serde_json::from_slice::<Value>(body) {
+            Ok(v) => v,
+            Err(_) if !needs_json => return Ok(None),
+            Err(_) => {
+                ctx.error = Some(UNSUPPORTED);
+                return Err(Box::new(Flow::Respond(error_response(
+                    format,
+                    StatusCode::BAD_REQUEST,
+                    UNSUPPORTED,
+                    "guardrail_unsupported: the request guards read JSON bodies and this one is not JSON",
+                ))));
+            }
+        };
+        let mut changed = false;
+        if let Some(side) = &self.request {
+            if let Err(d) = side.walk(&mut v, &mut changed) {
+                ctx.error = Some(REJECTED);
+                // Telemetry keeps no copy of a refused prompt.
+                ctx.trail.rec.request_body = None;
+                return Err(Box::new(Flow::Respond(error_response(
+                    format,
+                    StatusCode::BAD_REQUEST,
+                    REJECTED,
+                    &side.rejection(d),
+                ))));
+            }
+        }
+        if self.response.is_some()
+            && v.get("stream") == Some(&Value::Bool(true))
+            && !streams_covered(format)
+        {
+            ctx.error = Some(UNSUPPORTED);
+            return Err(Box::new(Flow::Respond(error_response(
+                format,
+                StatusCode::BAD_REQUEST,
+                UNSUPPORTED,
+                &format!(
+                    "guardrail_unsupported: response guards cannot run on streamed {format:?} \
+                     responses; send the request without `stream`"
+                ),
+            ))));
+        }
+        Ok(Some((v, changed)))
+    }
+
+    /// Asks each remote guard in turn; a mask answer's texts replace the prompt's.
+    async fn ask_remote(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        v: &mut Value,
+        changed: &mut bool,
+    ) -> Flow {
+        let format = ctx.dialect.unwrap_or(Format::OpenAiChat);
+        for guard in &self.remote {
+            let texts = remote::texts(v);
+            if texts.is_empty() {
+                break;
+            }
+            let verdict = guard.check(&texts, &self.route, ctx.model.as_deref()).await;
+            let hit = |action: &'static str| {
+                telemetry::Metrics::global()
+                    .guardrail_hits
+                    .get_or_create(&telemetry::metrics::GuardrailLabels {
+                        guard: guard.name.clone(),
+                        detector: guard.kind(),
+                        action,
+                        side: "request",
+                    })
+                    .inc();
+            };
+            let audit = guard.action == config::GuardAction::Audit;
+            match verdict {
+                Err(e) if guard.fail_open => {
+                    tracing::warn!(guard = %guard.name, error = %e, "guard unavailable; passed (failOpen)");
+                }
+                Err(e) => {
+                    tracing::warn!(guard = %guard.name, error = %e, "guard unavailable; refused");
+                    ctx.error = Some(UNAVAILABLE);
+                    return Flow::Respond(error_response(
+                        format,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        UNAVAILABLE,
+                        &format!(
+                            "{UNAVAILABLE}: guardrail {:?} could not be asked",
+                            guard.name
+                        ),
+                    ));
+                }
+                Ok(remote::Verdict::Allow) => {}
+                Ok(remote::Verdict::Reject(reason)) => {
+                    tracing::info!(guard = %guard.name, detector = guard.kind(), reason = %reason, audit, "guardrail matched");
+                    if audit {
+                        hit("audit");
+                        continue;
+                    }
+                    hit("reject");
+                    ctx.error = Some(REJECTED);
+                    ctx.trail.rec.request_body = None;
+                    return Flow::Respond(error_response(
+                        format,
+                        StatusCode::BAD_REQUEST,
+                        REJECTED,
+                        &format!(
+                            "{REJECTED}: the request was refused by guardrail {:?}",
+                            guard.name
+                        ),
+                    ));
+                }
+                Ok(remote::Verdict::Mask(replacements)) => {
+                    if audit {
+                        hit("audit");
+                        continue;
+                    }
+                    hit("mask");
+                    remote::replace(v, &mut replacements.into_iter());
+                    *changed = true;
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The prompt policy, then the body as it will be sent.
+    fn finish(&self, ctx: &mut RequestCtx<'_>, mut v: Value, mut changed: bool, body: &mut Bytes) {
+        if let (Some(p), Some(format)) = (&self.prompt, ctx.dialect) {
+            changed |= prompt::enrich(&mut v, format, p);
+        }
+        if changed {
+            if let Ok(out) = serde_json::to_vec(&v) {
+                *body = Bytes::from(out);
+                if ctx.trail.rec.request_body.is_some() {
+                    ctx.trail.rec.request_body = Some(body.clone());
+                }
+            }
+        }
     }
 }
 
@@ -284,61 +464,38 @@ impl Phase for Guardrails {
     }
 
     fn request_body(&self, ctx: &mut RequestCtx<'_>, _req: &Parts, body: &mut Bytes) -> Flow {
-        let format = ctx.dialect.unwrap_or(Format::OpenAiChat);
-        if body.is_empty() {
-            return Flow::Continue;
+        if !self.remote.is_empty() {
+            return Flow::Wait;
         }
-        let mut v = match serde_json::from_slice::<Value>(body) {
-            Ok(v) => v,
-            Err(_) if self.request.is_none() => return Flow::Continue,
-            Err(_) => {
-                ctx.error = Some(UNSUPPORTED);
-                return Flow::Respond(error_response(
-                    format,
-                    StatusCode::BAD_REQUEST,
-                    UNSUPPORTED,
-                    "guardrail_unsupported: the request guards read JSON bodies and this one is not JSON",
-                ));
-            }
-        };
-        if let Some(side) = &self.request {
-            let mut changed = false;
-            if let Err(d) = side.walk(&mut v, &mut changed) {
-                ctx.error = Some(REJECTED);
-                // Telemetry keeps no copy of a refused prompt.
-                ctx.trail.rec.request_body = None;
-                return Flow::Respond(error_response(
-                    format,
-                    StatusCode::BAD_REQUEST,
-                    REJECTED,
-                    &side.rejection(d),
-                ));
-            }
-            if changed {
-                if let Ok(out) = serde_json::to_vec(&v) {
-                    *body = Bytes::from(out);
-                    if ctx.trail.rec.request_body.is_some() {
-                        ctx.trail.rec.request_body = Some(body.clone());
-                    }
-                }
+        match self.guard_prompt(ctx, body) {
+            Err(flow) => *flow,
+            Ok(None) => Flow::Continue,
+            Ok(Some((v, changed))) => {
+                self.finish(ctx, v, changed, body);
+                Flow::Continue
             }
         }
-        if self.response.is_some()
-            && v.get("stream") == Some(&Value::Bool(true))
-            && !streams_covered(format)
-        {
-            ctx.error = Some(UNSUPPORTED);
-            return Flow::Respond(error_response(
-                format,
-                StatusCode::BAD_REQUEST,
-                UNSUPPORTED,
-                &format!(
-                    "guardrail_unsupported: response guards cannot run on streamed {format:?} \
-                     responses; send the request without `stream`"
-                ),
-            ));
-        }
-        Flow::Continue
+    }
+
+    fn request_body_async<'a>(
+        &'a self,
+        ctx: &'a mut RequestCtx<'_>,
+        req: &'a Parts,
+        body: &'a mut Bytes,
+    ) -> crate::pipeline::PhaseFuture<'a> {
+        Box::pin(async move {
+            crate::policy::read_model(ctx, req, body);
+            let (mut v, mut changed) = match self.guard_prompt(ctx, body) {
+                Err(flow) => return *flow,
+                Ok(None) => return Flow::Continue,
+                Ok(Some(found)) => found,
+            };
+            if let Flow::Respond(r) = self.ask_remote(ctx, &mut v, &mut changed).await {
+                return Flow::Respond(r);
+            }
+            self.finish(ctx, v, changed, body);
+            Flow::Continue
+        })
     }
 
     fn response_headers(&self, ctx: &RequestCtx<'_>, resp: &mut Response<Body>) {

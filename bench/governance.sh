@@ -18,7 +18,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 OUT=$BENCH/out/governance
-GATEWAY_BIN=$ROOT/target/release/switchyard
+GATEWAY_BIN=${GATEWAY_BIN:-$ROOT/target/release/switchyard}
 HELPERS=$BENCH/helpers.py
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
@@ -178,6 +178,19 @@ for other in keys redis; do
     python3 -c "import sys; sys.exit(0 if abs($per - 1) < 0.01 else 1)" || { log "  MISSED"; fail=1; }
   fi
 done
+
+# PERF=1: a profile of the keyed gateway under load, top symbols to $OUT/perf-keys.txt.
+if [[ ${PERF:-0} == 1 ]]; then
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$((SECS + 1))s" -s "$BENCH/wrk.lua" \
+    "http://127.0.0.1:$KEYS/v1/chat/completions" -- chat >/dev/null 2>&1 &
+  wpid=$!
+  sleep 0.5
+  perf record -F 2000 -g -p "$KEYS_PID" -o "$OUT/perf-keys.data" -- sleep "$SECS" >/dev/null 2>&1 || true
+  wait "$wpid" || true
+  perf report -i "$OUT/perf-keys.data" --no-children --percent-limit 1 --stdio 2>/dev/null |
+    grep -v '^$' | head -80 >"$OUT/perf-keys.txt" || true
+  log "profile of the keyed gateway: $OUT/perf-keys.txt"
+fi
 
 # Added latency at a fixed rate (open loop), plain vs Redis-limited, interleaved.
 p50s_plain=() p50s_redis=()

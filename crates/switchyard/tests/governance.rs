@@ -393,10 +393,12 @@ async fn virtual_keys_made_on_one_replica_work_on_all_and_revocation_lands_withi
     }
     println!("revocation seen by another replica after {:?}", t.elapsed());
 
-    // Usage is recorded in the store, queryable from any replica.
-    let usage = request(b.admin, "GET", "/usage", &[], "");
-    assert_eq!(usage.json()["keys"]["ci"]["requests"], 3, "{}", usage.body);
-    assert_eq!(usage.json()["shared"], true);
+    // Usage is recorded in the store (each replica writes its own once a second), queryable
+    // from any replica.
+    common::wait_until("usage from every replica", Duration::from_secs(3), || {
+        request(b.admin, "GET", "/usage", &[], "").json()["keys"]["ci"]["requests"] == 3
+    });
+    assert_eq!(request(b.admin, "GET", "/usage", &[], "").json()["shared"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,6 +211,8 @@ async fn usage(shared: &Shared, query: Option<&str>) -> (StatusCode, Value) {
             "period {period:?} is not a {window:?} (2026-12-07, 2026-12-07T04 or 2026-12)"
         ));
     }
+    // This replica's last second of usage first (the others write theirs within a second).
+    shared.usage.flush().await;
     let key = usage_key(&shared.prefix, window, &period);
     let fields = match shared.store.usage(&key).await {
         Ok(f) => f,

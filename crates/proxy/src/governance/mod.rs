@@ -7,6 +7,7 @@ pub mod estimate;
 pub mod keys;
 pub mod prices;
 pub mod store;
+pub mod usage;
 pub mod windows;
 
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,8 @@ pub struct Shared {
     fingerprint: String,
     pub store: Store,
     pub keys: Arc<VirtualKeys>,
+    /// Usage per key, team, org and model, written to the store once a second.
+    pub usage: Arc<usage::UsageBuffer>,
     /// Prefix of every store key.
     pub prefix: Arc<str>,
 }
@@ -69,6 +72,7 @@ impl Governance {
         };
         let shared = Arc::new(Shared {
             fingerprint,
+            usage: usage::UsageBuffer::new(store.clone(), prefix.clone()),
             store,
             keys: Arc::new(keys),
             prefix,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cel::{Expression, Uses, Var};
+use cel::{Uses, Var};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode};
@@ -38,7 +38,7 @@ pub struct LocalRateLimit {
 }
 
 struct Limit {
-    key: Option<Expression>,
+    key: Option<request_cel::KeyExpr>,
     requests: Option<Rate>,
     tokens: Option<Rate>,
     buckets: Mutex<HashMap<String, Buckets>>,
@@ -122,16 +122,21 @@ impl LocalRateLimit {
     pub fn compile(c: &[config::LocalRateLimit], env: &PhaseEnv) -> Result<Self, PolicyError> {
         let mut limits = Vec::new();
         let mut uses = Uses::default();
+        let mut reads_llm = false;
         let mut counts_tokens = false;
         for (i, l) in c.iter().enumerate() {
             let key = l
                 .key
                 .as_deref()
-                .map(Expression::compile)
+                .map(request_cel::KeyExpr::compile)
                 .transpose()
                 .map_err(|e| PolicyError::new(format!("localRateLimit[{i}].key: {e}")))?;
             if let Some(k) = &key {
-                uses = uses.union(k.uses());
+                reads_llm |= k.expr.uses().var(Var::Llm);
+                // Variables are bound only for keys that are not a plain field.
+                if k.needs_scope() {
+                    uses = uses.union(k.expr.uses());
+                }
             }
             let rate = |b: &config::Bucket| Rate {
                 limit: b.limit as f64,
@@ -148,7 +153,7 @@ impl LocalRateLimit {
         Ok(LocalRateLimit {
             route: env.route.clone(),
             limits,
-            on_body: env.llm_route && (counts_tokens || uses.var(Var::Llm)),
+            on_body: env.llm_route && (counts_tokens || reads_llm),
             uses,
         })
     }
@@ -163,18 +168,13 @@ impl LocalRateLimit {
         let now = Instant::now();
         let mut keyed: Vec<(&Arc<Limit>, String)> = Vec::with_capacity(self.limits.len());
         for l in &self.limits {
-            let key = match (&l.key, &scope) {
-                (Some(e), Some(scope)) => match e
-                    .eval_in(scope)
-                    .ok()
-                    .as_ref()
-                    .and_then(request_cel::key_text)
-                {
+            let key = match &l.key {
+                Some(k) => match k.value(ctx, req, scope.as_ref()) {
                     Some(k) => k,
                     // No value for this request: this limit does not apply.
                     None => continue,
                 },
-                _ => String::new(),
+                None => String::new(),
             };
             keyed.push((l, key));
         }
@@ -304,19 +304,37 @@ pub(crate) fn set_rate_headers(
     reset: Duration,
 ) {
     let h = ctx.response_headers.get_or_insert_with(HeaderMap::new);
-    for (what, value) in [
-        ("limit", HeaderValue::from(limit)),
-        ("remaining", HeaderValue::from(remaining)),
-        (
-            "reset",
-            HeaderValue::from_str(&windows::reset_text(reset))
-                .unwrap_or(HeaderValue::from_static("0s")),
-        ),
-    ] {
-        if let Ok(name) = HeaderName::from_bytes(format!("x-ratelimit-{what}-{kind}").as_bytes()) {
-            h.insert(name, value);
-        }
-    }
+    write_rate_headers(h, kind, limit, remaining, reset);
+}
+
+/// OpenAI's rate-limit header names, made once.
+static RATE_HEADERS: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ],
+];
+
+/// Writes `x-ratelimit-{limit,remaining,reset}-{kind}` (`requests` or `tokens`) into `h`.
+pub(crate) fn write_rate_headers(
+    h: &mut HeaderMap,
+    kind: &str,
+    limit: u64,
+    remaining: u64,
+    reset: Duration,
+) {
+    let [limit_name, remaining_name, reset_name] = &RATE_HEADERS[usize::from(kind == "tokens")];
+    h.insert(limit_name.clone(), HeaderValue::from(limit));
+    h.insert(remaining_name.clone(), HeaderValue::from(remaining));
+    let reset = HeaderValue::from_str(&windows::reset_text(reset))
+        .unwrap_or(HeaderValue::from_static("0s"));
+    h.insert(reset_name.clone(), reset);
 }
 
 impl Phase for LocalRateLimit {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cel::{Expression, Uses};
+use cel::Uses;
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::request::Parts;
 use http::StatusCode;
@@ -30,13 +30,16 @@ use super::api_key::refusal;
 use super::local_rate_limit::set_rate_headers;
 use super::{request_cel, PolicyError};
 use crate::context::RequestCtx;
-use crate::governance::admin::usage_key;
 use crate::governance::estimate::{estimate, Estimate};
 use crate::governance::prices::PriceTable;
+use crate::governance::usage::{Counts, Dim};
 use crate::governance::{windows, Charge, PhaseEnv, Shared};
 use crate::pipeline::{Flow, Phase, PhaseFuture};
 
 const DEFAULT_MAX_TOKENS: u64 = 1024;
+
+/// The usage lines of one call: key, team, org, model.
+type SmallDims = Vec<Dim>;
 const DEFAULT_KEY_WINDOW: Duration = Duration::from_secs(60);
 
 pub struct Quota {
@@ -54,7 +57,7 @@ pub struct Quota {
 
 struct SharedLimit {
     name: Arc<str>,
-    key: Option<Expression>,
+    key: Option<request_cel::KeyExpr>,
     requests: Option<u64>,
     tokens: Option<u64>,
     window: Duration,
@@ -103,11 +106,11 @@ impl Quota {
             let key = l
                 .key
                 .as_deref()
-                .map(Expression::compile)
+                .map(request_cel::KeyExpr::compile)
                 .transpose()
                 .map_err(|e| PolicyError::new(format!("rateLimit.limits[{i}].key: {e}")))?;
-            if let Some(k) = &key {
-                uses = uses.union(k.uses());
+            if let Some(k) = key.as_ref().filter(|k| k.needs_scope()) {
+                uses = uses.union(k.expr.uses());
             }
             limits.push(SharedLimit {
                 name: l.name.as_str().into(),
@@ -172,17 +175,12 @@ impl Quota {
             .any()
             .then(|| request_cel::bindings(ctx, req, self.uses).scope(self.uses));
         for l in &self.limits {
-            let value = match (&l.key, &scope) {
-                (Some(e), Some(scope)) => match e
-                    .eval_in(scope)
-                    .ok()
-                    .as_ref()
-                    .and_then(request_cel::key_text)
-                {
+            let value = match &l.key {
+                Some(k) => match k.value(ctx, req, scope.as_ref()) {
                     Some(v) => key_part(&v),
                     None => continue,
                 },
-                _ => "-".to_string(),
+                None => "-".to_string(),
             };
             let (index, ttl) = windows::fixed(l.window);
             let meta = |unit, limit| Meta {
@@ -389,25 +387,13 @@ impl Quota {
             } else {
                 "tokens"
             };
-            for (name, value) in [
-                (
-                    format!("x-ratelimit-limit-{kind}"),
-                    HeaderValue::from(m.limit),
-                ),
-                (
-                    format!("x-ratelimit-remaining-{kind}"),
-                    HeaderValue::from(0u64),
-                ),
-                (
-                    format!("x-ratelimit-reset-{kind}"),
-                    HeaderValue::from_str(&windows::reset_text(counters[i].1))
-                        .unwrap_or(HeaderValue::from_static("0s")),
-                ),
-            ] {
-                if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
-                    resp.headers_mut().insert(n, value);
-                }
-            }
+            super::local_rate_limit::write_rate_headers(
+                resp.headers_mut(),
+                kind,
+                m.limit,
+                0,
+                counters[i].1,
+            );
         }
         resp
     }
@@ -439,7 +425,7 @@ impl Quota {
             return;
         }
         let store = self.shared.store.clone();
-        let prefix = self.shared.prefix.clone();
+        let usage = self.shared.usage.clone();
         let prices = self.prices.clone();
         let model = ctx.model.clone();
         ctx.trail.settlements.push(Box::new(move |rec| {
@@ -458,6 +444,23 @@ impl Quota {
                 model.as_deref(),
                 cost as f64 / 1e6,
             );
+            let mut dims: SmallDims = SmallDims::new();
+            if let Some(k) = &key {
+                dims.push(Dim::Key(k.name.clone()));
+                dims.extend(k.team.clone().map(Dim::Team));
+                dims.extend(k.org.clone().map(Dim::Org));
+            }
+            dims.extend(model.map(|m| Dim::Model(m.into())));
+            usage.add(
+                &dims,
+                Counts {
+                    requests: 1,
+                    input: used.input as i64,
+                    output: used.output as i64,
+                    cached: used.cached as i64,
+                    cost_micros: cost,
+                },
+            );
             let adjustments: Vec<crate::governance::Adjustment> = reserved
                 .into_iter()
                 .filter_map(|(k, amount, ttl, unit)| {
@@ -469,50 +472,16 @@ impl Quota {
                     (actual != amount).then(|| (k, actual - amount, ttl))
                 })
                 .collect();
-            let mut fields: Vec<(String, i64)> = Vec::new();
-            let mut dims: Vec<String> = Vec::new();
-            if let Some(k) = &key {
-                dims.push(format!("key/{}", k.name));
-                dims.extend(k.team.as_deref().map(|t| format!("team/{t}")));
-                dims.extend(k.org.as_deref().map(|o| format!("org/{o}")));
-            }
-            dims.extend(model.as_deref().map(|m| format!("model/{m}")));
-            for d in &dims {
-                fields.push((format!("{d}/requests"), 1));
-                for (metric, n) in [
-                    ("inputTokens", used.input as i64),
-                    ("outputTokens", used.output as i64),
-                    ("cachedInputTokens", used.cached as i64),
-                    ("costMicros", cost),
-                ] {
-                    if n != 0 {
-                        fields.push((format!("{d}/{metric}"), n));
-                    }
-                }
+            if adjustments.is_empty() {
+                return;
             }
             let Ok(rt) = tokio::runtime::Handle::try_current() else {
                 return;
             };
+            // Trued up off the request path: one round trip, after the response.
             rt.spawn(async move {
                 if let Err(e) = store.adjust(&adjustments).await {
                     warn_store_down(&e.0);
-                }
-                for (window, keep) in [
-                    (config::BudgetWindow::Day, Duration::from_secs(40 * 86_400)),
-                    (
-                        config::BudgetWindow::Month,
-                        Duration::from_secs(400 * 86_400),
-                    ),
-                ] {
-                    let hash: Arc<str> =
-                        usage_key(&prefix, window, &windows::calendar(window).0).into();
-                    let entries: Vec<crate::governance::UsageEntry> = fields
-                        .iter()
-                        .map(|(f, n)| (hash.clone(), f.clone(), *n))
-                        .collect();
-                    if let Err(e) = store.add_usage(&entries, keep).await {
-                        warn_store_down(&e.0);
-                    }
                 }
             });
         }));

@@ -72,3 +72,92 @@ pub fn key_text(value: &cel::Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// A limit's key expression. A plain field (`apiKey.name`, `request.path`,
+/// `llm.requestModel`, `jwt.sub`...) is read straight from the request, without binding CEL
+/// variables (a map per variable per request); anything else is evaluated.
+pub struct KeyExpr {
+    pub expr: cel::Expression,
+    fast: Option<Field>,
+}
+
+enum Field {
+    ApiKey(&'static str),
+    BasicUser,
+    Method,
+    Path,
+    Host,
+    Model,
+    SourceAddress,
+    Jwt(String),
+}
+
+impl KeyExpr {
+    pub fn compile(source: &str) -> Result<KeyExpr, String> {
+        let expr = cel::Expression::compile(source)?;
+        let fast = match expr.member_path() {
+            Some((Var::ApiKey, [f])) => match f.as_str() {
+                "name" => Some(Field::ApiKey("name")),
+                "team" => Some(Field::ApiKey("team")),
+                "org" => Some(Field::ApiKey("org")),
+                "id" => Some(Field::ApiKey("id")),
+                _ => None,
+            },
+            Some((Var::BasicAuth, [f])) if f == "user" => Some(Field::BasicUser),
+            Some((Var::Request, [f])) => match f.as_str() {
+                "method" => Some(Field::Method),
+                "path" => Some(Field::Path),
+                "host" => Some(Field::Host),
+                _ => None,
+            },
+            Some((Var::Llm, [f])) if f == "requestModel" => Some(Field::Model),
+            Some((Var::Source, [f])) if f == "address" => Some(Field::SourceAddress),
+            Some((Var::Jwt, [f])) => Some(Field::Jwt(f.clone())),
+            _ => None,
+        };
+        Ok(KeyExpr { expr, fast })
+    }
+
+    /// Whether the value needs CEL variables bound (see [`bindings`]).
+    pub fn needs_scope(&self) -> bool {
+        self.fast.is_none()
+    }
+
+    /// The key's text for this request (`None`: it has none, the limit does not apply).
+    /// `scope` is used only for expressions that are not a plain field.
+    pub fn value(
+        &self,
+        ctx: &RequestCtx<'_>,
+        req: &Parts,
+        scope: Option<&cel::Scope>,
+    ) -> Option<String> {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let Some(field) = &self.fast else {
+            let v = self.expr.eval_in(scope?).ok()?;
+            return key_text(&v);
+        };
+        match field {
+            Field::ApiKey(f) => {
+                let k = ctx.identity.api_key.as_ref()?;
+                match *f {
+                    "name" => non_empty(&k.name),
+                    "team" => k.team.as_deref().and_then(non_empty),
+                    "org" => k.org.as_deref().and_then(non_empty),
+                    _ => k.id.as_deref().and_then(non_empty),
+                }
+            }
+            Field::BasicUser => ctx.identity.basic_user.as_deref().and_then(non_empty),
+            Field::Method => Some(req.method.as_str().to_string()),
+            Field::Path => Some(req.uri.path().to_string()),
+            Field::Host => crate::routes::request_host(req).and_then(|h| non_empty(&h)),
+            Field::Model => ctx.model.as_deref().and_then(non_empty),
+            Field::SourceAddress => Some(ctx.conn.peer.ip().to_string()),
+            Field::Jwt(claim) => ctx
+                .identity
+                .jwt
+                .as_ref()
+                .and_then(|c| c.get(claim))
+                .and_then(|v| key_text(&cel::json_to_value(v))),
+        }
+    }
+}

@@ -292,15 +292,15 @@ mod tests {
         let t = texts(&v);
         let roles: Vec<&str> = t.iter().map(|(r, _)| r.as_str()).collect();
         let text: Vec<&str> = t.iter().map(|(_, x)| x.as_str()).collect();
-        assert_eq!(roles, ["user", "assistant", "assistant", "tool", "system"]);
+        assert_eq!(roles, ["system", "user", "assistant", "assistant", "tool"]);
         assert_eq!(
             text,
             [
+                "be kind",
                 "hi jane@example.com",
                 "hello",
                 "{\"q\":1}",
-                "result",
-                "be kind"
+                "result"
             ]
         );
         let masked: Vec<String> = text

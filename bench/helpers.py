@@ -319,6 +319,8 @@ CASES = (
     ("o2a", "ai OpenAI->Anthropic", ("info", "chat"), False),
     ("o2a-stream", "ai OpenAI->Anthropic stream", ("case", "ai-stream", 2.0), False),
     ("mcp", "MCP tools/call", ("info", "chat"), False),
+    # The A2A issue's bar: a message/send costs no more than an MCP tools/call.
+    ("a2a", "A2A message/send", ("case", "mcp", 1.0), False),
     ("stream-tokens", "token stream (one event per chunk)", ("ref", "stream-tokens", 1.5), False),
 )
 TARGET_TELEMETRY_OVERHEAD = 0.10  # gateway CPU with logging and tracing on, over off

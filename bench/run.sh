@@ -9,7 +9,7 @@
 # Knobs (environment): ROUNDS SECS CONNS RATE LAT_SECS LAT_CONNS LOAD_CPU SERVER_CPU
 # READY_SPAWNS PERF=auto|1|0 PERF_CASE TOKENS TOKEN_GAP_US TARGETS=fail|report ALLOW_STRAY=1
 # NO_BUILD=1
-# CASES="chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp stream-tokens".
+# CASES="chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp a2a stream-tokens".
 # See bench/README.md for what is measured and how to read it.
 # Exit status: 0 only if every target is met, no case saw an error answer and every reference
 # proxy ran; 1 otherwise (the whole summary is printed first). TARGETS=report prints missed
@@ -202,6 +202,8 @@ CHAT_JSON='{"id":"chatcmpl-bench0000000000000000000000001","object":"chat.comple
 
 # The same answer as an Anthropic Messages response.
 MCP_JSON='{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"nginx-mcp","version":"1"},"content":[{"type":"text","text":"Hello! This is a fixed benchmark tool result from the nginx upstream."}],"isError":false}}'
+# A static A2A agent's answer to a v1.0 JSON-RPC SendMessage: a completed task with one artifact.
+A2A_JSON='{"jsonrpc":"2.0","id":1,"result":{"task":{"id":"task-bench-0001","contextId":"ctx-bench-0001","status":{"state":"TASK_STATE_COMPLETED"},"artifacts":[{"artifactId":"art-bench-0001","name":"echo","parts":[{"text":"Hello! This is a fixed benchmark task result from the nginx upstream."}]}]}}}'
 MESSAGES_JSON='{"id":"msg_bench0000000000000000000001","type":"message","role":"assistant","model":"bench-claude-2025-01-01","content":[{"type":"text","text":"Hello! This is a fixed benchmark completion from the nginx upstream. It is long enough to look like a short real answer, and short enough to be cheap to serve."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":24,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":36}}'
 
 # The part of an nginx config both bench nginx processes share: one process (so its
@@ -274,6 +276,11 @@ write_upstream() {
       default_type application/json;
       add_header Mcp-Session-Id bench-upstream-session;
       return 200 '$MCP_JSON';
+    }
+    # A static A2A agent: one JSON-RPC answer (a completed task) to any call.
+    location = /a2a {
+      default_type application/json;
+      return 200 '$A2A_JSON';
     }
     # POSTed streams: return answers any method, unlike a static file.
     location = /v1/chat-stream {
@@ -484,6 +491,11 @@ binds:
     - matches: [{path: {exact: /mcp}}]
       backends:
       - mcp: {sessionKey: bench, targets: [{name: bench, mcp: {host: "http://127.0.0.1:$UP_PORT/mcp"}}]}
+    # The A2A case: message/send through an a2a backend (JSON-RPC read and classified, the
+    # answer observed for the task's id, state and artifacts).
+    - matches: [{path: {exact: /a2a}}]
+      backends:
+      - a2a: {host: 127.0.0.1:$UP_PORT}
     # The plain HTTP path.
     - backends:
       - host: 127.0.0.1:$UP_PORT
@@ -596,6 +608,10 @@ fetch() { # TARGET CASE: print the response body
       curl -fsS -X POST -H 'content-type: application/json' -H "mcp-session-id: $MCP_SESSION" \
         -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hello","arguments":{}}}' \
         "$(url_for "$1" "$2")" ;;
+    a2a)
+      curl -fsS -X POST -H 'content-type: application/json' -H 'a2a-version: 1.0' \
+        -d '{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"m1","role":"ROLE_USER","parts":[{"text":"hi"}]}}}' \
+        "$(url_for "$1" "$2")" ;;
     chat-stream) body='{"model":"bench-model","stream":true,"messages":[{"role":"user","content":"hi"}]}' ;&
     *) curl -fsS -X POST -H 'content-type: application/json' -d "$body" "$(url_for "$1" "$2")" ;;
   esac
@@ -633,7 +649,7 @@ drop_ref() { # NAME WHY
 # Load cases.
 
 # The cases: what wrk sends, and the direct and through-gateway URLs.
-CASES=${CASES:-"chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp stream-tokens"}
+CASES=${CASES:-"chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp a2a stream-tokens"}
 
 # Cases the reference proxies are measured on: the plain path (chat, a static stream), the
 # upstream stream ai-stream relays, and the token-by-token stream. ai-chat's denominator is
@@ -669,6 +685,7 @@ mode_for() { # CASE -> wrk mode
     stream) echo stream ;;
     ai-stream | o2a-stream | stream-tokens) echo chat-stream ;;
     mcp) echo mcp ;;
+    a2a) echo a2a ;;
     *) echo chat ;;
   esac
 }
@@ -684,6 +701,7 @@ url_for() { # TARGET CASE ("+tel": the telemetry gateway)
     o2a) direct=/v1/messages gateway=/o2a/v1/chat/completions ;;
     o2a-stream) direct=/v1/messages-stream gateway=/o2a-stream/v1/chat/completions ;;
     mcp) direct=/mcp gateway=/mcp ;;
+    a2a) direct=/a2a gateway=/a2a ;;
     # tokstream answers any path; the reference proxies route /tokens/ to it.
     stream-tokens) direct=/tokens/v1/chat/completions gateway=/tokens/v1/chat/completions up=$TOK_PORT ;;
     *) die "unknown case $2" ;;

@@ -5,7 +5,7 @@
 --
 -- "chat" sends a small OpenAI chat request as a POST with a JSON body, "chat-stream" the same with
 -- "stream": true; "stream" is a plain GET; "mcp" an MCP tools/call with the session in
--- $MCP_SESSION.
+-- $MCP_SESSION; "a2a" an A2A v1.0 JSON-RPC SendMessage.
 -- done() prints one machine-readable line, "WRKJSON {...}", which run.sh keeps instead of
 -- scraping wrk's human output.
 --
@@ -58,6 +58,13 @@ function init(args)
     wrk.headers["Accept"] = "application/json, text/event-stream"
     wrk.headers["Mcp-Session-Id"] = os.getenv("MCP_SESSION") or ""
     wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hello","arguments":{}}}'
+  elseif mode == "a2a" then
+    -- An A2A v1.0 JSON-RPC SendMessage (the direct upstream answers any POST the same).
+    wrk.method = "POST"
+    wrk.headers["Content-Type"] = "application/json"
+    wrk.headers["A2A-Version"] = "1.0"
+    wrk.body = '{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":'
+      .. '{"messageId":"m-bench-1","role":"ROLE_USER","parts":[{"text":"Say hello in one word."}]}}}'
   else
     wrk.method = "GET"
     wrk.headers["Accept"] = "text/event-stream"

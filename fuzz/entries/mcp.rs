@@ -187,6 +187,7 @@ pub fn mcp_serve(data: &[u8]) {
                 source,
                 jwt: None,
                 api_key: None,
+                tool_guard: None,
                 observed: &mut observed,
             };
             let resp = gateway.serve(post(bytes::Bytes::from_static(init), None), down).await;
@@ -202,6 +203,7 @@ pub fn mcp_serve(data: &[u8]) {
             source,
             jwt: None,
             api_key: None,
+            tool_guard: None,
             observed: &mut observed,
         };
         let resp = gateway

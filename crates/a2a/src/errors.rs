@@ -70,6 +70,45 @@ impl ErrorDialect {
     }
 }
 
+/// The A2A `TaskNotFoundError` as an agent answers it (the official SDK's shapes): JSON-RPC
+/// -32001 (HTTP 200), HTTP+JSON 404 with a `google.rpc.Status` body, gRPC NOT_FOUND. The
+/// gateway answers it for a task id it did not seal.
+pub fn task_not_found(dialect: &ErrorDialect) -> ErrorResponse {
+    let info = serde_json::json!([{
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "TASK_NOT_FOUND",
+        "domain": "a2a-protocol.org",
+        "metadata": {},
+    }]);
+    match dialect {
+        ErrorDialect::JsonRpc { id } => ErrorResponse {
+            status: 200,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: jsonrpc::error_body(id, jsonrpc::TASK_NOT_FOUND, "Task not found", Some(info)),
+        },
+        ErrorDialect::HttpJson { .. } => ErrorResponse {
+            status: 404,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: serde_json::json!({"error": {
+                "code": 404, "status": "NOT_FOUND", "message": "Task not found", "details": info,
+            }})
+            .to_string()
+            .into_bytes(),
+        },
+        ErrorDialect::Grpc => ErrorResponse {
+            status: 200,
+            content_type: "application/grpc",
+            headers: vec![
+                ("grpc-status", "5".into()),
+                ("grpc-message", "Task not found".into()),
+            ],
+            body: Vec::new(),
+        },
+    }
+}
+
 /// An RFC 9457 problem document; `code` is an extension member with the gateway's stable code.
 pub fn problem_body(status: u16, code: &str, detail: &str) -> Vec<u8> {
     serde_json::json!({

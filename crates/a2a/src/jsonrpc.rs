@@ -15,6 +15,8 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const INVALID_PARAMS: i64 = -32602;
 /// JSON-RPC: the server failed (the gateway could not reach the agent).
 pub const INTERNAL_ERROR: i64 = -32603;
+/// A2A: the task does not exist or is not accessible.
+pub const TASK_NOT_FOUND: i64 = -32001;
 
 /// A JSON-RPC request, as far as the gateway reads it.
 #[derive(Debug)]

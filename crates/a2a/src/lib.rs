@@ -5,6 +5,8 @@
 //!   protocol version (`A2A-Version`, absent = 0.3), task id;
 //! - read a JSON-RPC envelope ([`jsonrpc`]) and refuse a malformed one (-32700 / -32600);
 //! - rewrite agent cards ([`card`]) so every interface URL points at the gateway;
+//! - sign rewritten cards with a gateway key ([`sign`], over the RFC 8785 form, [`jcs`]);
+//! - seal the backend that owns a task into the task ids clients see ([`tasks`]);
 //! - check push-notification callback URLs against an allow-list ([`push`]);
 //! - watch responses and SSE streams event by event ([`observe`], [`sse`]) for telemetry:
 //!   task id, context id, state, final flag, artifacts;
@@ -16,10 +18,13 @@
 pub mod card;
 pub mod classify;
 pub mod errors;
+pub mod jcs;
 pub mod jsonrpc;
 pub mod observe;
 pub mod push;
+pub mod sign;
 pub mod sse;
+pub mod tasks;
 
 pub use card::{rewrite_card, CardRewrite, CardRewriteOutcome, PathMap};
 pub use classify::{
@@ -28,7 +33,9 @@ pub use classify::{
 pub use errors::{ErrorDialect, ErrorResponse};
 pub use observe::{Observation, TaskState};
 pub use push::AllowList;
+pub use sign::{Alg as SigningAlg, CardSigner};
 pub use sse::EventReader;
+pub use tasks::{SseSealer, TaskSealer};
 
 /// The request header carrying the protocol version the client speaks (v1.0; absent = 0.3).
 pub const VERSION_HEADER: &str = "a2a-version";

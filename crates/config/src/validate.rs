@@ -178,6 +178,15 @@ pub(crate) fn check(config: &mut Config, base: &Path) -> Result<(), Problem> {
                 }
                 (ListenerProtocol::Http, None) => {}
             }
+            if let Some(path) = listener.a2a.as_ref().and_then(|a| a.catalog_path.as_ref()) {
+                if !path.starts_with('/') || path.contains(['?', '#']) {
+                    return Err(problem(
+                        format!("{lkey}.a2a.catalogPath"),
+                        format!("catalogPath {path:?} must be a path starting with '/'"),
+                        Some("catalogPath".into()),
+                    ));
+                }
+            }
             for (ri, route) in listener.routes.iter_mut().enumerate() {
                 let rkey = format!("{lkey}.routes[{ri}]");
                 check_route(route, &rkey, base)?;
@@ -440,6 +449,21 @@ fn check_route(route: &mut Route, key: &str, base: &Path) -> Result<(), Problem>
                         )
                     })?;
                 }
+                if let Some(cs) = &mut a.card_signing {
+                    let ckey = format!("{bkey}.a2a.cardSigning");
+                    load_secret(&mut cs.key, base, &format!("{ckey}.key"))?;
+                    if cs.key_id.is_empty() {
+                        return Err(problem(
+                            format!("{ckey}.keyId"),
+                            "keyId names the key in signatures and the JWK set: it cannot be empty",
+                            Some("keyId".into()),
+                        ));
+                    }
+                    a2a::CardSigner::from_pem(cs.key.expose(), cs.alg.to_a2a(), &cs.key_id)
+                        .map_err(|e| {
+                            problem(format!("{ckey}.key"), e, Some("cardSigning".into()))
+                        })?;
+                }
                 if a.bindings.as_ref().is_some_and(|b| b.is_empty()) {
                     return Err(problem(
                         format!("{bkey}.a2a.bindings"),
@@ -474,6 +498,7 @@ fn check_backend_phase_only(p: &Policies, key: &str) -> Result<(), Problem> {
         ("budgets", p.budgets.is_some()),
         ("remoteRateLimit", p.remote_rate_limit.is_some()),
         ("failover", p.failover.is_some()),
+        ("a2a", p.a2a.is_some()),
         (
             "timeout.requestTimeout",
             p.timeout
@@ -500,6 +525,9 @@ fn check_backend_phase_only(p: &Policies, key: &str) -> Result<(), Problem> {
 }
 
 fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Problem> {
+    if let Some(k) = p.a2a.as_mut().and_then(|a| a.task_key.as_mut()) {
+        load_secret(k, base, &format!("{key}.a2a.taskKey"))?;
+    }
     if let Some(r) = &p.request_redirect {
         if let Some(s) = r.status {
             if ![301, 302, 303, 307, 308].contains(&s.0) {
@@ -617,16 +645,29 @@ fn check_policies(p: &mut Policies, key: &str, base: &Path) -> Result<(), Proble
 /// Guards compile here as the gateway will compile them, so a bad pattern fails the load at
 /// its line; they read LLM bodies, so every backend of the route must be `ai`.
 fn check_guardrails(g: &Guardrails, route: &Route, key: &str) -> Result<(), Problem> {
-    if route.backends.is_empty()
-        || !route
-            .backends
-            .iter()
-            .all(|b| matches!(b.kind, BackendKind::Ai(_)))
+    let all = |f: fn(&BackendKind) -> bool| {
+        !route.backends.is_empty() && route.backends.iter().all(|b| f(&b.kind))
+    };
+    let mcp = all(|k| matches!(k, BackendKind::Mcp(_)));
+    if !mcp && !all(|k| matches!(k, BackendKind::Ai(_))) {
+        return Err(problem(
+            key,
+            "guardrails read LLM prompts and completions, or MCP tool calls: every backend of \
+             the route must be `ai`, or every one `mcp`",
+            Some("guardrails:".into()),
+        ));
+    }
+    if mcp
+        && (g.prompt.is_some()
+            || g.request
+                .iter()
+                .chain(&g.response)
+                .any(|guard| guard.regex.is_none()))
     {
         return Err(problem(
             key,
-            "guardrails read LLM prompts and completions: every backend of the route must be \
-             `ai` (they cannot run on other routes)",
+            "on an MCP route the guards are `regex` guards on tool arguments (request) and \
+             results (response); webhook, moderation and prompt are for LLM routes",
             Some("guardrails:".into()),
         ));
     }

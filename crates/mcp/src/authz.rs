@@ -19,6 +19,17 @@ pub struct Caller<'a> {
     pub jwt: Option<&'a serde_json::Value>,
     /// The `apiKey` CEL variable, when `apiKeyAuth` identified the caller.
     pub api_key: Option<&'a cel::Value>,
+    /// The route's guards on tool traffic.
+    pub tool_guard: Option<&'a std::sync::Arc<dyn ToolGuard>>,
+}
+
+/// Guards on tool traffic (a route's `guardrails`): they see a call's arguments before it is
+/// sent and its result before it is returned, and may mask (rewrite) or refuse them.
+pub trait ToolGuard: Send + Sync {
+    /// `Err(guard)`: the call is refused, naming the guard (never the matched text).
+    fn arguments(&self, args: &mut serde_json::Value) -> Result<(), String>;
+    /// `Err(guard)`: the result is replaced by an error naming the guard.
+    fn result(&self, result: &mut serde_json::Value) -> Result<(), String>;
 }
 
 impl Authz {
@@ -81,6 +92,7 @@ mod tests {
             source: "127.0.0.1:5000".parse().unwrap(),
             jwt: None,
             api_key: None,
+            tool_guard: None,
         }
     }
 
@@ -115,6 +127,7 @@ mod tests {
             source: "127.0.0.1:1".parse().unwrap(),
             jwt: Some(&claims),
             api_key: None,
+            tool_guard: None,
         };
         assert!(a.allows(&c, "tools/call", "t", "x"));
         assert!(!a.allows(&caller(&h), "tools/call", "t", "x"));
@@ -132,6 +145,7 @@ mod tests {
             source: "127.0.0.1:1".parse().unwrap(),
             jwt: None,
             api_key: Some(&key),
+            tool_guard: None,
         };
         assert!(a.allows(&c, "tools/call", "t", "add"));
         assert!(!a.allows(&c, "tools/call", "t", "sub"));

@@ -32,6 +32,8 @@ pub struct Downstream<'a> {
     pub jwt: Option<&'a Value>,
     /// The caller's API key as the `apiKey` CEL variable, when `apiKeyAuth` identified it.
     pub api_key: Option<cel::Value>,
+    /// The route's guards on tool calls and results.
+    pub tool_guard: Option<std::sync::Arc<dyn crate::authz::ToolGuard>>,
     pub observed: &'a mut Observed,
 }
 
@@ -294,6 +296,7 @@ impl Gateway {
                     source: down.source,
                     jwt: down.jwt,
                     api_key: down.api_key.as_ref(),
+                    tool_guard: down.tool_guard.as_ref(),
                 };
                 self.request(
                     &ctx,
@@ -486,6 +489,7 @@ impl Gateway {
             source: down.source,
             jwt: down.jwt,
             api_key: down.api_key.as_ref(),
+            tool_guard: down.tool_guard.as_ref(),
         };
         let resp = self
             .request(&ctx, &joined.state, msg, &caller, false, down.observed)

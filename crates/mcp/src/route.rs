@@ -2,6 +2,7 @@
 //! target a prefixed name or URI belongs to, and the answer relayed as JSON or a stream.
 
 use crate::authz::Caller;
+use crate::authz::ToolGuard;
 use crate::downstream::{error_text, json_response, ok, RpcError, SESSION_NOT_FOUND};
 use crate::federate::{decode_cursor, encode_cursor, from_upstream};
 use crate::jsonrpc::{self, Code, Kind};
@@ -149,6 +150,22 @@ impl Gateway {
                 }
             }
             jsonrpc::params_mut(&mut msg).insert(field.into(), Value::from(original));
+            if method == "tools/call" {
+                if let Some(g) = caller.tool_guard {
+                    let params = jsonrpc::params_mut(&mut msg);
+                    if let Some(args) = params.get_mut("arguments") {
+                        if let Err(guard) = g.arguments(args) {
+                            return ok(&guard_refusal(id, &guard, "call"));
+                        }
+                    }
+                    let reply = Reply {
+                        id,
+                        sse,
+                        guard: Some(g.clone()),
+                    };
+                    return self.forward(ctx, t, ts, msg, reply).await;
+                }
+            }
             (t, ts)
         } else if method == "completion/complete" {
             let r = jsonrpc::params(&msg)
@@ -189,7 +206,12 @@ impl Gateway {
                 }
             }
         };
-        self.forward(ctx, target, ts, msg, id, sse).await
+        let reply = Reply {
+            id,
+            sse,
+            guard: None,
+        };
+        self.forward(ctx, target, ts, msg, reply).await
     }
 
     /// The target a prefixed (or, unprefixed, listed) name or URI belongs to, and the name the
@@ -362,9 +384,9 @@ impl Gateway {
         t: &Arc<Target>,
         ts: &TargetSession,
         msg: Value,
-        id: Value,
-        sse: bool,
+        reply: Reply,
     ) -> Response<Body> {
+        let Reply { id, sse, guard } = reply;
         let mut rx = match t.request(ctx, ts, msg).await {
             Ok(rx) => rx,
             Err(UpstreamError::SessionGone) => {
@@ -395,12 +417,12 @@ impl Gateway {
             }
         };
         if jsonrpc::kind(&first) == Kind::Response {
-            return ok(&from_upstream(first, &name, prefixed));
+            return ok(&from_upstream(guarded(first, &guard), &name, prefixed));
         }
         if !sse {
             let a = answer(rx, |_| {}).await;
             return ok(&match a {
-                Ok(m) => from_upstream(m, &name, prefixed),
+                Ok(m) => from_upstream(guarded(m, &guard), &name, prefixed),
                 Err(e) => target_failed(id, &name, &e),
             });
         }
@@ -425,6 +447,10 @@ impl Gateway {
                     },
                 };
                 let done = jsonrpc::kind(&m) == Kind::Response;
+                let m = match done {
+                    true => guarded(m, &guard),
+                    false => m,
+                };
                 let m = from_upstream(m, &name, prefixed);
                 let event = Event {
                     id: Some(log.record(stream, &m)),
@@ -443,6 +469,39 @@ impl Gateway {
         });
         sse_response(out, Opts::default())
     }
+}
+
+/// How a forwarded request is answered: its id, whether as an SSE stream, and the guards on a
+/// tool call's result.
+struct Reply {
+    id: Value,
+    sse: bool,
+    guard: Option<Arc<dyn ToolGuard>>,
+}
+
+/// A tool call's answer after the route's guards: its `result` masked, or replaced by an
+/// error naming the guard.
+fn guarded(mut m: Value, guard: &Option<Arc<dyn ToolGuard>>) -> Value {
+    let Some(g) = guard else {
+        return m;
+    };
+    let Some(result) = m.get_mut("result") else {
+        return m;
+    };
+    match g.result(result) {
+        Ok(()) => m,
+        Err(name) => guard_refusal(m.get("id").cloned().unwrap_or(Value::Null), &name, "result"),
+    }
+}
+
+/// The JSON-RPC error of a guard's refusal (the stable code and the guard, never the text).
+fn guard_refusal(id: Value, guard: &str, what: &str) -> Value {
+    jsonrpc::error_with(
+        id,
+        Code::INVALID_PARAMS,
+        format!("guardrail_rejected: the tool {what} was refused by guardrail {guard:?}"),
+        Some(json!({"code": "guardrail_rejected", "guard": guard})),
+    )
 }
 
 pub(crate) fn target_failed(id: Value, target: &str, e: &UpstreamError) -> Value {

@@ -64,6 +64,26 @@ pub async fn buffer_for_replay(mut body: Body, limit: usize) -> Result<Buffered,
     Ok(Buffered::Complete(buf.freeze()))
 }
 
+/// Waits up to `wait` for the body's first frame and hands the body back whole, that frame
+/// chained in front; `None` when none came in time (the body is dropped then).
+pub async fn with_first_frame(mut body: Body, wait: std::time::Duration) -> Option<Body> {
+    if body.is_end_stream() {
+        return Some(body);
+    }
+    match tokio::time::timeout(wait, body.frame()).await {
+        Err(_) => None,
+        Ok(None) => Some(empty()),
+        Ok(Some(first)) => {
+            let head = futures_util::stream::once(async move { first });
+            let rest = futures_util::stream::unfold(body, |mut b| async move {
+                b.frame().await.map(|f| (f, b))
+            });
+            let chained = futures_util::StreamExt::chain(head, rest);
+            Some(http_body_util::StreamBody::new(chained).boxed_unsync())
+        }
+    }
+}
+
 /// Why a bounded read stopped.
 #[derive(Debug)]
 pub enum ReadError {

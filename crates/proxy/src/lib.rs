@@ -3,6 +3,7 @@
 pub mod ai;
 pub mod backend;
 pub mod body;
+pub mod catalog;
 pub mod context;
 pub mod error;
 pub mod governance;

@@ -32,7 +32,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::backend::{Adapter, Attempt, Failure, BODY_TOO_LARGE};
+use crate::backend::{Adapter, Affinity, Attempt, Failure, BODY_TOO_LARGE};
 use crate::body::{self, Body, Buffered};
 use crate::context::{ConnCtx, Identity, RequestCtx};
 use crate::error::ProxyError;
@@ -189,7 +189,8 @@ pub(crate) fn route_phases(
     if let Some(r) = &p.request_redirect {
         phases.push(Box::new(policy::Redirect::compile(r)));
     }
-    if let Some(g) = &p.guardrails {
+    if let Some(g) = p.guardrails.as_ref().filter(|_| !env.mcp_route) {
+        // (On an MCP route the guards act on tool calls, inside the MCP gateway.)
         phases.push(Box::new(policy::Guardrails::compile(g, env)?));
     }
     Ok(phases)
@@ -201,15 +202,42 @@ pub async fn handle(
     conn: Arc<ConnCtx>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    // 1. The snapshot current now serves this request to its end, even across a reload.
-    let snapshot = conn.shared.snapshot.load_full();
     let on_upgrade =
         headers::is_upgrade_request(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    Ok(serve(conn, parts, body::from_incoming(body), on_upgrade).await)
+}
+
+/// A request the gateway makes to itself (the A2A catalog reading each route's card), through
+/// the whole pipeline as if the caller had sent it.
+pub(crate) fn serve_internal(
+    conn: Arc<ConnCtx>,
+    parts: Parts,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
+    Box::pin(serve(conn, parts, body::empty(), None))
+}
+
+async fn serve(
+    conn: Arc<ConnCtx>,
+    mut parts: Parts,
+    body: Body,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<Body> {
+    // 1. The snapshot current now serves this request to its end, even across a reload.
+    let snapshot = conn.shared.snapshot.load_full();
     let request_id = headers::ensure_request_id(&mut parts.headers);
     let telemetry = snapshot.telemetry.clone();
     let mut trail = start_trail(&conn, &telemetry, &parts, &request_id);
-    let body = body::from_incoming(body);
+    if let Some((listener, catalog)) = crate::catalog::find(&conn, &snapshot, &parts) {
+        trail.rec.listener = Some(listener.name.clone());
+        let mut resp = crate::catalog::serve(&conn, listener, catalog, &parts).await;
+        resp.headers_mut()
+            .insert(headers::X_REQUEST_ID.clone(), request_id);
+        trail.rec.status = resp.status().as_u16();
+        return resp.map(|b| {
+            http_body_util::BodyExt::boxed_unsync(ObservedBody::new(b, trail, telemetry))
+        });
+    }
     let (mut resp, trail, end) = match route(&conn, &snapshot, &parts, body, &mut trail).await {
         Ok((found, body)) => {
             let mut ctx = RequestCtx {
@@ -242,10 +270,11 @@ pub async fn handle(
             let end = ctx.route.policies.observes_end.then(|| ctx.route.clone());
             (resp, ctx.into_trail(), end)
         }
-        Err(e) => {
+        Err(Miss::Error(e)) => {
             trail.rec.error = Some(e.code);
             (e.into_response(), trail, None)
         }
+        Err(Miss::Answer(resp)) => (resp, trail, None),
     };
     resp.headers_mut()
         .insert(headers::X_REQUEST_ID.clone(), request_id);
@@ -255,7 +284,7 @@ pub async fn handle(
         trail.rec.response_headers = Some(resp.headers().clone());
     }
     trail.end = end;
-    Ok(resp.map(|b| http_body_util::BodyExt::boxed_unsync(ObservedBody::new(b, trail, telemetry))))
+    resp.map(|b| http_body_util::BodyExt::boxed_unsync(ObservedBody::new(b, trail, telemetry)))
 }
 
 /// The record telemetry keeps of this request: always what metrics need, the rest only when
@@ -303,7 +332,7 @@ async fn route<'s>(
     parts: &Parts,
     body: Body,
     trail: &mut Trail,
-) -> Result<(Found<'s>, Body), ProxyError> {
+) -> Result<(Found<'s>, Body), Miss> {
     let bind = snapshot.bind(&conn.bind).ok_or_else(|| {
         ProxyError::upstream_unavailable("this port was removed from the configuration")
     })?;
@@ -323,7 +352,18 @@ async fn route<'s>(
         .routes
         .find(host.as_deref(), parts, model.as_deref())
     else {
-        return Err(match &model {
+        if model.is_none()
+            && parts.method == http::Method::GET
+            && parts.uri.path().ends_with("/models")
+            && !listener.routes.exact_models().is_empty()
+        {
+            // One endpoint for many models: the list is the listener's route table.
+            return Err(Miss::Answer(models_list(
+                listener.routes.exact_models(),
+                parts,
+            )));
+        }
+        return Err(Miss::Error(match &model {
             Some(m) => ProxyError::new(
                 StatusCode::NOT_FOUND,
                 "model_not_found",
@@ -331,7 +371,7 @@ async fn route<'s>(
             )
             .with_format(llm::Format::of_path(parts.uri.path())),
             None => ProxyError::no_route(),
-        });
+        }));
     };
     trail.rec.listener = Some(listener.name.clone());
     trail.rec.route = Some(found.route.name.clone());
@@ -343,6 +383,46 @@ async fn route<'s>(
         },
         body,
     ))
+}
+
+/// Why routing found no route: an error, or an answer the listener gives itself.
+enum Miss {
+    Error(ProxyError),
+    Answer(Response<Body>),
+}
+
+impl From<ProxyError> for Miss {
+    fn from(e: ProxyError) -> Miss {
+        Miss::Error(e)
+    }
+}
+
+/// The models a listener's routes serve by name, in the caller's shape: Anthropic's list for
+/// an Anthropic client (`anthropic-version`), else OpenAI's.
+fn models_list(models: &[Arc<str>], parts: &Parts) -> Response<Body> {
+    let anthropic = parts.headers.contains_key("anthropic-version");
+    let body = match anthropic {
+        true => serde_json::json!({
+            "data": models.iter().map(|m| serde_json::json!({
+                "type": "model", "id": &**m, "display_name": &**m, "created_at": "1970-01-01T00:00:00Z"
+            })).collect::<Vec<_>>(),
+            "has_more": false,
+            "first_id": models.first().map(|m| &**m),
+            "last_id": models.last().map(|m| &**m),
+        }),
+        false => serde_json::json!({
+            "object": "list",
+            "data": models.iter().map(|m| serde_json::json!({
+                "id": &**m, "object": "model", "created": 0, "owned_by": "switchyard"
+            })).collect::<Vec<_>>(),
+        }),
+    };
+    let mut resp = Response::new(body::full(Bytes::from(body.to_string())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// The model a request names: Gemini's path (`/models/{model}:method`), else `model` in the
@@ -428,6 +508,24 @@ async fn exchange<'a>(
             }
         }
     }
+
+    // A request about state one backend holds (an A2A task) goes to that backend only.
+    let order = match route.backends[order.get(0)]
+        .adapter
+        .affinity(&parts, body.bytes())
+    {
+        Affinity::Any => order,
+        Affinity::Backend(i) if i < route.backends.len() => {
+            let mut only = Order::new();
+            only.push(i);
+            only
+        }
+        Affinity::Backend(_) => order,
+        Affinity::Refuse(code, resp) => {
+            ctx.error = Some(code);
+            return Ok(resp);
+        }
+    };
 
     // 4. Attempts, within the route's deadline.
     let too_large = || {
@@ -719,6 +817,26 @@ async fn failover_attempts<'a>(
             Ok(resp) => {
                 let mut resp = resp;
                 let mut cause = cause_of_status(resp.status());
+                let could_move = failover.moves_on(Cause::Timeout)
+                    && tries < max
+                    && body.can_resend()
+                    && pos + 1 < order.len();
+                if let (Some(wait), true, true) = (
+                    failover.first_byte_timeout,
+                    resp.status().is_success(),
+                    could_move,
+                ) {
+                    // Nothing has reached the client yet: a body that does not start in time
+                    // is given up for the next backend.
+                    let (head, b) = resp.into_parts();
+                    resp = match body::with_first_frame(b, wait).await {
+                        Some(b) => Response::from_parts(head, b),
+                        None => {
+                            cause = Some(Cause::Timeout);
+                            Response::from_parts(head, body::empty())
+                        }
+                    };
+                }
                 if cause.is_none()
                     && failover.reads_context_errors()
                     && matches!(resp.status().as_u16(), 400 | 413)

@@ -280,6 +280,9 @@ pub struct RouteTable<R> {
     /// Every model pattern of the table in one automaton, run once per request: a table of
     /// many model routes costs one scan of the model, not one regex per route tried.
     model_patterns: Option<regex::RegexSet>,
+    /// The model names routes match exactly, in file order, once each: the listener's model
+    /// list (`GET /v1/models` when no route serves it).
+    exact_models: Vec<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -300,9 +303,15 @@ impl<R> RouteTable<R> {
     /// `routes` in file order: (hostnames, matchers, route).
     pub fn new(routes: Vec<(Vec<HostPattern>, Vec<Matcher>, Arc<R>)>) -> Self {
         let mut entries = Vec::new();
+        let mut exact_models: Vec<Arc<str>> = Vec::new();
         for (hostnames, matchers, route) in routes {
             let hostnames: Arc<[HostPattern]> = hostnames.into();
             for matcher in matchers {
+                if let Some(ValueRule::Exact(m)) = &matcher.model {
+                    if !exact_models.contains(m) {
+                        exact_models.push(m.clone());
+                    }
+                }
                 entries.push(Entry {
                     matcher,
                     hostnames: hostnames.clone(),
@@ -330,7 +339,13 @@ impl<R> RouteTable<R> {
             entries,
             reads_model,
             model_patterns,
+            exact_models,
         }
+    }
+
+    /// The model names routes match exactly (see the field).
+    pub fn exact_models(&self) -> &[Arc<str>] {
+        &self.exact_models
     }
 
     /// Whether routing needs the model the request names (read from the body).

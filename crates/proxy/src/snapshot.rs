@@ -77,6 +77,8 @@ pub struct ListenerRt {
     pub name: Arc<str>,
     pub hostname: Option<HostPattern>,
     pub routes: RouteTable<RouteRt>,
+    /// `a2a.catalogPath`: the listener's A2A agent catalog.
+    pub a2a_catalog: Option<Arc<crate::catalog::Catalog>>,
 }
 
 pub struct RouteRt {
@@ -275,9 +277,11 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, Compile
         for (li, l) in bind.listeners.iter().enumerate() {
             let lkey = format!("binds[{bi}].listeners[{li}]");
             let mut routes = Vec::new();
+            let mut named = Vec::new();
             for (ri, r) in l.routes.iter().enumerate() {
                 let rkey = format!("{lkey}.routes[{ri}]");
                 let route = compile_route(r, &rkey, &ctx, &mut used)?;
+                named.push((route.name.clone(), r));
                 let matchers = if r.matches.is_empty() {
                     vec![Matcher::any()]
                 } else {
@@ -298,6 +302,11 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, Compile
                     .into(),
                 hostname: l.hostname.as_deref().map(HostPattern::parse),
                 routes: RouteTable::new(routes),
+                a2a_catalog: l
+                    .a2a
+                    .as_ref()
+                    .and_then(|a| a.catalog_path.as_deref())
+                    .map(|path| Arc::new(crate::catalog::Catalog::compile(path, &named))),
             });
         }
         listeners.sort_by_key(|l| {
@@ -386,6 +395,8 @@ fn compile_route(
         let policies = layered(route_policies, own.as_deref());
         backends.push(compile_backend(b, bi, &policies, ctx, used).map_err(|e| e.under(&bkey))?);
     }
+    crate::backend::a2a::share_tasks(&mut backends, route_policies)
+        .map_err(|e| CompileError::at(format!("{rkey}.policies.a2a.taskKey"), e))?;
     let total_weight = backends.iter().map(|b| b.weight as u64).sum();
     let name: Arc<str> = r.name.clone().unwrap_or_else(|| rkey.to_string()).into();
     let env = crate::governance::PhaseEnv {
@@ -394,6 +405,10 @@ fn compile_route(
             && r.backends
                 .iter()
                 .all(|b| matches!(b.kind, BackendKind::Ai(_))),
+        mcp_route: !r.backends.is_empty()
+            && r.backends
+                .iter()
+                .all(|b| matches!(b.kind, BackendKind::Mcp(_))),
         route: name.clone(),
     };
     Ok(RouteRt {

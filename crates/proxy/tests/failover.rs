@@ -166,3 +166,34 @@ async fn a_stream_that_already_sent_bytes_is_not_retried() {
     assert!(text.contains("\"error\""), "{text}");
     assert!(!text.contains("claude-sim"), "{text}");
 }
+
+#[tokio::test]
+async fn a_stream_that_does_not_start_in_time_moves_to_the_next_deployment() {
+    // Headers at once, the first token only after 3 s.
+    let slow = sim::openai::spawn(sim::openai::Options {
+        time_to_first_token: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let anthropic = sim::anthropic::spawn(sim::anthropic::Options::default())
+        .await
+        .unwrap();
+    let (_gw, addr) = gateway(&two_deployments(
+        slow.addr,
+        anthropic.addr,
+        "{firstByteTimeout: 300ms}",
+    ))
+    .await;
+    let before = failovers("openai-east", "timeout");
+    let t = std::time::Instant::now();
+    let r = send(addr, chat(true)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("data: [DONE]"), "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(failovers("openai-east", "timeout"), before + 1);
+}

@@ -8,12 +8,15 @@
 //! tests can assert on it, and faults can be injected per request with the [`FAULT_HEADER`]
 //! header or per server with `Options::fault` (see [`Fault`]).
 //!
+//! [`a2a`] is a small A2A agent (JSON-RPC, v1.0 and v0.3 method names) that echoes.
+//!
 //! [`vllm`] is different in kind: a fleet of simulated vLLM pods whose engine models continuous
 //! batching and a prefix-cached paged KV cache in time, for benchmarking routing strategies.
 //!
 //! Both simulators share one accept loop (`serve_service`) for plain TCP and TLS, so a test can
 //! put either behind TLS with its own CA and ALPN (`h2`, `http/1.1`).
 
+pub mod a2a;
 pub mod anthropic;
 pub mod bedrock;
 mod body;

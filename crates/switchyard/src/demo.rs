@@ -41,6 +41,14 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
             }
         }
     }
+    let a2a_agent = match sim::a2a::spawn(sim::a2a::Options::default()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("demo: cannot start the simulated A2A agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let a2a_addr = a2a_agent.server.addr.to_string();
     let vllm_pods = sim::vllm::fleet(3, sim::vllm::VllmOptions::default()).await;
     let pod_addrs: Vec<String> = vllm_pods.iter().map(|p| p.addr.to_string()).collect();
     let (mcp_url, mcp2_url) = (mcp_sims[0].url.clone(), mcp_sims[1].url.clone());
@@ -58,6 +66,7 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
             "DEMO_PORT" => Some(port_s.clone()),
             "SIM_MCP_URL" => Some(mcp_url.clone()),
             "SIM_MCP2_URL" => Some(mcp2_url.clone()),
+            "SIM_A2A_ADDR" => Some(a2a_addr.clone()),
             "SIM_VLLM_POD0" => Some(pod_addrs[0].clone()),
             "SIM_VLLM_POD1" => Some(pod_addrs[1].clone()),
             "SIM_VLLM_POD2" => Some(pod_addrs[2].clone()),
@@ -99,12 +108,18 @@ pub async fn run(port: u16, admin_port: u16) -> ExitCode {
          \x20      | tr -d '\\r' | awk 'tolower($1)==\"mcp-session-id:\"{{print $2}}')\n\
          \x20 curl -s http://127.0.0.1:{port}/mcp -H 'content-type: application/json' -H \"mcp-session-id: $SID\" \\\n\
          \x20      -d '{{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}}'\n\n\
+         A2A: a simulated agent at /a2a (its card, rewritten to the gateway; a message; the catalog):\n\
+         \x20 curl -s http://127.0.0.1:{port}/a2a/.well-known/agent-card.json\n\
+         \x20 curl -s http://127.0.0.1:{port}/a2a -H 'content-type: application/json' -H 'a2a-version: 1.0' \\\n\
+         \x20      -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"SendMessage\",\"params\":{{\"message\":{{\"messageId\":\"m1\",\"role\":\"ROLE_USER\",\"parts\":[{{\"text\":\"Hello!\"}}]}}}}}}'\n\
+         \x20 curl -s http://127.0.0.1:{port}/.well-known/agents.json\n\n\
          Ctrl-C to stop.\n"
     );
     let code = running.wait_for_signal_and_drain().await;
     drop(sim);
     drop(anthropic);
     drop(mcp_sims);
+    drop(a2a_agent);
     drop(vllm_pods);
     code
 }

@@ -261,7 +261,7 @@ fn sigterm_lets_the_request_in_flight_finish_and_logs_it_before_exiting() {
 }
 
 #[test]
-fn demo_serves_a_chat_completion() {
+fn demo_serves_a_chat_completion_and_an_a2a_agent() {
     let (port, admin) = (free_port(), free_port());
     let child = Command::new(BIN)
         .args([
@@ -320,6 +320,47 @@ fn demo_serves_a_chat_completion() {
     wait_until("usage recorded", Duration::from_secs(5), || {
         http(adm, "GET", "/usage", "").is_some_and(|(_, b)| b.contains("demo-user"))
     });
+
+    // The simulated A2A agent, as the README shows it: its card points at the gateway, and a
+    // message sent to the URL the card names is answered.
+    let (status, body) = http(gw, "GET", "/a2a/.well-known/agent-card.json", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let card: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let url = card["supportedInterfaces"][0]["url"].as_str().unwrap();
+    assert_eq!(url, "http://localhost/a2a", "{card}");
+    assert_eq!(card["url"], "http://localhost/a2a");
+    let a2a = [("a2a-version", "1.0")];
+    let (status, body) = http_with(
+        gw,
+        "POST",
+        "/a2a",
+        &a2a,
+        r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"m1","role":"ROLE_USER","parts":[{"text":"Hello!"}]}}}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let task = &v["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    assert_eq!(task["artifacts"][0]["parts"][0]["text"], "echo: Hello!");
+    // Streamed, and listed in the catalog.
+    let (status, body) = http_with(
+        gw,
+        "POST",
+        "/a2a",
+        &a2a,
+        r#"{"jsonrpc":"2.0","id":2,"method":"SendStreamingMessage","params":{"message":{"messageId":"m2","role":"ROLE_USER","parts":[{"text":"Hi"}]}}}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("TASK_STATE_COMPLETED") && body.contains("echo: Hi"),
+        "{body}"
+    );
+    let (status, body) = http(gw, "GET", "/.well-known/agents.json", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let catalog: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(catalog["agents"][0]["route"], "a2a", "{catalog}");
 }
 
 #[test]

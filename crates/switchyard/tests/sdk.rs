@@ -65,6 +65,40 @@ const OPENAI_ROUTES: &str =
 const ANTHROPIC_ROUTES: &str =
     "/v1/messages: messages, /v1/messages/count_tokens: anthropicTokenCount, '*': passthrough";
 
+/// A bind whose routes are chosen by the request's model: `gpt-4o` (a deployment that always
+/// answers 429, then the Anthropic simulator as its standby), `claude-sim-1` (Anthropic) and
+/// `gemini-sim-flash` (Gemini), all behind one base URL.
+fn models_bind(
+    port: u16,
+    limited: SocketAddr,
+    anthropic: SocketAddr,
+    google: SocketAddr,
+) -> String {
+    format!(
+        r#"- port: {port}
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - name: gpt-4o
+      matches: [{{path: {{pathPrefix: /v1}}, model: {{exact: gpt-4o}}}}]
+      policies: {{failover: {{cooldown: 30s}}}}
+      backends:
+      - weight: 1
+        ai: {{name: openai-limited, hostOverride: '{limited}', provider: {{openAI: {{}}}}, policies: {{backendAuth: {{key: sk-upstream-openai}}}}}}
+      - weight: 0
+        ai: {{name: claude-standby, hostOverride: '{anthropic}', provider: {{anthropic: {{}}}}, policies: {{backendAuth: {{key: sk-upstream-anthropic}}, ai: {{modelAliases: {{'*': claude-sim-1}}}}}}}}
+    - name: claude
+      matches: [{{path: {{pathPrefix: /v1}}, model: {{exact: claude-sim-1}}}}]
+      backends:
+      - ai: {{name: anthropic, hostOverride: '{anthropic}', provider: {{anthropic: {{}}}}, policies: {{backendAuth: {{key: sk-upstream-anthropic}}}}}}
+    - name: gemini
+      matches: [{{path: {{pathPrefix: /v1}}, model: {{exact: gemini-sim-flash}}}}]
+      backends:
+      - ai: {{name: gemini, hostOverride: '{google}', provider: {{gemini: {{}}}}, policies: {{backendAuth: {{key: gemini-upstream-key}}}}}}
+"#
+    )
+}
+
 /// The governed binds' route policies (`test_governance_sdk.py`): API keys, each limited to
 /// 3 requests a minute; `erin`'s team also to 1 every 2 s (a `retry-after` short enough for
 /// the SDK's own retry). Each test that spends a limit has its own key.
@@ -172,6 +206,17 @@ async fn official_sdks_through_the_gateway() {
     for ((binding, upstream, policies), port) in binds.iter().zip(&ports) {
         yaml += &ai_bind(*port, binding, *upstream, policies);
     }
+    // One base URL, routes chosen by model (test_models_sdk.py); gpt-4o's first deployment
+    // always answers 429, its standby is the Anthropic simulator.
+    let limited = sim::openai::spawn(sim::openai::Options {
+        api_key: Some("sk-upstream-openai".into()),
+        fault: Some(sim::Fault::RateLimit),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let models_port = free_port();
+    yaml += &models_bind(models_port, limited.addr, anthropic_sim.addr, google.addr);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("sa.json"),
@@ -182,7 +227,7 @@ async fn official_sdks_through_the_gateway() {
     std::fs::write(&file, yaml).unwrap();
     let _gw = Proc(Command::new(BIN).arg("-f").arg(&file).spawn().unwrap());
     let t = Instant::now();
-    for p in &ports {
+    for p in ports.iter().chain([&models_port]) {
         let addr = SocketAddr::from(([127, 0, 0, 1], *p));
         while TcpStream::connect(addr).is_err() {
             assert!(
@@ -203,6 +248,7 @@ async fn official_sdks_through_the_gateway() {
     for ((binding, _, _), port) in binds.iter().zip(&ports) {
         cmd.env(binding.env, base(*port));
     }
+    cmd.env("GW_MODELS", base(models_port));
     let status = tokio::task::spawn_blocking(move || cmd.status())
         .await
         .unwrap()

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::values::HostPort;
+use crate::values::{HostPort, Secret};
 
 /// An A2A agent at `host:port`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -22,6 +22,72 @@ pub struct A2aBackend {
     /// the gateway). Unset: not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_notification_allow_list: Option<Vec<String>>,
+    /// A gateway key that signs the agent's cards after they are rewritten (v1.0
+    /// `signatures`: JWS over the RFC 8785 canonical card). Its public JWK set is served on
+    /// the route at `.well-known/switchyard/jwks.json` (under the route's path prefix) and
+    /// named by each signature's `jku`. Unset: a rewritten card's signatures are removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_signing: Option<CardSigning>,
+}
+
+/// `a2a.cardSigning`: the key the gateway signs agent cards with.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CardSigning {
+    /// PEM private key, usually `{file: card-key.pem}`: PKCS#8 (`BEGIN PRIVATE KEY`) P-256
+    /// for ES256, Ed25519 for EdDSA, RSA (PKCS#8 or PKCS#1) for RS256.
+    pub key: Secret,
+    /// The JWS `kid`, published in the JWK set.
+    pub key_id: String,
+    /// `ES256` (default), `RS256` or `EdDSA`.
+    #[serde(default)]
+    pub alg: CardSigningAlg,
+}
+
+/// JWS algorithms for agent-card signatures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum CardSigningAlg {
+    #[default]
+    #[serde(rename = "ES256")]
+    Es256,
+    #[serde(rename = "RS256")]
+    Rs256,
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+}
+
+impl CardSigningAlg {
+    pub fn to_a2a(self) -> a2a::SigningAlg {
+        match self {
+            CardSigningAlg::Es256 => a2a::SigningAlg::Es256,
+            CardSigningAlg::Rs256 => a2a::SigningAlg::Rs256,
+            CardSigningAlg::EdDsa => a2a::SigningAlg::EdDsa,
+        }
+    }
+}
+
+/// `listeners[].a2a`: A2A across the listener's routes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenerA2a {
+    /// A path (e.g. `/.well-known/agents.json`) where a `GET` lists the rewritten cards of
+    /// every A2A route on this listener that the caller may read: each route's card is
+    /// fetched through that route, its policies (authentication, authorization, rate limits)
+    /// applied to the caller's request; routes that refuse the caller are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_path: Option<String>,
+}
+
+/// `policies.a2a` (route only): A2A across the route's backends.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct A2aPolicy {
+    /// Key for the task ids of a route with several `a2a` backends: the backend that owns a
+    /// task is sealed into the id the client sees (AES-256-GCM), so `GetTask`, `CancelTask`
+    /// and resubscribe from any replica reach that backend. Replicas that share the key share
+    /// the tasks; unset, each replica makes a random key at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_key: Option<Secret>,
 }
 
 /// An A2A protocol binding, as agent cards name it.
@@ -85,5 +151,86 @@ mod tests {
         assert!(e.to_string().starts_with("a2a.yaml:8:"), "{e}");
         let e = parse("          host: nope\n").unwrap_err();
         assert!(e.key.ends_with("a2a.host"), "{e}");
+    }
+
+    const P256: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSDcD5W8oTA/xt2bB
+6NVAbHZjAN17D3XoPMM7qzyYuKShRANCAAQnn73bKQmiPimg3s5NSep/3GHr5vTK
+/nvL8FJ0ydx26cK48JN5i/+K0AcYPimYKn8ReQEC/SSK5meY4L8NE8qU
+-----END PRIVATE KEY-----
+";
+
+    fn load_in(dir: &Path, text: &str) -> Result<Loaded, ConfigError> {
+        load_str(text, &dir.join("gw.yaml"), dir, |_| None)
+    }
+
+    #[test]
+    fn card_signing_task_key_and_catalog_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("card.pem"), P256).unwrap();
+        std::fs::write(dir.path().join("tasks.key"), "shared-task-key\n").unwrap();
+        let loaded = load_in(
+            dir.path(),
+            "binds:\n- port: 80\n  listeners:\n  - a2a:\n      catalogPath: /.well-known/agents.json\n    routes:\n    - policies:\n        a2a:\n          taskKey: {file: tasks.key}\n      backends:\n      - a2a:\n          host: 127.0.0.1:9999\n          cardSigning: {key: {file: card.pem}, keyId: gw-1}\n",
+        )
+        .unwrap();
+        let listener = &loaded.config.binds[0].listeners[0];
+        assert_eq!(
+            listener.a2a.as_ref().unwrap().catalog_path.as_deref(),
+            Some("/.well-known/agents.json")
+        );
+        let route = &listener.routes[0];
+        let key = route.policies.as_ref().unwrap().a2a.as_ref().unwrap();
+        assert_eq!(key.task_key.as_ref().unwrap().expose(), "shared-task-key");
+        let BackendKind::A2a(a) = &route.backends[0].kind else {
+            panic!("not an a2a backend");
+        };
+        let cs = a.card_signing.as_ref().unwrap();
+        assert_eq!(
+            (cs.key_id.as_str(), cs.alg),
+            ("gw-1", super::CardSigningAlg::Es256)
+        );
+        assert!(cs.key.expose().contains("BEGIN PRIVATE KEY"));
+    }
+
+    #[test]
+    fn signing_and_task_key_mistakes_name_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("card.pem"), P256).unwrap();
+        let e = parse("          host: 127.0.0.1:9999\n          cardSigning: {key: {file: /nonexistent/k.pem}, keyId: k}\n").unwrap_err();
+        assert!(e.key.ends_with("backends[0].a2a.cardSigning.key"), "{e}");
+        assert!(e.message.contains("cannot read"), "{e}");
+        assert_eq!(e.line, 8, "{e}");
+        // A P-256 key named for RS256.
+        let e = load_in(
+            dir.path(),
+            "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - a2a:\n          host: 127.0.0.1:9999\n          cardSigning:\n            key: {file: card.pem}\n            keyId: k\n            alg: RS256\n",
+        )
+        .unwrap_err();
+        assert!(e.key.ends_with("a2a.cardSigning.key"), "{e}");
+        assert!(e.message.contains("RSA"), "{e}");
+        assert_eq!(e.line, 8, "{e}");
+        let e = parse("          host: 127.0.0.1:9999\n          cardSigning: {key: x, keyId: k, alg: HS256}\n").unwrap_err();
+        assert!(e.message.contains("ES256"), "the choices are listed: {e}");
+        let e = parse(
+            "          host: 127.0.0.1:9999\n          cardSigning: {key: x, keyId: k, extra: 1}\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("unknown field `extra`"), "{e}");
+        // The task key is a route policy.
+        let e = load_in(
+            dir.path(),
+            "binds:\n- port: 80\n  listeners:\n  - routes:\n    - backends:\n      - a2a:\n          host: 127.0.0.1:9999\n        policies:\n          a2a: {taskKey: k}\n",
+        )
+        .unwrap_err();
+        assert!(e.key.ends_with("backends[0].policies.a2a"), "{e}");
+        assert!(e.message.contains("route policy"), "{e}");
+        let e = load_in(
+            dir.path(),
+            "binds:\n- port: 80\n  listeners:\n  - a2a: {catalogPath: agents.json}\n    routes:\n    - backends:\n      - a2a:\n          host: 127.0.0.1:9999\n",
+        )
+        .unwrap_err();
+        assert!(e.key.ends_with("listeners[0].a2a.catalogPath"), "{e}");
+        assert_eq!(e.line, 4, "{e}");
     }
 }

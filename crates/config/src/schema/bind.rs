@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Policies};
+use super::{Backend, ListenerA2a, Policies};
 use crate::values::Pattern;
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -48,6 +48,9 @@ pub struct Listener {
     pub protocol: ListenerProtocol,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
+    /// A2A across this listener's routes (the agent catalog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a: Option<ListenerA2a>,
     #[serde(default)]
     pub routes: Vec<Route>,
 }

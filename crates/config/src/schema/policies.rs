@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::governance::*;
-use super::AiPolicy;
+use super::{A2aPolicy, AiPolicy};
 use crate::values::{Dur, HeaderName, HeaderValue, Secret, Status};
 
 /// Policies attach to a route (all traffic of the route) or to a backend (traffic to it).
@@ -87,6 +87,9 @@ pub struct Policies {
     /// failing deployments (cooldown after 429, circuit after repeated failures).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<Failover>,
+    /// A2A across the route's backends (route only): the key that seals task ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a: Option<A2aPolicy>,
 }
 
 /// `guardrails`: guards run on the prompt (`request`) and on the completion (`response`), and
@@ -304,6 +307,7 @@ impl Policies {
             budgets: pick(&top.budgets, &self.budgets),
             remote_rate_limit: pick(&top.remote_rate_limit, &self.remote_rate_limit),
             failover: pick(&top.failover, &self.failover),
+            a2a: pick(&top.a2a, &self.a2a),
         }
     }
 }
@@ -470,6 +474,11 @@ pub struct Failover {
     /// probes it). Default 5 failures, 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit: Option<Circuit>,
+    /// A successful answer whose body has not started within this (a stream's first event,
+    /// the time to first token) counts as a `timeout` and moves on, when another backend can
+    /// still be tried. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

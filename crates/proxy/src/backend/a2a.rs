@@ -6,7 +6,8 @@
 //!   for errors in the binding's own shape; a malformed JSON-RPC body is refused here
 //!   (-32700 / -32600, HTTP 400) instead of reaching the agent;
 //! - agent cards (well-known paths, the extended card of each binding) are rewritten so their
-//!   interfaces point at the gateway, as the client reached it;
+//!   interfaces point at the gateway, as the client reached it, and signed with the gateway's
+//!   key when one is configured (its JWK set at [`JWKS_PATH`] under the route);
 //! - push-notification callback URLs are checked against the backend's allow-list;
 //! - answers are watched as they pass (SSE event by event, JSON teed up to a bound) for the
 //!   task id, context id, state and artifacts; nothing is held back from the client.
@@ -27,7 +28,8 @@ use http_body_util::BodyExt;
 use ::a2a::classify::HeadClass;
 use ::a2a::{jsonrpc, push, Binding, BindingSet, ErrorDialect, Operation, ProtocolVersion};
 
-use super::{Adapter, Attempt, Failure, Head, UpstreamRequest};
+use super::a2a_affinity::{self as affinity, TaskAffinity};
+use super::{Adapter, Affinity, Attempt, Failure, Head, UpstreamRequest};
 use crate::body::{self, Body, BoxError};
 use crate::context::RequestCtx;
 use crate::error::ProxyError;
@@ -41,10 +43,86 @@ const MAX_CARD_BYTES: usize = 1 << 20;
 /// Largest JSON answer teed for telemetry; past it the answer still streams, unobserved.
 const MAX_OBSERVED_JSON: usize = 1 << 20;
 
+/// Where, under the route's path, the JWK set of the gateway's card-signing key is served.
+pub const JWKS_PATH: &str = "/.well-known/switchyard/jwks.json";
+
 pub struct A2aBackend {
     pub upstream: Upstream,
     bindings: BindingSet,
     push_allow: Option<push::AllowList>,
+    /// Signs rewritten cards; `None`: their stale signatures are removed.
+    signer: Option<::a2a::CardSigner>,
+    /// The agent's card as last read for the listener's catalog.
+    card_cache: CardCache,
+    /// Set when the route has several `a2a` backends: task ids name their backend.
+    affinity: Option<TaskAffinity>,
+}
+
+/// Gives the `a2a` backends of a route their task affinity, when it has several.
+pub(crate) fn share_tasks(
+    backends: &mut [crate::snapshot::BackendRt],
+    route_policies: Option<&config::Policies>,
+) -> Result<(), String> {
+    let count = backends
+        .iter()
+        .filter(|b| matches!(b.adapter, super::Backend::A2a(_)))
+        .count();
+    if count < 2 {
+        return Ok(());
+    }
+    let key = route_policies
+        .and_then(|p| p.a2a.as_ref())
+        .and_then(|a| a.task_key.as_ref());
+    let sealer = Arc::new(match key {
+        Some(k) => ::a2a::TaskSealer::new(Some(k.expose()))?,
+        // One random key for the life of the process, so a reload keeps the tasks.
+        None => ::a2a::TaskSealer::new(Some(process_task_key()?))?,
+    });
+    let names: Arc<[Arc<str>]> = backends.iter().map(|b| b.name.clone()).collect();
+    for b in backends.iter_mut() {
+        let own = b.name.clone();
+        if let super::Backend::A2a(a) = &mut b.adapter {
+            a.affinity = Some(TaskAffinity {
+                sealer: sealer.clone(),
+                backends: names.clone(),
+                own,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn process_task_key() -> Result<&'static str, String> {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(k) = KEY.get() {
+        return Ok(k);
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| {
+        "cannot make a random A2A task key: the OS randomness source failed (set \
+         policies.a2a.taskKey)"
+            .to_string()
+    })?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(KEY.get_or_init(|| hex))
+}
+
+/// An agent's card (as the agent sent it) kept for [`crate::catalog::CARD_TTL`].
+#[derive(Default)]
+struct CardCache(Mutex<Option<(std::time::Instant, Bytes)>>);
+
+impl CardCache {
+    fn get(&self) -> Option<Bytes> {
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            Some((at, card)) if at.elapsed() < crate::catalog::CARD_TTL => Some(card.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, card: Bytes) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), card));
+    }
 }
 
 impl A2aBackend {
@@ -67,10 +145,19 @@ impl A2aBackend {
             .map(push::AllowList::new)
             .transpose()
             .map_err(|e| format!("pushNotificationAllowList: {e}"))?;
+        let signer = cfg
+            .card_signing
+            .as_ref()
+            .map(|cs| ::a2a::CardSigner::from_pem(cs.key.expose(), cs.alg.to_a2a(), &cs.key_id))
+            .transpose()
+            .map_err(|e| format!("cardSigning.key: {e}"))?;
         Ok(A2aBackend {
             upstream,
             bindings,
             push_allow,
+            signer,
+            card_cache: CardCache::default(),
+            affinity: None,
         })
     }
 
@@ -94,7 +181,14 @@ impl Adapter for A2aBackend {
     /// JSON-RPC names its operation in the body; an HTTP+JSON push config is read when an
     /// allow-list must check it. Everything else streams.
     fn head(&self, req: &Parts) -> Head {
-        let needs_whole_body = match self.classify(req, &req.headers).0 {
+        let class = self.classify(req, &req.headers).0;
+        if self.affinity.is_some() && affinity::reads_body(&class) {
+            return Head {
+                needs_whole_body: true,
+                dialect: None,
+            };
+        }
+        let needs_whole_body = match class {
             HeadClass::JsonRpc => true,
             HeadClass::Known(call) => {
                 call.binding == Binding::HttpJson
@@ -107,6 +201,15 @@ impl Adapter for A2aBackend {
             needs_whole_body,
             dialect: None,
         }
+    }
+
+    /// A request naming a sealed task goes to the backend that owns it.
+    fn affinity(&self, req: &Parts, body: Option<&Bytes>) -> Affinity {
+        let Some(aff) = &self.affinity else {
+            return Affinity::Any;
+        };
+        let (class, version) = self.classify(req, &req.headers);
+        affinity::route(aff, &class, version, body)
     }
 
     /// Browser clients read the version and extensions the agent answered with.
@@ -132,9 +235,20 @@ impl Adapter for A2aBackend {
         let Attempt {
             parts,
             mut headers,
-            body,
+            mut body,
             raw,
         } = attempt;
+        if let Some(signer) = &self.signer {
+            if parts.method == http::Method::GET && parts.uri.path().ends_with(JWKS_PATH) {
+                let jwks = ::a2a::CardSigner::jwks([signer]);
+                let mut resp = json_response(StatusCode::OK, jwks.to_string().into_bytes());
+                resp.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                );
+                return Ok(resp);
+            }
+        }
         let (class, version) = self.classify(parts, &headers);
         let mut record = telemetry::A2aRecord {
             version: version.as_str(),
@@ -142,6 +256,8 @@ impl Adapter for A2aBackend {
         };
         // Where a card returned by this call sits in the answer (JSON-RPC: under `result`).
         let mut card_in_result = false;
+        // The task id an HTTP+JSON path names (sealed, under task affinity).
+        let mut path_task: Option<String> = None;
         let operation = match class {
             HeadClass::Other => {
                 let req = UpstreamRequest::to(&self.upstream)
@@ -155,6 +271,9 @@ impl Adapter for A2aBackend {
                     Binding::Grpc => ErrorDialect::Grpc,
                 });
                 record.binding = call.binding.as_str();
+                if call.binding == Binding::HttpJson {
+                    path_task.clone_from(&call.task_id);
+                }
                 record.task_id = call.task_id;
                 record.method = call.operation.as_str();
                 if call.binding == Binding::HttpJson {
@@ -248,18 +367,54 @@ impl Adapter for A2aBackend {
                 headers.remove(h);
             }
         }
+        // Under task affinity the agent gets its own task ids back.
+        let mut path_fix = None;
+        if let Some(aff) = &self.affinity {
+            let rpc_op = (record.binding == Binding::JsonRpc.as_str()).then_some(operation);
+            let (opened, path_raw) = affinity::open_request(aff, raw, rpc_op, path_task.as_deref());
+            if let Some(b) = opened {
+                affinity::set_length(&mut headers, b.len());
+                body = affinity::body_of(b);
+            }
+            if let Some(opened) = record.task_id.as_deref().and_then(|t| aff.sealer.open(t)) {
+                record.task_id = Some(opened.task_id);
+            }
+            if let (Some(sealed), Some(raw_id)) = (path_task, path_raw) {
+                path_fix = Some((sealed, raw_id));
+            }
+        }
         let slot = Arc::new(Mutex::new(Some(record)));
         ctx.trail.a2a = Some(slot.clone());
-        let req = UpstreamRequest::to(&self.upstream)
+        // The catalog's fetches of the public card share one recent copy.
+        let cache = (operation == Operation::GetAgentCard
+            && parts
+                .extensions
+                .get::<crate::catalog::CatalogFetch>()
+                .is_some())
+        .then_some(&self.card_cache);
+        if let (Some(origin), Some(card)) = (&origin, cache.and_then(CardCache::get)) {
+            let resp = json_response(StatusCode::OK, card);
+            return self
+                .rewrite_card_response(resp, origin, false, None, policies, ctx)
+                .await;
+        }
+        let mut req = UpstreamRequest::to(&self.upstream)
             .build(parts, headers, body, policies, ctx)
             .map_err(Failure::Fatal)?;
+        if let Some((sealed, raw_id)) = &path_fix {
+            affinity::patch_path(&mut req, sealed, raw_id);
+        }
         let resp = super::timed_call(&self.upstream, req, policies, ctx).await?;
         if let Some(origin) = origin {
             return self
-                .rewrite_card_response(resp, &origin, card_in_result, policies, ctx)
+                .rewrite_card_response(resp, &origin, card_in_result, cache, policies, ctx)
                 .await;
         }
-        Ok(watch(resp, slot, operation.streams()))
+        let resp = watch(resp, slot, operation.streams());
+        match &self.affinity {
+            Some(aff) => affinity::seal_response(resp, aff).await,
+            None => Ok(resp),
+        }
     }
 }
 
@@ -335,6 +490,7 @@ impl A2aBackend {
         resp: Response<Body>,
         origin: &str,
         in_result: bool,
+        cache: Option<&CardCache>,
         policies: &BackendPolicies,
         ctx: &RequestCtx<'_>,
     ) -> Result<Response<Body>, Failure> {
@@ -356,6 +512,9 @@ impl A2aBackend {
                 "the agent card is not JSON: {e}"
             )))
         })?;
+        if let Some(cache) = cache {
+            cache.put(bytes);
+        }
         let card = match in_result {
             true => doc.get_mut("result"),
             false => Some(&mut doc),
@@ -370,12 +529,27 @@ impl A2aBackend {
                     bindings: self.bindings,
                 },
             );
-            if out.signatures_removed > 0 {
+            if let Some(signer) = &self.signer {
+                let prefix = ctx.matched_prefix.unwrap_or("").trim_end_matches('/');
+                let jku = format!("{origin}{prefix}{JWKS_PATH}");
+                signer.sign(card, Some(&jku)).map_err(|e| {
+                    Failure::Fatal(ProxyError::upstream_error(format!(
+                        "signing the agent card: {e}"
+                    )))
+                })?;
+                if out.signatures_removed > 0 {
+                    tracing::debug!(
+                        route = %ctx.route.name,
+                        signatures = out.signatures_removed,
+                        "agent card re-signed by the gateway: its URLs were rewritten"
+                    );
+                }
+            } else if out.signatures_removed > 0 {
                 tracing::info!(
                     route = %ctx.route.name,
                     signatures = out.signatures_removed,
                     "agent card signatures removed: the card's URLs were rewritten to the \
-                     gateway, which has no key to sign it again"
+                     gateway, which has no key to sign it again (a2a.cardSigning)"
                 );
             }
             if !out.dropped.is_empty() {
@@ -401,7 +575,7 @@ impl A2aBackend {
 }
 
 /// The whole body, up to `limit` bytes.
-async fn read_bounded(mut body: Body, limit: usize) -> Result<Bytes, String> {
+pub(super) async fn read_bounded(mut body: Body, limit: usize) -> Result<Bytes, String> {
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;
@@ -427,7 +601,7 @@ fn refused(ctx: &mut RequestCtx<'_>, record: telemetry::A2aRecord) {
     ctx.trail.a2a = Some(Arc::new(Mutex::new(Some(record))));
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(body::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -437,7 +611,7 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     resp
 }
 
-fn error_response(e: ::a2a::ErrorResponse) -> Response<Body> {
+pub(super) fn error_response(e: ::a2a::ErrorResponse) -> Response<Body> {
     let mut resp = Response::new(body::full(e.body));
     *resp.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let h = resp.headers_mut();

@@ -62,6 +62,7 @@ impl Adapter for McpBackend {
             source: ctx.conn.peer,
             jwt: ctx.identity.jwt.as_deref(),
             api_key: ctx.identity.api_key.as_ref().map(|k| k.value()),
+            tool_guard: ctx.route.policies.tool_guard.clone(),
             observed: &mut observed,
         };
         let resp = self.gateway.serve(req, down).await;

@@ -5,6 +5,7 @@
 //! config type, and its arm in `snapshot::compile_backend`.
 
 pub mod a2a;
+pub mod a2a_affinity;
 pub mod ai;
 pub mod host;
 pub mod mcp;
@@ -30,6 +31,17 @@ pub struct Head {
     pub needs_whole_body: bool,
     /// The API dialect the caller speaks, when errors must be answered in it.
     pub dialect: Option<llm::Format>,
+}
+
+/// Which backends may serve a request (see [`Adapter::affinity`]).
+pub enum Affinity {
+    /// Any, in the route's order.
+    Any,
+    /// Only this one (index into the route's backends).
+    Backend(usize),
+    /// None: the request names state no backend has; answer this (the error code for
+    /// telemetry, the response).
+    Refuse(&'static str, Response<Body>),
 }
 
 /// One attempt's request as the pipeline hands it to an adapter.
@@ -70,6 +82,13 @@ pub trait Adapter {
     /// one (an A2A binding's); `None`: the gateway's JSON (or the LLM caller's dialect).
     fn error_response(&self, _ctx: &RequestCtx<'_>, _e: &ProxyError) -> Option<Response<Body>> {
         None
+    }
+
+    /// Asked of the first backend in the order once the request (and its body, when
+    /// [`Head::needs_whole_body`]) is read: whether state the request names lives on one
+    /// backend of the route (an A2A task sealed into its id), which then serves it alone.
+    fn affinity(&self, _req: &Parts, _body: Option<&Bytes>) -> Affinity {
+        Affinity::Any
     }
 
     /// Sends one attempt: builds the upstream request (backend-phase policies, then the
@@ -116,6 +135,9 @@ impl Adapter for Backend {
     }
     fn error_response(&self, ctx: &RequestCtx<'_>, e: &ProxyError) -> Option<Response<Body>> {
         each!(self, b => b.error_response(ctx, e))
+    }
+    fn affinity(&self, req: &Parts, body: Option<&Bytes>) -> Affinity {
+        each!(self, b => b.affinity(req, body))
     }
     async fn send(
         &self,

@@ -96,6 +96,8 @@ pub struct PhaseEnv {
     /// Every backend of the route is `ai`: requests are LLM calls whose body is read anyway,
     /// so a policy may read the model and estimate tokens without extra buffering.
     pub llm_route: bool,
+    /// Every backend of the route is `mcp`: guards apply to tool calls.
+    pub mcp_route: bool,
     /// The route's name, for store keys that must not collide across routes.
     pub route: Arc<str>,
 }

@@ -60,6 +60,8 @@ pub struct Failover {
     cooldown: Duration,
     circuit_failures: u32,
     open_for: Duration,
+    /// How long a 2xx answer's body may take to start before it counts as a timeout.
+    pub first_byte_timeout: Option<Duration>,
 }
 
 impl Failover {
@@ -95,6 +97,7 @@ impl Failover {
             open_for: circuit
                 .and_then(|c| c.open_for)
                 .map_or(DEFAULT_OPEN_FOR, |d| d.0),
+            first_byte_timeout: c.first_byte_timeout.map(|d| d.0),
         }
     }
 

@@ -112,6 +112,8 @@ pub struct RoutePolicies {
     pub request_timeout: Option<Duration>,
     pub retry: Option<Retry>,
     pub failover: Option<failover::Failover>,
+    /// The route's guards on MCP tool calls and results (an `mcp` route with `guardrails`).
+    pub tool_guard: Option<std::sync::Arc<dyn mcp::authz::ToolGuard>>,
     /// The route's `responseHeaderModifier`, for answers no backend produced.
     pub response_headers: Option<HeaderModifier>,
 }
@@ -137,6 +139,10 @@ impl RoutePolicies {
                 .map(|d| d.0),
             retry: p.retry.as_ref().map(Retry::compile),
             failover: p.failover.as_ref().map(failover::Failover::compile),
+            tool_guard: match (&p.guardrails, env.mcp_route) {
+                (Some(g), true) => Some(std::sync::Arc::new(guardrails::tools::ToolGuards::compile(g)?)),
+                _ => None,
+            },
             response_headers: p
                 .response_header_modifier
                 .as_ref()

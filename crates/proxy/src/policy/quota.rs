@@ -39,7 +39,7 @@ use crate::pipeline::{Flow, Phase, PhaseFuture};
 const DEFAULT_MAX_TOKENS: u64 = 1024;
 
 /// The usage lines of one call: key, team, org, model.
-type SmallDims = Vec<Dim>;
+type UsageDims = Vec<Dim>;
 const DEFAULT_KEY_WINDOW: Duration = Duration::from_secs(60);
 
 pub struct Quota {
@@ -444,7 +444,7 @@ impl Quota {
                 model.as_deref(),
                 cost as f64 / 1e6,
             );
-            let mut dims: SmallDims = SmallDims::new();
+            let mut dims: UsageDims = UsageDims::new();
             if let Some(k) = &key {
                 dims.push(Dim::Key(k.name.clone()));
                 dims.extend(k.team.clone().map(Dim::Team));

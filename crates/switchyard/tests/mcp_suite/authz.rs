@@ -101,3 +101,71 @@ binds:
     );
     assert!(call.contains("not permitted"), "{call}");
 }
+
+/// The route's regex guards on tool traffic: arguments masked before the target sees them,
+/// a refused call answered with a JSON-RPC error naming the guard, results masked too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardrails_mask_and_refuse_tool_calls() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        r#"config:
+  adminAddr: 127.0.0.1:{admin}
+binds:
+- port: {port}
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - policies:
+        guardrails:
+          request:
+          - {{name: pii, regex: {{builtins: [email]}}, action: mask}}
+          - {{name: no-tickets, regex: {{patterns: ['TICKET-[0-9]+']}}, action: reject}}
+          response:
+          - {{name: no-cards, regex: {{builtins: [creditCard]}}, action: mask}}
+      backends:
+      - mcp:
+          targets:
+          - name: sim
+            mcp: {{host: "{url}"}}
+"#,
+        admin = free_port(),
+        url = sim.url
+    );
+    let _gw = start(dir.path(), port, &yaml);
+    let (status, head, body) = exchange(port, "POST", &[JSON, ACCEPT], INIT);
+    assert_eq!(status, 200, "{body}");
+    let sid = header(&head, "mcp-session-id").unwrap().to_string();
+    let call = |text: &str| {
+        let msg = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": text}}});
+        let (_, _, body) = exchange(
+            port,
+            "POST",
+            &[JSON, ACCEPT, ("mcp-session-id", &sid)],
+            &msg.to_string(),
+        );
+        // A JSON answer, or the one event of an SSE answer.
+        let json = body
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap_or(&body)
+            .to_string();
+        serde_json::from_str::<Value>(&json).unwrap()
+    };
+    // The echo tool returns its argument: the target only ever saw the masked one.
+    let v = call("write to jane@example.com");
+    assert_eq!(v["result"]["content"][0]["text"], "write to <EMAIL>", "{v}");
+    // The result guard masks what the tool returns.
+    let v = call("card 4111 1111 1111 1111");
+    assert_eq!(
+        v["result"]["content"][0]["text"], "card <CREDIT_CARD>",
+        "{v}"
+    );
+    // A refused call never reaches the target.
+    let v = call("about TICKET-1234");
+    assert_eq!(v["id"], 7);
+    assert_eq!(v["error"]["data"]["guard"], "no-tickets", "{v}");
+    assert!(!v.to_string().contains("TICKET-1234"), "{v}");
+}

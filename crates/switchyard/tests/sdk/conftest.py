@@ -31,6 +31,8 @@ def gw():
         # Behind the route policies apiKeyAuth and localRateLimit (sdk.rs's GOVERNANCE).
         "gov_openai": _base("GW_GOV_OPENAI"),  # OpenAI client -> OpenAI provider
         "gov_anthropic": _base("GW_GOV_ANTHROPIC"),  # Anthropic client -> Anthropic provider
+        # Routes chosen by model, with failover (sdk.rs's models_bind).
+        "models": _base("GW_MODELS"),
     }
 
 

@@ -18,6 +18,7 @@ pub mod detectors;
 pub mod prompt;
 pub mod remote;
 pub mod stream;
+pub mod tools;
 
 use std::sync::Arc;
 

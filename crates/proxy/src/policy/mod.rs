@@ -140,7 +140,9 @@ impl RoutePolicies {
             retry: p.retry.as_ref().map(Retry::compile),
             failover: p.failover.as_ref().map(failover::Failover::compile),
             tool_guard: match (&p.guardrails, env.mcp_route) {
-                (Some(g), true) => Some(std::sync::Arc::new(guardrails::tools::ToolGuards::compile(g)?)),
+                (Some(g), true) => Some(std::sync::Arc::new(
+                    guardrails::tools::ToolGuards::compile(g)?,
+                )),
                 _ => None,
             },
             response_headers: p

@@ -398,7 +398,10 @@ async fn virtual_keys_made_on_one_replica_work_on_all_and_revocation_lands_withi
     common::wait_until("usage from every replica", Duration::from_secs(3), || {
         request(b.admin, "GET", "/usage", &[], "").json()["keys"]["ci"]["requests"] == 3
     });
-    assert_eq!(request(b.admin, "GET", "/usage", &[], "").json()["shared"], true);
+    assert_eq!(
+        request(b.admin, "GET", "/usage", &[], "").json()["shared"],
+        true
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -498,6 +498,7 @@ fn check_backend_phase_only(p: &Policies, key: &str) -> Result<(), Problem> {
         ("budgets", p.budgets.is_some()),
         ("remoteRateLimit", p.remote_rate_limit.is_some()),
         ("failover", p.failover.is_some()),
+        ("balance", p.balance.is_some()),
         ("a2a", p.a2a.is_some()),
         (
             "timeout.requestTimeout",

@@ -29,6 +29,8 @@ pub struct Trail {
     pub pod: Option<picker::pool::InFlight>,
     /// The route, when one of its policies acts at the end of the exchange.
     pub end: Option<Arc<crate::snapshot::RouteRt>>,
+    /// The backend answering: counted in flight until the response ends (`balance`).
+    pub backend_load: Option<crate::policy::failover::InFlight>,
     /// What must be settled once the exchange is over, whatever its outcome (a budget's
     /// reservation trued up with the real usage, refunded when the call failed).
     pub settlements: Vec<Settlement>,
@@ -50,6 +52,7 @@ impl Trail {
             bytes_in: None,
             pod: None,
             end: None,
+            backend_load: None,
             settlements: Vec::new(),
             a2a: None,
         }

@@ -527,6 +527,12 @@ async fn exchange<'a>(
         }
     };
 
+    // Deployments ranked by the route's balancing strategy, now that the body is known.
+    let order = match &route.policies.balance {
+        Some(b) if order.len() > 1 => b.order(route, order, body.bytes()),
+        _ => order,
+    };
+
     // 4. Attempts, within the route's deadline.
     let too_large = || {
         ProxyError::payload_too_large(
@@ -732,7 +738,13 @@ async fn attempts<'a>(
             body: req_body,
             raw: body.bytes(),
         };
+        // In flight on this backend until its response ends (a later attempt replaces it).
+        ctx.trail.backend_load = Some(backend.health.start());
+        let sent = std::time::Instant::now();
         let outcome = backend.adapter.send(&backend.policies, attempt, ctx).await;
+        if outcome.is_ok() {
+            backend.health.observe_latency(sent.elapsed());
+        }
         let more_retries = retries_done < max_status_retries && body.can_resend();
         match outcome {
             Ok(resp) => {
@@ -812,7 +824,13 @@ async fn failover_attempts<'a>(
             body: req_body,
             raw: body.bytes(),
         };
+        // In flight on this backend until its response ends (a later attempt replaces it).
+        ctx.trail.backend_load = Some(backend.health.start());
+        let sent = std::time::Instant::now();
         let outcome = backend.adapter.send(&backend.policies, attempt, ctx).await;
+        if outcome.is_ok() {
+            backend.health.observe_latency(sent.elapsed());
+        }
         let (cause, result) = match outcome {
             Ok(resp) => {
                 let mut resp = resp;

@@ -176,8 +176,9 @@ pub struct BackendRt {
     pub adapter: Backend,
     /// The backend's policies, layered over the route's at compile time.
     pub policies: BackendPolicies,
-    /// How its recent answers went (cooldown, circuit), for `failover`.
-    pub health: crate::policy::failover::Health,
+    /// How its recent answers went (cooldown, circuit) and its load, for `failover` and
+    /// `balance`.
+    pub health: Arc<crate::policy::failover::Health>,
 }
 
 /// Upstream clients shared between snapshots, so a reload keeps warm connection pools.

@@ -197,3 +197,74 @@ async fn a_stream_that_does_not_start_in_time_moves_to_the_next_deployment() {
     );
     assert_eq!(failovers("openai-east", "timeout"), before + 1);
 }
+
+#[tokio::test]
+async fn prefix_affinity_keeps_a_conversation_on_one_deployment() {
+    let (a, b) = (echo("east").await, echo("west").await);
+    let yaml = format!(
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - policies:\n        balance: {{strategy: prefixAffinity}}\n      backends:\n      - ai: {{name: east, hostOverride: '{}', provider: {{openAI: {{}}}}}}\n      - ai: {{name: west, hostOverride: '{}', provider: {{openAI: {{}}}}}}\n",
+        a.addr, b.addr
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let ask = |system: String, turn: usize| {
+        Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(full({
+                // Every turn resends the conversation so far.
+                let mut messages = vec![
+                    json!({"role": "system", "content": system}),
+                    json!({"role": "user", "content": "first question"}),
+                ];
+                for t in 0..turn {
+                    messages.push(json!({"role": "assistant", "content": format!("answer {t}")}));
+                    messages.push(json!({"role": "user", "content": format!("question {t}")}));
+                }
+                json!({"model": "m", "temperature": turn, "messages": messages}).to_string()
+            }))
+            .unwrap()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for conversation in 0..12 {
+        let system = format!(
+            "You are assistant number {conversation}. {}",
+            "Be helpful. ".repeat(40)
+        );
+        let mut upstreams = std::collections::HashSet::new();
+        for turn in 0..4 {
+            let r = send(addr, ask(system.clone(), turn)).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            upstreams.insert(r.header("x-upstream-name").unwrap().to_string());
+        }
+        assert_eq!(
+            upstreams.len(),
+            1,
+            "conversation {conversation} moved: {upstreams:?}"
+        );
+        seen.extend(upstreams);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "both deployments get conversations: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn least_request_sends_to_the_idle_deployment() {
+    let (a, b) = (echo("one").await, echo("two").await);
+    let yaml = format!(
+        "binds:\n- port: 0\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - policies:\n        balance: {{strategy: leastRequest}}\n      backends:\n      - host: '{}'\n      - host: '{}'\n",
+        a.addr, b.addr
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    // Four slow requests at once: two land on each backend (each new one goes to the one
+    // with fewer in flight).
+    let slow = || send(addr, Request::get("/slow/400").body(full("")).unwrap());
+    let (r1, r2, r3, r4) = tokio::join!(slow(), slow(), slow(), slow());
+    let mut names: Vec<String> = [r1, r2, r3, r4]
+        .iter()
+        .map(|r| r.header("x-upstream-name").unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["one", "one", "two", "two"]);
+}

@@ -87,6 +87,9 @@ pub struct Policies {
     /// failing deployments (cooldown after 429, circuit after repeated failures).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<Failover>,
+    /// How the route's backends (deployments) are ranked for a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Balance>,
     /// A2A across the route's backends (route only): the key that seals task ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub a2a: Option<A2aPolicy>,
@@ -307,6 +310,7 @@ impl Policies {
             budgets: pick(&top.budgets, &self.budgets),
             remote_rate_limit: pick(&top.remote_rate_limit, &self.remote_rate_limit),
             failover: pick(&top.failover, &self.failover),
+            balance: pick(&top.balance, &self.balance),
             a2a: pick(&top.a2a, &self.a2a),
         }
     }
@@ -479,6 +483,26 @@ pub struct Failover {
     /// still be tried. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_byte_timeout: Option<Dur>,
+}
+
+/// `balance`: which backend a request tries first (and the order of the rest).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Balance {
+    pub strategy: BalanceStrategy,
+    /// `prefixAffinity`: how many bytes of the conversation's start (its system prompt and
+    /// first user message) make the affinity key. Default 2048.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BalanceStrategy {
+    Weighted,
+    LeastRequest,
+    LeastLatency,
+    PrefixAffinity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -211,9 +211,13 @@ fn now_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// One backend's health, as its answers showed it.
+/// One backend's health, as its answers showed it, and its load (for `balance`).
 #[derive(Debug, Default)]
 pub struct Health {
+    /// Requests sent to it whose response has not ended.
+    in_flight: AtomicU32,
+    /// Moving average of its time to response headers, in µs (0: not measured yet).
+    latency_us: AtomicU64,
     cooldown_until: AtomicU64,
     failures: AtomicU32,
     open_until: AtomicU64,
@@ -222,7 +226,45 @@ pub struct Health {
     probe_since: AtomicU64,
 }
 
+/// Counts a request in flight on a backend until dropped (when its response ends).
+pub struct InFlight(std::sync::Arc<Health>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Health {
+    /// Counts a request in flight until the returned guard is dropped.
+    pub fn start(self: &std::sync::Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Folds one time-to-headers into the moving average (weight 1/5 for the new one).
+    pub fn observe_latency(&self, took: Duration) {
+        let new = took.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.latency_us.load(Ordering::Relaxed);
+        let avg = match old {
+            0 => new.max(1),
+            _ => (old * 4 + new) / 5,
+        };
+        self.latency_us.store(avg.max(1), Ordering::Relaxed);
+    }
+
+    /// The moving average of its time to headers (`None`: never measured).
+    pub fn latency(&self) -> Option<Duration> {
+        match self.latency_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
     /// Whether a request may be sent now; if not, why and for how long. A circuit open long
     /// enough admits one probe at a time.
     pub fn admit(&self, open_for: Duration) -> Result<(), (Cause, Duration)> {

@@ -15,6 +15,7 @@ pub mod api_key;
 pub mod authorization;
 pub mod backend_auth;
 pub mod backend_tls;
+pub mod balance;
 pub mod basic_auth;
 pub mod cors;
 pub mod direct_response;
@@ -112,6 +113,7 @@ pub struct RoutePolicies {
     pub request_timeout: Option<Duration>,
     pub retry: Option<Retry>,
     pub failover: Option<failover::Failover>,
+    pub balance: Option<balance::Balance>,
     /// The route's guards on MCP tool calls and results (an `mcp` route with `guardrails`).
     pub tool_guard: Option<std::sync::Arc<dyn mcp::authz::ToolGuard>>,
     /// The route's `responseHeaderModifier`, for answers no backend produced.
@@ -139,6 +141,7 @@ impl RoutePolicies {
                 .map(|d| d.0),
             retry: p.retry.as_ref().map(Retry::compile),
             failover: p.failover.as_ref().map(failover::Failover::compile),
+            balance: p.balance.as_ref().map(balance::Balance::compile),
             tool_guard: match (&p.guardrails, env.mcp_route) {
                 (Some(g), true) => Some(std::sync::Arc::new(
                     guardrails::tools::ToolGuards::compile(g)?,

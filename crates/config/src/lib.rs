@@ -72,23 +72,8 @@ pub fn load_str(
     base_dir: &Path,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
-    let err = |line, column, key: String, message: String| ConfigError {
-        file: file.to_path_buf(),
-        line,
-        column,
-        key,
-        message,
-    };
     let mut config: Config = parse_yaml(text, file, &env)?.unwrap_or_default();
-    validate::check(&mut config, base_dir).map_err(|p| {
-        let (line, column) = p
-            .needle
-            .as_deref()
-            .and_then(|n| locate(text, n))
-            .or_else(|| p.fallback_needle.as_deref().and_then(|n| locate(text, n)))
-            .unwrap_or((0, 0));
-        err(line, column, p.key, p.message)
-    })?;
+    validate::check(&mut config, base_dir).map_err(|p| located(p, text, file))?;
     Ok(Loaded {
         config,
         base_dir: base_dir.to_path_buf(),
@@ -145,21 +130,26 @@ pub fn load_api_keys(path: &Path) -> Result<Vec<ApiKey>, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut keys: Vec<ApiKey> =
         parse_yaml(&text, path, &|name| std::env::var(name).ok())?.unwrap_or_default();
-    validate::check_api_keys(&mut keys, base).map_err(|p| {
-        let (line, column) = p
-            .needle
-            .as_deref()
-            .and_then(|n| locate(&text, n))
-            .unwrap_or((0, 0));
-        ConfigError {
-            file: path.to_path_buf(),
-            line,
-            column,
-            key: p.key,
-            message: p.message,
-        }
-    })?;
+    validate::check_api_keys(&mut keys, base).map_err(|p| located(p, &text, path))?;
     Ok(keys)
+}
+
+/// A validation problem as a config error, at the first place its needle (or fallback
+/// needle) appears in `text`.
+fn located(p: validate::Problem, text: &str, file: &Path) -> ConfigError {
+    let (line, column) = p
+        .needle
+        .as_deref()
+        .and_then(|n| locate(text, n))
+        .or_else(|| p.fallback_needle.as_deref().and_then(|n| locate(text, n)))
+        .unwrap_or((0, 0));
+    ConfigError {
+        file: file.to_path_buf(),
+        line,
+        column,
+        key: p.key,
+        message: p.message,
+    }
 }
 
 /// The JSON Schema of the config file.

@@ -160,10 +160,11 @@ impl Exchange {
         match req {
             R::RequestHeaders(h) => {
                 self.headers = header_map(&h);
-                // Only prompt-reading strategies (prefix-cache) need the body: the others
-                // pick now, and Envoy need not buffer anything.
+                // Only prompt-reading strategies (prefix-cache), or a pool whose pods serve
+                // different models, need the body: otherwise the pick is made now, and Envoy
+                // need not buffer anything.
                 let needs_body = match self.strategy() {
-                    Ok(p) => p.needs_prompt(),
+                    Ok(p) => p.needs_prompt() || self.pool.serves_several_models(),
                     Err(e) => {
                         self.record("unknown", e.outcome(), std::time::Duration::ZERO);
                         return (Some(refusal(&e)), true);

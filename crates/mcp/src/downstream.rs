@@ -54,6 +54,9 @@ fn forwarded_headers(h: &HeaderMap) -> HeaderMap {
                 | "last-event-id"
                 | SESSION_HEADER
                 | VERSION_HEADER
+                // The client's names; a target knows its items by others.
+                | crate::modern::METHOD_HEADER
+                | crate::modern::NAME_HEADER
         ) || k.as_str().starts_with("access-control-");
         if !drop {
             out.append(k.clone(), v.clone());
@@ -260,14 +263,14 @@ impl Gateway {
         if kind == Kind::Request && jsonrpc::method(&msg) == "initialize" {
             return self.initialize(msg, fwd, down).await;
         }
-        if headers.get(SESSION_HEADER).is_none() {
-            let stateless = jsonrpc::params(&msg)
-                .and_then(|p| p.get("_meta"))
-                .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
-                .and_then(Value::as_str);
-            if let Some(v) = stateless {
-                return unsupported_version(jsonrpc::id(&msg), v);
+        match crate::modern::era(headers, &msg) {
+            crate::modern::Era::Modern => {
+                return self.modern(msg, kind, headers, fwd, down).await;
             }
+            crate::modern::Era::Unsupported(v) => {
+                return unsupported_version(jsonrpc::id(&msg), &v);
+            }
+            crate::modern::Era::Legacy => {}
         }
         if !self.stateful {
             return self.stateless(msg, kind, headers, fwd, down).await;
@@ -305,6 +308,7 @@ impl Gateway {
                     &caller,
                     accepts_sse(headers),
                     down.observed,
+                    None,
                 )
                 .await
             }
@@ -330,7 +334,7 @@ impl Gateway {
             .unwrap_or(&SUPPORTED_VERSIONS[0])
             .to_string();
         let joined = match self
-            .join_targets(fwd, Value::Object(init), version.clone(), down)
+            .join_targets(fwd, Value::Object(init), version.clone(), down.observed)
             .await
         {
             Ok(j) => j,
@@ -366,15 +370,15 @@ impl Gateway {
     }
 
     /// Opens one upstream session per target (per `failureMode`), merging what they offer.
-    async fn join_targets(
+    pub(crate) async fn join_targets(
         &self,
         fwd: &HeaderMap,
         init: Value,
         version: String,
-        down: &mut Downstream<'_>,
+        observed: &mut Observed,
     ) -> Result<Joined, RpcError> {
         let sid = random_id();
-        down.observed.session_id = Some(sid.clone());
+        observed.session_id = Some(sid.clone());
         let local = self
             .sessions
             .get(&sid)
@@ -475,7 +479,7 @@ impl Gateway {
             .unwrap_or(SUPPORTED_VERSIONS[0])
             .to_string();
         let init = json!({"capabilities": {}, "clientInfo": {"name": "switchyard", "version": env!("CARGO_PKG_VERSION")}});
-        let joined = match self.join_targets(fwd, init, version, down).await {
+        let joined = match self.join_targets(fwd, init, version, down.observed).await {
             Ok(j) => j,
             Err(e) => return ok(&e.with_id(id)),
         };
@@ -492,7 +496,15 @@ impl Gateway {
             tool_guard: down.tool_guard.as_ref(),
         };
         let resp = self
-            .request(&ctx, &joined.state, msg, &caller, false, down.observed)
+            .request(
+                &ctx,
+                &joined.state,
+                msg,
+                &caller,
+                false,
+                down.observed,
+                None,
+            )
             .await;
         self.leave(fwd, &joined.state, &joined.local).await;
         resp
@@ -607,17 +619,27 @@ impl Gateway {
     }
 }
 
-fn unsupported_version(id: Value, v: &str) -> Response<Body> {
+pub(crate) fn unsupported_version(id: Value, v: &str) -> Response<Body> {
+    let served = crate::served_versions();
+    let how = if SUPPORTED_VERSIONS.contains(&v) {
+        format!(
+            "protocol version {v} opens a session with initialize; requests without one are \
+             served at {}",
+            crate::MODERN_VERSIONS.join(", ")
+        )
+    } else {
+        format!(
+            "protocol version {v} is not supported; this gateway speaks {}",
+            served.join(", ")
+        )
+    };
     json_response(
         StatusCode::BAD_REQUEST,
         &jsonrpc::error_with(
             id,
             ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
-            format!(
-                "protocol version {v} is not supported; this gateway speaks {}",
-                SUPPORTED_VERSIONS.join(", ")
-            ),
-            Some(json!({"supported": SUPPORTED_VERSIONS, "requested": v})),
+            how,
+            Some(json!({"supported": served, "requested": v})),
         ),
     )
 }
@@ -628,11 +650,11 @@ pub(crate) struct RpcError {
     pub data: Option<Value>,
 }
 
-struct Joined {
-    state: SessionState,
-    local: Arc<LocalSession>,
-    caps: ServerCapabilities,
-    instructions: Vec<String>,
+pub(crate) struct Joined {
+    pub state: SessionState,
+    pub local: Arc<LocalSession>,
+    pub caps: ServerCapabilities,
+    pub instructions: Vec<String>,
 }
 
 impl RpcError {

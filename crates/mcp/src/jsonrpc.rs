@@ -85,6 +85,21 @@ pub fn error_with(
     serde_json::to_value(err).unwrap_or_else(|_| json!({"jsonrpc": "2.0", "id": null}))
 }
 
+/// A request id for the gateway's own requests to a target, unique in this process and
+/// unlikely to meet another replica's (a random prefix): upstream sessions can be shared by
+/// several clients' requests (and replicas), whose own ids could collide.
+pub fn gateway_id() -> Value {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let p = PREFIX.get_or_init(|| fastrand::u32(..));
+    Value::String(format!(
+        "sy-{p:08x}-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 /// Is this response an error response?
 pub fn is_error(msg: &Value) -> bool {
     msg.get("error").is_some()

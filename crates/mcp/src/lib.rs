@@ -6,6 +6,10 @@
 //! Upstream sessions are sealed into the client's session id (see [`session`]), so the
 //! gateway keeps no per-session state an HTTP target needs; stdio children are per-replica
 //! state ([`local`]), restarted and re-initialized when a session resumes elsewhere.
+//!
+//! Modern (2026-07-28, stateless) clients are served on the same route by a downgrade shim
+//! (`modern`): the gateway pools upstream sessions for them (`pool`) and turns the targets'
+//! own requests into multi-round-trip `input_required` results (`mrtr`).
 
 pub mod authz;
 mod downstream;
@@ -13,7 +17,10 @@ mod federate;
 pub mod jsonrpc;
 mod legacy;
 pub mod local;
+mod modern;
+mod mrtr;
 pub mod names;
+mod pool;
 mod replay;
 mod route;
 pub mod session;
@@ -73,9 +80,22 @@ pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Rea
     Ok(buf.freeze())
 }
 
-/// Protocol versions spoken with clients, newest first. 2026-07-28 (stateless, no
-/// `initialize`) is not yet among them: such a request is refused with -32022 naming these.
+/// Legacy protocol versions (sessions opened with `initialize`) spoken with clients, newest
+/// first; upstream sessions are opened at the newest.
 pub const SUPPORTED_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// Modern protocol versions (stateless: version, capabilities and client info in every
+/// request's `_meta`), served on the same route through the downgrade shim ([`modern`]).
+pub const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
+
+/// Every version the route serves, newest first (what `server/discover` and -32022 list).
+pub fn served_versions() -> Vec<&'static str> {
+    MODERN_VERSIONS
+        .iter()
+        .chain(SUPPORTED_VERSIONS.iter())
+        .copied()
+        .collect()
+}
 
 /// Sends one request to an HTTP target (absolute URI), with the target's policies (TLS,
 /// headers, backend auth) applied by whoever implements it.
@@ -107,11 +127,15 @@ pub struct Gateway {
     /// `statefulMode` (default true): sessions span requests.
     stateful: bool,
     failure: FailureMode,
-    sealer: session::Sealer,
+    sealer: Arc<session::Sealer>,
     authz: Option<authz::Authz>,
     sessions: Arc<local::LocalSessions>,
     /// Legacy SSE clients connected to this replica.
     legacy: legacy::Registry,
+    /// Upstream sessions held for modern (stateless) clients.
+    pool: Arc<pool::Pool>,
+    /// Upstream exchanges waiting for a modern client's `inputResponses` (MRTR).
+    parked: Arc<mrtr::Parked>,
 }
 
 impl Gateway {
@@ -179,15 +203,18 @@ impl Gateway {
             .map_or(Duration::from_secs(30 * 60), |d| d.0);
         let sealer = session::Sealer::new(cfg.session_key.as_ref().map(|k| k.expose()))
             .map_err(|e| format!("sessionKey: {e}"))?;
+        let sessions = local::LocalSessions::new(idle);
         Ok(Gateway {
             targets,
             prefixed,
             stateful: cfg.stateful_mode != Some(false),
             failure,
-            sealer,
+            sealer: Arc::new(sealer),
             authz: authorization.map(authz::Authz::compile).transpose()?,
-            sessions: local::LocalSessions::new(idle),
+            pool: pool::Pool::new(idle, sessions.clone()),
+            sessions,
             legacy: Default::default(),
+            parked: mrtr::Parked::new(),
         })
     }
 

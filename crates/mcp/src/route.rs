@@ -6,6 +6,8 @@ use crate::authz::ToolGuard;
 use crate::downstream::{error_text, json_response, ok, RpcError, SESSION_NOT_FOUND};
 use crate::federate::{decode_cursor, encode_cursor, from_upstream};
 use crate::jsonrpc::{self, Code, Kind};
+use crate::modern::Modern;
+use crate::mrtr::Exchange;
 use crate::names;
 use crate::replay::StreamKind;
 use crate::session::{SessionState, TargetSession};
@@ -64,6 +66,8 @@ impl Gateway {
         }
     }
 
+    /// Serves one request of a session (`modern`: of a modern client, on pooled sessions).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn request(
         &self,
         ctx: &CallCtx<'_>,
@@ -72,6 +76,7 @@ impl Gateway {
         caller: &Caller<'_>,
         sse: bool,
         observed: &mut Observed,
+        modern: Option<&Modern>,
     ) -> Response<Body> {
         let id = jsonrpc::id(&msg);
         let method = jsonrpc::method(&msg).to_string();
@@ -79,10 +84,14 @@ impl Gateway {
             return ok(&jsonrpc::result(id, json!({})));
         }
         if names::list_key(&method).is_some() {
-            return match self.list(ctx, state, &msg, caller).await {
-                Ok(v) => ok(&jsonrpc::result(id, v)),
-                Err(e) => ok(&e.with_id(id)),
+            let answer = match self.list(ctx, state, &msg, caller, modern).await {
+                Ok(v) => jsonrpc::result(id, v),
+                Err(e) => e.with_id(id),
             };
+            return ok(&match modern {
+                Some(_) => crate::modern::complete(answer, &method),
+                None => answer,
+            });
         }
         if method == "logging/setLevel" {
             let calls = self.joined(state).map(|(t, ts)| {
@@ -163,7 +172,7 @@ impl Gateway {
                         sse,
                         guard: Some(g.clone()),
                     };
-                    return self.forward(ctx, t, ts, msg, reply).await;
+                    return self.forward(ctx, t, ts, msg, reply, modern).await;
                 }
             }
             (t, ts)
@@ -211,7 +220,7 @@ impl Gateway {
             sse,
             guard: None,
         };
-        self.forward(ctx, target, ts, msg, reply).await
+        self.forward(ctx, target, ts, msg, reply, modern).await
     }
 
     /// The target a prefixed (or, unprefixed, listed) name or URI belongs to, and the name the
@@ -268,7 +277,7 @@ impl Gateway {
         if let Some(c) = cursor {
             params.insert("cursor".into(), Value::from(c));
         }
-        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let msg = json!({"jsonrpc": "2.0", "id": jsonrpc::gateway_id(), "method": method, "params": params});
         let rx = t.request(ctx, ts, msg).await.map_err(ListError::Upstream)?;
         let a = answer(rx, |_| {}).await.map_err(ListError::Upstream)?;
         if let Some(code) = a
@@ -292,6 +301,7 @@ impl Gateway {
         state: &SessionState,
         msg: &Value,
         caller: &Caller<'_>,
+        modern: Option<&Modern>,
     ) -> Result<Value, RpcError> {
         let method = jsonrpc::method(msg);
         let (key, field) = names::list_key(method).unwrap_or(("items", "name"));
@@ -321,6 +331,9 @@ impl Gateway {
         let mut items = Vec::new();
         let mut next = BTreeMap::new();
         for ((t, _, _), r) in queries.iter().zip(results) {
+            if let (Some(m), Err(ListError::Upstream(UpstreamError::SessionGone))) = (modern, &r) {
+                m.gone.store(true, std::sync::atomic::Ordering::Release);
+            }
             let page = match r {
                 Ok(p) => p,
                 Err(ListError::Unsupported) => continue,
@@ -385,7 +398,11 @@ impl Gateway {
         ts: &TargetSession,
         msg: Value,
         reply: Reply,
+        modern: Option<&Modern>,
     ) -> Response<Body> {
+        if let Some(m) = modern {
+            return self.forward_modern(ctx, t, ts, msg, reply, m).await;
+        }
         let Reply { id, sse, guard } = reply;
         let mut rx = match t.request(ctx, ts, msg).await {
             Ok(rx) => rx,
@@ -471,6 +488,49 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// A modern client's request to one target: the exchange runs in rounds ([`crate::mrtr`]).
+    /// The target sees a gateway id (pooled sessions are shared: clients' ids could collide).
+    async fn forward_modern(
+        &self,
+        ctx: &CallCtx<'_>,
+        t: &Arc<Target>,
+        ts: &TargetSession,
+        mut msg: Value,
+        reply: Reply,
+        m: &Modern,
+    ) -> Response<Body> {
+        msg["id"] = jsonrpc::gateway_id();
+        let rx = match t.request(ctx, ts, msg).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                if e == UpstreamError::SessionGone {
+                    m.gone.store(true, std::sync::atomic::Ordering::Release);
+                }
+                return ok(&target_failed(reply.id, &t.name, &e));
+            }
+        };
+        let ex = Exchange {
+            rx,
+            target: t.clone(),
+            ts: ts.clone(),
+            local: ctx.local.clone(),
+            init: ctx.init.clone(),
+            fwd: ctx.headers.clone(),
+            guard: reply.guard,
+            prefixed: self.prefixed,
+            method: m.method.clone(),
+            digest: m.digest.clone(),
+            principal: m.principal.clone(),
+            capabilities: m.capabilities.clone(),
+            log_level: m.log_level,
+            pre: m.pre.clone(),
+            asks: Vec::new(),
+        };
+        self.rounds().drive(ex, reply.id, reply.sse).await
+    }
+}
+
 /// How a forwarded request is answered: its id, whether as an SSE stream, and the guards on a
 /// tool call's result.
 struct Reply {
@@ -481,7 +541,7 @@ struct Reply {
 
 /// A tool call's answer after the route's guards: its `result` masked, or replaced by an
 /// error naming the guard.
-fn guarded(mut m: Value, guard: &Option<Arc<dyn ToolGuard>>) -> Value {
+pub(crate) fn guarded(mut m: Value, guard: &Option<Arc<dyn ToolGuard>>) -> Value {
     let Some(g) = guard else {
         return m;
     };

@@ -97,41 +97,60 @@ impl Sealer {
     /// The sealed id, or why there is none. A nonce comes only from the OS randomness source:
     /// a guessable or repeated nonce would break AES-GCM, so without one there is no id.
     pub fn seal(&self, state: &SessionState) -> Result<String, &'static str> {
+        self.seal_bytes(b"", serde_json::to_vec(state).unwrap_or_default())
+    }
+
+    /// The state inside a sealed id, or why it is not a session of ours.
+    pub fn open(&self, sealed: &str) -> Result<SessionState, &'static str> {
+        let plain = self
+            .open_bytes(b"", sealed)
+            .map_err(|e| e.unwrap_or("malformed session id"))?;
+        let state: SessionState =
+            serde_json::from_slice(&plain).map_err(|_| "malformed session id")?;
+        if now_secs().saturating_sub(state.iat) > MAX_SESSION_AGE_SECS {
+            return Err("session expired");
+        }
+        Ok(state)
+    }
+
+    /// Seals `data` under this key, bound to `aad` (which says what the data is, so a token
+    /// sealed for one purpose never opens as another): nonce, ciphertext and tag, base64url.
+    pub fn seal_bytes(&self, aad: &[u8], mut data: Vec<u8>) -> Result<String, &'static str> {
         let mut nonce = [0u8; NONCE_LEN];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-            .map_err(|_| "the OS randomness source failed; no session id can be sealed")?;
-        let mut data = serde_json::to_vec(state).unwrap_or_default();
+            .map_err(|_| "the OS randomness source failed; nothing can be sealed")?;
         // Sealing in place only fails on absurd lengths.
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
-            .map_err(|_| "the session state is too large to seal")?;
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut data,
+            )
+            .map_err(|_| "the state is too large to seal")?;
         let mut out = Vec::with_capacity(NONCE_LEN + data.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&data);
         Ok(URL_SAFE_NO_PAD.encode(out))
     }
 
-    /// The state inside a sealed id, or why it is not a session of ours.
-    pub fn open(&self, sealed: &str) -> Result<SessionState, &'static str> {
-        let raw = URL_SAFE_NO_PAD
-            .decode(sealed.trim())
-            .map_err(|_| "malformed session id")?;
+    /// What [`Sealer::seal_bytes`] sealed with this key and `aad`. `Err(None)`: not even the
+    /// shape of a sealed token; `Err(Some(_))`: it does not open (another key, another purpose,
+    /// or tampered with).
+    pub fn open_bytes(&self, aad: &[u8], sealed: &str) -> Result<Vec<u8>, Option<&'static str>> {
+        let raw = URL_SAFE_NO_PAD.decode(sealed.trim()).map_err(|_| None)?;
         if raw.len() < NONCE_LEN + 16 {
-            return Err("malformed session id");
+            return Err(None);
         }
         let (nonce, rest) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| "malformed session id")?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| None)?;
         let mut buf = rest.to_vec();
-        let plain = self
+        let len = self
             .key
-            .open_in_place(nonce, Aad::empty(), &mut buf)
-            .map_err(|_| "unknown session")?;
-        let state: SessionState =
-            serde_json::from_slice(plain).map_err(|_| "malformed session id")?;
-        if now_secs().saturating_sub(state.iat) > MAX_SESSION_AGE_SECS {
-            return Err("session expired");
-        }
-        Ok(state)
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
+            .map_err(|_| Some("unknown session"))?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
     }
 }
 

@@ -699,6 +699,44 @@ impl Replay {
     }
 }
 
+/// One attempt to `backend`: the body (replayed, or moved when it can be sent once), the
+/// headers (copied, or moved with a body sent once), the trace context; the backend counted in
+/// flight until the response ends and its time to headers noted. `None`: the body was already
+/// sent and cannot be replayed.
+async fn send_attempt<'a>(
+    ctx: &mut RequestCtx<'a>,
+    backend: &'a crate::snapshot::BackendRt,
+    parts: &mut Parts,
+    body: &mut Replay,
+) -> Option<Result<Response<Body>, Failure>> {
+    let req_body = body.take()?;
+    let mut headers = if body.can_resend() {
+        parts.headers.clone()
+    } else {
+        std::mem::take(&mut parts.headers)
+    };
+    if let Some(t) = &ctx.trail.rec.trace {
+        // The upstream continues this trace, under the gateway's span.
+        headers.insert(TRACEPARENT.clone(), t.traceparent());
+    }
+    ctx.backend = Some(backend);
+    ctx.attempts += 1;
+    let attempt = Attempt {
+        parts,
+        headers,
+        body: req_body,
+        raw: body.bytes(),
+    };
+    // A later attempt replaces the guard, so only the backend answering counts.
+    ctx.trail.backend_load = Some(backend.health.start());
+    let sent = std::time::Instant::now();
+    let outcome = backend.adapter.send(&backend.policies, attempt, ctx).await;
+    if outcome.is_ok() {
+        backend.health.observe_latency(sent.elapsed());
+    }
+    Some(outcome)
+}
+
 /// Step 4, the attempts. Backends in order: a refused connection moves to the next backend
 /// (no retry spent); a retriable status retries (with backoff) while the route's `retry`
 /// allows.
@@ -715,36 +753,11 @@ async fn attempts<'a>(
     let mut backend_pos = 0usize;
     loop {
         let backend = &route.backends[order.get(backend_pos % order.len())];
-        let Some(req_body) = body.take() else {
+        let Some(outcome) = send_attempt(ctx, backend, parts, body).await else {
             return Err(ProxyError::upstream_unavailable(
                 "the request body was already sent and cannot be replayed",
             ));
         };
-        // A body that cannot be resent means this is the only try: move the headers.
-        let mut headers = if body.can_resend() {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-        if let Some(t) = &ctx.trail.rec.trace {
-            // The upstream continues this trace, under the gateway's span.
-            headers.insert(TRACEPARENT.clone(), t.traceparent());
-        }
-        ctx.backend = Some(backend);
-        ctx.attempts += 1;
-        let attempt = Attempt {
-            parts,
-            headers,
-            body: req_body,
-            raw: body.bytes(),
-        };
-        // In flight on this backend until its response ends (a later attempt replaces it).
-        ctx.trail.backend_load = Some(backend.health.start());
-        let sent = std::time::Instant::now();
-        let outcome = backend.adapter.send(&backend.policies, attempt, ctx).await;
-        if outcome.is_ok() {
-            backend.health.observe_latency(sent.elapsed());
-        }
         let more_retries = retries_done < max_status_retries && body.can_resend();
         match outcome {
             Ok(resp) => {
@@ -804,33 +817,10 @@ async fn failover_attempts<'a>(
             shortest_rest = Some(shortest_rest.map_or(rest, |r| r.min(rest)));
             continue;
         }
-        let Some(req_body) = body.take() else {
+        let Some(outcome) = send_attempt(ctx, backend, parts, body).await else {
             break;
         };
-        let mut headers = if body.can_resend() {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-        if let Some(t) = &ctx.trail.rec.trace {
-            headers.insert(TRACEPARENT.clone(), t.traceparent());
-        }
-        ctx.backend = Some(backend);
-        ctx.attempts += 1;
         tries += 1;
-        let attempt = Attempt {
-            parts,
-            headers,
-            body: req_body,
-            raw: body.bytes(),
-        };
-        // In flight on this backend until its response ends (a later attempt replaces it).
-        ctx.trail.backend_load = Some(backend.health.start());
-        let sent = std::time::Instant::now();
-        let outcome = backend.adapter.send(&backend.policies, attempt, ctx).await;
-        if outcome.is_ok() {
-            backend.health.observe_latency(sent.elapsed());
-        }
         let (cause, result) = match outcome {
             Ok(resp) => {
                 let mut resp = resp;

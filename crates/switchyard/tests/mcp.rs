@@ -20,6 +20,8 @@ mod authz;
 mod federation;
 #[path = "mcp_suite/logs.rs"]
 mod logs;
+#[path = "mcp_suite/modern.rs"]
+mod modern;
 #[path = "mcp_suite/sessions.rs"]
 mod sessions;
 #[path = "mcp_suite/transports.rs"]

@@ -315,3 +315,68 @@ async fn endpoints_file_changes_reach_traffic_and_an_empty_pool_is_503() {
         r.body
     );
 }
+
+/// A pool whose pods serve different models and LoRA adapters (read from each pod's
+/// `/v1/models` with the metrics scrape): only pods serving the requested model are ranked,
+/// and a model no pod serves is 404 `model_not_found`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_model_pools_pick_only_pods_serving_the_model() {
+    let with_lora = sim::vllm::spawn(sim::vllm::VllmOptions {
+        name: "pod-lora".into(),
+        lora_adapters: vec!["sql-lora".into()],
+        ..fast_pod()
+    })
+    .await
+    .unwrap();
+    let other = sim::vllm::spawn(sim::vllm::VllmOptions {
+        name: "pod-qwen".into(),
+        model: "sim-qwen".into(),
+        ..fast_pod()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(
+        dir.path(),
+        &format!(
+            "pools:\n  - name: fleet\n    endpoints: [\"{}\", \"{}\"]\n    strategy: least-request\n    \
+             metrics: {{interval: 50ms}}\n",
+            with_lora.addr, other.addr
+        ),
+    );
+    let c = client();
+    // Wait for the first model lists (the first scrape).
+    let mut ready = false;
+    for _ in 0..100 {
+        let mut body = chat("s", "q");
+        body["model"] = json!("nope");
+        if via_pool(&c, &gw, &[], &body).await.status == 404 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the pods' model lists were never read");
+    for (model, pod) in [
+        ("sql-lora", "pod-lora"),
+        ("sim-llama", "pod-lora"),
+        ("sim-qwen", "pod-qwen"),
+    ] {
+        for i in 0..6 {
+            let mut body = chat("s", &format!("q{i}"));
+            body["model"] = json!(model);
+            let r = via_pool(&c, &gw, &[], &body).await;
+            assert_eq!(r.status, 200, "{model}: {:?}", r.body);
+            assert_eq!(r.header("x-sim-pod"), Some(pod), "{model}");
+        }
+    }
+    let mut body = chat("s", "q");
+    body["model"] = json!("gpt-9");
+    let r = via_pool(&c, &gw, &[], &body).await;
+    assert_eq!(r.status, 404);
+    assert!(
+        format!("{:?}", r.body).contains("model_not_found"),
+        "{:?}",
+        r.body
+    );
+}

@@ -40,6 +40,9 @@ pub struct Pod {
 #[derive(Default)]
 struct PodHealth {
     metrics: Option<PodMetrics>,
+    /// The models (and LoRA adapters) the pod serves, from its `/v1/models`; `None` until
+    /// read (a pod whose list is unknown is taken to serve any model).
+    models: Option<Arc<[String]>>,
     /// Consecutive refused connections.
     failures: u32,
     ejected_until: Option<Instant>,
@@ -58,6 +61,15 @@ impl Pod {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PodHealth> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The models the pod serves, when its `/v1/models` has been read.
+    pub fn models(&self) -> Option<Arc<[String]>> {
+        self.lock().models.clone()
+    }
+
+    pub(crate) fn set_models(&self, models: Vec<String>) {
+        self.lock().models = Some(models.into());
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -93,6 +105,9 @@ pub enum PickError {
     /// No pod is eligible.
     #[error("pool {pool}: {reason}")]
     NoPod { pool: String, reason: NoPod },
+    /// No pod serves the requested model (their `/v1/models` lists say so).
+    #[error("pool {pool}: no pod serves the model {model:?}")]
+    ModelNotFound { pool: String, model: String },
     /// Every eligible pod is at `max_in_flight_per_pod`.
     #[error(
         "pool {pool}: all {pods} eligible pods are at their limit of {limit} requests in flight"
@@ -110,6 +125,7 @@ impl PickError {
         match self {
             PickError::UnknownStrategy(_) | PickError::BadBody(_) => 400,
             PickError::NoPod { .. } => 503,
+            PickError::ModelNotFound { .. } => 404,
             PickError::Saturated { .. } => 429,
         }
     }
@@ -120,6 +136,7 @@ impl PickError {
             PickError::UnknownStrategy(_) => "unknown_routing_strategy",
             PickError::BadBody(_) => "invalid_request",
             PickError::NoPod { .. } => "no_healthy_pod",
+            PickError::ModelNotFound { .. } => "model_not_found",
             PickError::Saturated { .. } => "pool_saturated",
         }
     }
@@ -129,6 +146,7 @@ impl PickError {
         match self {
             PickError::UnknownStrategy(_) | PickError::BadBody(_) => "bad_request",
             PickError::NoPod { .. } => "no_pod",
+            PickError::ModelNotFound { .. } => "no_model",
             PickError::Saturated { .. } => "saturated",
         }
     }
@@ -348,8 +366,9 @@ impl Pool {
     /// only when that strategy reads the prompt, the pods ranked.
     pub fn choose(&self, meta: RequestMeta, body: Option<&[u8]>) -> Result<Choice, PickError> {
         let strategy = self.strategy(meta.strategy)?;
+        // The model picks the pods when they serve different models.
         let mut parsed = match body {
-            Some(b) if strategy.needs_prompt() => {
+            Some(b) if strategy.needs_prompt() || self.serves_several_models() => {
                 crate::parse_request(b).map_err(PickError::BadBody)?
             }
             _ => ParsedRequest::default(),
@@ -374,9 +393,46 @@ impl Pool {
         self.rank_with(picker, req)
     }
 
-    /// Ranks the pods for `req` with `picker` (from [`Pool::strategy`]).
-    pub fn rank_with(&self, picker: Arc<dyn Picker>, req: &PickRequest) -> Result<Pick, PickError> {
+    /// Whether the pods' model lists name more than one model (then requests are read for
+    /// their model and only pods serving it are ranked).
+    pub fn serves_several_models(&self) -> bool {
         let pods = self.pods.load();
+        let mut first: Option<String> = None;
+        for p in pods.iter() {
+            let Some(models) = p.models() else { continue };
+            for m in models.iter() {
+                match &first {
+                    None => first = Some(m.clone()),
+                    Some(f) if f != m => return true,
+                    _ => {}
+                }
+            }
+        }
+        false
+    }
+
+    /// Ranks the pods for `req` with `picker` (from [`Pool::strategy`]). With a model named,
+    /// only pods serving it are ranked (a pod whose list is unknown may serve it).
+    pub fn rank_with(&self, picker: Arc<dyn Picker>, req: &PickRequest) -> Result<Pick, PickError> {
+        let all = self.pods.load();
+        let serving: Vec<Arc<Pod>>;
+        let pods: &[Arc<Pod>] = match req.model {
+            Some(model) if all.iter().any(|p| p.models().is_some()) => {
+                serving = all
+                    .iter()
+                    .filter(|p| p.models().is_none_or(|ms| ms.iter().any(|m| m == model)))
+                    .cloned()
+                    .collect();
+                if serving.is_empty() {
+                    return Err(PickError::ModelNotFound {
+                        pool: self.spec.name.clone(),
+                        model: model.to_string(),
+                    });
+                }
+                &serving
+            }
+            _ => &all,
+        };
         let now = Instant::now();
         let stale_after = self.spec.metrics.as_ref().map(|m| m.stale_after);
         let states: Vec<PodState> = pods
@@ -479,6 +535,39 @@ mod tests {
         drop(g);
         assert_eq!(first.in_flight(), 0);
         assert_eq!(first.finished.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn with_model_lists_only_pods_serving_the_model_are_ranked() {
+        let pool = Pool::new(spec(&["a:1", "b:1", "c:1"])).unwrap();
+        let req = |model| PickRequest {
+            model: Some(model),
+            ..Default::default()
+        };
+        // No list known yet: every pod may serve anything.
+        assert_eq!(pool.pick(None, &req("x")).unwrap().pods.len(), 3);
+        assert!(!pool.serves_several_models());
+        let pods = pool.pods();
+        pods[0].set_models(vec!["llama".into(), "sql-lora".into()]);
+        pods[1].set_models(vec!["qwen".into()]);
+        assert!(pool.serves_several_models());
+        let ids = |model| -> Vec<String> {
+            pool.pick(None, &req(model))
+                .unwrap()
+                .pods
+                .iter()
+                .map(|p| p.id.to_string())
+                .collect()
+        };
+        // c's list is unknown: it stays a candidate.
+        let mut lora = ids("sql-lora");
+        lora.sort();
+        assert_eq!(lora, ["a:1", "c:1"]);
+        pods[2].set_models(vec!["qwen".into()]);
+        assert_eq!(ids("sql-lora"), ["a:1"]);
+        let e = pool.pick(None, &req("gpt-9")).map(|_| ()).unwrap_err();
+        assert!(matches!(e, PickError::ModelNotFound { .. }));
+        assert_eq!((e.status(), e.code()), (404, "model_not_found"));
     }
 
     #[test]

@@ -26,23 +26,70 @@ pub(super) async fn scrape_loop(pool: Weak<Pool>, spec: MetricsSpec) {
             .build(connector);
     let mut tick = tokio::time::interval(spec.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
         let Some(p) = pool.upgrade() else { return };
         let pods = p.pods();
         drop(p);
+        // The served models change rarely (a LoRA adapter loaded): read them on every
+        // MODELS_EVERY-th scrape, and while a pod's list is still unknown.
+        let read_models = ticks % MODELS_EVERY == 0;
+        ticks += 1;
         let scrapes = pods.iter().map(|pod| {
             let client = &client;
             let spec = &spec;
             let pool = &pool;
             async move {
                 let result = scrape(client, &pod.id, spec).await;
-                let Some(pool) = pool.upgrade() else { return };
-                apply_scrape(&pool, pod, result);
+                let scraped = result.is_ok();
+                let Some(p) = pool.upgrade() else { return };
+                apply_scrape(&p, pod, result);
+                drop(p);
+                if scraped && (read_models || pod.models().is_none()) {
+                    if let Some(models) = served_models(client, &pod.id, spec).await {
+                        pod.set_models(models);
+                    }
+                }
             }
         });
         futures_util::future::join_all(scrapes).await;
     }
+}
+
+/// Scrapes between two readings of a pod's `/v1/models`.
+const MODELS_EVERY: u64 = 10;
+
+/// The ids a pod's OpenAI-compatible `/v1/models` lists (vLLM: the served model and its loaded
+/// LoRA adapters); `None` when it has no such endpoint or answers something else.
+async fn served_models(
+    client: &ScrapeClient,
+    pod: &PodId,
+    spec: &MetricsSpec,
+) -> Option<Vec<String>> {
+    let uri: http::Uri = format!("http://{pod}/v1/models").parse().ok()?;
+    let fetch = async {
+        let resp = client.get(uri).await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let ids: Vec<String> = v["data"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect();
+        (!ids.is_empty()).then_some(ids)
+    };
+    tokio::time::timeout(spec.timeout, fetch)
+        .await
+        .ok()
+        .flatten()
 }
 
 enum ScrapeError {

@@ -103,6 +103,7 @@ async fn main() -> ExitCode {
     let base = VllmOptions {
         name: String::new(),
         model: args.model.clone(),
+        lora_adapters: Vec::new(),
         seed: args.seed,
         engine: EngineConfig {
             max_num_seqs: args.max_num_seqs,

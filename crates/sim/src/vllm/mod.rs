@@ -58,6 +58,9 @@ pub struct VllmOptions {
     pub name: String,
     /// The served model name.
     pub model: String,
+    /// LoRA adapters loaded on top of it: served under their own names too, listed by
+    /// `/v1/models` with the base model as `parent` (as vLLM does).
+    pub lora_adapters: Vec<String>,
     pub engine: EngineConfig,
     /// Seeds the completion lengths drawn for requests without `max_tokens`.
     pub seed: u64,
@@ -68,6 +71,7 @@ impl Default for VllmOptions {
         VllmOptions {
             name: "vllm-sim".into(),
             model: "sim-llama".into(),
+            lora_adapters: Vec::new(),
             engine: EngineConfig::default(),
             seed: 0,
         }
@@ -364,7 +368,7 @@ fn bad_request(message: &str) -> Response<SimBody> {
 fn models(shared: &Shared) -> Response<SimBody> {
     let model = &shared.options.model;
     let max_model_len = shared.lock().engine.config().max_model_len;
-    ok_json(&json!({"object": "list", "data": [{
+    let mut data = vec![json!({
         "id": model,
         "object": "model",
         "created": crate::unix_now(),
@@ -373,7 +377,20 @@ fn models(shared: &Shared) -> Response<SimBody> {
         "parent": null,
         "max_model_len": max_model_len,
         "permission": [],
-    }]}))
+    })];
+    for adapter in &shared.options.lora_adapters {
+        data.push(json!({
+            "id": adapter,
+            "object": "model",
+            "created": crate::unix_now(),
+            "owned_by": "vllm",
+            "root": format!("/adapters/{adapter}"),
+            "parent": model,
+            "max_model_len": null,
+            "permission": [],
+        }));
+    }
+    ok_json(&json!({"object": "list", "data": data}))
 }
 
 fn server_info(shared: &Shared) -> Response<SimBody> {
@@ -431,7 +448,11 @@ struct Generation {
 fn parse(shared: &Shared, kind: Kind, body: &Value) -> Result<Generation, Response<SimBody>> {
     let model = match &body["model"] {
         Value::Null => shared.options.model.clone(),
-        Value::String(m) if *m == shared.options.model => m.clone(),
+        Value::String(m)
+            if *m == shared.options.model || shared.options.lora_adapters.contains(m) =>
+        {
+            m.clone()
+        }
         Value::String(m) => {
             return Err(error(
                 StatusCode::NOT_FOUND,

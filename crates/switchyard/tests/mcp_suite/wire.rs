@@ -79,11 +79,11 @@ async fn wire_details_cors_errors_and_failure_modes() {
         port,
         "POST",
         &[JSON],
-        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2099-01-01"}}}"#,
     );
     assert_eq!(status, 400);
     assert!(
-        body.contains("-32022") && body.contains("2025-11-25"),
+        body.contains("-32022") && body.contains("2025-11-25") && body.contains("2026-07-28"),
         "{body}"
     );
 

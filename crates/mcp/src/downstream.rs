@@ -37,6 +37,11 @@ pub struct Downstream<'a> {
     pub observed: &'a mut Observed,
 }
 
+/// The one revision with JSON-RPC batches.
+const BATCH_VERSION: &str = "2025-03-26";
+/// Most messages in one batch.
+const MAX_BATCH: usize = 100;
+
 /// Request headers that are the gateway's business with the client, not the upstream's.
 fn forwarded_headers(h: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(h.len());
@@ -236,15 +241,8 @@ impl Gateway {
                 )
             }
         };
-        if msg.is_array() {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &jsonrpc::error(
-                    Value::Null,
-                    Code::INVALID_REQUEST,
-                    "JSON-RPC batches are not supported (removed from MCP in 2025-06-18)",
-                ),
-            );
+        if let Value::Array(batch) = msg {
+            return self.batch(batch, headers, fwd, down).await;
         }
         let kind = jsonrpc::kind(&msg);
         if kind == Kind::Invalid {
@@ -313,6 +311,99 @@ impl Gateway {
                 .await
             }
         }
+    }
+
+    /// A JSON-RPC batch: allowed on sessions that agreed to 2025-03-26 (the only revision
+    /// that has them; removed in 2025-06-18). Each message is handled as if sent alone; the
+    /// answers to its requests come back as one JSON array (202 when it held none).
+    async fn batch(
+        &self,
+        batch: Vec<Value>,
+        headers: &HeaderMap,
+        fwd: &HeaderMap,
+        down: &mut Downstream<'_>,
+    ) -> Response<Body> {
+        let refuse = |why: &str| {
+            json_response(
+                StatusCode::BAD_REQUEST,
+                &jsonrpc::error(Value::Null, Code::INVALID_REQUEST, why.to_string()),
+            )
+        };
+        if batch.is_empty() {
+            return refuse("an empty JSON-RPC batch");
+        }
+        if batch.len() > MAX_BATCH {
+            return refuse("a JSON-RPC batch of more than 100 messages");
+        }
+        if !self.stateful {
+            return refuse("JSON-RPC batches need a session (2025-03-26)");
+        }
+        let opened = match self.open(headers, down) {
+            Ok(o) => o,
+            Err(r) => return r,
+        };
+        if opened.state.version != BATCH_VERSION {
+            return refuse(
+                "JSON-RPC batches are not supported on this session: they exist only in \
+                 2025-03-26 (removed in 2025-06-18)",
+            );
+        }
+        if batch
+            .iter()
+            .any(|m| jsonrpc::kind(m) == Kind::Request && jsonrpc::method(m) == "initialize")
+        {
+            return refuse("initialize cannot be part of a JSON-RPC batch");
+        }
+        let ctx = CallCtx {
+            headers: fwd,
+            local: &opened.local,
+            init: &opened.state.init,
+        };
+        let caller = Caller {
+            headers,
+            source: down.source,
+            jwt: down.jwt,
+            api_key: down.api_key.as_ref(),
+            tool_guard: down.tool_guard.as_ref(),
+        };
+        let mut answers = Vec::new();
+        for msg in batch {
+            match jsonrpc::kind(&msg) {
+                Kind::Invalid => answers.push(jsonrpc::error(
+                    jsonrpc::id(&msg),
+                    Code::INVALID_REQUEST,
+                    "not a JSON-RPC 2.0 request, notification or response",
+                )),
+                Kind::Notification => self.notify_all(&ctx, &opened.state, &msg).await,
+                Kind::Response => self.answer_server(&ctx, &opened.state, msg).await,
+                Kind::Request => {
+                    if down.observed.method.is_none() {
+                        down.observed.method = Some(jsonrpc::method(&msg).to_string());
+                    }
+                    let resp = self
+                        .request(
+                            &ctx,
+                            &opened.state,
+                            msg,
+                            &caller,
+                            false,
+                            down.observed,
+                            None,
+                        )
+                        .await;
+                    let bytes = crate::read_body(resp.into_body(), MAX_MESSAGE_BYTES)
+                        .await
+                        .unwrap_or_default();
+                    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                        answers.push(v);
+                    }
+                }
+            }
+        }
+        if answers.is_empty() {
+            return status_only(StatusCode::ACCEPTED);
+        }
+        json_response(StatusCode::OK, &Value::Array(answers))
     }
 
     async fn initialize(

@@ -190,3 +190,59 @@ binds:
         Some("https://app.example")
     );
 }
+
+/// JSON-RPC batches exist only in 2025-03-26: a session that agreed to it may send one (the
+/// answers to its requests come back as one array); later revisions' sessions are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_on_2025_03_26_sessions_only() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _gw = start(dir.path(), port, &config(port, &sim.url, ""));
+    let session = |version: &str| {
+        let init = INIT.replace("2025-06-18", version);
+        let (status, head, body) = exchange(port, "POST", &[JSON, ACCEPT], &init);
+        assert_eq!(status, 200, "{body}");
+        header(&head, "mcp-session-id").unwrap().to_string()
+    };
+    let batch = r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},
+        {"jsonrpc":"2.0","id":"a","method":"tools/list"},
+        {"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"sim_echo","arguments":{"text":"in a batch"}}},
+        {"jsonrpc":"2.0","id":"c","method":"no/such"}]"#;
+    let old = session("2025-03-26");
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ACCEPT, ("mcp-session-id", &old)],
+        batch,
+    );
+    assert_eq!(status, 200, "{body}");
+    let answers: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 3, "{body}");
+    let by_id = |id: &str| answers.iter().find(|a| a["id"] == id).unwrap().clone();
+    assert!(by_id("a")["result"]["tools"].as_array().unwrap().len() > 1);
+    assert!(
+        by_id("b")["result"].to_string().contains("in a batch"),
+        "{body}"
+    );
+    assert!(by_id("c")["error"].is_object());
+    // Only notifications: 202, no body.
+    let (status, _, _) = exchange(
+        port,
+        "POST",
+        &[JSON, ACCEPT, ("mcp-session-id", &old)],
+        r#"[{"jsonrpc":"2.0","method":"notifications/initialized"}]"#,
+    );
+    assert_eq!(status, 202);
+    // A 2025-06-18 session: refused.
+    let new = session("2025-06-18");
+    let (status, _, body) = exchange(
+        port,
+        "POST",
+        &[JSON, ACCEPT, ("mcp-session-id", &new)],
+        batch,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("2025-03-26"), "{body}");
+}

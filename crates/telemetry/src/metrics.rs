@@ -166,6 +166,10 @@ pub struct Metrics {
     pub spans_exported: Counter,
     pub spans_dropped: Counter,
     pub log_lines_dropped: Counter,
+    /// Sampled when metrics are served ([`Metrics::sample_process`]).
+    runtime_alive_tasks: Gauge,
+    resident_memory: Gauge,
+    open_fds: Gauge,
     models: RwLock<HashSet<String>>,
     tools: RwLock<HashSet<String>>,
     teams: RwLock<HashSet<String>>,
@@ -230,6 +234,9 @@ impl Metrics {
         let spans_exported = Counter::default();
         let spans_dropped = Counter::default();
         let log_lines_dropped = Counter::default();
+        let runtime_alive_tasks = Gauge::default();
+        let resident_memory = Gauge::default();
+        let open_fds = Gauge::default();
 
         let sy = registry.sub_registry_with_prefix("switchyard");
         sy.register(
@@ -332,6 +339,23 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             log_lines_dropped.clone(),
         );
+        sy.register(
+            "runtime_alive_tasks",
+            "Tokio tasks alive in the gateway's runtime (connections, requests, background work)",
+            runtime_alive_tasks.clone(),
+        );
+        // The usual process collector's names, for the soak's leak checks.
+        registry.register_with_unit(
+            "process_resident_memory",
+            "Resident memory size",
+            Unit::Bytes,
+            resident_memory.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors",
+            open_fds.clone(),
+        );
         // The OpenTelemetry GenAI metrics, under their conventional names.
         registry.register_with_unit(
             "gen_ai_client_token_usage",
@@ -382,9 +406,35 @@ impl Metrics {
             spans_exported,
             spans_dropped,
             log_lines_dropped,
+            runtime_alive_tasks,
+            resident_memory,
+            open_fds,
             models: RwLock::new(HashSet::new()),
             tools: RwLock::new(HashSet::new()),
             teams: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// Samples the process gauges: tasks alive in the calling thread's tokio runtime, and
+    /// (on Linux) resident memory and open descriptors from `/proc/self`.
+    pub fn sample_process(&self) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.runtime_alive_tasks
+                .set(rt.metrics().num_alive_tasks() as i64);
+        }
+        if let Some(kb) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            })
+        {
+            self.resident_memory.set(kb * 1024);
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            // The directory handle itself is one of the entries.
+            self.open_fds.set(dir.count() as i64 - 1);
         }
     }
 

@@ -40,11 +40,11 @@ pub async fn serve_metrics(
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/metrics") => (
-            StatusCode::OK,
-            OPENMETRICS,
-            Bytes::from(Metrics::global().encode()),
-        ),
+        ("GET", "/metrics") => {
+            let metrics = Metrics::global();
+            metrics.sample_process();
+            (StatusCode::OK, OPENMETRICS, Bytes::from(metrics.encode()))
+        }
         (_, "/metrics") => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",

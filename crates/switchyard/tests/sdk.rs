@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{free_port, python, Proc, BIN};
+use common::{python, Proc, BIN};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
@@ -201,8 +201,9 @@ async fn official_sdks_through_the_gateway() {
         .map(|(b, up)| (b, *up, ""))
         .chain(governed.iter().map(|(b, up)| (b, *up, GOVERNANCE)))
         .collect();
-    let ports: Vec<u16> = binds.iter().map(|_| free_port()).collect();
-    let mut yaml = format!("config:\n  adminAddr: 127.0.0.1:{}\nbinds:\n", free_port());
+    let mut ports = common::free_ports(binds.len() + 2);
+    let (admin_port, models_port) = (ports.pop().unwrap(), ports.pop().unwrap());
+    let mut yaml = format!("config:\n  adminAddr: 127.0.0.1:{admin_port}\nbinds:\n");
     for ((binding, upstream, policies), port) in binds.iter().zip(&ports) {
         yaml += &ai_bind(*port, binding, *upstream, policies);
     }
@@ -215,7 +216,6 @@ async fn official_sdks_through_the_gateway() {
     })
     .await
     .unwrap();
-    let models_port = free_port();
     yaml += &models_bind(models_port, limited.addr, anthropic_sim.addr, google.addr);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

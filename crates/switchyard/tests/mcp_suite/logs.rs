@@ -46,9 +46,11 @@ async fn access_log_lines_name_the_mcp_method_tool_target_and_session() {
                 Ok(v) => v,
                 Err(_) => continue,
             };
-            let done = v["mcp.method.name"] == "tools/call";
             found.push(v);
-            if done {
+            // Lines are written after their responses, each by its own task: the call's line
+            // may come before the initialize's. Read until both are in.
+            let seen = |m: &str| found.iter().any(|l: &Value| l["mcp.method.name"] == m);
+            if seen("tools/call") && seen("initialize") {
                 break;
             }
         }
@@ -63,7 +65,10 @@ async fn access_log_lines_name_the_mcp_method_tool_target_and_session() {
         .iter()
         .find(|l| l["mcp.method.name"] == "initialize")
         .expect("initialize logged");
-    let call = lines.last().unwrap();
+    let call = lines
+        .iter()
+        .find(|l| l["mcp.method.name"] == "tools/call")
+        .unwrap();
     assert_eq!(call["mcp.method.name"], "tools/call", "{call}");
     assert_eq!(call["gen_ai.tool.name"], "add");
     assert_eq!(call["mcp.target"], "sim");

@@ -54,7 +54,7 @@ pub struct RequestCtx<'a> {
     /// CORS headers for the response of an allowed cross-origin request.
     pub cors: Option<HeaderMap>,
     /// The LLM call's expected tokens, once a limit estimated them (`Some(None)`: not an
-    /// LLM call the gateway can read).
+    /// LLM call the gateway can read); read through `governance::estimate::cached`.
     pub token_estimate: Option<Option<crate::governance::estimate::Estimate>>,
     /// Headers a policy adds to the response, whoever answers (rate-limit state).
     pub response_headers: Option<HeaderMap>,

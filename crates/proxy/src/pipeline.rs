@@ -700,8 +700,8 @@ impl Replay {
 }
 
 /// One attempt to `backend`: the body (replayed, or moved when it can be sent once), the
-/// headers (copied, or moved with a body sent once), the trace context; the backend counted in
-/// flight until the response ends and its time to headers noted. `None`: the body was already
+/// headers (copied, or moved with a body sent once), the trace context; under `balance`, the
+/// backend counted in flight until the response ends and its time to headers noted. `None`: the body was already
 /// sent and cannot be replayed.
 async fn send_attempt<'a>(
     ctx: &mut RequestCtx<'a>,
@@ -727,11 +727,15 @@ async fn send_attempt<'a>(
         body: req_body,
         raw: body.bytes(),
     };
-    // A later attempt replaces the guard, so only the backend answering counts.
-    ctx.trail.backend_load = Some(backend.health.start());
-    let sent = std::time::Instant::now();
+    // Load is tracked only where a `balance` strategy reads it. A later attempt replaces the
+    // guard, so only the backend answering counts.
+    let balanced = ctx.route.policies.balance.is_some();
+    if balanced {
+        ctx.trail.backend_load = Some(backend.health.start());
+    }
+    let sent = balanced.then(std::time::Instant::now);
     let outcome = backend.adapter.send(&backend.policies, attempt, ctx).await;
-    if outcome.is_ok() {
+    if let (Some(sent), true) = (sent, outcome.is_ok()) {
         backend.health.observe_latency(sent.elapsed());
     }
     Some(outcome)

@@ -422,3 +422,29 @@ where
     }
     panic!("condition not met within 2 s");
 }
+
+#[tokio::test]
+async fn each_policy_reserves_with_its_own_default_ceiling() {
+    // The local bucket (default ceiling 1024) estimates first; the budget's own
+    // `defaultMaxTokens: 5000` must still be what it reserves for a call without max_tokens.
+    let sim = sim::openai::spawn(sim::openai::Options::default())
+        .await
+        .unwrap();
+    let policies = format!(
+        "{KEYS}        localRateLimit:\n        - key: apiKey.name\n          tokens: {{limit: 100000, per: 1m}}\n        budgets:\n          defaultMaxTokens: 5000\n          key: {{tokens: 4000, window: day}}\n"
+    );
+    let yaml = bind(
+        &policies,
+        &format!(
+            "      - ai: {{name: p, hostOverride: '{}', provider: {{openAI: {{}}}}}}\n",
+            sim.addr
+        ),
+    );
+    let (_gw, addr) = gateway(&yaml).await;
+    let bob = Some(("authorization", "Bearer sk-bob"));
+    let r = send(addr, chat("sim-gpt", bob, None)).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    // With its own ceiling it fits.
+    assert_eq!(send(addr, chat("sim-gpt", bob, Some(50))).await.status, 200);
+}

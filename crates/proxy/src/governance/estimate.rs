@@ -4,6 +4,8 @@
 
 use http::request::Parts;
 
+use crate::context::RequestCtx;
+
 /// A call's expected tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Estimate {
@@ -50,5 +52,26 @@ pub fn estimate(
         input: llm::estimate_input_tokens(&prepared.prompt),
         output: ceiling.unwrap_or(default_max_tokens),
         bounded: ceiling.is_some(),
+    })
+}
+
+/// The request's estimate, computed once per request and shared by every policy that charges
+/// tokens (the tokenizer runs once); a request without its own ceiling gets the caller's
+/// `default_max_tokens` (each policy's own default, whichever ran first).
+pub fn cached(
+    ctx: &mut RequestCtx<'_>,
+    req: &Parts,
+    body: &[u8],
+    default_max_tokens: u64,
+) -> Option<Estimate> {
+    if ctx.token_estimate.is_none() {
+        ctx.token_estimate = Some(ctx.dialect.and_then(|f| estimate(f, req, body, 0)));
+    }
+    ctx.token_estimate.flatten().map(|e| match e.bounded {
+        true => e,
+        false => Estimate {
+            output: default_max_tokens,
+            ..e
+        },
     })
 }

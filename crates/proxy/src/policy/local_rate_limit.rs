@@ -20,7 +20,7 @@ use http::{HeaderMap, StatusCode};
 use super::api_key::refusal;
 use super::{request_cel, PolicyError};
 use crate::context::RequestCtx;
-use crate::governance::estimate::estimate;
+use crate::governance::estimate;
 use crate::governance::{windows, PhaseEnv};
 use crate::pipeline::{Flow, Phase};
 
@@ -351,13 +351,7 @@ impl Phase for LocalRateLimit {
 
     fn request_body(&self, ctx: &mut RequestCtx<'_>, req: &Parts, body: &mut Bytes) -> Flow {
         super::read_model(ctx, req, body);
-        if ctx.token_estimate.is_none() {
-            ctx.token_estimate = Some(
-                ctx.dialect
-                    .and_then(|f| estimate(f, req, body, DEFAULT_MAX_TOKENS)),
-            );
-        }
-        let tokens = ctx.token_estimate.flatten().map(|e| e.total());
+        let tokens = estimate::cached(ctx, req, body, DEFAULT_MAX_TOKENS).map(|e| e.total());
         self.take(ctx, req, tokens)
     }
 }

@@ -30,7 +30,7 @@ use super::api_key::refusal;
 use super::local_rate_limit::set_rate_headers;
 use super::{request_cel, PolicyError};
 use crate::context::RequestCtx;
-use crate::governance::estimate::{estimate, Estimate};
+use crate::governance::estimate::Estimate;
 use crate::governance::prices::PriceTable;
 use crate::governance::usage::{Counts, Dim};
 use crate::governance::{windows, Charge, PhaseEnv, Shared};
@@ -514,13 +514,7 @@ impl Quota {
 
     /// The request's token estimate, made once per request (other policies share it).
     fn estimate(&self, ctx: &mut RequestCtx<'_>, req: &Parts, body: &[u8]) -> Option<Estimate> {
-        if ctx.token_estimate.is_none() {
-            ctx.token_estimate = Some(
-                ctx.dialect
-                    .and_then(|f| estimate(f, req, body, self.budgets.default_max_tokens)),
-            );
-        }
-        ctx.token_estimate.flatten()
+        crate::governance::estimate::cached(ctx, req, body, self.budgets.default_max_tokens)
     }
 }
 

@@ -487,6 +487,19 @@ impl Quota {
         }));
     }
 
+    /// Whether this request may charge a counter (then the charges are worked out, once, in
+    /// the round trip's future): a shared limit, the key's own limit, or, with an estimate, a
+    /// budget of its key, team or org.
+    fn may_charge(&self, ctx: &RequestCtx<'_>, estimated: bool) -> bool {
+        if !self.limits.is_empty() {
+            return true;
+        }
+        let Some(entry) = &ctx.identity.key_limits else {
+            return false;
+        };
+        entry.rate_limit.is_some() || (estimated && self.counts_tokens(ctx))
+    }
+
     /// Whether some counter of this request is in tokens or money (then the call is estimated
     /// before it is made).
     fn counts_tokens(&self, ctx: &RequestCtx<'_>) -> bool {
@@ -608,7 +621,7 @@ impl Phase for Quota {
             return Flow::Continue;
         }
         // No round trip (nor a future) when nothing is counted for this request.
-        if self.charges(ctx, req, None).0.is_empty() {
+        if !self.may_charge(ctx, false) {
             self.arrange_settlement(ctx, None, Vec::new());
             return Flow::Continue;
         }
@@ -634,7 +647,7 @@ impl Phase for Quota {
             // Nothing charges tokens: the tokenizer is not run (usage is still recorded).
             false => None,
         };
-        if self.charges(ctx, req, est).0.is_empty() {
+        if !self.may_charge(ctx, est.is_some()) {
             self.arrange_settlement(ctx, est, Vec::new());
             return Flow::Continue;
         }

@@ -616,7 +616,7 @@ fn warn_store_down(error: &str) {
 }
 
 impl Phase for Quota {
-    fn request_headers(&self, ctx: &mut RequestCtx<'_>, req: &Parts) -> Flow {
+    fn request_headers(&self, ctx: &mut RequestCtx<'_>, _req: &Parts) -> Flow {
         if self.llm_route {
             return Flow::Continue;
         }

@@ -83,6 +83,8 @@ PIDS+=("$!")
 taskset -c "$LOAD_CPU" redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
 PIDS+=("$!")
 
+# Starts a gateway; its PID is left in GW_STARTED (not printed: a $(...) subshell would keep
+# the PID out of PIDS, and the exit trap would leave the gateway running).
 gateway() { # NAME PORT ADMIN POLICIES
   cat >"$OUT/$1.yaml" <<EOF
 config:
@@ -102,18 +104,21 @@ EOF
   local pid=$!
   PIDS+=("$pid")
   python3 "$HELPERS" wait-ready-now "127.0.0.1:$3" || die "gateway $1 did not become ready; see $OUT/$1.log"
-  echo "$pid"
+  GW_STARTED=$pid
 }
 
 AUTH="        apiKeyAuth:
           keys: [{name: bench, key: $KEY}]"
-PLAIN_PID=$(gateway plain "$PLAIN" "$A1" "        timeout: {requestTimeout: 30s}")
-KEYS_PID=$(gateway keys "$KEYS" "$A2" "$AUTH
+gateway plain "$PLAIN" "$A1" "        timeout: {requestTimeout: 30s}"
+PLAIN_PID=$GW_STARTED
+gateway keys "$KEYS" "$A2" "$AUTH
         localRateLimit:
-        - {key: apiKey.name, requests: {limit: 1000000000, per: 1s}}")
-REDIS_PID=$(gateway redis "$REDISGW" "$A3" "$AUTH
+        - {key: apiKey.name, requests: {limit: 1000000000, per: 1s}}"
+KEYS_PID=$GW_STARTED
+gateway redis "$REDISGW" "$A3" "$AUTH
         rateLimit:
-          limits: [{name: bench, key: apiKey.name, requests: 1000000000, window: 1h}]")
+          limits: [{name: bench, key: apiKey.name, requests: 1000000000, window: 1h}]"
+REDIS_PID=$GW_STARTED
 
 for port in "$PLAIN" "$KEYS" "$REDISGW"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $KEY" "http://127.0.0.1:$port/v1/chat/completions")

@@ -31,18 +31,16 @@ LOAD_CPU=${LOAD_CPU:-1}
 OHA=${OHA:-$BENCH/.tools/bin/oha}
 KEY=sk-bench-governance
 
-PIDS=()
-log() { printf '%s\n' "$*" >&2; }
-die() { log "governance bench: $*"; exit 1; }
-cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+NAME="governance bench"
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 
 for tool in nginx wrk redis-server redis-cli taskset python3; do
   command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install nginx wrk redis-server)"
 done
 command -v "$OHA" >/dev/null || OHA=$(command -v oha) || die "oha is not built: run bench/run.sh once (it builds bench/.tools/bin/oha)"
 
-rm -rf "$OUT" && mkdir -p "$OUT/nginx/tmp"
+rm -rf "$OUT" && mkdir -p "$OUT"
 read -r UP PLAIN KEYS REDISGW REDIS A1 A2 A3 < <(python3 "$HELPERS" freeports 8)
 python3 "$HELPERS" check-ports "$UP" "$PLAIN" "$KEYS" "$REDISGW" "$REDIS" "$A1" "$A2" "$A3" ||
   die "ports in use (a stray process from an earlier run?)"
@@ -53,30 +51,7 @@ fi
 [[ -x $GATEWAY_BIN ]] || die "no binary at $GATEWAY_BIN"
 
 # The upstream: nginx answering a fixed chat completion, on the server CPU (as in run.sh).
-cat >"$OUT/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $OUT/nginx/nginx.pid;
-error_log $OUT/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $OUT/nginx/tmp/body;
-  proxy_temp_path $OUT/nginx/tmp/proxy;
-  fastcgi_temp_path $OUT/nginx/tmp/fastcgi;
-  uwsgi_temp_path $OUT/nginx/tmp/uwsgi;
-  scgi_temp_path $OUT/nginx/tmp/scgi;
-  keepalive_requests 10000000;
-  server {
-    listen 127.0.0.1:$UP;
-    location / {
-      default_type application/json;
-      return 200 '{"id":"chatcmpl-bench","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}]}';
-    }
-  }
-}
-EOF
+fixed_upstream_conf "$UP" '{"id":"chatcmpl-bench","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}]}'
 taskset -c "$SERVER_CPU" nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" &
 PIDS+=("$!")
 # Redis on the load CPU: in production it is another machine, not the gateway's core.
@@ -127,8 +102,6 @@ done
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$KEYS/v1/chat/completions")
 [[ $code == 401 ]] || die "the keyed route let a request without a key through ($code)"
 
-ticks() { local s; s=$(</proc/"$1"/stat); s=${s##*) }; read -ra f <<<"$s"; echo $((f[11] + f[12])); }
-requests_of() { sed -n 's/^WRKJSON //p' "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); bad=d["non2xx"]+d["body_errors"]+d["err_connect"]+d["err_read"]+d["err_timeout"]; print(d["requests"], bad)'; }
 export WRK_AUTH="Bearer $KEY"
 
 # One side-by-side round: the plain gateway and OTHER saturated at once. Prints the CPU per
@@ -149,7 +122,6 @@ side_by_side() { # OTHER_NAME OTHER_PORT OTHER_PID ROUND
   python3 -c "import os; t=os.sysconf('SC_CLK_TCK'); print(f'{($p1-$p0)/t/$pr*1e6:.2f} {($o1-$o0)/t/$or*1e6:.2f}')"
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 evalsha_calls() { redis-cli -p "$REDIS" info commandstats | tr -d '\r' | awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ {n+=$3} END {print n+0}'; }
 
 fail=0

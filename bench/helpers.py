@@ -319,6 +319,9 @@ CASES = (
     ("o2a", "ai OpenAI->Anthropic", ("info", "chat"), False),
     ("o2a-stream", "ai OpenAI->Anthropic stream", ("case", "ai-stream", 2.0), False),
     ("mcp", "MCP tools/call", ("info", "chat"), False),
+    # The MCP 2026-07-28 issue's bar: a stateless tools/call through the downgrade shim (pooled
+    # upstream session) costs at most 1.5x a legacy-session tools/call.
+    ("mcp-modern", "MCP tools/call, 2026-07-28 client", ("case", "mcp", 1.5), False),
     # The A2A issue's bar: a message/send costs no more than an MCP tools/call.
     ("a2a", "A2A message/send", ("case", "mcp", 1.0), False),
     ("stream-tokens", "token stream (one event per chunk)", ("ref", "stream-tokens", 1.5), False),

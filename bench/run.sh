@@ -9,7 +9,8 @@
 # Knobs (environment): ROUNDS SECS CONNS RATE LAT_SECS LAT_CONNS LOAD_CPU SERVER_CPU
 # READY_SPAWNS PERF=auto|1|0 PERF_CASE TOKENS TOKEN_GAP_US TARGETS=fail|report ALLOW_STRAY=1
 # NO_BUILD=1
-# CASES="chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp a2a stream-tokens".
+# CASES="chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp mcp-modern a2a
+# stream-tokens".
 # See bench/README.md for what is measured and how to read it.
 # Exit status: 0 only if every target is met, no case saw an error answer and every reference
 # proxy ran; 1 otherwise (the whole summary is printed first). TARGETS=report prints missed
@@ -608,6 +609,11 @@ fetch() { # TARGET CASE: print the response body
       curl -fsS -X POST -H 'content-type: application/json' -H "mcp-session-id: $MCP_SESSION" \
         -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hello","arguments":{}}}' \
         "$(url_for "$1" "$2")" ;;
+    mcp-modern)
+      curl -fsS -X POST -H 'content-type: application/json' -H 'mcp-protocol-version: 2026-07-28' \
+        -H 'mcp-method: tools/call' -H 'mcp-name: hello' \
+        -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hello","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}}' \
+        "$(url_for "$1" "$2")" ;;
     a2a)
       curl -fsS -X POST -H 'content-type: application/json' -H 'a2a-version: 1.0' \
         -d '{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"m1","role":"ROLE_USER","parts":[{"text":"hi"}]}}}' \
@@ -627,6 +633,8 @@ smoke_test() {
         [[ $via == *chat.completion* && $via == *"Hello"* ]] || die "the $case translation is wrong: $via" ;;
       mcp) # relayed message by message: same JSON-RPC answer, re-serialized
         [[ $via == *'"isError":false'* && $via == *"fixed benchmark tool result"* ]] || die "the MCP answer is wrong: $via" ;;
+      mcp-modern) # the legacy answer completed for the 2026-07-28 revision
+        [[ $via == *'"resultType":"complete"'* && $via == *"fixed benchmark tool result"* ]] || die "the modern MCP answer is wrong: $via" ;;
       *) [[ $direct == "$via" ]] || die "the gateway changed the $case response body" ;;
     esac
     # The references must pass the upstream's bytes through unchanged too; one that does not
@@ -649,7 +657,7 @@ drop_ref() { # NAME WHY
 # Load cases.
 
 # The cases: what wrk sends, and the direct and through-gateway URLs.
-CASES=${CASES:-"chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp a2a stream-tokens"}
+CASES=${CASES:-"chat chat+tel stream ai-chat ai-chat+tel ai-stream o2a o2a-stream mcp mcp-modern a2a stream-tokens"}
 
 # Cases the reference proxies are measured on: the plain path (chat, a static stream), the
 # upstream stream ai-stream relays, and the token-by-token stream. ai-chat's denominator is
@@ -685,6 +693,7 @@ mode_for() { # CASE -> wrk mode
     stream) echo stream ;;
     ai-stream | o2a-stream | stream-tokens) echo chat-stream ;;
     mcp) echo mcp ;;
+    mcp-modern) echo mcp-modern ;;
     a2a) echo a2a ;;
     *) echo chat ;;
   esac
@@ -700,7 +709,7 @@ url_for() { # TARGET CASE ("+tel": the telemetry gateway)
     ai-stream) direct=/v1/chat-stream gateway=/ai-stream/v1/chat/completions ;;
     o2a) direct=/v1/messages gateway=/o2a/v1/chat/completions ;;
     o2a-stream) direct=/v1/messages-stream gateway=/o2a-stream/v1/chat/completions ;;
-    mcp) direct=/mcp gateway=/mcp ;;
+    mcp | mcp-modern) direct=/mcp gateway=/mcp ;;
     a2a) direct=/a2a gateway=/a2a ;;
     # tokstream answers any path; the reference proxies route /tokens/ to it.
     stream-tokens) direct=/tokens/v1/chat/completions gateway=/tokens/v1/chat/completions up=$TOK_PORT ;;

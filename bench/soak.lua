@@ -4,9 +4,11 @@
 --
 -- Modes: "plain" (GET /plain/v1/models through a `host` route), "chat" (an OpenAI chat
 -- completion, JSON), "stream" (the same streamed), "translated" (an OpenAI stream served by the
--- Anthropic simulator, chosen by `x-target: anthropic`). The second argument is the pause in
--- milliseconds each connection takes before its next request (wrk's delay()), which sets the
--- rate well below saturation.
+-- Anthropic simulator, chosen by `x-target: anthropic`), "mcp" (a `tools/call` of the reference
+-- server's `echo` on /mcp, on the session id given as the third argument), "pool" (a chat
+-- completion through the `{pool: fleet}` route, a pick per request). The second argument is the
+-- pause in milliseconds each connection takes before its next request (wrk's delay()), which
+-- sets the rate well below saturation.
 --
 -- response() counts answers that are not 2xx, 2xx answers whose body carries an error (a JSON
 -- `"error":` member, an SSE `event: error`), and 2xx streams that do not end with
@@ -37,6 +39,21 @@ function init(args)
   wrk.method = "POST"
   wrk.path = "/v1/chat/completions"
   wrk.headers["Content-Type"] = "application/json"
+  if mode == "mcp" then
+    wrk.path = "/mcp"
+    wrk.headers["Accept"] = "application/json, text/event-stream"
+    wrk.headers["Mcp-Protocol-Version"] = "2025-06-18"
+    wrk.headers["Mcp-Session-Id"] = args[3] or ""
+    wrk.body = '{"jsonrpc":"2.0","id":7,"method":"tools/call",'
+      .. '"params":{"name":"echo","arguments":{"message":"soak"}}}'
+    return
+  end
+  if mode == "pool" then
+    wrk.path = "/pool/v1/chat/completions"
+    wrk.body = '{"model":"sim-llama","max_tokens":8,'
+      .. '"messages":[{"role":"user","content":"A pool pick per request."}]}'
+    return
+  end
   if mode == "translated" then
     wrk.headers["x-target"] = "anthropic"
   end
@@ -63,6 +80,10 @@ function response(status, headers, body)
     body_errors = body_errors + 1
   elseif mode == "stream" or mode == "translated" then
     if not string.find(body, "data: [DONE]", 1, true) or not string.find(body, '"content"', 1, true) then
+      bad = bad + 1
+    end
+  elseif mode == "mcp" then
+    if not string.find(body, '"result"', 1, true) or string.find(body, '"isError":true', 1, true) then
       bad = bad + 1
     end
   elseif mode == "plain" then

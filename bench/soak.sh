@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # bench/soak.sh: the long form of crates/switchyard/tests/reliability.rs. A steady mixed load
-# well below saturation through the release gateway for DURATION, with the config rewritten
+# (plain proxying, chat completions JSON and streamed, translated streams, MCP tool calls on the
+# reference server over stdio, pool picks over two vLLM simulators) well below saturation
+# through the release gateway for DURATION, with the config rewritten
 # every RELOAD_EVERY (an invalid config, then the next valid generation) and the `east`
 # upstream killed and restarted on its port every RESTART_EVERY; RSS, descriptors and tokio
 # tasks sampled every SAMPLE_EVERY into bench/out/soak/samples.csv.
@@ -9,7 +11,7 @@
 #   DURATION=5m bench/soak.sh      a shorter run (s, m or h; plain numbers are seconds)
 #
 # Knobs (environment): DURATION WARMUP SEGMENT SAMPLE_EVERY RELOAD_EVERY RESTART_EVERY DOWN_FOR
-# CONNS PAUSE_MS ITL_MS LOAD_CPU SERVER_CPU RSS_LIMIT_PCT QUIET_SECS NO_BUILD=1. See
+# CONNS PAUSE_MS ITL_MS LOAD_CPU SERVER_CPU RSS_LIMIT_PCT QUIET_SECS NO_BUILD=1 BIN_DIR. See
 # bench/README.md ("Soak").
 # Exit status 0 only if: RSS after warm-up grew less than RSS_LIMIT_PCT percent, descriptors
 # came back to their count before the load once it stopped, no request failed outside the
@@ -23,8 +25,12 @@ BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
 OUT=$BENCH/out/soak
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-GATEWAY_BIN=$TARGET_DIR/release/switchyard
-SIM_BIN=$TARGET_DIR/release/switchyard-sim
+BIN_DIR=${BIN_DIR:-$TARGET_DIR/release}            # e.g. target/debug with NO_BUILD=1
+GATEWAY_BIN=$BIN_DIR/switchyard
+SIM_BIN=$BIN_DIR/switchyard-sim
+FLEET_BIN=$BIN_DIR/vllm-fleet
+# The MCP reference server (npm install --prefix crates/switchyard/tests/mcp).
+EVERYTHING=$ROOT/crates/switchyard/tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js
 
 seconds() { # 90, 90s, 5m, 1h -> seconds
   local v=$1
@@ -47,14 +53,14 @@ SAMPLE_EVERY=$(seconds "${SAMPLE_EVERY:-10}")
 RELOAD_EVERY=$(seconds "${RELOAD_EVERY:-60}")
 RESTART_EVERY=$(seconds "${RESTART_EVERY:-180}")
 DOWN_FOR=$(seconds "${DOWN_FOR:-3}")             # how long the killed upstream stays down
-CONNS=${CONNS:-4}                                # connections per mode (4 modes)
+CONNS=${CONNS:-4}                                # connections per mode (6 modes)
 PAUSE_MS=${PAUSE_MS:-20}                         # each connection's pause between requests
 ITL_MS=${ITL_MS:-2}                              # simulators' delay between streamed tokens
 LOAD_CPU=${LOAD_CPU:-0}                          # wrk runs here ...
 SERVER_CPU=${SERVER_CPU:-1}                      # ... the gateway and the simulators here
 RSS_LIMIT_PCT=${RSS_LIMIT_PCT:-5}
 QUIET_SECS=${QUIET_SECS:-30}                     # longest wait for descriptors after the load
-MODES=(plain chat stream translated)
+MODES=(plain chat stream translated mcp pool)
 
 case "${1:-}" in
   -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
@@ -91,9 +97,11 @@ trap 'exit 130' INT TERM
 command -v wrk >/dev/null || die "wrk is needed (Debian package wrk; bench/run.sh installs it)"
 command -v taskset >/dev/null || die "taskset is needed (util-linux)"
 command -v curl >/dev/null || die "curl is needed"
+command -v node >/dev/null || die "node is needed (the MCP reference server)"
+[[ -f $EVERYTHING ]] || die "the MCP reference server is missing: npm install --prefix crates/switchyard/tests/mcp"
 
 if [[ ${NO_BUILD:-0} == 1 ]]; then
-  [[ -x $GATEWAY_BIN && -x $SIM_BIN ]] || die "NO_BUILD=1 but $GATEWAY_BIN or $SIM_BIN is missing"
+  [[ -x $GATEWAY_BIN && -x $SIM_BIN && -x $FLEET_BIN ]] || die "NO_BUILD=1 but $GATEWAY_BIN, $SIM_BIN or $FLEET_BIN is missing"
 else
   log "building switchyard and switchyard-sim (release)"
   (cd "$ROOT" && cargo build --release -p switchyard -p switchyard-sim) || die "cargo build failed"
@@ -139,6 +147,15 @@ taskset -c "$SERVER_CPU" "$SIM_BIN" --openai "127.0.0.1:$WEST" --anthropic "127.
 PIDS+=($!)
 wait_port "$WEST" && wait_port "$ANTH" || die "the west simulator did not start"
 start_east
+# Two vLLM pods for the pool (ephemeral ports, printed as `pod-<i> <addr>`).
+taskset -c "$SERVER_CPU" "$FLEET_BIN" --pods 2 --step-base-us 200 >"$OUT/fleet.log" 2>&1 &
+PIDS+=($!)
+for i in $(seq 100); do
+  (($(grep -c '^pod-' "$OUT/fleet.log") == 2)) && break
+  sleep 0.1
+done
+read -r POD0 POD1 <<<"$(awk '/^pod-/ { printf "%s ", $2 }' "$OUT/fleet.log")"
+[[ -n $POD0 && -n ${POD1:-} ]] || die "the vLLM pods did not start (see $OUT/fleet.log)"
 
 # ---------------------------------------------------------------------------------------------
 # The gateway: generation N of the config sets `x-generation: gen-N` on every route; even
@@ -159,6 +176,11 @@ config:
   adminAddr: 127.0.0.1:$ADMIN
   statsAddr: 127.0.0.1:$STATS
   limits: {upstreamPoolIdleTimeout: 5s}
+pools:
+- name: fleet
+  endpoints: ["$POD0", "$POD1"]
+  strategy: least-request
+  metrics: {enabled: false}
 binds:
 - port: $PORT
   address: 127.0.0.1
@@ -185,6 +207,22 @@ ${extra}    - name: plain
       backends:
       - ai: {name: east, hostOverride: '127.0.0.1:$EAST', provider: {openAI: {}}}
       - ai: {name: west, hostOverride: '127.0.0.1:$WEST', provider: {openAI: {}}}
+    - name: pool
+      matches: [{path: {pathPrefix: /pool}}]
+      policies:
+        responseHeaderModifier: {set: {x-generation: gen-$n}}
+        urlRewrite: {path: {prefix: /}}
+      backends: [{pool: fleet}]
+    - name: mcp
+      matches: [{path: {exact: /mcp}}]
+      policies:
+        responseHeaderModifier: {set: {x-generation: gen-$n}}
+      backends:
+      - mcp:
+          sessionKey: soak-session-key-0123456789abcdef
+          targets:
+          - name: everything
+            stdio: {cmd: node, args: ["$EVERYTHING", "stdio"]}
 EOF
 }
 write_config() { # TEXT: written aside, then renamed over the file (as editors and Kubernetes do)
@@ -204,6 +242,17 @@ for i in $(seq 200); do
 done
 curl -fsS "http://127.0.0.1:$ADMIN/healthz/ready" >/dev/null || die "the gateway is not ready"
 
+# One MCP session for every tool call (sealed with the session key: it outlives reloads).
+MCP_SESSION=$(curl -fsS -D - -o /dev/null "http://127.0.0.1:$PORT/mcp" \
+  -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
+  --data '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"soak","version":"1"}}}' |
+  tr -d '\r' | awk -F': ' 'tolower($1) == "mcp-session-id" { print $2 }')
+[[ -n $MCP_SESSION ]] || die "MCP initialize gave no session id"
+curl -fsS -o /dev/null "http://127.0.0.1:$PORT/mcp" -H 'content-type: application/json' \
+  -H 'accept: application/json, text/event-stream' -H "mcp-session-id: $MCP_SESSION" \
+  -H 'mcp-protocol-version: 2025-06-18' --data '{"jsonrpc":"2.0","method":"notifications/initialized"}' ||
+  die "MCP notifications/initialized failed"
+
 metrics() { curl -fsS --max-time 5 "http://127.0.0.1:$STATS/metrics" || true; }
 rss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$GW_PID/status"; }
 fd_count() { ls "/proc/$GW_PID/fd" | wc -l; }
@@ -211,7 +260,7 @@ fd_count() { ls "/proc/$GW_PID/fd" | wc -l; }
 # Smoke: each mode answers once.
 for mode in "${MODES[@]}"; do
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c1 -d1s --timeout 10s -s "$BENCH/soak.lua" \
-    "http://127.0.0.1:$PORT" -- "$mode" 100 | grep '^WRKJSON' | sed 's/^WRKJSON //')
+    "http://127.0.0.1:$PORT" -- "$mode" 100 "$MCP_SESSION" | grep '^WRKJSON' | sed 's/^WRKJSON //')
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if r["requests"] > 0 and r["non2xx"] + r["body_errors"] + r["bad"] + r["err_connect"] + r["err_read"] == 0 else 1)' "$out" \
     || die "smoke test of $mode failed: $out"
 done
@@ -219,7 +268,7 @@ done
 sleep 7
 BASE_FDS=$(fd_count)
 BASE_RSS=$(rss_kb)
-log "gateway pid $GW_PID on 127.0.0.1:$PORT; upstreams east $EAST, west $WEST, anthropic $ANTH"
+log "gateway pid $GW_PID on 127.0.0.1:$PORT; upstreams east $EAST, west $WEST, anthropic $ANTH, pods $POD0 $POD1"
 log "$((DURATION / 60))m$((DURATION % 60))s of load (warm-up ${WARMUP}s), ${#MODES[@]} modes x $CONNS connections, ${PAUSE_MS} ms pauses; reload every ${RELOAD_EVERY}s, east restarted every ${RESTART_EVERY}s (down ${DOWN_FOR}s)"
 log "before the load: RSS ${BASE_RSS} kB, ${BASE_FDS} descriptors"
 
@@ -253,7 +302,7 @@ start_segment() { # SECONDS
   SEG_CHAOS=0
   for mode in "${MODES[@]}"; do
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$1"s --timeout 10s -s "$BENCH/soak.lua" \
-      "http://127.0.0.1:$PORT" -- "$mode" "$PAUSE_MS" >"$OUT/wrk/seg$SEG-$mode.txt" 2>&1 &
+      "http://127.0.0.1:$PORT" -- "$mode" "$PAUSE_MS" "$MCP_SESSION" >"$OUT/wrk/seg$SEG-$mode.txt" 2>&1 &
     SEG_PIDS+=($!)
     PIDS+=($!)
   done

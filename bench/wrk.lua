@@ -5,7 +5,8 @@
 --
 -- "chat" sends a small OpenAI chat request as a POST with a JSON body, "chat-stream" the same with
 -- "stream": true; "stream" is a plain GET; "mcp" an MCP tools/call with the session in
--- $MCP_SESSION; "a2a" an A2A v1.0 JSON-RPC SendMessage.
+-- $MCP_SESSION; "mcp-modern" the same call from a 2026-07-28 (sessionless) client; "a2a" an A2A
+-- v1.0 JSON-RPC SendMessage.
 -- done() prints one machine-readable line, "WRKJSON {...}", which run.sh keeps instead of
 -- scraping wrk's human output.
 --
@@ -48,7 +49,10 @@ function init(args)
     if mode == "chat-stream" then
       stream = '"stream":true,"stream_options":{"include_usage":true},'
     end
-    wrk.body = '{"model":"bench-model",' .. stream
+    -- $WRK_MODEL names the model (bench/models.sh: one of a 100-model route table).
+    local model = os.getenv("WRK_MODEL")
+    if not model or model == "" then model = "bench-model" end
+    wrk.body = '{"model":"' .. model .. '",' .. stream
       .. '"messages":[{"role":"system","content":"You are terse."},'
       .. '{"role":"user","content":"Say hello in one word."}],"temperature":0}'
   elseif mode == "mcp" then
@@ -58,6 +62,19 @@ function init(args)
     wrk.headers["Accept"] = "application/json, text/event-stream"
     wrk.headers["Mcp-Session-Id"] = os.getenv("MCP_SESSION") or ""
     wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hello","arguments":{}}}'
+  elseif mode == "mcp-modern" then
+    -- The same tools/call from an MCP 2026-07-28 client: no session; version, capabilities and
+    -- client info in _meta, mirrored in the MCP-Protocol-Version, Mcp-Method and Mcp-Name headers.
+    wrk.method = "POST"
+    wrk.headers["Content-Type"] = "application/json"
+    wrk.headers["Accept"] = "application/json, text/event-stream"
+    wrk.headers["MCP-Protocol-Version"] = "2026-07-28"
+    wrk.headers["Mcp-Method"] = "tools/call"
+    wrk.headers["Mcp-Name"] = "hello"
+    wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hello","arguments":{},'
+      .. '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+      .. '"io.modelcontextprotocol/clientCapabilities":{},'
+      .. '"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}}'
   elseif mode == "a2a" then
     -- An A2A v1.0 JSON-RPC SendMessage (the direct upstream answers any POST the same).
     wrk.method = "POST"

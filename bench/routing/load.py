@@ -1,22 +1,36 @@
 #!/usr/bin/env python3
 """Open-loop load generator for the routing-quality benchmark (bench/routing).
 
-Sends streaming chat completions at Poisson arrival times to one URL (the gateway or
-vllm-router in front of a simulated vLLM fleet) and writes one JSON result.
+Sends streaming chat completions at scheduled (Poisson) arrival times to one URL (the gateway
+or vllm-router in front of a simulated vLLM fleet) and writes one JSON result.
+
+Open loop everywhere: every request has a *scheduled* time fixed independently of how fast the
+server answers (multi-turn: a conversation's next turn is scheduled at the end of the previous
+answer plus a think time), and TTFT and end-to-end latency are timed from that scheduled time,
+not from when the request was actually sent. So a load generator that falls behind (event loop
+busy, connection set-up, client queueing) shows up in the latencies instead of hiding them;
+`generator_*_lag_ms` in the result says how far behind the sends were.
 
 Workloads (all seeded and deterministic; the same seed gives the same prompts and arrivals):
   shared-prefix  GROUPS groups, each with its own long system prompt (800-1500 words, distinct
                  from the first word on); a request picks a group (uniform, or Zipf with
                  --zipf S) and adds a short unique user question.
-  multi-turn     CONVERSATIONS concurrent conversations of 5-8 turns; each request is the next
-                 turn of an idle conversation (history = earlier user turns + the assistant text
-                 the server returned), sent with `x-session-id: <conversation id>`; a finished
-                 conversation is replaced by a new one.
+  realistic      shared-prefix with mixed lengths and skewed popularity: --realistic-groups
+                 groups (Zipf --realistic-zipf), system prompts of 100-3000 words and questions
+                 of 10-400 words, both log-uniform (many short, a few long).
+  multi-turn     conversations of 5-8 turns starting as a Poisson process (rate / mean turns
+                 per second, so turns arrive at about --rate); turn 1 is a 400-800 word
+                 document plus question, later turns 40-120 words, the history includes the
+                 assistant text the server returned, sent with `x-session-id: <conversation>`.
+                 The next turn is scheduled at the end of the previous answer + a think time
+                 drawn from an exponential distribution (mean --think-mean s). A population of
+                 conversations already under way at t=0 (--initial-conversations, default: the
+                 steady-state number) avoids a long ramp-up.
   no-sharing     unique prompts of ~900-1100 words with no common prefix.
 
-Only requests *started* in the measured window [warmup, warmup + duration) count; warm-up
+Only requests *scheduled* in the measured window [warmup, warmup + duration) count; warm-up
 requests fill the caches. Arrivals stop at the end of the window, then in-flight requests are
-awaited (up to --drain seconds; the rest count as errors).
+awaited (up to --drain seconds; measured ones still running then count as errors).
 """
 
 import argparse
@@ -58,17 +72,26 @@ def sentences(rng, vocab, n_words):
     return " ".join(out)
 
 
+def draw_len(rng, lo, hi, log=False):
+    """An integer in [lo, hi]: uniform, or log-uniform (many short, a few long)."""
+    if not log:
+        return rng.randint(lo, hi)
+    return min(hi, max(lo, int(math.exp(rng.uniform(math.log(lo), math.log(hi + 1))))))
+
+
 class SharedPrefix:
     name = "shared-prefix"
 
-    def __init__(self, seed, groups, zipf, min_words, max_words):
+    def __init__(self, seed, groups, zipf, min_words, max_words, q_words=(12, 30), log_lengths=False):
         self.rng = random.Random(seed * 7919 + 1)
         vocab = make_vocab(seed)
         self.vocab = vocab
+        self.q_words = q_words
+        self.log_lengths = log_lengths
         self.prompts = []
         for g in range(groups):
             r = random.Random(seed * 1_000_003 + g)
-            n = r.randint(min_words, max_words)
+            n = draw_len(r, min_words, max_words, log_lengths)
             # The first word names the tenant, so prefixes differ from the first token on.
             self.prompts.append(f"Tenant{g:03d} operations manual. " + sentences(r, vocab, n))
         if zipf > 0:
@@ -93,12 +116,10 @@ class SharedPrefix:
     async def next(self):
         g = self.pick_group()
         self.n += 1
-        q = f"Question {self.n}: " + sentences(self.rng, self.vocab, self.rng.randint(12, 30))
+        q = f"Question {self.n}: " + sentences(
+            self.rng, self.vocab, draw_len(self.rng, *self.q_words, self.log_lengths))
         msgs = [{"role": "system", "content": self.prompts[g]}, {"role": "user", "content": q}]
         return msgs, {}, g, None
-
-    def done(self, ctx, ok, text):
-        pass
 
 
 class NoSharing:
@@ -116,79 +137,58 @@ class NoSharing:
         text = f"Request{self.n:06d} {self.rng.getrandbits(48):012x}. " + sentences(self.rng, self.vocab, n)
         return [{"role": "user", "content": text}], {}, None, None
 
-    def done(self, ctx, ok, text):
-        pass
-
 
 class MultiTurn:
+    """Conversations as independent open-loop users (see the module docstring)."""
+
     name = "multi-turn"
 
-    def __init__(self, seed, conversations, first_min, first_max, turn_min, turn_max,
-                 min_turns, max_turns):
-        self.rng = random.Random(seed * 15485863 + 5)
+    def __init__(self, seed, first_min, first_max, turn_min, turn_max, min_turns, max_turns,
+                 think_mean):
+        self.seed = seed
         self.vocab = make_vocab(seed)
         self.first = (first_min, first_max)
         self.turn = (turn_min, turn_max)
         self.turns = (min_turns, max_turns)
+        self.think_mean = think_mean
         self.next_id = 0
-        self.slots = [self.new_conv() for _ in range(conversations)]
-        self.idle = list(range(conversations))
-        self.cond = asyncio.Condition()
-        self.waited = 0
 
-    def new_conv(self):
+    def mean_turns(self):
+        return (self.turns[0] + self.turns[1]) / 2
+
+    def new_conversation(self):
+        """(id, rng): each conversation's content and think times come from its own seed."""
         self.next_id += 1
-        return {
-            "id": f"conv-{self.next_id:05d}",
-            "turns": self.rng.randint(*self.turns),
-            "done": 0,
-            "messages": [],
-        }
+        cid = f"conv-{self.next_id:05d}"
+        return cid, random.Random(self.seed * 15485863 + self.next_id)
 
-    async def next(self):
-        async with self.cond:
-            if not self.idle:
-                self.waited += 1
-            while not self.idle:
-                await self.cond.wait()
-            s = self.idle.pop(self.rng.randrange(len(self.idle)))
-        conv = self.slots[s]
-        if not conv["messages"]:
-            text = (f"Conversation {conv['id']}. Please read this document and answer my "
-                    "questions about it. " + sentences(self.rng, self.vocab, self.rng.randint(*self.first)))
-        else:
-            text = f"Turn {conv['done'] + 1}: " + sentences(self.rng, self.vocab, self.rng.randint(*self.turn))
-        msgs = conv["messages"] + [{"role": "user", "content": text}]
-        return msgs, {"x-session-id": conv["id"]}, conv["id"], (s, msgs)
+    def turns_of(self, rng):
+        return rng.randint(*self.turns)
 
-    def done(self, ctx, ok, text):
-        s, msgs = ctx
-        conv = self.slots[s]
-        if ok:
-            conv["messages"] = msgs + [{"role": "assistant", "content": text}]
-            conv["done"] += 1
-        if not ok or conv["done"] >= conv["turns"]:
-            self.slots[s] = self.new_conv()
-        self.idle.append(s)
+    def user_text(self, rng, cid, k):
+        if k == 0:
+            return (f"Conversation {cid}. Please read this document and answer my questions "
+                    "about it. " + sentences(rng, self.vocab, rng.randint(*self.first)))
+        return f"Turn {k + 1}: " + sentences(rng, self.vocab, rng.randint(*self.turn))
 
-        async def notify():
-            async with self.cond:
-                self.cond.notify()
-
-        asyncio.get_running_loop().create_task(notify())
+    def think(self, rng):
+        return rng.expovariate(1.0 / self.think_mean) if self.think_mean > 0 else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
 # One request
 
 
-async def one(session, url, model, msgs, headers, max_tokens, timeout):
-    rec = {"ok": False, "status": 0, "ttft": None, "e2e": None, "out_tokens": 0,
+async def one(session, url, model, msgs, headers, max_tokens, timeout, t_sched):
+    """One streamed request. `t_sched` is its scheduled arrival (a perf_counter time): TTFT and
+    e2e are timed from it, so a late send counts; `lag` is how late the send was."""
+    rec = {"ok": False, "status": 0, "ttft": None, "e2e": None, "lag": None, "out_tokens": 0,
            "prompt_tokens": 0, "cached_tokens": 0, "pod": None, "target": None, "error": None}
     body = {"model": model, "messages": msgs, "stream": True, "max_tokens": max_tokens,
             "stream_options": {"include_usage": True}}
     text = []
-    t0 = time.perf_counter()
+    t0 = t_sched
+    rec["lag"] = max(0.0, time.perf_counter() - t_sched)
     try:
         async with session.post(url, json=body, headers=headers,
                                 timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
@@ -297,9 +297,14 @@ def pct(xs, p):
 async def main(a):
     if a.workload == "shared-prefix":
         wl = SharedPrefix(a.seed, a.groups, a.zipf, a.prefix_min_words, a.prefix_max_words)
+    elif a.workload == "realistic":
+        wl = SharedPrefix(a.seed, a.realistic_groups, a.realistic_zipf, a.realistic_prefix_min_words,
+                          a.realistic_prefix_max_words,
+                          q_words=(a.realistic_question_min_words, a.realistic_question_max_words),
+                          log_lengths=True)
     elif a.workload == "multi-turn":
-        wl = MultiTurn(a.seed, a.conversations, a.first_min_words, a.first_max_words,
-                       a.turn_min_words, a.turn_max_words, a.min_turns, a.max_turns)
+        wl = MultiTurn(a.seed, a.first_min_words, a.first_max_words, a.turn_min_words,
+                       a.turn_max_words, a.min_turns, a.max_turns, a.think_mean)
     elif a.workload == "no-sharing":
         wl = NoSharing(a.seed, a.ns_min_words, a.ns_max_words)
     else:
@@ -309,60 +314,118 @@ async def main(a):
     arr_rng = random.Random(a.seed * 31 + int(a.rate * 1000))
     conn = aiohttp.TCPConnector(limit=0, force_close=False)
     records, tasks = [], []
+    lags = []  # measured requests: seconds between scheduled arrival and send
     picks0 = picks1 = None
+    t_end = a.warmup + a.duration
+    state = {"measuring": False, "cpu0": None, "sent": 0, "inflight": 0, "conversations": 0}
     async with aiohttp.ClientSession(connector=conn) as session:
         start = time.perf_counter()
-        t_end = a.warmup + a.duration
-        next_t = 0.0
-        lag_max = 0.0
-        sent_measured = 0
 
-        async def run(msgs, headers, key, ctx, t_sched, measured):
-            rec, text = await one(session, url, a.model, msgs, headers, a.max_tokens, a.timeout)
-            wl.done(ctx, rec["ok"], text) if ctx is not None else None
+        def rel():
+            return time.perf_counter() - start
+
+        async def at(t):
+            """Sleeps until scheduled time t (seconds after start); marks the window's start."""
+            d = t - rel()
+            if d > 0:
+                await asyncio.sleep(d)
+            if not state["measuring"] and t >= a.warmup:
+                state["measuring"] = True
+                state["cpu0"] = cpu_times()
+
+        async def send(msgs, headers, key, t):
+            """Sends a request scheduled at t; returns (record, text)."""
+            measured = a.warmup <= t < t_end
+            state["sent"] += measured
+            state["inflight"] += measured
+            try:
+                rec, text = await one(session, url, a.model, msgs, headers, a.max_tokens,
+                                      a.timeout, start + t)
+            finally:
+                state["inflight"] -= measured
             if measured:
+                lags.append(rec["lag"])
                 rec["key"] = key
-                rec["t"] = t_sched
+                rec["t"] = round(t, 4)
                 records.append(rec)
+            return rec, text
 
-        measuring = False
-        cpu0 = cpu1 = None
-        while True:
-            next_t += arr_rng.expovariate(a.rate)
-            if next_t >= t_end:
-                break
-            now = time.perf_counter() - start
-            if next_t > now:
-                await asyncio.sleep(next_t - now)
-            if not measuring and next_t >= a.warmup:
-                measuring = True
-                cpu0 = cpu_times()
-                if a.stats_url:
-                    picks0 = await scrape_picks(session, a.stats_url)
-            msgs, headers, key, ctx = await wl.next()
-            now = time.perf_counter() - start
-            if next_t >= a.warmup:
-                lag_max = max(lag_max, now - next_t)
-            measured = next_t >= a.warmup
-            sent_measured += measured
-            tasks.append(asyncio.create_task(run(msgs, headers, key, ctx, next_t, measured)))
-        send_end = time.perf_counter() - start
-        cpu1 = cpu_times()
+        if a.stats_url:
+            # Scraped once the window starts (a task, so it does not delay arrivals).
+            async def scrape_at_start():
+                nonlocal picks0
+                await asyncio.sleep(max(0.0, a.warmup - rel()))
+                picks0 = await scrape_picks(session, a.stats_url)
+            tasks.append(asyncio.create_task(scrape_at_start()))
+
+        if isinstance(wl, MultiTurn):
+            async def conversation(t, skip_think=False):
+                cid, rng = wl.new_conversation()
+                state["conversations"] += 1
+                turns = wl.turns_of(rng)
+                history = []
+                if skip_think:
+                    # Already under way at t=0: somewhere in its life (its remaining turns
+                    # uniform, so this cohort dies out as the arriving one builds up), next
+                    # turn after a think time. Its earlier history is not known: it starts
+                    # with a document, like a new one.
+                    turns = rng.randint(1, turns)
+                    t += wl.think(rng)
+                for k in range(turns):
+                    if t >= t_end:
+                        return
+                    await at(t)
+                    msgs = history + [{"role": "user", "content": wl.user_text(rng, cid, k)}]
+                    rec, text = await send(msgs, {"x-session-id": cid}, cid, t)
+                    if not rec["ok"]:
+                        return  # a failed turn ends the conversation
+                    history = msgs + [{"role": "assistant", "content": text}]
+                    t = rel() + wl.think(rng)  # next turn: end of this answer + think time
+
+            conv_rate = a.rate / wl.mean_turns()
+            initial = a.initial_conversations
+            if initial < 0:  # steady state: start rate x lifetime (turns x (think + ~0.5 s))
+                initial = round(conv_rate * wl.mean_turns() * (a.think_mean + 0.5))
+            for _ in range(initial):
+                tasks.append(asyncio.create_task(conversation(0.0, skip_think=True)))
+            next_t = 0.0
+            while True:
+                next_t += arr_rng.expovariate(conv_rate)
+                if next_t >= t_end:
+                    break
+                await at(next_t)
+                tasks.append(asyncio.create_task(conversation(next_t)))
+            await asyncio.sleep(max(0.0, t_end - rel()))
+        else:
+            next_t = 0.0
+            while True:
+                next_t += arr_rng.expovariate(a.rate)
+                if next_t >= t_end:
+                    break
+                await at(next_t)
+                msgs, headers, key, _ = await wl.next()
+                tasks.append(asyncio.create_task(send(msgs, headers, key, next_t)))
+        send_end = rel()
+        cpu0, cpu1 = state["cpu0"], cpu_times()
         pending = [t for t in tasks if not t.done()]
+        n_cancel = 0
         if pending:
             done, still = await asyncio.wait(pending, timeout=a.drain)
+            n_cancel = state["inflight"]  # measured requests still running: errors
             for t in still:
                 t.cancel()
-            n_cancel = len(still)
-        else:
-            n_cancel = 0
+            if still:
+                await asyncio.gather(*still, return_exceptions=True)
         if a.stats_url:
             picks1 = await scrape_picks(session, a.stats_url)
-        wall = time.perf_counter() - start
+        wall = rel()
+    sent_measured = state["sent"]
 
     ok = [r for r in records if r["ok"]]
     errs = [r for r in records if not r["ok"]]
     ttft = [r["ttft"] * 1000 for r in ok]
+    ttft_send = [(r["ttft"] - r["lag"]) * 1000 for r in ok]
+    lag_ms = [x * 1000 for x in lags]
     e2e = [r["e2e"] * 1000 for r in ok]
     prompt = sum(r["prompt_tokens"] for r in ok)
     cached = sum(r["cached_tokens"] for r in ok)
@@ -419,6 +482,10 @@ async def main(a):
         "ttft_ms": {"p50": r2(pct(ttft, 50)), "p90": r2(pct(ttft, 90)), "p99": r2(pct(ttft, 99)),
                     "mean": r2(sum(ttft) / len(ttft)) if ttft else None},
         "e2e_ms": {"p50": r2(pct(e2e, 50)), "p90": r2(pct(e2e, 90)), "p99": r2(pct(e2e, 99))},
+        # For comparison only: TTFT timed from the actual send (the old, flattering clock).
+        "ttft_from_send_ms": {"p50": r2(pct(ttft_send, 50)), "p90": r2(pct(ttft_send, 90)),
+                              "p99": r2(pct(ttft_send, 99))},
+        "timed_from": "scheduled arrival",
         "req_per_s": r2(len(ok) / a.duration),
         "out_tok_per_s": r2(sum(r["out_tokens"] for r in ok) / a.duration),
         "prompt_tokens": prompt,
@@ -429,11 +496,14 @@ async def main(a):
         "stickiness": round(stick, 3) if stick is not None else None,
         "pick_us": r2(pick_us),
         "picks": picks,
-        "generator_max_lag_ms": r2(lag_max * 1000),
+        "generator_max_lag_ms": r2(max(lag_ms)) if lag_ms else None,
+        "generator_p99_lag_ms": r2(pct(lag_ms, 99)),
+        "generator_p50_lag_ms": r2(pct(lag_ms, 50)),
         "cpu_busy": cpu_busy,
         "send_window_s": r2(send_end - a.warmup),
         "wall_s": r2(wall),
-        "multi_turn_waited": getattr(wl, "waited", None),
+        "conversations": state["conversations"] if isinstance(wl, MultiTurn) else None,
+        "think_mean_s": a.think_mean if isinstance(wl, MultiTurn) else None,
     }
     if a.raw:
         with open(a.raw, "w") as f:
@@ -452,8 +522,10 @@ async def main(a):
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8080")
-    p.add_argument("--workload", required=True, choices=["shared-prefix", "multi-turn", "no-sharing"])
-    p.add_argument("--rate", type=float, required=True, help="mean arrivals per second (Poisson)")
+    p.add_argument("--workload", required=True,
+                   choices=["shared-prefix", "realistic", "multi-turn", "no-sharing"])
+    p.add_argument("--rate", type=float, required=True,
+                   help="mean arrivals per second (Poisson; multi-turn: turns per second, about)")
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--warmup", type=float, default=5)
     p.add_argument("--drain", type=float, default=30, help="seconds to wait for in-flight requests")
@@ -465,7 +537,16 @@ if __name__ == "__main__":
     p.add_argument("--zipf", type=float, default=0.0, help="Zipf exponent for group popularity (0 = uniform)")
     p.add_argument("--prefix-min-words", type=int, default=800)
     p.add_argument("--prefix-max-words", type=int, default=1500)
-    p.add_argument("--conversations", type=int, default=64)
+    p.add_argument("--realistic-groups", type=int, default=128)
+    p.add_argument("--realistic-zipf", type=float, default=1.0)
+    p.add_argument("--realistic-prefix-min-words", type=int, default=100)
+    p.add_argument("--realistic-prefix-max-words", type=int, default=3000)
+    p.add_argument("--realistic-question-min-words", type=int, default=10)
+    p.add_argument("--realistic-question-max-words", type=int, default=400)
+    p.add_argument("--think-mean", type=float, default=1.0,
+                   help="multi-turn: mean think time between an answer and the next turn, s (exponential)")
+    p.add_argument("--initial-conversations", type=int, default=-1,
+                   help="multi-turn: conversations under way at t=0 (-1: the steady-state number)")
     p.add_argument("--first-min-words", type=int, default=400)
     p.add_argument("--first-max-words", type=int, default=800)
     p.add_argument("--turn-min-words", type=int, default=40)

@@ -8,6 +8,10 @@ Targets (from the routing issue), checked on the shared-prefix workload:
   2. gateway prefix-cache TTFT p90 no worse than the best vllm-router policy's p90, at each rate;
   3. mean pick time under 50 us for every gateway strategy (measured window, every run).
 
+Per regime (workload x rate) it also states which router/strategy wins: the lowest TTFT p90
+among the runs without errors, by how much it beats the runner-up and the load-blind baseline
+(gateway `random` or vllm-router `round_robin`).
+
 Besides the targets, these FAIL too: a run (cell) whose fleet, gateway or router did not start
 or whose load generator failed (run.sh writes them to cell-failures.jsonl), a run with error
 answers (non-200, broken or error-carrying streams, timeouts), a reference router (vllm-router)
@@ -21,7 +25,13 @@ import json
 import os
 import sys
 
-WORKLOAD_ORDER = ["shared-prefix", "multi-turn", "no-sharing"]
+WORKLOAD_ORDER = ["shared-prefix", "realistic", "multi-turn", "no-sharing"]
+REGIME = {
+    "shared-prefix": "small KV (working set > one pod), uniform groups",
+    "realistic": "large KV (working set fits on a pod), Zipf prefixes, mixed lengths",
+    "multi-turn": "open-loop conversations with think time",
+    "no-sharing": "no common prefixes",
+}
 PICK_LIMIT_US = 50.0
 SPEEDUP = 3.0
 
@@ -50,7 +60,7 @@ def load_failures(d):
 
 def table(rows):
     hdr = ["router/strategy", "rate", "ttft p50", "p90", "p99", "e2e p50", "p90", "req/s", "tok/s",
-           "hit%", "err", "stick", "pick us", "per-pod requests"]
+           "hit%", "err", "stick", "pick us", "lag p99", "per-pod requests"]
     lines = []
     for r in rows:
         t, e = r["ttft_ms"], r["e2e_ms"]
@@ -59,13 +69,15 @@ def table(rows):
             fmt(e["p90"]), fmt(r["req_per_s"], 1), fmt(r["out_tok_per_s"]),
             fmt(100 * r["hit_rate"], 1) if r["hit_rate"] is not None else "-",
             str(r["errors"]), fmt(r.get("stickiness"), 2), fmt(r.get("pick_us"), 1),
+            fmt(r.get("generator_p99_lag_ms"), 1),
             " ".join(str(v) for _, v in sorted(r["per_pod"].items(), key=lambda kv: pod_index(kv[0]))),
         ])
     w = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(hdr)]
-    out = ["  ".join(h.ljust(w[i]) if i in (0, 13) else h.rjust(w[i]) for i, h in enumerate(hdr))]
+    last = len(hdr) - 1
+    out = ["  ".join(h.ljust(w[i]) if i in (0, last) else h.rjust(w[i]) for i, h in enumerate(hdr))]
     out.append("  ".join("-" * x for x in w))
     for l in lines:
-        out.append("  ".join(c.ljust(w[i]) if i in (0, 13) else c.rjust(w[i]) for i, c in enumerate(l)))
+        out.append("  ".join(c.ljust(w[i]) if i in (0, last) else c.rjust(w[i]) for i, c in enumerate(l)))
     return "\n".join(out)
 
 
@@ -112,10 +124,40 @@ def main():
         rows = [r for r in res if r["workload"] == wl]
         # Stable order: by rate, gateway before vllm-router, then the order the runs were made.
         rows.sort(key=order_key)
-        print(f"== {wl} ==  (TTFT/e2e in ms; hit% = cached/prompt tokens; stick = share of a "
-              f"group's/conversation's requests on its most-used pod)")
+        print(f"== {wl} ==  [{REGIME.get(wl, '')}]  (TTFT/e2e in ms from the scheduled arrival; "
+              f"hit% = cached/prompt tokens; stick = share of a group's/conversation's requests "
+              f"on its most-used pod; lag p99 = how late the generator sent, ms)")
         print(table(rows))
         print()
+
+    print("== winners ==  (per regime: lowest TTFT p90 among runs without errors)")
+    for wl in wls:
+        for rate in sorted({r["rate"] for r in res if r["workload"] == wl}):
+            cell = [r for r in res if r["workload"] == wl and r["rate"] == rate]
+            bad = [r["label"] for r in cell if r.get("errors") or r["ttft_ms"]["p90"] is None]
+            bad += [f"{f.get('router')}:{f.get('strategy')}" for f in failures
+                    if f.get("workload") == wl and f.get("rate") == rate]
+            good = sorted((r for r in cell if not r.get("errors") and r["ttft_ms"]["p90"] is not None),
+                          key=lambda r: r["ttft_ms"]["p90"])
+            head = f"{wl} @ {rate:g} req/s:"
+            if not good:
+                print(f"NONE  {head} no run without errors")
+                continue
+            win = good[0]
+            p90 = win["ttft_ms"]["p90"]
+            msg = f"{head} {win['label']} wins, TTFT p90 {p90:.0f} ms"
+            if len(good) > 1:
+                ru = good[1]
+                msg += (f"; runner-up {ru['label']} {ru['ttft_ms']['p90']:.0f} ms "
+                        f"({ru['ttft_ms']['p90'] / p90:.2f}x)")
+            base = [r for r in good[2:] if r["strategy"] in ("random", "round_robin")]
+            if base:
+                b = min(base, key=lambda r: r["ttft_ms"]["p90"])
+                msg += f"; {b['label']} {b['ttft_ms']['p90']:.0f} ms ({b['ttft_ms']['p90'] / p90:.2f}x)"
+            if bad:
+                msg += f"; not ranked (errors or did not run): {', '.join(bad)}"
+            print("WIN   " + msg)
+    print()
 
     print("== runs ==")
     fails = 0  # everything that fails the exit status

@@ -2,7 +2,7 @@
 # Routing-quality benchmark: Switchyard's endpoint-picking strategies (and PyPI vllm-router as
 # an outside reference) in front of a simulated vLLM fleet. See bench/routing/README.md.
 #
-#   bench/routing/run.sh                      # default run (~12 min on a 2-core machine)
+#   bench/routing/run.sh                      # default run (~15 min on a 2-core machine)
 #   QUICK=1 bench/routing/run.sh              # smoke test (~2 min)
 #   FULL=1 bench/routing/run.sh               # every config on every workload and rate
 #
@@ -19,7 +19,7 @@ cd "$ROOT"
 # ---- knobs -----------------------------------------------------------------------------------
 QUICK="${QUICK:-0}"
 FULL="${FULL:-0}"
-WORKLOADS="${WORKLOADS:-shared-prefix multi-turn no-sharing}"
+WORKLOADS="${WORKLOADS:-shared-prefix realistic multi-turn no-sharing}"
 # Main workload (shared-prefix): every config at every rate.
 RATES="${RATES:-20 40 80}"
 STRATEGIES="${STRATEGIES:-random least-request prefix-cache prefix-cache:2,least-request:1 least-kv-cache session-affinity}"
@@ -28,6 +28,14 @@ VLLM_ROUTER_POLICIES="${VLLM_ROUTER_POLICIES-round_robin cache_aware kv_aware}"
 OTHER_RATES="${OTHER_RATES:-40}"
 OTHER_STRATEGIES="${OTHER_STRATEGIES:-random least-request prefix-cache session-affinity}"
 OTHER_VLLM_ROUTER_POLICIES="${OTHER_VLLM_ROUTER_POLICIES-round_robin cache_aware}"
+# The realistic regime (workload `realistic`): a KV cache per pod that holds the whole working
+# set, Zipf-popular prefixes, mixed prompt lengths. One rate, its own fleet size.
+REAL_RATES="${REAL_RATES:-60}"
+REAL_STRATEGIES="${REAL_STRATEGIES:-random least-request prefix-cache prefix-cache:2,least-request:1 least-kv-cache}"
+REAL_VLLM_ROUTER_POLICIES="${REAL_VLLM_ROUTER_POLICIES-round_robin cache_aware}"
+REAL_NUM_BLOCKS="${REAL_NUM_BLOCKS:-8192}"   # 131,072 tokens per pod (an A100 40GB holds ~150k for Llama-3.1-8B)
+REAL_GROUPS="${REAL_GROUPS:-128}"
+REAL_ZIPF="${REAL_ZIPF:-1.0}"
 DURATION="${DURATION:-12}"
 WARMUP="${WARMUP:-4}"
 DRAIN="${DRAIN:-30}"
@@ -35,10 +43,11 @@ MAX_TOKENS="${MAX_TOKENS:-32}"
 SEED="${SEED:-1}"
 GROUPS_N="${GROUPS_N:-32}"          # shared-prefix groups
 ZIPF="${ZIPF:-0}"                   # shared-prefix group popularity (0 = uniform)
-CONVERSATIONS="${CONVERSATIONS:-64}"
+THINK_MEAN="${THINK_MEAN:-1.0}"     # multi-turn: mean think time between turns, s (exponential)
 # Fleet.
 PODS="${PODS:-8}"
-NUM_BLOCKS="${NUM_BLOCKS:-1024}"    # KV blocks per pod (x BLOCK_SIZE tokens)
+NUM_BLOCKS="${NUM_BLOCKS:-1024}"    # KV blocks per pod (x BLOCK_SIZE tokens); not for `realistic`
+COST_MODEL="${COST_MODEL:-a100-llama8b}"  # vllm-fleet timing constants; `legacy` = the old model
 BLOCK_SIZE="${BLOCK_SIZE:-16}"
 MAX_NUM_SEQS="${MAX_NUM_SEQS:-64}"
 MAX_BATCHED="${MAX_BATCHED:-2048}"
@@ -57,9 +66,11 @@ if [[ "$QUICK" == 1 ]]; then
   RATES="${QUICK_RATES:-20}"; DURATION=8; WARMUP=3
   STRATEGIES="random prefix-cache"; VLLM_ROUTER_POLICIES="${VLLM_ROUTER_POLICIES:+cache_aware}"
   OTHER_STRATEGIES="prefix-cache"; OTHER_VLLM_ROUTER_POLICIES=""
+  REAL_RATES="${QUICK_REAL_RATES:-40}"; REAL_STRATEGIES="random prefix-cache"; REAL_VLLM_ROUTER_POLICIES=""
 fi
 if [[ "$FULL" == 1 ]]; then
   OTHER_RATES="$RATES"; OTHER_STRATEGIES="$STRATEGIES"; OTHER_VLLM_ROUTER_POLICIES="$VLLM_ROUTER_POLICIES"
+  REAL_RATES="$RATES"; REAL_STRATEGIES="$STRATEGIES"; REAL_VLLM_ROUTER_POLICIES="$VLLM_ROUTER_POLICIES"
 fi
 
 SWITCHYARD="$ROOT/target/release/switchyard"
@@ -159,7 +170,7 @@ if [[ ! -x "$PY" ]] || ! "$PY" -c 'import aiohttp' 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check aiohttp
 fi
-if [[ -n "$VLLM_ROUTER_POLICIES$OTHER_VLLM_ROUTER_POLICIES" ]]; then
+if [[ -n "$VLLM_ROUTER_POLICIES$OTHER_VLLM_ROUTER_POLICIES$REAL_VLLM_ROUTER_POLICIES" ]]; then
   if [[ ! -x "$VENV/bin/vllm-router" ]]; then
     log "installing vllm-router from PyPI into $VENV"
     if ! pip_err="$("$VENV/bin/pip" install -q --disable-pip-version-check vllm-router 2>&1)"; then
@@ -178,11 +189,16 @@ if [[ -n "$VLLM_ROUTER_POLICIES$OTHER_VLLM_ROUTER_POLICIES" ]]; then
 fi
 
 # ---- one run -----------------------------------------------------------------------------------
-start_fleet() { # -> FLEET_PG, POD_ADDRS (array)
+fleet_blocks() { # fleet_blocks WORKLOAD -> KV blocks per pod for that regime
+  if [[ "$1" == realistic ]]; then echo "$REAL_NUM_BLOCKS"; else echo "$NUM_BLOCKS"; fi
+}
+
+start_fleet() { # start_fleet NAME WORKLOAD -> FLEET_PG, POD_ADDRS (array)
   local f="$OUT/logs/$1.fleet.out"
   start_group "$f" "${PIN_SERVER[@]}" "$FLEET" --pods "$PODS" --seed "$SEED" \
-    --num-blocks "$NUM_BLOCKS" --block-size "$BLOCK_SIZE" --max-num-seqs "$MAX_NUM_SEQS" \
-    --max-num-batched-tokens "$MAX_BATCHED" --max-waiting "$MAX_WAITING" $FLEET_EXTRA
+    --num-blocks "$(fleet_blocks "$2")" --block-size "$BLOCK_SIZE" --max-num-seqs "$MAX_NUM_SEQS" \
+    --max-num-batched-tokens "$MAX_BATCHED" --max-waiting "$MAX_WAITING" \
+    --cost-model "$COST_MODEL" $FLEET_EXTRA
   FLEET_PG=$STARTED_PID
   local i
   for i in $(seq 1 100); do
@@ -245,7 +261,7 @@ start_vllm_router() { # start_vllm_router NAME POLICY -> ROUTER_PG ROUTER_URL
 run_one() { # run_one WORKLOAD ROUTER STRATEGY RATE
   local wl="$1" router="$2" strat="$3" rate="$4" name
   name="$wl.$router.$(tr ':,' '_-' <<<"$strat").r$rate"
-  start_fleet "$name" || { cell_failed "$name" "$wl" "$router" "$strat" "$rate" "the fleet did not start (logs/$name.fleet.out)"; stop_all; return 0; }
+  start_fleet "$name" "$wl" || { cell_failed "$name" "$wl" "$router" "$strat" "$rate" "the fleet did not start (logs/$name.fleet.out)"; stop_all; return 0; }
   if [[ "$router" == gateway ]]; then
     start_gateway "$name" "$strat" || { cell_failed "$name" "$wl" "$router" "$strat" "$rate" "the gateway did not start (logs/$name.gateway.out)"; stop_all; return 0; }
   else
@@ -255,7 +271,8 @@ run_one() { # run_one WORKLOAD ROUTER STRATEGY RATE
   [[ -n "$STATS_URL" ]] && stats_args=(--stats-url "$STATS_URL")
   "${PIN_LOAD[@]}" "$PY" "$HERE/load.py" --url "$ROUTER_URL" --workload "$wl" --rate "$rate" \
     --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" --seed "$SEED" \
-    --max-tokens "$MAX_TOKENS" --groups "$GROUPS_N" --zipf "$ZIPF" --conversations "$CONVERSATIONS" \
+    --max-tokens "$MAX_TOKENS" --groups "$GROUPS_N" --zipf "$ZIPF" --think-mean "$THINK_MEAN" \
+    --realistic-groups "$REAL_GROUPS" --realistic-zipf "$REAL_ZIPF" \
     --router "$router" --strategy "$strat" "${stats_args[@]}" \
     --out "$OUT/$name.json" --raw "$OUT/logs/$name.requests.jsonl" \
     || cell_failed "$name" "$wl" "$router" "$strat" "$rate" "load.py failed"
@@ -266,12 +283,14 @@ run_one() { # run_one WORKLOAD ROUTER STRATEGY RATE
 cat >"$OUT/params.txt" <<EOF
 date=$STAMP
 workloads=$WORKLOADS
-rates=$RATES other_rates=$OTHER_RATES
+rates=$RATES other_rates=$OTHER_RATES real_rates=$REAL_RATES
 strategies=$STRATEGIES
 other_strategies=$OTHER_STRATEGIES
-vllm_router_policies=$VLLM_ROUTER_POLICIES other_vllm_router_policies=$OTHER_VLLM_ROUTER_POLICIES
-duration=$DURATION warmup=$WARMUP max_tokens=$MAX_TOKENS seed=$SEED groups=$GROUPS_N zipf=$ZIPF conversations=$CONVERSATIONS
-fleet: pods=$PODS num_blocks=$NUM_BLOCKS block_size=$BLOCK_SIZE max_num_seqs=$MAX_NUM_SEQS max_num_batched_tokens=$MAX_BATCHED max_waiting=$MAX_WAITING extra=$FLEET_EXTRA
+real_strategies=$REAL_STRATEGIES
+vllm_router_policies=$VLLM_ROUTER_POLICIES other_vllm_router_policies=$OTHER_VLLM_ROUTER_POLICIES real_vllm_router_policies=$REAL_VLLM_ROUTER_POLICIES
+duration=$DURATION warmup=$WARMUP max_tokens=$MAX_TOKENS seed=$SEED groups=$GROUPS_N zipf=$ZIPF think_mean=${THINK_MEAN}s
+realistic: groups=$REAL_GROUPS zipf=$REAL_ZIPF prompts 100-3000 words + questions 10-400 words (log-uniform) num_blocks=$REAL_NUM_BLOCKS ($((REAL_NUM_BLOCKS * BLOCK_SIZE)) tokens per pod)
+fleet: pods=$PODS cost_model=$COST_MODEL num_blocks=$NUM_BLOCKS ($((NUM_BLOCKS * BLOCK_SIZE)) tokens per pod) block_size=$BLOCK_SIZE max_num_seqs=$MAX_NUM_SEQS max_num_batched_tokens=$MAX_BATCHED max_waiting=$MAX_WAITING extra=$FLEET_EXTRA
 gateway prefixCache=${PREFIX_CACHE_YAML:-default}
 pinning: load=${PIN_LOAD[*]:-none} servers=${PIN_SERVER[*]:-none}
 binaries: switchyard $(date -r "$SWITCHYARD" +%F_%T), vllm-fleet $(date -r "$FLEET" +%F_%T) (mtime; the tree may have changed since)
@@ -283,6 +302,8 @@ sed 's/^/  /' "$OUT/params.txt" >&2
 for wl in $WORKLOADS; do
   if [[ "$wl" == shared-prefix ]]; then
     rates="$RATES"; strats="$STRATEGIES"; pols="$VLLM_ROUTER_POLICIES"
+  elif [[ "$wl" == realistic ]]; then
+    rates="$REAL_RATES"; strats="$REAL_STRATEGIES"; pols="$REAL_VLLM_ROUTER_POLICIES"
   else
     rates="$OTHER_RATES"; strats="$OTHER_STRATEGIES"; pols="$OTHER_VLLM_ROUTER_POLICIES"
   fi

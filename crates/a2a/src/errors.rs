@@ -36,10 +36,11 @@ impl ErrorDialect {
     pub fn response(&self, status: u16, code: &str, message: &str) -> ErrorResponse {
         match self {
             ErrorDialect::JsonRpc { id } => {
-                let rpc_code = if status >= 500 {
-                    jsonrpc::INTERNAL_ERROR
-                } else {
-                    jsonrpc::INVALID_REQUEST
+                let rpc_code = match status {
+                    500.. => jsonrpc::INTERNAL_ERROR,
+                    // No agent serves the call here.
+                    404 => jsonrpc::METHOD_NOT_FOUND,
+                    _ => jsonrpc::INVALID_REQUEST,
                 };
                 let data = serde_json::json!({"code": code, "httpStatus": status});
                 ErrorResponse {
@@ -172,6 +173,24 @@ mod tests {
         assert_eq!(v["error"]["code"], jsonrpc::INTERNAL_ERROR);
         assert_eq!(v["error"]["message"], "agent down");
         assert_eq!(v["error"]["data"]["code"], "upstream_unavailable");
+    }
+
+    #[test]
+    fn json_rpc_refusals_keep_the_http_status_in_data() {
+        let d = ErrorDialect::JsonRpc { id: Value::from(3) };
+        for (status, code) in [
+            (401, jsonrpc::INVALID_REQUEST),
+            (403, jsonrpc::INVALID_REQUEST),
+            (404, jsonrpc::METHOD_NOT_FOUND),
+            (429, jsonrpc::INVALID_REQUEST),
+        ] {
+            let r = d.response(status, "x", "refused");
+            assert_eq!(r.status, status);
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["error"]["code"], code, "{status}");
+            assert_eq!(v["error"]["data"]["httpStatus"], status);
+            assert_eq!(v["id"], 3);
+        }
     }
 
     #[test]

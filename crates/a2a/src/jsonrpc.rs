@@ -11,6 +11,8 @@ use crate::classify::{Operation, ProtocolVersion};
 pub const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC: JSON, but not a request object.
 pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC: the method is not available (no agent serves the call at this path).
+pub const METHOD_NOT_FOUND: i64 = -32601;
 /// JSON-RPC: the method's parameters are not acceptable (a refused push-notification URL).
 pub const INVALID_PARAMS: i64 = -32602;
 /// JSON-RPC: the server failed (the gateway could not reach the agent).
@@ -31,6 +33,8 @@ pub struct Request<'a> {
     /// `params.message.taskId` (push configs, a follow-up message).
     pub task_id: Option<String>,
     pub context_id: Option<String>,
+    /// The skill the message names in its `metadata` (`skillId` or `skill`), if any.
+    pub skill: Option<String>,
     /// The parameters, unparsed (for the push-notification check), borrowed from the body.
     pub params: Option<&'a RawValue>,
 }
@@ -75,6 +79,16 @@ struct ParamIds {
 struct MessageIds {
     task_id: Option<String>,
     context_id: Option<String>,
+    metadata: Option<MessageMetadata>,
+}
+
+/// A2A defines no field naming the skill a message is for; the message's `metadata` carries
+/// one by convention (`skillId`, or `skill`).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MessageMetadata {
+    skill_id: Option<Value>,
+    skill: Option<Value>,
 }
 
 /// Reads a JSON-RPC request: -32700 when the body is not JSON, -32600 when it is not a
@@ -130,6 +144,13 @@ pub fn parse_request(body: &[u8]) -> Result<Request<'_>, RpcError> {
         .and_then(|p| serde_json::from_str(p.get()).ok())
         .unwrap_or_default();
     let message = ids.message.unwrap_or_default();
+    let skill = message
+        .metadata
+        .and_then(|m| m.skill_id.or(m.skill))
+        .and_then(|v| match v {
+            Value::String(s) if !s.is_empty() => Some(s),
+            _ => None,
+        });
     // `params.id` is the task for get/cancel/resubscribe (both versions).
     let task_id = match operation {
         Operation::GetTask | Operation::CancelTask | Operation::SubscribeToTask => match ids.id {
@@ -145,6 +166,7 @@ pub fn parse_request(body: &[u8]) -> Result<Request<'_>, RpcError> {
         method_version,
         task_id,
         context_id: ids.context_id.or(message.context_id),
+        skill,
         params: env.params,
     })
 }
@@ -165,6 +187,22 @@ pub fn error_body(id: &Value, code: i64, message: &str, data: Option<Value>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_skill_a_message_names_in_its_metadata_is_read() {
+        let body = br#"{"jsonrpc":"2.0","id":7,"method":"SendMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"hi"}],"metadata":{"skillId":"translate"}}}}"#;
+        assert_eq!(
+            parse_request(body).unwrap().skill.as_deref(),
+            Some("translate")
+        );
+        let body = br#"{"jsonrpc":"2.0","id":7,"method":"message/send","params":{"message":{"messageId":"m","role":"user","parts":[],"metadata":{"skill":"summarize"}}}}"#;
+        assert_eq!(
+            parse_request(body).unwrap().skill.as_deref(),
+            Some("summarize")
+        );
+        let body = br#"{"jsonrpc":"2.0","id":7,"method":"message/send","params":{"message":{"messageId":"m","role":"user","parts":[],"metadata":{"skillId":5}}}}"#;
+        assert_eq!(parse_request(body).unwrap().skill, None);
+    }
 
     #[test]
     fn reads_a_v0_3_message_send() {

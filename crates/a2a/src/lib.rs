@@ -6,8 +6,10 @@
 //! - read a JSON-RPC envelope ([`jsonrpc`]) and refuse a malformed one (-32700 / -32600);
 //! - rewrite agent cards ([`card`]) so every interface URL points at the gateway;
 //! - sign rewritten cards with a gateway key ([`sign`], over the RFC 8785 form, [`jcs`]);
-//! - seal the backend that owns a task into the task ids clients see ([`tasks`]);
+//! - seal the backend that owns a task into the task ids clients see ([`tasks`]), and merge
+//!   `ListTasks` across a route's agents ([`list`]);
 //! - check push-notification callback URLs against an allow-list ([`push`]);
+//! - translate JSON-RPC calls between v0.3 and v1.0 for an agent that speaks one ([`translate`]);
 //! - watch responses and SSE streams event by event ([`observe`], [`sse`]) for telemetry:
 //!   task id, context id, state, final flag, artifacts;
 //! - answer errors in the binding's own shape ([`errors`]).
@@ -20,11 +22,13 @@ pub mod classify;
 pub mod errors;
 pub mod jcs;
 pub mod jsonrpc;
+pub mod list;
 pub mod observe;
 pub mod push;
 pub mod sign;
 pub mod sse;
 pub mod tasks;
+pub mod translate;
 
 pub use card::{rewrite_card, CardRewrite, CardRewriteOutcome, PathMap};
 pub use classify::{

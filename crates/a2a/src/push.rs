@@ -155,9 +155,159 @@ fn collect(c: &Carrier, is_config: bool, depth: u8, out: &mut Vec<String>) {
     }
 }
 
+/// Where, under a route, the gateway takes the notifications it relays
+/// (`.../a2a-push/{token}`).
+pub const RELAY_PATH: &str = "/.well-known/switchyard/a2a-push/";
+
+/// What is sealed into relay tokens in place of a backend name.
+const RELAY_MARK: &str = "\u{1}push";
+
+/// The relay token for notifications to `url` from the agent behind `backend`: sealed, so
+/// only the gateway can read (or make) one.
+pub fn relay_token(sealer: &crate::TaskSealer, backend: &str, url: &str) -> String {
+    sealer.seal(RELAY_MARK, &format!("{backend}\n{url}"))
+}
+
+/// The backend and client URL a relay token holds.
+pub fn open_relay_token(sealer: &crate::TaskSealer, token: &str) -> Option<(String, String)> {
+    let opened = sealer.open(token)?;
+    if opened.backend != RELAY_MARK {
+        return None;
+    }
+    let (backend, url) = opened.task_id.split_once('\n')?;
+    Some((backend.to_string(), url.to_string()))
+}
+
+/// Replaces every callback URL a request registers (where [`callback_urls`] finds them) with
+/// `f(url)`. How many were replaced.
+pub fn replace_callback_urls(
+    op: Operation,
+    v: &mut serde_json::Value,
+    f: &mut impl FnMut(&str) -> String,
+) -> usize {
+    if !op.may_carry_push_config() {
+        return 0;
+    }
+    let mut n = 0;
+    replace(v, op == Operation::CreatePushConfig, 0, f, &mut n);
+    n
+}
+
+fn replace(
+    v: &mut serde_json::Value,
+    is_config: bool,
+    depth: u8,
+    f: &mut impl FnMut(&str) -> String,
+    n: &mut usize,
+) {
+    if depth > 4 {
+        return;
+    }
+    let Some(obj) = v.as_object_mut() else {
+        return;
+    };
+    if is_config {
+        if let Some(serde_json::Value::String(u)) = obj.get_mut("url") {
+            *u = f(u);
+            *n += 1;
+        }
+    }
+    for (key, config) in [
+        ("configuration", false),
+        ("config", true),
+        ("pushNotificationConfig", true),
+        ("taskPushNotificationConfig", true),
+    ] {
+        if let Some(inner) = obj.get_mut(key) {
+            replace(inner, config, depth + 1, f, n);
+        }
+    }
+}
+
+/// Puts the client's URL back wherever an answer shows a relay URL (a push config the agent
+/// stored): every `url` member holding [`RELAY_PATH`] and a token that `open` reads.
+pub fn restore_callback_urls(
+    v: &mut serde_json::Value,
+    open: &impl Fn(&str) -> Option<String>,
+    depth: u8,
+) -> bool {
+    if depth > 16 {
+        return false;
+    }
+    let mut changed = false;
+    match v {
+        serde_json::Value::Array(items) => {
+            for i in items {
+                changed |= restore_callback_urls(i, open, depth + 1);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::String(u) if k == "url" => {
+                        let token = u.split_once(RELAY_PATH).map(|(_, t)| t);
+                        if let Some(client) = token.and_then(open) {
+                            *u = client;
+                            changed = true;
+                        }
+                    }
+                    _ => changed |= restore_callback_urls(child, open, depth + 1),
+                }
+            }
+        }
+        _ => {}
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_urls_replace_the_clients_and_come_back() {
+        let sealer = crate::TaskSealer::new(Some("k")).unwrap();
+        let mut v10: serde_json::Value = serde_json::from_str(
+            r#"{"message":{"parts":[{"url":"https://files.example.com/x.pdf"}]},
+                "configuration":{"taskPushNotificationConfig":{"url":"https://hooks.example.com/a","token":"t"}}}"#,
+        )
+        .unwrap();
+        let base = "http://gw:8080/agents/a";
+        let mut relay = |u: &str| format!("{base}{RELAY_PATH}{}", relay_token(&sealer, "b1", u));
+        assert_eq!(
+            replace_callback_urls(Operation::SendMessage, &mut v10, &mut relay),
+            1
+        );
+        let relayed = v10["configuration"]["taskPushNotificationConfig"]["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(relayed.starts_with("http://gw:8080/agents/a/.well-known/switchyard/a2a-push/"));
+        assert_eq!(
+            v10["message"]["parts"][0]["url"],
+            "https://files.example.com/x.pdf"
+        );
+        let token = relayed.rsplit('/').next().unwrap();
+        assert_eq!(
+            open_relay_token(&sealer, token),
+            Some(("b1".into(), "https://hooks.example.com/a".into()))
+        );
+        assert_eq!(open_relay_token(&sealer, &sealer.seal("b1", "x")), None);
+        let mut create: serde_json::Value =
+            serde_json::from_str(r#"{"taskId":"t1","url":"https://hooks.example.com/b"}"#).unwrap();
+        assert_eq!(
+            replace_callback_urls(Operation::CreatePushConfig, &mut create, &mut relay),
+            1
+        );
+        // The agent's answer shows the relay URL; the client sees its own.
+        let mut answer = serde_json::json!({"result": {"configs": [{"taskId": "t1", "url": create["url"].clone()}]}});
+        let open = |t: &str| open_relay_token(&sealer, t).map(|(_, u)| u);
+        assert!(restore_callback_urls(&mut answer, &open, 0));
+        assert_eq!(
+            answer["result"]["configs"][0]["url"],
+            "https://hooks.example.com/b"
+        );
+    }
 
     #[test]
     fn urls_in_every_version_and_binding() {

@@ -14,9 +14,13 @@
 //! What is sealed in answers (JSON bodies and each SSE event): every `taskId`, every
 //! `referenceTaskIds` entry, and the `id` of every Task object (an object with a `status` and a
 //! `contextId`, or `kind: "task"`). What is opened in requests: the same members, and the
-//! `id` of a JSON-RPC call's `params` (the task of `GetTask`, `CancelTask`, ...). Context ids
-//! are not sealed (a client may choose its own), so a message that continues a context
-//! without naming a task is not pinned.
+//! `id` of a JSON-RPC call's `params` (the task of `GetTask`, `CancelTask`, ...).
+//!
+//! Context ids are sealed the same way, so a message that continues a conversation without
+//! naming a task reaches the agent that holds it. A client may also choose its own context id:
+//! one that does not open is passed as it is ([`OpenedRequest::client_context`]; the gateway
+//! places it by hashing it over the route's agents, the same on every replica) and is left
+//! unsealed in the answer to that request ([`TaskSealer::seal_answer_keeping`]).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -46,6 +50,22 @@ pub struct OpenedTask {
 /// A request named a task id that is not one the gateway sealed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownTask(pub String);
+
+/// What the ids of a request say, once opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenedRequest {
+    /// The backend that owns the task the request names (else the context it continues).
+    pub owner: Option<String>,
+    /// A context id the client chose itself (it does not open): passed as it is.
+    pub client_context: Option<String>,
+}
+
+/// Which kind of id a member holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IdKind {
+    Task,
+    Context,
+}
 
 impl TaskSealer {
     /// Keys derived from configured secret text, or random ones (this process only).
@@ -118,12 +138,25 @@ impl TaskSealer {
     /// Seals the task ids in an answer from `backend` (a JSON body or one SSE event's data).
     /// Whether anything changed.
     pub fn seal_answer(&self, v: &mut Value, backend: &str) -> bool {
+        self.seal_answer_keeping(v, backend, None)
+    }
+
+    /// [`TaskSealer::seal_answer`], leaving `keep` (the context id the client chose for this
+    /// request) as it is wherever it appears.
+    pub fn seal_answer_keeping(&self, v: &mut Value, backend: &str, keep: Option<&str>) -> bool {
         let mut changed = false;
-        self.walk(v, &mut |s: &mut String| {
-            *s = self.seal(backend, s);
-            changed = true;
-            Ok::<(), ()>(())
-        })
+        walk(
+            v,
+            &mut |kind, s: &mut String| {
+                if kind == IdKind::Context && keep == Some(s.as_str()) {
+                    return Ok::<(), ()>(());
+                }
+                *s = self.seal(backend, s);
+                changed = true;
+                Ok(())
+            },
+            0,
+        )
         .ok();
         changed
     }
@@ -135,35 +168,54 @@ impl TaskSealer {
         v: &mut Value,
         params_id: bool,
     ) -> Result<Option<String>, UnknownTask> {
-        let mut owner: Option<String> = None;
-        let mut open = |s: &mut String| -> Result<(), UnknownTask> {
-            let opened = self.open(s).ok_or_else(|| UnknownTask(s.clone()))?;
-            owner.get_or_insert(opened.backend);
-            *s = opened.task_id;
+        self.open_request_ids(v, params_id).map(|o| o.owner)
+    }
+
+    /// Opens the task and context ids of a request: a task id that does not open is an
+    /// error; a context id that does not open is the client's own and stays. The owner is the
+    /// task's, else the context's.
+    pub fn open_request_ids(
+        &self,
+        v: &mut Value,
+        params_id: bool,
+    ) -> Result<OpenedRequest, UnknownTask> {
+        let mut task_owner: Option<String> = None;
+        let mut context_owner: Option<String> = None;
+        let mut client_context: Option<String> = None;
+        let mut open = |kind: IdKind, s: &mut String| -> Result<(), UnknownTask> {
+            match (kind, self.open(s)) {
+                (IdKind::Task, None) => return Err(UnknownTask(s.clone())),
+                (IdKind::Context, None) => {
+                    client_context.get_or_insert_with(|| s.clone());
+                    return Ok(());
+                }
+                (IdKind::Task, Some(o)) => {
+                    task_owner.get_or_insert(o.backend);
+                    *s = o.task_id;
+                }
+                (IdKind::Context, Some(o)) => {
+                    context_owner.get_or_insert(o.backend);
+                    *s = o.task_id;
+                }
+            }
             Ok(())
         };
         if params_id {
             if let Some(Value::String(id)) = v.get_mut("params").and_then(|p| p.get_mut("id")) {
-                open(id)?;
+                open(IdKind::Task, id)?;
             }
         }
-        self.walk(v, &mut open)?;
-        Ok(owner)
-    }
-
-    /// Calls `f` on every task id in `v`.
-    fn walk<E>(
-        &self,
-        v: &mut Value,
-        f: &mut impl FnMut(&mut String) -> Result<(), E>,
-    ) -> Result<(), E> {
-        walk(v, f, 0)
+        walk(v, &mut open, 0)?;
+        Ok(OpenedRequest {
+            owner: task_owner.or(context_owner),
+            client_context,
+        })
     }
 }
 
 fn walk<E>(
     v: &mut Value,
-    f: &mut impl FnMut(&mut String) -> Result<(), E>,
+    f: &mut impl FnMut(IdKind, &mut String) -> Result<(), E>,
     depth: usize,
 ) -> Result<(), E> {
     if depth > 64 {
@@ -181,12 +233,13 @@ fn walk<E>(
                     || map.get("kind").and_then(Value::as_str) == Some("task"));
             for (k, child) in map.iter_mut() {
                 match (k.as_str(), child) {
-                    ("taskId", Value::String(s)) => f(s)?,
-                    ("id", Value::String(s)) if is_task => f(s)?,
+                    ("taskId", Value::String(s)) => f(IdKind::Task, s)?,
+                    ("id", Value::String(s)) if is_task => f(IdKind::Task, s)?,
+                    ("contextId", Value::String(s)) if !s.is_empty() => f(IdKind::Context, s)?,
                     ("referenceTaskIds", Value::Array(ids)) => {
                         for id in ids {
                             if let Value::String(s) = id {
-                                f(s)?;
+                                f(IdKind::Task, s)?;
                             }
                         }
                     }
@@ -198,6 +251,24 @@ fn walk<E>(
         _ => {}
     }
     Ok(())
+}
+
+/// The backend (an index into `backends`) a client's own context id is placed on: rendezvous
+/// hashing (FNV-1a 64 of backend and id), the same on every replica with the same backends,
+/// and moving only the contexts of a backend removed.
+pub fn place_context<S: AsRef<str>>(context_id: &str, backends: &[S]) -> Option<usize> {
+    let score = |backend: &str| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in backend.bytes().chain([0]).chain(context_id.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // FNV's low bits mix poorly for short keys: finish with a 64-bit avalanche.
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    };
+    (0..backends.len()).max_by_key(|&i| score(backends[i].as_ref()))
 }
 
 /// Whether a JSON-RPC call's `params.id` names a task: the task calls, and v0.3's push-config
@@ -219,6 +290,8 @@ pub struct SseSealer {
     pending: Vec<u8>,
     /// Largest event rewritten; a larger one passes as it is.
     max_event: usize,
+    /// The client's own context id, left unsealed.
+    keep_context: Option<String>,
 }
 
 impl SseSealer {
@@ -226,7 +299,14 @@ impl SseSealer {
         SseSealer {
             pending: Vec::new(),
             max_event,
+            keep_context: None,
         }
+    }
+
+    /// Leaves `keep` (the context id the client chose) unsealed in every event.
+    pub fn keeping(mut self, keep: Option<String>) -> SseSealer {
+        self.keep_context = keep;
+        self
     }
 
     /// The bytes ready to send after `chunk`: every event it completes, sealed.
@@ -237,7 +317,8 @@ impl SseSealer {
             match event_end(&self.pending) {
                 Some(end) => {
                     let event: Vec<u8> = self.pending.drain(..end).collect();
-                    seal_event(&event, sealer, backend, &mut out);
+                    let keep = self.keep_context.as_deref();
+                    seal_event(&event, sealer, backend, keep, &mut out);
                 }
                 None if self.pending.len() > self.max_event => {
                     // Too large to hold: passed on as it is.
@@ -257,7 +338,7 @@ impl SseSealer {
 }
 
 /// The length of the first complete event (through its blank line), if there is one.
-fn event_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn event_end(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     let mut line_start = 0;
     while i < buf.len() {
@@ -281,7 +362,23 @@ fn event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-fn seal_event(event: &[u8], sealer: &TaskSealer, backend: &str, out: &mut Vec<u8>) {
+fn seal_event(
+    event: &[u8],
+    sealer: &TaskSealer,
+    backend: &str,
+    keep: Option<&str>,
+    out: &mut Vec<u8>,
+) {
+    rewrite_event(
+        event,
+        |json| sealer.seal_answer_keeping(json, backend, keep),
+        out,
+    );
+}
+
+/// One SSE event with its JSON data rewritten by `f` (which says whether it changed
+/// anything; an event it did not change, or whose data is not JSON, passes as it came).
+pub(crate) fn rewrite_event(event: &[u8], f: impl FnOnce(&mut Value) -> bool, out: &mut Vec<u8>) {
     let Ok(text) = std::str::from_utf8(event) else {
         out.extend_from_slice(event);
         return;
@@ -304,7 +401,7 @@ fn seal_event(event: &[u8], sealer: &TaskSealer, backend: &str, out: &mut Vec<u8
             return;
         }
     };
-    if !sealer.seal_answer(&mut json, backend) {
+    if !f(&mut json) {
         out.extend_from_slice(event);
         return;
     }
@@ -391,7 +488,12 @@ mod tests {
         assert_eq!(task["id"], s.seal("b", "t1"));
         assert_eq!(task["history"][0]["taskId"], s.seal("b", "t1"));
         assert_eq!(task["history"][0]["referenceTaskIds"][0], s.seal("b", "t0"));
-        assert_eq!(task["contextId"], "c1");
+        assert_eq!(
+            task["contextId"],
+            s.seal("b", "c1"),
+            "contexts are sealed too"
+        );
+        assert_eq!(task["history"][0]["contextId"], s.seal("b", "c1"));
         assert_eq!(task["history"][0]["messageId"], "m1");
         assert_eq!(task["artifacts"][0]["artifactId"], "a1");
 
@@ -422,6 +524,40 @@ mod tests {
         assert_eq!(send["params"]["message"]["referenceTaskIds"][0], "t1");
         let mut fresh = json!({"params": {"message": {"messageId": "m", "parts": []}}});
         assert_eq!(s.open_request(&mut fresh, false), Ok(None));
+        // Context ids: a sealed one pins (a task's owner wins), a client's own one stays and
+        // is reported, and is kept unsealed in the answer to that request.
+        let mut cont = json!({"params": {"message": {"contextId": s.seal("a", "c7")}}});
+        assert_eq!(
+            s.open_request_ids(&mut cont, false),
+            Ok(OpenedRequest {
+                owner: Some("a".into()),
+                client_context: None
+            })
+        );
+        assert_eq!(cont["params"]["message"]["contextId"], "c7");
+        let mut both = json!({"params": {"message": {"contextId": s.seal("a", "c7"),
+                              "taskId": s.seal("b", "t1")}}});
+        assert_eq!(
+            s.open_request_ids(&mut both, false)
+                .unwrap()
+                .owner
+                .as_deref(),
+            Some("b")
+        );
+        let mut own = json!({"params": {"message": {"contextId": "my-conversation"}}});
+        assert_eq!(
+            s.open_request_ids(&mut own, false),
+            Ok(OpenedRequest {
+                owner: None,
+                client_context: Some("my-conversation".into())
+            })
+        );
+        assert_eq!(own["params"]["message"]["contextId"], "my-conversation");
+        let mut reply = json!({"task": {"id": "t", "contextId": "my-conversation",
+                               "status": {"state": "x"}}});
+        s.seal_answer_keeping(&mut reply, "a", Some("my-conversation"));
+        assert_eq!(reply["task"]["contextId"], "my-conversation");
+        assert_eq!(reply["task"]["id"], s.seal("a", "t"));
         let mut forged = json!({"params": {"id": "made-up"}});
         assert_eq!(
             s.open_request(&mut forged.clone(), false),
@@ -432,6 +568,27 @@ mod tests {
             s.open_request(&mut forged, true),
             Err(UnknownTask("made-up".into()))
         );
+    }
+
+    #[test]
+    fn client_contexts_are_placed_stably_and_spread() {
+        let backends = ["a:1", "b:2", "c:3"];
+        let mut counts = [0usize; 3];
+        for i in 0..300 {
+            let id = format!("conversation-{i}");
+            let at = place_context(&id, &backends).unwrap();
+            assert_eq!(place_context(&id, &backends), Some(at), "stable");
+            counts[at] += 1;
+            // Removing another backend does not move this context.
+            let others: Vec<&str> = backends
+                .iter()
+                .copied()
+                .filter(|b| *b != backends[(at + 1) % 3])
+                .collect();
+            assert_eq!(others[place_context(&id, &others).unwrap()], backends[at]);
+        }
+        assert!(counts.iter().all(|&n| n > 60), "{counts:?}");
+        assert_eq!(place_context("x", &[] as &[&str]), None);
     }
 
     #[test]

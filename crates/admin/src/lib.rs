@@ -50,7 +50,11 @@ pub struct AdminState {
     config_dump: ArcSwap<serde_json::Value>,
     reload: ArcSwap<ReloadStatus>,
     generation: AtomicU64,
+    overload: std::sync::OnceLock<OverloadProbe>,
 }
+
+/// Why the gateway is shedding new work (`config.limits.overload`), or `None`.
+pub type OverloadProbe = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl AdminState {
     pub fn new(file: impl Into<String>) -> Arc<Self> {
@@ -63,7 +67,13 @@ impl AdminState {
                 ..Default::default()
             }),
             generation: AtomicU64::new(0),
+            overload: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Lets `/healthz/ready` report overload (once; a second call is ignored).
+    pub fn set_overload_probe(&self, probe: OverloadProbe) {
+        let _ = self.overload.set(probe);
     }
 
     /// Adds endpoints (once; a second call is ignored).
@@ -185,7 +195,13 @@ fn route<B>(state: &AdminState, req: Request<B>) -> Response<Full<Bytes>> {
         ),
         "/reload_status" => json_response(StatusCode::OK, &json!(state.reload_status())),
         "/healthz/ready" => {
-            if state.is_ready() {
+            // Shedding new work: not ready, so that load balancers send it elsewhere.
+            if let Some(why) = state.overload.get().and_then(|p| p()) {
+                text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("overloaded: {why}\n"),
+                )
+            } else if state.is_ready() {
                 text_response(StatusCode::OK, "ready\n")
             } else {
                 text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
@@ -210,8 +226,8 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Byt
     r
 }
 
-fn text_response(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -107,6 +107,28 @@ pub(crate) fn check(config: &mut Config, base: &Path) -> Result<(), Problem> {
             Some("limits".into()),
         ));
     }
+    if l.http2_max_concurrent_streams == 0
+        || l.body_read_timeout.0.is_zero()
+        || l.write_timeout.0.is_zero()
+    {
+        return Err(problem(
+            "config.limits",
+            "http2MaxConcurrentStreams, bodyReadTimeout and writeTimeout must be above zero",
+            Some("limits".into()),
+        ));
+    }
+    if let Some(o) = &l.overload {
+        if !(o.shed_at > 0.0 && o.shed_at <= 1.0)
+            || o.max_connections == Some(0)
+            || o.max_memory_bytes == Some(0)
+        {
+            return Err(problem(
+                "config.limits.overload",
+                "shedAt must be in (0, 1] and maxConnections/maxMemoryBytes above zero",
+                Some("overload".into()),
+            ));
+        }
+    }
 
     check_pools(config, base)?;
     let pool_names: Vec<String> = config.pools.iter().map(|p| p.name.clone()).collect();
@@ -667,10 +689,51 @@ fn check_guardrails(g: &Guardrails, route: &Route, key: &str) -> Result<(), Prob
     {
         return Err(problem(
             key,
-            "on an MCP route the guards are `regex` guards on tool arguments (request) and \
-             results (response); webhook, moderation and prompt are for LLM routes",
+            "on an MCP route the guards are `regex` guards on tool and prompt arguments \
+             (request) and on tool results, prompts and resource contents (response); \
+             webhook, moderation and prompt are for LLM routes",
             Some("guardrails:".into()),
         ));
+    }
+    // Response guards read LLM answers (JSON, SSE): a `passthrough` operation answers
+    // anything (files, audio), which they cannot read. Refused here rather than skipped.
+    if !g.response.is_empty() {
+        let route_key = key.strip_suffix(".policies.guardrails").unwrap_or(key);
+        for (i, b) in route.backends.iter().enumerate() {
+            let BackendKind::Ai(ai) = &b.kind else {
+                continue;
+            };
+            let Some(routes) = ai
+                .policies
+                .as_ref()
+                .and_then(|p| p.ai.as_ref())
+                .map(|a| &a.routes)
+                .filter(|r| !r.is_empty())
+            else {
+                continue;
+            };
+            // (the suffix, and the text that finds its line)
+            let passthrough = routes
+                .iter()
+                .find(|(_, t)| **t == AiRouteType::Passthrough)
+                .map(|(s, _)| (s.clone(), "passthrough".to_string()))
+                .or_else(|| {
+                    let first = routes.keys().next().cloned().unwrap_or_default();
+                    (!routes.contains_key("*")).then(|| ("*".to_string(), first))
+                });
+            if let Some((suffix, needle)) = passthrough {
+                return Err(problem(
+                    format!("{route_key}.backends[{i}].ai.policies.ai.routes"),
+                    format!(
+                        "response guardrails cannot read what a `passthrough` operation answers \
+                         (any content: files, audio); here {suffix:?} is passthrough (a routes \
+                         table without `*` passes everything else through): map `*` to an LLM \
+                         operation, or put passthrough calls on a route without response guards"
+                    ),
+                    Some(needle),
+                ));
+            }
+        }
     }
     let mut names = HashSet::new();
     for (side, guards) in [("request", &g.request), ("response", &g.response)] {
@@ -695,13 +758,27 @@ fn check_guardrails(g: &Guardrails, route: &Route, key: &str) -> Result<(), Prob
                     Some(guard.name.clone()),
                 ));
             }
-            if (guard.webhook.is_some() || guard.moderation.is_some()) && side == "response" {
-                return Err(problem(
-                    gkey,
-                    "webhook and moderation guards run on the request (the prompt) for now; \
-                     response guards are `regex`",
-                    Some(guard.name.clone()),
-                ));
+            let window = match (&guard.webhook, &guard.moderation) {
+                (Some(w), _) => w.stream_window.map(|n| (n, "webhook")),
+                (_, Some(m)) => m.stream_window.map(|n| (n, "moderation")),
+                _ => None,
+            };
+            if let Some((n, kind)) = window {
+                if side == "request" {
+                    return Err(problem(
+                        format!("{gkey}.{kind}.streamWindow"),
+                        "`streamWindow` paces a guard over a streamed answer: it belongs to \
+                         `response` guards (a prompt is always checked whole)",
+                        Some("streamWindow".into()),
+                    ));
+                }
+                if n == 0 {
+                    return Err(problem(
+                        format!("{gkey}.{kind}.streamWindow"),
+                        "`streamWindow` is a number of characters, at least 1",
+                        Some("streamWindow".into()),
+                    ));
+                }
             }
             if guard.moderation.is_some() && guard.action == GuardAction::Mask {
                 return Err(problem(

@@ -383,9 +383,20 @@ fn respond(r: processing_response::Response) -> ProcessingResponse {
 }
 
 /// A local reply with a JSON error body in the OpenAI shape.
+/// An answer Envoy sends in our place, with an OpenAI-shaped error body (the pool serves
+/// OpenAI-compatible servers): the type by status, the stable code in `code`, as the gateway's
+/// own errors have them.
 fn immediate(status: u16, code: &str, message: &str) -> ProcessingResponse {
+    let kind = match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        500..=599 => "server_error",
+        _ => "invalid_request_error",
+    };
     let body = serde_json::json!({
-        "error": {"message": message, "type": code, "code": status}
+        "error": {"message": message, "type": kind, "param": null, "code": code}
     });
     respond(processing_response::Response::ImmediateResponse(
         ImmediateResponse {

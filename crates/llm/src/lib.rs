@@ -184,6 +184,54 @@ pub fn estimate_input_tokens(prompt: &[PromptMessage]) -> u64 {
     text + REPLY_PRIMING_TOKENS
 }
 
+/// Longest completion text (per choice) a stream keeps for telemetry and for counting the
+/// tokens of a stream that broke off; the rest is not kept. Process-wide
+/// (`config.limits.maxRecordedTextBytes`, set at each config load).
+static RECORDED_TEXT_CAP: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(DEFAULT_RECORDED_TEXT_CAP);
+
+/// The default of [`set_recorded_text_cap`]: 256 KiB.
+pub const DEFAULT_RECORDED_TEXT_CAP: usize = 256 * 1024;
+
+/// Sets the cap on completion text kept per choice (see [`recorded_text_cap`]).
+pub fn set_recorded_text_cap(bytes: usize) {
+    RECORDED_TEXT_CAP.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Longest completion text kept per choice while a response streams.
+pub fn recorded_text_cap() -> usize {
+    RECORDED_TEXT_CAP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Appends `text` to recorded text `to`, up to `cap` bytes in all (cut on a char boundary).
+/// Returns whether anything was left out.
+pub fn push_capped(to: &mut String, text: &str, cap: usize) -> bool {
+    let room = cap.saturating_sub(to.len());
+    if text.len() <= room {
+        to.push_str(text);
+        return false;
+    }
+    let mut end = room;
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    to.push_str(&text[..end]);
+    true
+}
+
+/// Cuts recorded text to `cap` bytes (on a char boundary), giving the rest of its memory back.
+pub fn cap_text(text: &mut String, cap: usize) {
+    if text.len() <= cap {
+        return;
+    }
+    let mut end = cap;
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.shrink_to_fit();
+}
+
 /// Tokens of a plain text (`o200k_base`), e.g. the part of a completion that was streamed
 /// before the stream broke off.
 pub fn count_text_tokens(text: &str) -> u64 {
@@ -260,5 +308,31 @@ mod tests {
         let long = "word ".repeat(1000);
         let n = estimate_input_tokens(&[p(&long)]);
         assert!((1000..=1010).contains(&n), "{n}");
+    }
+}
+
+#[cfg(test)]
+mod recorded_text_tests {
+    use super::{cap_text, push_capped};
+
+    #[test]
+    fn recorded_text_stops_at_the_cap_on_a_char_boundary() {
+        let mut s = String::new();
+        assert!(!push_capped(&mut s, "abc", 8));
+        // "é" is two bytes: the cut falls before it rather than inside it.
+        assert!(push_capped(&mut s, "defgéh", 8));
+        assert_eq!(s, "abcdefg");
+        // The byte left is filled, then nothing more is taken.
+        assert!(push_capped(&mut s, "more", 8));
+        assert_eq!(s, "abcdefgm");
+        assert!(push_capped(&mut s, "x", 8));
+        assert_eq!(s, "abcdefgm");
+        let mut long = "x".repeat(1000) + "é";
+        cap_text(&mut long, 1000);
+        assert_eq!(long.len(), 1000);
+        assert!(long.capacity() < 1002);
+        let mut short = String::from("hé");
+        cap_text(&mut short, 2);
+        assert_eq!(short, "h");
     }
 }

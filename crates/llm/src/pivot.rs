@@ -628,8 +628,38 @@ pub(crate) fn message_role(i: usize, m: &Value) -> Result<String, LlmError> {
 
 /// A request object, serialised for the provider.
 pub(crate) fn serialise_request(req: Map<String, Value>) -> Result<Vec<u8>, LlmError> {
-    serde_json::to_vec(&Value::Object(req))
-        .map_err(|e| LlmError::bad_request(format!("cannot serialise request: {e}")))
+    let req = Value::Object(req);
+    // Sized up front: grown by doubling, a large prompt's buffer would end up to twice its
+    // size (and be sent and held like that for the whole call).
+    let mut out = Vec::with_capacity(json_len_hint(&req, 0));
+    serde_json::to_writer(&mut out, &req)
+        .map_err(|e| LlmError::bad_request(format!("cannot serialise request: {e}")))?;
+    Ok(out)
+}
+
+/// About the length of `v` serialised: exact for strings without escapes, a little over for
+/// numbers. (A parsed value is at most serde_json's 128 levels deep; past 256 this stops.)
+fn json_len_hint(v: &Value, depth: usize) -> usize {
+    if depth > 256 {
+        return 0;
+    }
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 20,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => {
+            2 + a
+                .iter()
+                .map(|x| json_len_hint(x, depth + 1) + 1)
+                .sum::<usize>()
+        }
+        Value::Object(m) => {
+            2 + m
+                .iter()
+                .map(|(k, x)| k.len() + 4 + json_len_hint(x, depth + 1))
+                .sum::<usize>()
+        }
+    }
 }
 
 pub(crate) fn invalid_upstream(e: serde_json::Error) -> LlmError {

@@ -365,15 +365,22 @@ fn stream_without_done_is_closed_by_finish() {
         ]
     );
 
-    // Anthropic upstream cut after a delta: usage chunk and [DONE] flushed.
+    // Anthropic upstream closed after a delta, before `message_stop` (which its streams always
+    // end with): the answer was cut short, so the client gets an error event, never a `[DONE]`
+    // that would make it look complete.
     let an = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}";
     let mut t = StreamTranslator::new(Format::OpenAiChat, Format::AnthropicMessages, true);
     let out = run(&mut t, an, 4);
     let evs = events(&out);
-    assert_eq!(evs.last().map(|(_, d)| d.as_str()), Some("[DONE]"));
-    let usage: Value = serde_json::from_str(&evs[evs.len() - 2].1).expect("json");
-    assert_eq!(usage["usage"]["prompt_tokens"], 3);
-    assert_eq!(usage["choices"], serde_json::json!([]));
+    assert!(evs.iter().all(|(_, d)| d != "[DONE]"), "{evs:?}");
+    let last: Value = serde_json::from_str(&evs.last().expect("events").1).expect("json");
+    assert_eq!(last["error"]["type"], "server_error", "{last}");
+    assert!(last["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("message_stop"));
+    // What arrived before the cut was still delivered.
+    assert!(evs.iter().any(|(_, d)| d.contains("\"content\":\"x\"")), "{evs:?}");
 }
 
 #[test]

@@ -24,6 +24,118 @@ pub fn from_incoming(body: hyper::body::Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
 }
 
+/// A client's request body whose reader waits at most `idle` for each next frame
+/// (`config.limits.bodyReadTimeout`): a client trickling its body or stopping half-way fails
+/// with [`BodyReadTimeout`] (408), instead of holding its request open forever. Only time
+/// spent waiting on the client counts: the clock starts when a read finds nothing to take.
+pub fn from_client(body: hyper::body::Incoming, idle: std::time::Duration) -> Body {
+    if body.is_end_stream() {
+        return from_incoming(body);
+    }
+    ReadTimeout {
+        inner: body,
+        idle,
+        sleep: None,
+        error: || Box::new(BodyReadTimeout),
+    }
+    .boxed_unsync()
+}
+
+/// An upstream's response body that may go at most `idle` without a frame
+/// (`timeout.idleTimeout`); past it the body fails with [`UpstreamIdleTimeout`].
+pub fn from_upstream(body: hyper::body::Incoming, idle: std::time::Duration) -> Body {
+    if body.is_end_stream() {
+        return from_incoming(body);
+    }
+    ReadTimeout {
+        inner: body,
+        idle,
+        sleep: None,
+        error: || Box::new(UpstreamIdleTimeout),
+    }
+    .boxed_unsync()
+}
+
+/// The error of an upstream response body that went quiet past `timeout.idleTimeout`.
+#[derive(Debug)]
+pub struct UpstreamIdleTimeout;
+
+impl std::fmt::Display for UpstreamIdleTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upstream stopped sending its answer (timeout.idleTimeout)")
+    }
+}
+
+impl std::error::Error for UpstreamIdleTimeout {}
+
+/// The error of a request body whose client went quiet for longer than `bodyReadTimeout`.
+#[derive(Debug)]
+pub struct BodyReadTimeout;
+
+impl std::fmt::Display for BodyReadTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client stopped sending the request body (bodyReadTimeout)")
+    }
+}
+
+impl std::error::Error for BodyReadTimeout {}
+
+/// Whether an error (or one of its sources) is a [`BodyReadTimeout`].
+pub fn is_read_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<BodyReadTimeout>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+struct ReadTimeout {
+    inner: hyper::body::Incoming,
+    idle: std::time::Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    error: fn() -> BoxError,
+}
+
+impl http_body::Body for ReadTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                this.sleep = None;
+                Poll::Ready(r.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match std::future::Future::poll(sleep.as_mut(), cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err((this.error)()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request body read for replay (retries), or a stream that was too large to keep.
 pub enum Buffered {
     /// The whole body, small enough to send again.
@@ -45,6 +157,11 @@ pub async fn buffer_for_replay(mut body: Body, limit: usize) -> Result<Buffered,
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         if let Ok(data) = frame.into_data() {
+            // Sized by the declared length once the body starts: grown by doubling, a large
+            // body's buffer would end up to twice its size, held for the whole request.
+            if buf.capacity() == 0 {
+                buf.reserve((body.size_hint().lower() as usize + data.len()).min(limit + 1));
+            }
             buf.extend_from_slice(&data);
             if buf.len() > limit {
                 let head = futures_util::stream::once(async move {
@@ -99,6 +216,10 @@ pub async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, ReadErr
         if let Ok(data) = frame.map_err(ReadError::Body)?.into_data() {
             if buf.len() + data.len() > limit {
                 return Err(ReadError::TooLarge);
+            }
+            // Sized by the declared length once the body starts (see `buffer_for_replay`).
+            if buf.capacity() == 0 {
+                buf.reserve((body.size_hint().lower() as usize + data.len()).min(limit));
             }
             buf.extend_from_slice(&data);
         }

@@ -86,10 +86,11 @@ impl RequestCtx<'_> {
     /// metric.
     pub fn note_failover(&mut self, backend: &BackendRt, cause: crate::policy::failover::Cause) {
         telemetry::Metrics::global().failover(&self.route.name, &backend.name, cause.as_str());
-        self.trail
-            .rec
-            .failover
-            .push((backend.name.clone(), cause.as_str()));
+        self.trail.rec.failover.push(telemetry::FailoverStep {
+            backend: backend.name.clone(),
+            cause: cause.as_str(),
+            at: self.trail.rec.start.elapsed(),
+        });
     }
 
     /// Hands what the phases learned to the telemetry record; the trail leaves with the

@@ -77,6 +77,25 @@ impl ProxyError {
     pub fn not_implemented(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)
     }
+    /// The client went quiet while sending its request body (`config.limits.bodyReadTimeout`).
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the client did not send the request body in time",
+        )
+    }
+    /// A request body that could not be read: 408 when the client went quiet, else 400.
+    pub fn reading_body(e: &(dyn std::error::Error + 'static)) -> Self {
+        if body::is_read_timeout(e) {
+            return Self::request_timeout();
+        }
+        Self::bad_request(format!("reading request body: {e}"))
+    }
+    /// The process is near a `config.limits.overload` ceiling: new work is shed.
+    pub fn overloaded(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+    }
 
     pub fn into_response(self) -> Response<Body> {
         let bytes = match self.format {

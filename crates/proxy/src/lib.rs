@@ -9,6 +9,7 @@ pub mod error;
 pub mod governance;
 pub mod headers;
 pub mod observe;
+pub mod overload;
 pub mod pipeline;
 pub mod policy;
 pub mod routes;
@@ -30,6 +31,8 @@ use snapshot::{BindKey, ClientCache, Snapshot};
 /// State every connection and request reads.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
+    /// Connections and memory against `config.limits.overload`.
+    pub overload: Arc<overload::Overload>,
 }
 
 /// A running gateway: its binds and the current config snapshot.
@@ -47,11 +50,13 @@ impl Gateway {
         let gw = Arc::new(Gateway {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+                overload: Default::default(),
             }),
             clients,
             binds: tokio::sync::Mutex::new(HashMap::new()),
         });
         gw.install(snapshot).await?;
+        overload::spawn_sampler(Arc::downgrade(&gw.shared));
         Ok(gw)
     }
 
@@ -76,6 +81,7 @@ impl Gateway {
             }
         }
         let keep: Vec<BindKey> = snapshot.binds.iter().map(|b| b.key.clone()).collect();
+        llm::set_recorded_text_cap(snapshot.limits.max_recorded_text_bytes);
         self.shared.snapshot.store(Arc::new(snapshot));
         for (key, listener) in opened {
             let task = server::spawn_bind(self.shared.clone(), key.clone(), listener);
@@ -105,6 +111,13 @@ impl Gateway {
             .iter()
             .filter_map(|b| binds.get(&b.key).map(|t| t.local_addr))
             .collect()
+    }
+
+    /// Why new work is being shed now (`config.limits.overload`), or `None`.
+    pub fn overload_pressure(&self) -> Option<String> {
+        self.shared
+            .overload
+            .pressure(&self.shared.snapshot.load().limits)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -14,7 +14,9 @@
 //!    the route's `retry` and `timeout.requestTimeout`. Each attempt hands the request to the
 //!    backend's adapter (`backend/`), which builds the upstream request with the
 //!    backend-phase policies (urlRewrite, requestHeaderModifier, backendAuth) and then runs
-//!    [`Phase::upstream_request`] of the route's policies.
+//!    [`Phase::upstream_request`] of the route's policies. The upstream's answer then goes
+//!    through [`Phase::upstream_response`] of the phases that await it (guards that read a
+//!    whole answer or ask a service about it).
 //! 5. **Response headers** ([`Phase::response_headers`]): on every answer — upstream's, a
 //!    policy's early answer, or the gateway's error — then the `responseHeaderModifier` of the
 //!    backend that answered (the route's when none did).
@@ -32,7 +34,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::backend::{Adapter, Affinity, Attempt, Failure, BODY_TOO_LARGE};
+use crate::backend::{Adapter, Affinity, Attempt, Backend, Failure, BODY_TOO_LARGE};
 use crate::body::{self, Body, Buffered};
 use crate::context::{ConnCtx, Identity, RequestCtx};
 use crate::error::ProxyError;
@@ -40,7 +42,7 @@ use crate::headers;
 use crate::observe::{CountingBody, ObservedBody, Trail};
 use crate::policy::{self, PolicyError};
 use crate::routes::request_host;
-use crate::snapshot::{smallvec_like::Order, Snapshot};
+use crate::snapshot::{smallvec_like::Order, RouteRt, Snapshot};
 
 /// What a phase decides about the request.
 pub enum Flow {
@@ -51,6 +53,16 @@ pub enum Flow {
     /// awaits the phase's `_async` method next. Phases that can decide in place never pay
     /// for a future.
     Wait,
+}
+
+/// What [`Phase::lists_model`] says of one model for one caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    Shown,
+    /// The caller is known and may not use it.
+    Hidden,
+    /// The route wants an identity the caller did not prove.
+    Unauthenticated,
 }
 
 /// The future of a phase's `_async` method.
@@ -95,9 +107,32 @@ pub trait Phase: Send + Sync {
         Box::pin(std::future::ready(Flow::Continue))
     }
 
+    /// `GET /v1/models` on a listener that routes by model: whether this caller may see
+    /// `model`, which this route serves. Asked of policies that identify callers (an API
+    /// key's model list); the listing is answered by the listener, so nothing else runs.
+    fn lists_model(&self, _req: &Parts, _model: &str) -> Listing {
+        Listing::Shown
+    }
+
     /// The upstream request of one attempt, built for the chosen backend after its
     /// backend-phase policies; runs again for every attempt.
     fn upstream_request(&self, _ctx: &RequestCtx<'_>, _req: &mut Request<Body>) {}
+
+    /// Whether [`Phase::upstream_response`] does anything.
+    fn awaits_response(&self) -> bool {
+        false
+    }
+
+    /// The upstream's answer (only that: not early answers nor the gateway's errors), before
+    /// the response-headers phase: a phase that must read a whole answer or ask a service
+    /// about it awaits here, and may replace the answer and record an error code.
+    fn upstream_response<'a>(
+        &'a self,
+        _ctx: &'a mut RequestCtx<'_>,
+        _resp: &'a mut Response<Body>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(std::future::ready(()))
+    }
 
     /// The response head on its way to the client: the upstream's, an early answer, or the
     /// gateway's error.
@@ -205,7 +240,8 @@ pub async fn handle(
     let on_upgrade =
         headers::is_upgrade_request(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    Ok(serve(conn, parts, body::from_incoming(body), on_upgrade).await)
+    let idle = conn.shared.snapshot.load().limits.body_read_timeout.0;
+    Ok(serve(conn, parts, body::from_client(body, idle), on_upgrade).await)
 }
 
 /// A request the gateway makes to itself (the A2A catalog reading each route's card), through
@@ -357,11 +393,17 @@ async fn route<'s>(
             && parts.uri.path().ends_with("/models")
             && !listener.routes.exact_models().is_empty()
         {
-            // One endpoint for many models: the list is the listener's route table.
-            return Err(Miss::Answer(models_list(
-                listener.routes.exact_models(),
-                parts,
-            )));
+            // One endpoint for many models: the list is the listener's route table, as far
+            // as the caller may use it.
+            let models = listed_models(&listener.routes, host.as_deref(), parts)?;
+            return Err(Miss::Answer(models_list(&models, parts)));
+        }
+        if listener.serves_a2a && model.is_none() {
+            if let Some(resp) = crate::backend::a2a::unknown_agent(parts, body).await {
+                trail.rec.error = Some("no_route");
+                return Err(Miss::Answer(resp));
+            }
+            return Err(Miss::Error(ProxyError::no_route()));
         }
         return Err(Miss::Error(match &model {
             Some(m) => ProxyError::new(
@@ -395,6 +437,63 @@ impl From<ProxyError> for Miss {
     fn from(e: ProxyError) -> Miss {
         Miss::Error(e)
     }
+}
+
+/// The models a listener's routes serve by name — exact model matches, and the aliases of
+/// `ai` backends on routes whose model pattern accepts them — that this caller may use: each
+/// is asked of the route that would serve it ([`Phase::lists_model`]). A caller every route
+/// refuses for want of a credential gets 401, not an empty list.
+fn listed_models(
+    routes: &crate::routes::RouteTable<RouteRt>,
+    host: Option<&str>,
+    parts: &Parts,
+) -> Result<Vec<Arc<str>>, ProxyError> {
+    let mut candidates: Vec<Arc<str>> = routes.exact_models().to_vec();
+    for (rule, route) in routes.model_patterns() {
+        for b in &route.backends {
+            let Backend::Ai(ai) = &b.adapter else {
+                continue;
+            };
+            for m in ai.target.model_models() {
+                if rule.is_full_match(&m) && !candidates.iter().any(|c| **c == *m) {
+                    candidates.push(m.into());
+                }
+            }
+        }
+    }
+    let mut unauthenticated = false;
+    let mut shown = Vec::with_capacity(candidates.len());
+    for m in candidates {
+        let listing = match routes.find(host, parts, Some(&m)) {
+            Some(found) => found
+                .route
+                .policies
+                .phases
+                .iter()
+                .map(|p| p.lists_model(parts, &m))
+                .find(|l| *l != Listing::Shown)
+                .unwrap_or(Listing::Shown),
+            None => Listing::Shown,
+        };
+        match listing {
+            Listing::Shown => shown.push(m),
+            Listing::Hidden => {}
+            Listing::Unauthenticated => unauthenticated = true,
+        }
+    }
+    if shown.is_empty() && unauthenticated {
+        let format = match parts.headers.contains_key("anthropic-version") {
+            true => llm::Format::AnthropicMessages,
+            false => llm::Format::OpenAiChat,
+        };
+        return Err(ProxyError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "an API key is required",
+        )
+        .with_format(format));
+    }
+    Ok(shown)
 }
 
 /// The models a listener's routes serve by name, in the caller's shape: Anthropic's list for
@@ -445,9 +544,7 @@ async fn requested_model(
     match body::buffer_for_replay(body, limits.max_buffered_body_bytes).await {
         Ok(Buffered::Complete(b)) => Ok((llm::model_in_body(&b), body::full(b))),
         Ok(Buffered::Streaming(rest)) => Ok((None, rest)),
-        Err(e) => Err(ProxyError::bad_request(format!(
-            "reading request body: {e}"
-        ))),
+        Err(e) => Err(ProxyError::reading_body(e.as_ref())),
     }
 }
 
@@ -471,6 +568,22 @@ async fn exchange<'a>(
         }
     };
     ctx.dialect = head.dialect;
+    if let Some(first) = ctx.backend {
+        first.adapter.classify_early(ctx, &parts, None);
+    }
+    // Near a `config.limits.overload` ceiling new work is shed, in the route's dialect.
+    if let Some(why) = ctx.conn.shared.overload.pressure(&ctx.snapshot.limits) {
+        let retry = ctx
+            .snapshot
+            .limits
+            .overload
+            .as_ref()
+            .map_or(5, |o| o.retry_after.0.as_secs_f64().ceil().max(1.0) as u64);
+        ctx.response_headers
+            .get_or_insert_with(http::HeaderMap::new)
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        return Err(ProxyError::overloaded(why));
+    }
 
     // 2. Request headers.
     for phase in &route.policies.phases {
@@ -479,7 +592,7 @@ async fn exchange<'a>(
             flow => flow,
         };
         if let Flow::Respond(resp) = flow {
-            return Ok(resp);
+            return Ok(early_answer(ctx, resp, Err(body)).await);
         }
     }
     if order.is_empty() {
@@ -496,6 +609,9 @@ async fn exchange<'a>(
     // 3. Request body.
     let mut body = request_body(ctx, &parts, body, &order, head, upgrade).await?;
     if let Replay::Bytes(b) = &mut body {
+        if let (Some(first), true) = (ctx.backend, route.policies.reads_request_body) {
+            first.adapter.classify_early(ctx, &parts, Some(b));
+        }
         for phase in &route.policies.phases {
             if phase.reads_request_body() {
                 let flow = match phase.request_body(ctx, &parts, b) {
@@ -503,7 +619,8 @@ async fn exchange<'a>(
                     flow => flow,
                 };
                 if let Flow::Respond(resp) = flow {
-                    return Ok(resp);
+                    let read = b.clone();
+                    return Ok(early_answer(ctx, resp, Ok(&read)).await);
                 }
             }
         }
@@ -560,6 +677,12 @@ async fn exchange<'a>(
         }
     })?;
 
+    for phase in &route.policies.phases {
+        if phase.awaits_response() {
+            phase.upstream_response(ctx, &mut resp).await;
+        }
+    }
+
     if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(downstream) = on_upgrade {
             let upstream = hyper::upgrade::on(&mut resp);
@@ -570,6 +693,37 @@ async fn exchange<'a>(
         headers::strip_hop_by_hop(resp.headers_mut(), false);
     }
     Ok(resp)
+}
+
+/// A route policy answered early. Where the backend's protocol has its own error shape (an
+/// A2A binding), a refusal is written in it, from the policy's body and, when the shape needs
+/// it (a JSON-RPC id), the request body: `Ok` when it was read, else read now (bounded).
+async fn early_answer(
+    ctx: &mut RequestCtx<'_>,
+    resp: Response<Body>,
+    request: Result<&Bytes, Body>,
+) -> Response<Body> {
+    let Some(backend) = ctx.backend else {
+        return resp;
+    };
+    let Some(needs) = backend.adapter.shapes_refusals(ctx) else {
+        return resp;
+    };
+    let (head, answer) = resp.into_parts();
+    let answer = match body::buffer_for_replay(answer, 64 * 1024).await {
+        Ok(Buffered::Complete(b)) => b,
+        Ok(Buffered::Streaming(b)) => return Response::from_parts(head, b),
+        Err(_) => Bytes::new(),
+    };
+    let request = match request {
+        Ok(b) => Some(b.clone()),
+        Err(b) if needs.request_body => crate::backend::a2a::read_for_id(b).await,
+        Err(_) => None,
+    };
+    let resp = Response::from_parts(head, body::full(answer.clone()));
+    backend
+        .adapter
+        .refusal(ctx, resp, &answer, request.as_ref())
 }
 
 /// Step 3: limits the body and buffers it only when it may be read or sent more than once.
@@ -634,11 +788,7 @@ async fn request_body(
                     snapshot.limits.max_request_body_bytes.unwrap_or(0) as usize,
                 ))
             }
-            Err(e) => {
-                return Err(ProxyError::bad_request(format!(
-                    "reading request body: {e}"
-                )))
-            }
+            Err(e) => return Err(ProxyError::reading_body(e.as_ref())),
         }
     } else {
         Replay::Once(Some(body))

@@ -348,6 +348,14 @@ impl<R> RouteTable<R> {
         &self.exact_models
     }
 
+    /// The routes that match models by pattern, with the pattern (in rank order).
+    pub fn model_patterns(&self) -> impl Iterator<Item = (&Pattern, &Arc<R>)> {
+        self.entries.iter().filter_map(|e| match &e.matcher.model {
+            Some(ValueRule::Regex(p)) => Some((p, &e.route)),
+            _ => None,
+        })
+    }
+
     /// Whether routing needs the model the request names (read from the body).
     pub fn reads_model(&self) -> bool {
         self.reads_model

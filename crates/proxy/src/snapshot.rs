@@ -79,6 +79,9 @@ pub struct ListenerRt {
     pub routes: RouteTable<RouteRt>,
     /// `a2a.catalogPath`: the listener's A2A agent catalog.
     pub a2a_catalog: Option<Arc<crate::catalog::Catalog>>,
+    /// A route of the listener has an `a2a` backend: an A2A call no route serves is answered
+    /// 404 in its binding's shape.
+    pub serves_a2a: bool,
 }
 
 pub struct RouteRt {
@@ -308,6 +311,11 @@ pub fn compile(loaded: &Loaded, cache: &ClientCache) -> Result<Snapshot, Compile
                     .as_ref()
                     .and_then(|a| a.catalog_path.as_deref())
                     .map(|path| Arc::new(crate::catalog::Catalog::compile(path, &named))),
+                serves_a2a: l.routes.iter().any(|r| {
+                    r.backends
+                        .iter()
+                        .any(|b| matches!(b.kind, BackendKind::A2a(_)))
+                }),
             });
         }
         listeners.sort_by_key(|l| {
@@ -410,6 +418,10 @@ fn compile_route(
             && r.backends
                 .iter()
                 .all(|b| matches!(b.kind, BackendKind::Mcp(_))),
+        a2a_route: !r.backends.is_empty()
+            && r.backends
+                .iter()
+                .all(|b| matches!(b.kind, BackendKind::A2a(_))),
         route: name.clone(),
     };
     Ok(RouteRt {

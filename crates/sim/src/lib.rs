@@ -23,6 +23,7 @@ mod body;
 mod fault;
 pub mod gemini;
 pub mod mcp;
+pub mod mcp_modern;
 pub mod openai;
 mod tools;
 pub mod vllm;

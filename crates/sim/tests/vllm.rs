@@ -513,3 +513,62 @@ async fn fleet_pods_have_names_and_answer_probes() {
     assert_eq!(metric(&text, "vllm:prefix_cache_hits_total"), 0.0);
     assert_eq!(metric(&text, "vllm:prefix_cache_queries_total"), 204.0);
 }
+
+#[tokio::test]
+async fn the_api_server_cost_delays_and_queues_requests_in_real_time() {
+    // 60 ms of API-server time per request, cheap engine steps: one request takes ~60 ms,
+    // three sent together finish ~60, ~120 and ~180 ms after they were sent (the API server
+    // takes them one at a time).
+    let sim = spawn(VllmOptions {
+        engine: EngineConfig {
+            step_base: Duration::from_millis(1),
+            prefill_per_token: Duration::ZERO,
+            decode_per_seq: Duration::ZERO,
+            request_base: Duration::from_millis(60),
+            ..EngineConfig::default()
+        },
+        ..VllmOptions::default()
+    })
+    .await
+    .unwrap();
+    let addr = sim.addr;
+    let started = std::time::Instant::now();
+    let r = post(
+        addr,
+        CHAT,
+        &[],
+        &chat_body("solo", json!({"max_tokens": 1})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let solo = started.elapsed();
+    assert!(
+        solo >= Duration::from_millis(60) && solo < Duration::from_millis(150),
+        "{solo:?}"
+    );
+
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|i| {
+            tokio::spawn(async move {
+                let r = post(
+                    addr,
+                    CHAT,
+                    &[],
+                    &chat_body(&format!("q{i}"), json!({"max_tokens": 1})),
+                )
+                .await;
+                assert_eq!(r.status, 200);
+                started.elapsed()
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    done.sort();
+    assert!(done[0] >= Duration::from_millis(60), "{done:?}");
+    assert!(done[2] >= Duration::from_millis(180), "queued: {done:?}");
+    assert!(done[2] < Duration::from_millis(400), "{done:?}");
+}

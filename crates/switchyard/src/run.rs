@@ -30,13 +30,39 @@ fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .enable_all()
+            .on_thread_park(release_when_idle)
             .build()
+    }
+}
+
+/// A worker going idle hands back what its heap freed (at most once a second per thread: a
+/// busy worker parks thousands of times a second).
+fn release_when_idle() {
+    thread_local!(static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) });
+    let now = Instant::now();
+    if LAST
+        .get()
+        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+    {
+        LAST.set(Some(now));
+        crate::release_freed_memory();
     }
 }
 
 pub fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     match build_runtime() {
-        Ok(rt) => rt.block_on(fut),
+        Ok(rt) => rt.block_on(async {
+            // Once a second, also on a quiet gateway (an idle worker does not park again).
+            tokio::spawn(async {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tick.tick().await;
+                    crate::release_freed_memory();
+                }
+            });
+            fut.await
+        }),
         Err(e) => {
             eprintln!("switchyard: cannot start the runtime: {e}");
             ExitCode::FAILURE
@@ -174,6 +200,8 @@ impl Running {
             None => None,
         };
         admin.set_api(Arc::new(GovernanceApi(gateway.governance())));
+        let g = Arc::downgrade(&gateway);
+        admin.set_overload_probe(Arc::new(move || g.upgrade()?.overload_pressure()));
         admin.config_loaded(config::redacted_dump(&loaded.config));
         // Ready only now: every bind is listening.
         admin.set_ready(true);

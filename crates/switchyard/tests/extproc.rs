@@ -412,3 +412,69 @@ async fn a_saturated_pool_answers_429_until_a_request_ends() {
         "127.0.0.1:18009"
     );
 }
+
+/// A pool whose pods serve different models (one with a LoRA adapter): ext_proc asks for the
+/// body even for a strategy that needs no prompt, picks only pods serving the requested model
+/// (their lists read from `/v1/models` with the scrape), and answers a model no pod serves
+/// with an ImmediateResponse 404 `model_not_found`.
+#[tokio::test]
+async fn multi_model_pools_pick_by_the_model_in_the_body() {
+    let pod = |name: &str, model: &str, lora: &[&str]| {
+        let mut o = sim::vllm::VllmOptions {
+            name: name.into(),
+            model: model.into(),
+            lora_adapters: lora.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        o.engine.step_base = Duration::from_micros(200);
+        sim::vllm::spawn(o)
+    };
+    let lora = pod("pod-lora", "sim-llama", &["sql-lora"]).await.unwrap();
+    let qwen = pod("pod-qwen", "sim-qwen", &[]).await.unwrap();
+    let (srv, _dir) = start(
+        &format!(
+            "  - name: fleet\n    endpoints: [\"{}\", \"{}\"]\n    strategy: least-request\n    metrics: {{interval: 50ms}}\n",
+            lora.addr, qwen.addr
+        ),
+        "fleet",
+    );
+    let body = |model: &str| {
+        serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+            .into_bytes()
+    };
+    // Until the first scrape the pool knows no model lists; then an unknown model is a 404.
+    let mut refused = None;
+    for _ in 0..100 {
+        let mut ex = Exchange::open(srv.grpc).await;
+        let first = ex
+            .send_full(processing_request::Request::RequestHeaders(http_headers(
+                REQUEST_HEADERS,
+                false,
+            )))
+            .await;
+        if first.mode_override.map(|m| m.request_body_mode) == Some(2) {
+            let r = ex.request_body(&body("gpt-9"), true).await;
+            if let processing_response::Response::ImmediateResponse(i) = r {
+                refused = Some(i);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let i = refused.expect("the pods' model lists were never read");
+    assert_eq!(i.status.unwrap().code, 404);
+    let err: serde_json::Value = serde_json::from_slice(&i.body).unwrap();
+    assert_eq!(err["error"]["code"], "model_not_found", "{err}");
+    let pod_of = |addr: SocketAddr| addr.to_string();
+    for (model, want) in [
+        ("sql-lora", pod_of(lora.addr)),
+        ("sim-llama", pod_of(lora.addr)),
+        ("sim-qwen", pod_of(qwen.addr)),
+    ] {
+        for _ in 0..4 {
+            let mut ex = Exchange::open(srv.grpc).await;
+            assert_eq!(pick(&mut ex, &[], &body(model)).await, want, "{model}");
+        }
+    }
+}

@@ -12,7 +12,11 @@
 //!   client as the right error in its dialect, an error event, or (plain proxying) a body
 //!   that visibly ends early;
 //! - memory and descriptors stay flat over ~20k requests after a warm-up;
-//! - a client that reads a long stream very slowly does not make the gateway buffer it.
+//! - a client that reads a long stream very slowly does not make the gateway buffer it;
+//! - the short soak: a minute (`SOAK_SECS`) of everything at once (plain, chat, streams,
+//!   translated streams, MCP tool calls, pool picks) with a reload every 5 s (an invalid config
+//!   in between) and an upstream killed every 15 s: nothing lost but the killed upstream's
+//!   requests (well-formed errors), nothing leaked.
 
 mod common;
 
@@ -402,7 +406,14 @@ enum Kind {
     Stream,
     /// An OpenAI-format stream served by the Anthropic simulator, translated event by event.
     Translated,
+    /// An MCP `tools/call` (the simulated MCP server's `echo`) on the session in [`MCP_SESSION`].
+    Mcp,
+    /// A chat completion through a `{pool: fleet}` route (vLLM simulators, a pick per request).
+    Pool,
 }
+
+/// The MCP session the [`Kind::Mcp`] requests use (set by the test that sends them).
+static MCP_SESSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 const MIX: [Kind; 4] = [Kind::Plain, Kind::Chat, Kind::Stream, Kind::Translated];
 const AI_MIX: [Kind; 3] = [Kind::Chat, Kind::Stream, Kind::Chat];
@@ -431,6 +442,24 @@ fn send_with(
         Kind::Translated => {
             all.push(("x-target", "anthropic"));
             c.send("POST", "/v1/chat/completions", &all, &chat(true))
+        }
+        Kind::Mcp => {
+            let session = MCP_SESSION.get().map(String::as_str).unwrap_or("");
+            all.extend([
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-protocol-version", "2025-06-18"),
+                ("mcp-session-id", session),
+            ]);
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"soak {n}"}}}}}}"#
+            );
+            c.send("POST", "/mcp", &all, &body)
+        }
+        Kind::Pool => {
+            let body = format!(
+                r#"{{"model":"sim-llama","max_tokens":4,"messages":[{{"role":"user","content":"pool request {n}"}}]}}"#
+            );
+            c.send("POST", "/pool/v1/chat/completions", &all, &body)
         }
     }
 }
@@ -468,7 +497,26 @@ fn judge(kind: Kind, r: &Reply) -> Verdict {
                 Verdict::Bad(format!("model list expected: {:.200}", r.body))
             }
         }
-        Kind::Chat => {
+        Kind::Mcp => {
+            // JSON or one SSE event: the answer to the call, with the echoed text.
+            let json = r
+                .body
+                .lines()
+                .map(|l| l.strip_prefix("data: ").unwrap_or(l))
+                .find_map(|l| serde_json::from_str::<Value>(l).ok())
+                .unwrap_or(Value::Null);
+            if json["error"].is_object() || json["result"]["isError"] == true {
+                Verdict::ErrorAnswer
+            } else if json["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("soak "))
+            {
+                Verdict::Ok
+            } else {
+                Verdict::Bad(format!("tool result expected: {:.200}", r.body))
+            }
+        }
+        Kind::Chat | Kind::Pool => {
             let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
             if v["choices"][0]["message"]["content"].is_string() {
                 Verdict::Ok
@@ -521,6 +569,8 @@ struct Tally {
     bad: u64,
     /// Answers without the header a test asked every answer to carry.
     missing_header: u64,
+    /// Error answers and stream error events, by [`Kind`] (as an index).
+    errors_of: [u64; 6],
     /// The first few problems, for the failure message.
     samples: Vec<String>,
 }
@@ -549,6 +599,9 @@ impl Tally {
         self.hangs += o.hangs;
         self.bad += o.bad;
         self.missing_header += o.missing_header;
+        for (a, b) in self.errors_of.iter_mut().zip(o.errors_of) {
+            *a += b;
+        }
         for s in o.samples {
             self.note(s);
         }
@@ -595,6 +648,7 @@ fn run_load(load: &Load, stop: &AtomicBool) -> Tally {
                                 Verdict::Ok => tally.ok += 1,
                                 Verdict::ErrorAnswer => {
                                     tally.error_answers += 1;
+                                    tally.errors_of[kind as usize] += 1;
                                     tally.note(format!(
                                         "{kind:?}: {} {:.200}",
                                         reply.status, reply.body
@@ -602,6 +656,7 @@ fn run_load(load: &Load, stop: &AtomicBool) -> Tally {
                                 }
                                 Verdict::StreamErrorEvent => {
                                     tally.stream_errors += 1;
+                                    tally.errors_of[kind as usize] += 1;
                                     tally.note(format!(
                                         "{kind:?}: ends with an error event: {}",
                                         tail(&reply.body, 300)
@@ -1158,4 +1213,222 @@ fn a_slow_reader_of_a_long_stream_does_not_grow_gateway_memory() {
         Duration::from_secs(5),
         || fds(pid) <= base_fds,
     );
+}
+
+// ---------- e. the short soak: everything at once, reloads and chaos ----------
+
+const SOAK_MIX: [Kind; 6] = [
+    Kind::Plain,
+    Kind::Chat,
+    Kind::Stream,
+    Kind::Translated,
+    Kind::Mcp,
+    Kind::Pool,
+];
+
+fn fast_pod() -> sim::vllm::VllmOptions {
+    let mut o = sim::vllm::VllmOptions::default();
+    o.engine.step_base = Duration::from_micros(200);
+    o.engine.prefill_per_token = Duration::from_micros(2);
+    o.engine.decode_per_seq = Duration::from_micros(20);
+    o
+}
+
+/// The short form of `bench/soak.sh` that CI runs: `SOAK_SECS` (default 60) of the six kinds
+/// of request from 16 clients; the config rewritten every 5 s (the next generation, then an
+/// invalid one 2.5 s later); the Anthropic simulator killed for 1 s every 15 s. Asserted:
+/// correctness and leaks, never throughput (a busy 2-core machine runs it in CI).
+#[test]
+fn a_minute_of_mixed_load_with_reloads_and_chaos_loses_nothing_and_leaks_nothing() {
+    let secs: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let oa = openai(Duration::from_millis(1));
+    let mut an = anthropic(Duration::from_millis(1));
+    let (oa_addr, an_addr) = (oa.addr, an.addr);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (pods, mcp) = rt.block_on(async {
+        (
+            sim::vllm::fleet(2, fast_pod()).await,
+            sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap(),
+        )
+    });
+    let global = format!(
+        "  limits: {{upstreamPoolIdleTimeout: 1s}}\npools:\n- name: fleet\n  endpoints: [\"{}\", \"{}\"]\n  strategy: least-request\n  metrics: {{enabled: false}}\n",
+        pods[0].addr, pods[1].addr
+    );
+    let routes = |n: usize| {
+        let policies = format!(
+            "      policies:\n        responseHeaderModifier: {{set: {{x-generation: gen-{n}}}}}\n"
+        );
+        let extra = format!(
+            "    - name: pool\n      matches: [{{path: {{pathPrefix: /pool}}}}]\n{policies}        urlRewrite: {{path: {{prefix: /}}}}\n      backends: [{{pool: fleet}}]\n\
+             \x20   - name: mcp\n      matches: [{{path: {{exact: /mcp}}}}]\n{policies}      backends:\n      - mcp:\n          sessionKey: soak-session-key-0123456789abcdef\n          targets:\n          - name: sim\n            mcp: {{host: \"{}\"}}\n",
+            mcp.url
+        );
+        mixed_routes(oa_addr, an_addr, &policies, &extra)
+    };
+    let gw = Gateway::start_with(&global, &routes(0));
+    let yaml =
+        |routes: &str| gateway_yaml(gw.addr.port(), gw.admin, gw.stats.port(), &global, routes);
+    let pid = gw.pid();
+    let reloads = |outcome: &str| {
+        gw.metric(
+            "switchyard_config_reloads_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        ) as usize
+    };
+    let tasks = || gw.metric("switchyard_runtime_alive_tasks", &[]) as u64;
+
+    // One MCP session for every tool call (sealed with the session key: it outlives reloads).
+    let mut c = Client::new(gw.addr);
+    let init = c
+        .send(
+            "POST",
+            "/mcp",
+            &[("accept", "application/json, text/event-stream")],
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"soak","version":"1"}}}"#,
+        )
+        .unwrap();
+    assert_eq!(init.status, 200, "{}", init.body);
+    let session = init
+        .header("mcp-session-id")
+        .expect("a session")
+        .to_string();
+    let _ = MCP_SESSION.set(session.clone());
+    let r = c
+        .send(
+            "POST",
+            "/mcp",
+            &[
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-session-id", &session),
+            ],
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        )
+        .unwrap();
+    assert!(r.status == 202 || r.status == 200, "{}", r.body);
+    // Every kind answers once; the baseline is taken when their connections are idle-closed.
+    for (i, kind) in SOAK_MIX.iter().enumerate() {
+        let r = send(&mut c, *kind, i as u64).unwrap();
+        assert_eq!(
+            judge(*kind, &r),
+            Verdict::Ok,
+            "{kind:?}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    drop(c);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (base_fds, base_tasks, base_rss) = (fds(pid), tasks(), rss_kb(pid));
+
+    let started = Instant::now();
+    let (tally, (written, refused, kills, curve)) = with_load(
+        Load {
+            addr: gw.addr,
+            mix: &SOAK_MIX,
+            requests: i64::MAX,
+            header: Some("x-generation"),
+        },
+        |_| {
+            let (mut written, mut refused, mut kills) = (0, 0, 0);
+            let mut curve = Vec::new();
+            let mut tick = 0u64;
+            // Half-second ticks: a valid generation at every 10th, an invalid config at
+            // every 10th + 5; the Anthropic simulator down from every 30th to the 32nd; RSS
+            // sampled every 10th.
+            while started.elapsed() < Duration::from_secs(secs) {
+                std::thread::sleep(Duration::from_millis(500));
+                tick += 1;
+                if tick.is_multiple_of(10) {
+                    written += 1;
+                    gw.rewrite(&yaml(&routes(written)));
+                    curve.push(rss_kb(pid));
+                } else if tick % 10 == 5 {
+                    refused += 1;
+                    gw.rewrite(
+                        &yaml(&routes(written))
+                            .replace("responseHeaderModifier", "responseHeaderModifer"),
+                    );
+                }
+                if tick.is_multiple_of(30) {
+                    an.kill();
+                    kills += 1;
+                } else if tick % 30 == 2 && an.running.is_none() {
+                    an.restart();
+                }
+            }
+            if an.running.is_none() {
+                an.restart();
+            }
+            // The last writes applied (or refused) before the load stops.
+            wait_until("the last reload", Duration::from_secs(5), || {
+                reloads("success") >= written && reloads("failure") >= refused
+            });
+            (written, refused, kills, curve)
+        },
+    );
+    let took = started.elapsed();
+    report("short soak", &tally, took);
+    eprintln!(
+        "short soak: {written} reloads, {refused} invalid configs, {kills} upstream kills; \
+         errors by kind {:?} (order {SOAK_MIX:?}); RSS {base_rss} kB before, every 5 s {curve:?}",
+        tally.errors_of
+    );
+    // Correctness: no answer malformed, no connection broken, nothing hung; the only errors
+    // are the killed upstream's (well-formed: its dialect's error or an error event).
+    assert_eq!(
+        (tally.bad, tally.broken, tally.hangs, tally.connect),
+        (0, 0, 0, 0),
+        "{tally:?}"
+    );
+    let translated = Kind::Translated as usize;
+    let others: u64 = (0..SOAK_MIX.len())
+        .filter(|i| *i != translated)
+        .map(|i| tally.errors_of[i])
+        .sum();
+    assert_eq!(
+        others, 0,
+        "errors outside the killed upstream's route: {tally:?}"
+    );
+    assert_eq!(tally.missing_header, 0);
+    assert!(
+        tally.ok > 1000,
+        "too little load to mean anything: {tally:?}"
+    );
+    // Every valid config applied, every invalid one refused; the last generation serves.
+    assert_eq!((reloads("success"), reloads("failure")), (written, refused));
+    let mut probe = Client::new(gw.addr);
+    let r = probe.send("GET", "/plain/v1/models", &[], "").unwrap();
+    assert_eq!(r.header("x-generation"), Some(&*format!("gen-{written}")));
+    drop(probe);
+    // Leaks: connections, descriptors and tasks back to where they were before the load.
+    wait_until("client connections closed", Duration::from_secs(5), || {
+        gw.metric("switchyard_downstream_connections_open", &[]) == 0.0
+    });
+    wait_until("descriptors back", Duration::from_secs(8), || {
+        fds(pid) <= base_fds
+    });
+    wait_until("tasks back", Duration::from_secs(5), || {
+        tasks() <= base_tasks
+    });
+    // Memory: bounded (the allocator's warm-up and the pool and session state are allowed;
+    // the 30-minute soak is where growth is measured).
+    let end = rss_kb(pid);
+    assert!(
+        end < base_rss + 64 * 1024,
+        "RSS {base_rss} kB before, {end} kB after: {curve:?}"
+    );
+    let admin = SocketAddr::from(([127, 0, 0, 1], gw.admin));
+    assert_eq!(
+        common::http(admin, "GET", "/healthz/ready", "").map(|(s, _)| s),
+        Some(200)
+    );
+    drop(rt);
 }

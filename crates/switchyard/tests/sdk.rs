@@ -66,14 +66,22 @@ const ANTHROPIC_ROUTES: &str =
     "/v1/messages: messages, /v1/messages/count_tokens: anthropicTokenCount, '*': passthrough";
 
 /// A bind whose routes are chosen by the request's model: `gpt-4o` (a deployment that always
-/// answers 429, then the Anthropic simulator as its standby), `claude-sim-1` (Anthropic) and
-/// `gemini-sim-flash` (Gemini), all behind one base URL.
+/// answers 429, then the Anthropic simulator as its standby), `gpt-4o-mini` (one that always
+/// answers 500, then the OpenAI simulator), `o3-mini` (nothing listening, then the OpenAI
+/// simulator), `claude-sim-1` (Anthropic) and `gemini-sim-flash` (Gemini), all behind one base
+/// URL.
 fn models_bind(
     port: u16,
-    limited: SocketAddr,
+    faulty: &FaultyDeployments,
     anthropic: SocketAddr,
     google: SocketAddr,
 ) -> String {
+    let FaultyDeployments {
+        limited,
+        broken,
+        dead,
+        openai,
+    } = faulty;
     format!(
         r#"- port: {port}
   address: 127.0.0.1
@@ -87,6 +95,22 @@ fn models_bind(
         ai: {{name: openai-limited, hostOverride: '{limited}', provider: {{openAI: {{}}}}, policies: {{backendAuth: {{key: sk-upstream-openai}}}}}}
       - weight: 0
         ai: {{name: claude-standby, hostOverride: '{anthropic}', provider: {{anthropic: {{}}}}, policies: {{backendAuth: {{key: sk-upstream-anthropic}}, ai: {{modelAliases: {{'*': claude-sim-1}}}}}}}}
+    - name: gpt-4o-mini
+      matches: [{{path: {{pathPrefix: /v1}}, model: {{exact: gpt-4o-mini}}}}]
+      policies: {{failover: {{}}}}
+      backends:
+      - weight: 1
+        ai: {{name: openai-broken, hostOverride: '{broken}', provider: {{openAI: {{}}}}, policies: {{backendAuth: {{key: sk-upstream-openai}}}}}}
+      - weight: 0
+        ai: {{name: openai-standby, hostOverride: '{openai}', provider: {{openAI: {{}}}}, policies: {{backendAuth: {{key: sk-upstream-openai}}}}}}
+    - name: o3-mini
+      matches: [{{path: {{pathPrefix: /v1}}, model: {{exact: o3-mini}}}}]
+      policies: {{failover: {{}}}}
+      backends:
+      - weight: 1
+        ai: {{name: openai-gone, hostOverride: '127.0.0.1:{dead}', provider: {{openAI: {{}}}}}}
+      - weight: 0
+        ai: {{name: openai-standby, hostOverride: '{openai}', provider: {{openAI: {{}}}}, policies: {{backendAuth: {{key: sk-upstream-openai}}}}}}
     - name: claude
       matches: [{{path: {{pathPrefix: /v1}}, model: {{exact: claude-sim-1}}}}]
       backends:
@@ -97,6 +121,15 @@ fn models_bind(
       - ai: {{name: gemini, hostOverride: '{google}', provider: {{gemini: {{}}}}, policies: {{backendAuth: {{key: gemini-upstream-key}}}}}}
 "#
     )
+}
+
+/// The failing first deployments of `models_bind`, and the healthy OpenAI simulator that
+/// stands by for them.
+struct FaultyDeployments {
+    limited: SocketAddr,
+    broken: SocketAddr,
+    dead: u16,
+    openai: SocketAddr,
 }
 
 /// The governed binds' route policies (`test_governance_sdk.py`): API keys, each limited to
@@ -110,6 +143,20 @@ const GOVERNANCE: &str = "{apiKeyAuth: {keys: [\
     {name: erin, key: sk-gov-erin, team: burst}]}, \
     localRateLimit: [{key: apiKey.name, requests: {limit: 3, per: 1m}}, \
     {key: apiKey.team, requests: {limit: 1, per: 2s}}]}";
+
+/// The guarded binds' route policies (`test_guardrails_sdk.py`): response guards that mask
+/// e-mail addresses (with a placeholder that has quotes, which must stay valid JSON inside
+/// tool-call arguments) and card numbers, and refuse tickets.
+const GUARDRAILS: &str = "{guardrails: {response: [\
+    {name: mail, regex: {builtins: [email]}, action: mask, placeholder: '\"<EMAIL>\"'}, \
+    {name: cards, regex: {builtins: [creditCard]}, action: mask}, \
+    {name: tickets, regex: {patterns: ['TICKET-[0-9]{4}']}, action: reject}]}}";
+
+/// Routes of the guarded binds: LLM operations only (response guards cannot read what a
+/// passthrough answers; the config refuses that).
+const GUARDED_OPENAI_ROUTES: &str =
+    "/v1/chat/completions: completions, /v1/responses: responses, '*': completions";
+const GUARDED_ANTHROPIC_ROUTES: &str = "/v1/messages: messages, '*': messages";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_through_the_gateway() {
@@ -196,10 +243,74 @@ async fn official_sdks_through_the_gateway() {
             anthropic_sim.addr,
         ),
     ];
+    // Native and translated pairs behind response guardrails.
+    let guarded = [
+        (
+            Binding {
+                env: "GW_GUARD_OPENAI",
+                provider: "openAI: {}",
+                auth: "backendAuth: {key: sk-upstream-openai}",
+                routes: GUARDED_OPENAI_ROUTES,
+                alias: "sim-gpt-mini",
+            },
+            openai_sim.addr,
+        ),
+        (
+            Binding {
+                env: "GW_GUARD_O2G",
+                provider: "gemini: {}",
+                auth: "backendAuth: {key: gemini-upstream-key}",
+                routes: GUARDED_OPENAI_ROUTES,
+                alias: "gemini-sim-flash",
+            },
+            google.addr,
+        ),
+        (
+            Binding {
+                env: "GW_GUARD_O2B",
+                provider: bedrock_provider,
+                auth: "",
+                routes: GUARDED_OPENAI_ROUTES,
+                alias: "anthropic.claude-sim-v1:0",
+            },
+            bedrock.addr,
+        ),
+        (
+            Binding {
+                env: "GW_GUARD_ANTHROPIC",
+                provider: "anthropic: {}",
+                auth: "backendAuth: {key: sk-upstream-anthropic}",
+                routes: GUARDED_ANTHROPIC_ROUTES,
+                alias: "claude-sim-1",
+            },
+            anthropic_sim.addr,
+        ),
+        (
+            Binding {
+                env: "GW_GUARD_A2O",
+                provider: "openAI: {}",
+                auth: "backendAuth: {key: sk-upstream-openai}",
+                routes: GUARDED_ANTHROPIC_ROUTES,
+                alias: "sim-gpt-mini",
+            },
+            openai_sim.addr,
+        ),
+        (
+            Binding {
+                env: "GW_GUARD_A2B",
+                provider: bedrock_provider,
+                auth: "",
+                routes: GUARDED_ANTHROPIC_ROUTES,
+                alias: "anthropic.claude-sim-v1:0",
+            },
+            bedrock.addr,
+        ),
+    ];
     let binds: Vec<(&Binding, SocketAddr, &str)> = bindings
         .iter()
         .map(|(b, up)| (b, *up, ""))
         .chain(governed.iter().map(|(b, up)| (b, *up, GOVERNANCE)))
+        .chain(guarded.iter().map(|(b, up)| (b, *up, GUARDRAILS)))
         .collect();
     let mut ports = common::free_ports(binds.len() + 2);
     let (admin_port, models_port) = (ports.pop().unwrap(), ports.pop().unwrap());
@@ -216,7 +327,20 @@ async fn official_sdks_through_the_gateway() {
     })
     .await
     .unwrap();
-    yaml += &models_bind(models_port, limited.addr, anthropic_sim.addr, google.addr);
+    let broken = sim::openai::spawn(sim::openai::Options {
+        api_key: Some("sk-upstream-openai".into()),
+        fault: Some(sim::Fault::ServerError),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let faulty = FaultyDeployments {
+        limited: limited.addr,
+        broken: broken.addr,
+        dead: common::free_port(),
+        openai: openai_sim.addr,
+    };
+    yaml += &models_bind(models_port, &faulty, anthropic_sim.addr, google.addr);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("sa.json"),

@@ -648,3 +648,95 @@ fn spans_export_over_otlp_http() {
     assert_eq!(attr(span, "tenant").as_deref(), Some("t1"));
     assert_eq!(attr(span, "http.request.method").as_deref(), Some("GET"));
 }
+
+/// Each backend failover left is a span event naming it and why, timed within the span.
+#[test]
+fn failover_attempts_are_span_events() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (echo, (collector, received)) =
+        rt.block_on(async { (echo_headers().await, http_collector().await) });
+    let (port, dead) = (free_port(), free_port());
+    let yaml = format!(
+        "config:\n  tracing:\n    otlpEndpoint: http://{collector}\n    otlpProtocol: http\n    randomSampling: 1.0\nbinds:\n- port: {port}\n  address: 127.0.0.1\n  listeners:\n  - routes:\n    - name: echo\n      policies:\n        failover: {{on: [connect]}}\n      backends:\n      - host: 127.0.0.1:{dead}\n        weight: 1\n      - host: {echo}\n        weight: 0\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let (_gw, _lines) = run_gateway(&file, &[]);
+    let gw = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until("the gateway", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(gw).is_ok()
+    });
+    assert_eq!(http(gw, "GET", "/hello", "").unwrap().0, 200);
+    wait_until("the span", Duration::from_secs(10), || {
+        !received.spans().is_empty()
+    });
+    let span = &received.spans()[0];
+    assert_eq!(span.events.len(), 1, "{:?}", span.events);
+    let e = &span.events[0];
+    assert_eq!(e.name, "switchyard.attempt.failed");
+    let ev_attr = |k: &str| {
+        e.attributes
+            .iter()
+            .find(|kv| kv.key == k)
+            .and_then(|kv| kv.value.clone()?.value)
+    };
+    assert_eq!(
+        ev_attr("switchyard.backend"),
+        Some(Av::StringValue(format!("127.0.0.1:{dead}")))
+    );
+    assert_eq!(
+        ev_attr("switchyard.failover.reason"),
+        Some(Av::StringValue("connect".into()))
+    );
+    assert!(
+        (span.start_time_unix_nano..=span.end_time_unix_nano).contains(&e.time_unix_nano),
+        "the event is within its span"
+    );
+}
+
+/// A response guard's refusal of a whole answer is logged with its status and its error code.
+#[test]
+fn a_response_guards_refusal_is_logged_with_its_code() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt
+        .block_on(sim::openai::spawn(sim::openai::Options::default()))
+        .unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"config:
+  adminAddr: 127.0.0.1:{admin}
+  logging:
+    format: json
+binds:
+- port: {port}
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - name: guarded
+      policies:
+        guardrails:
+          response: [{{name: tickets, regex: {{patterns: ['TICKET-[0-9]{{4}}']}}, action: reject}}]
+      backends:
+      - ai: {{name: p, hostOverride: '{up}', provider: {{openAI: {{}}}}}}
+"#,
+        up = sim.addr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let (_gw, lines) = run_gateway(&file, &[]);
+    let gw = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until("the gateway", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(gw).is_ok()
+    });
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"about TICKET-1234"}]}"#;
+    let json = [("content-type", "application/json")];
+    let (status, answer) = http_with(gw, "POST", "/v1/chat/completions", &json, body).unwrap();
+    assert_eq!(status, 400, "{answer}");
+    let line = next_line(&lines, "the refusal", |l| l.contains("/v1/chat/completions"));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["status"], 400, "{line}");
+    assert_eq!(v["error"], "guardrail_rejected", "{line}");
+    assert!(!line.contains("TICKET-1234"), "{line}");
+}

@@ -319,13 +319,13 @@ pub(crate) fn default_fields(
 fn caller_fields(rec: &RequestRecord, f: &mut impl FieldSink) {
     if !rec.failover.is_empty() {
         let mut s = String::new();
-        for (i, (backend, cause)) in rec.failover.iter().enumerate() {
+        for (i, step) in rec.failover.iter().enumerate() {
             if i > 0 {
                 s.push(',');
             }
-            s.push_str(backend);
+            s.push_str(&step.backend);
             s.push(':');
-            s.push_str(cause);
+            s.push_str(step.cause);
         }
         f.field("switchyard.failover", Field::Str(&s));
     }
@@ -401,6 +401,12 @@ fn a2a_fields(a2a: &A2aRecord, f: &mut impl FieldSink) {
     }
     if a2a.artifacts > 0 {
         f.field("a2a.artifacts", Field::U64(a2a.artifacts.into()));
+    }
+    if let Some(s) = &a2a.skill {
+        f.field("a2a.skill", Field::Str(s));
+    }
+    if let Some(a) = &a2a.agent {
+        f.field("a2a.agent", Field::Str(a));
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use cel::{Expression, Uses};
 
 pub use metrics::Metrics;
-pub use record::{A2aRecord, ApiKeyInfo, LlmRecord, McpRecord, RequestRecord};
+pub use record::{A2aRecord, ApiKeyInfo, FailoverStep, LlmRecord, McpRecord, RequestRecord};
 pub use stats::serve_metrics;
 pub use trace::{ExporterCache, TraceContext, Tracer};
 

@@ -38,11 +38,16 @@ const KIND: u32 = 6;
 const START_TIME: u32 = 7;
 const END_TIME: u32 = 8;
 const ATTRIBUTES: u32 = 9;
+const EVENTS: u32 = 11;
 const STATUS: u32 = 15;
 const FLAGS: u32 = 16;
 // Status.
 const STATUS_MESSAGE: u32 = 2;
 const STATUS_CODE: u32 = 3;
+// Span.Event.
+const EVENT_TIME: u32 = 1;
+const EVENT_NAME: u32 = 2;
+const EVENT_ATTRIBUTES: u32 = 3;
 // KeyValue.
 const KV_KEY: u32 = 1;
 const KV_VALUE: u32 = 2;
@@ -120,6 +125,20 @@ impl Scalar<'_> {
     }
 }
 
+fn key_value_len(key: &str, value: &Scalar<'_>) -> usize {
+    len_delimited_len(KV_KEY, key.len()) + len_delimited_len(KV_VALUE, value.encoded_len())
+}
+
+/// A `KeyValue` as field `tag` of the enclosing message.
+fn write_key_value(tag: u32, key: &str, value: &Scalar<'_>, out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(key_value_len(key, value) as u64, out);
+    write_bytes(KV_KEY, key.as_bytes(), out);
+    encode_key(KV_VALUE, WireType::LengthDelimited, out);
+    encode_varint(value.encoded_len() as u64, out);
+    value.write(out);
+}
+
 /// One span, written field by field into a caller's buffer: [`SpanWriter::begin`], the
 /// attributes, then [`SpanWriter::end`].
 pub(crate) struct SpanWriter<'a> {
@@ -156,14 +175,25 @@ impl<'a> SpanWriter<'a> {
     }
 
     pub(crate) fn attribute(&mut self, key: &str, value: Scalar<'_>) {
-        let value_len = value.encoded_len();
-        let kv_len = len_delimited_len(KV_KEY, key.len()) + len_delimited_len(KV_VALUE, value_len);
-        encode_key(ATTRIBUTES, WireType::LengthDelimited, self.out);
-        encode_varint(kv_len as u64, self.out);
-        write_bytes(KV_KEY, key.as_bytes(), self.out);
-        encode_key(KV_VALUE, WireType::LengthDelimited, self.out);
-        encode_varint(value_len as u64, self.out);
-        value.write(self.out);
+        write_key_value(ATTRIBUTES, key, &value, self.out);
+    }
+
+    /// A span event (`Span.events`): a moment in the request, with its own attributes.
+    pub(crate) fn event(&mut self, time_unix_nano: u64, name: &str, attrs: &[(&str, Scalar<'_>)]) {
+        let len = key_len(EVENT_TIME)
+            + 8
+            + len_delimited_len(EVENT_NAME, name.len())
+            + attrs
+                .iter()
+                .map(|(k, v)| len_delimited_len(EVENT_ATTRIBUTES, key_value_len(k, v)))
+                .sum::<usize>();
+        encode_key(EVENTS, WireType::LengthDelimited, self.out);
+        encode_varint(len as u64, self.out);
+        write_fixed64(EVENT_TIME, time_unix_nano, self.out);
+        write_bytes(EVENT_NAME, name.as_bytes(), self.out);
+        for (k, v) in attrs {
+            write_key_value(EVENT_ATTRIBUTES, k, v, self.out);
+        }
     }
 
     /// An attribute whose value is an array or another structured value.
@@ -316,6 +346,14 @@ mod tests {
                 })),
             },
         );
+        w.event(
+            1_700_000_000_100_000_000,
+            "switchyard.attempt.failed",
+            &[
+                ("switchyard.backend", Scalar::Str(b"openai-east")),
+                ("switchyard.failover.reason", Scalar::Str(b"rate_limited")),
+            ],
+        );
         w.end(code, message, FLAG_SAMPLED | FLAG_HAS_IS_REMOTE);
         out
     }
@@ -358,6 +396,28 @@ mod tests {
         assert_eq!(value(&s, "gen_ai.response.streaming"), V::BoolValue(true));
         assert_eq!(value(&s, "empty"), V::StringValue(String::new()));
         assert_eq!(value(&s, "long"), V::StringValue("x".repeat(300)));
+        assert_eq!(s.events.len(), 1);
+        let e = &s.events[0];
+        assert_eq!(e.name, "switchyard.attempt.failed");
+        assert_eq!(e.time_unix_nano, 1_700_000_000_100_000_000);
+        let attrs: Vec<(String, Option<V>)> = e
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone().and_then(|v| v.value)))
+            .collect();
+        assert_eq!(
+            attrs,
+            [
+                (
+                    "switchyard.backend".to_string(),
+                    Some(V::StringValue("openai-east".into()))
+                ),
+                (
+                    "switchyard.failover.reason".to_string(),
+                    Some(V::StringValue("rate_limited".into()))
+                ),
+            ]
+        );
         let V::ArrayValue(a) = value(&s, "gen_ai.request.stop_sequences") else {
             panic!("not an array")
         };

@@ -52,9 +52,25 @@ pub struct RequestRecord {
     /// The caller's API key (`apiKeyAuth`).
     pub api_key: Option<Arc<ApiKeyInfo>>,
     /// Backends `failover` left (their failure) or skipped (resting), in order.
-    pub failover: Vec<(Arc<str>, &'static str)>,
+    pub failover: Vec<FailoverStep>,
     /// The caller's user name (`basicAuth`).
     pub basic_user: Option<Arc<str>>,
+}
+
+/// A backend `failover` left or skipped: which, why (`rate_limited`, `cooldown`, ...) and
+/// when, after the request started (a span event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverStep {
+    pub backend: Arc<str>,
+    pub cause: &'static str,
+    pub at: Duration,
+}
+
+impl FailoverStep {
+    /// The cause is a resting backend that was not tried (not a failed attempt).
+    pub fn skipped(&self) -> bool {
+        matches!(self.cause, "cooldown" | "circuit_open")
+    }
 }
 
 /// What an API key says about its holder (never the key): the `apiKey` CEL variable, log and
@@ -447,10 +463,15 @@ pub struct A2aRecord {
     pub events: u32,
     /// Distinct artifacts seen.
     pub artifacts: u32,
+    /// The skill the message names (its `metadata.skillId`), if any.
+    pub skill: Option<String>,
+    /// The `a2a` backend serving the call: the route's only one, or the one chosen.
+    pub agent: Option<Arc<str>>,
 }
 
 impl A2aRecord {
-    fn value(&self) -> Value {
+    /// The `a2a` CEL variable.
+    pub fn value(&self) -> Value {
         let mut m = MapBuilder::with_capacity(6);
         m.insert("method", self.method)
             .insert("binding", self.binding)
@@ -461,6 +482,8 @@ impl A2aRecord {
         m.insert("task", t.build());
         m.insert_opt("contextId", self.context_id.clone());
         m.insert("artifacts", self.artifacts as i64);
+        m.insert_opt("skill", self.skill.clone());
+        m.insert_opt("agent", self.agent.as_deref().map(str::to_string));
         m.build()
     }
 }

@@ -28,6 +28,45 @@ pub struct A2aBackend {
     /// named by each signature's `jku`. Unset: a rewritten card's signatures are removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card_signing: Option<CardSigning>,
+    /// The one protocol version the agent speaks (`"1.0"` or `"0.3"`), when it does not serve
+    /// both: JSON-RPC calls of the other version (send, stream, get, cancel, resubscribe) are
+    /// translated both ways, and the card offers the JSON-RPC interface in both versions.
+    /// Unset: calls pass in the version the client speaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<A2aVersion>,
+    /// The gateway stands in as the push-notification callback: the URL a client registers is
+    /// replaced, before the agent sees it, by one at the gateway (a sealed token naming the
+    /// client's URL), and each notification the agent posts there is relayed to the client's
+    /// URL after the allow-list allows it again. Needs `pushNotificationAllowList`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_relay: Option<PushRelay>,
+}
+
+/// `a2a.pushRelay`: where the agent reaches the gateway for the notifications it relays.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PushRelay {
+    /// The route as the agent reaches it, e.g. `https://gateway.internal/agents/travel`;
+    /// notifications go to `<callbackUrl>/.well-known/switchyard/a2a-push/<token>`.
+    pub callback_url: String,
+}
+
+/// An A2A protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum A2aVersion {
+    #[serde(rename = "0.3")]
+    V0_3,
+    #[serde(rename = "1.0")]
+    V1_0,
+}
+
+impl A2aVersion {
+    pub fn to_a2a(self) -> a2a::ProtocolVersion {
+        match self {
+            A2aVersion::V0_3 => a2a::ProtocolVersion::V0_3,
+            A2aVersion::V1_0 => a2a::ProtocolVersion::V1_0,
+        }
+    }
 }
 
 /// `a2a.cardSigning`: the key the gateway signs agent cards with.

@@ -26,6 +26,11 @@ pub struct McpBackend {
     /// A session unused this long is closed, with its upstream sessions. Default 30m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_idle_timeout: Option<Dur>,
+    /// Keep targets' list results (`tools/list`, `prompts/list`, `resources/list`,
+    /// `resources/templates/list`) for the `ttlMs` they declare (2026-07-28 targets), shared
+    /// across callers when `cacheScope` is `public`, per caller when `private`. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_cache: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

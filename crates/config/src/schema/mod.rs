@@ -111,6 +111,56 @@ pub struct Limits {
     /// Time allowed to open a TCP connection to an upstream. Default 5s.
     #[serde(default = "Limits::default_connect_timeout")]
     pub upstream_connect_timeout: Dur,
+    /// Longest wait for the next bytes of a request body once the gateway reads it (nginx's
+    /// `client_body_timeout`); past it the request fails with 408. Default 30s.
+    #[serde(default = "Limits::default_body_read_timeout")]
+    pub body_read_timeout: Dur,
+    /// Longest a write to a client may stay blocked (a client that stopped reading); past it
+    /// the connection is dropped and its buffers freed. Default 60s.
+    #[serde(default = "Limits::default_write_timeout")]
+    pub write_timeout: Dur,
+    /// Longest text kept per prompt message and per completion choice of an LLM call for
+    /// telemetry (`llm.prompt`, `llm.completion`) and for counting the tokens of a stream that
+    /// broke off; the rest is not kept. Default 256 KiB.
+    #[serde(default = "Limits::default_max_recorded_text_bytes")]
+    pub max_recorded_text_bytes: usize,
+    /// Streams one HTTP/2 connection may have open at once. Default 100.
+    #[serde(default = "Limits::default_http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
+    /// Process-wide ceilings near which new requests are shed with 503 and `retry-after`
+    /// (Envoy's overload manager). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overload: Option<Overload>,
+}
+
+/// `config.limits.overload`: the process's ceilings. At `shedAt` of a ceiling (default 95%)
+/// new requests are answered 503 with `retry-after` (in the route's dialect) and
+/// `/healthz/ready` reports the pressure; at the connection ceiling itself new connections are
+/// closed. Requests already running finish.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Overload {
+    /// Resident memory of the process, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+    /// Downstream connections open at once over every bind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// The fraction of a ceiling at which shedding starts, in (0, 1]. Default 0.95.
+    #[serde(default = "Overload::default_shed_at")]
+    pub shed_at: f64,
+    /// The `retry-after` sent with a shed request. Default 5s.
+    #[serde(default = "Overload::default_retry_after")]
+    pub retry_after: Dur,
+}
+
+impl Overload {
+    fn default_shed_at() -> f64 {
+        0.95
+    }
+    fn default_retry_after() -> Dur {
+        Dur(std::time::Duration::from_secs(5))
+    }
 }
 
 impl Limits {
@@ -135,6 +185,18 @@ impl Limits {
     fn default_connect_timeout() -> Dur {
         Dur(std::time::Duration::from_secs(5))
     }
+    fn default_body_read_timeout() -> Dur {
+        Dur(std::time::Duration::from_secs(30))
+    }
+    fn default_write_timeout() -> Dur {
+        Dur(std::time::Duration::from_secs(60))
+    }
+    fn default_http2_max_concurrent_streams() -> u32 {
+        100
+    }
+    fn default_max_recorded_text_bytes() -> usize {
+        256 * 1024
+    }
 }
 
 impl Default for Limits {
@@ -148,6 +210,11 @@ impl Default for Limits {
             upstream_pool_max_idle: Self::default_pool_max_idle(),
             upstream_pool_idle_timeout: Self::default_pool_idle_timeout(),
             upstream_connect_timeout: Self::default_connect_timeout(),
+            body_read_timeout: Self::default_body_read_timeout(),
+            write_timeout: Self::default_write_timeout(),
+            http2_max_concurrent_streams: Self::default_http2_max_concurrent_streams(),
+            max_recorded_text_bytes: Self::default_max_recorded_text_bytes(),
+            overload: None,
         }
     }
 }

@@ -149,6 +149,10 @@ pub struct WebhookGuard {
     /// Pass the request when the service cannot be asked (default: refuse, 503).
     #[serde(default)]
     pub fail_open: bool,
+    /// On a streamed answer (a `response` guard): the service is asked every this many
+    /// characters of held-back text, and at the end (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_window: Option<u32>,
 }
 
 /// The OpenAI moderation API (`POST {url}/v1/moderations`) or any compatible endpoint: the
@@ -173,6 +177,10 @@ pub struct ModerationGuard {
     pub timeout: Option<Dur>,
     #[serde(default)]
     pub fail_open: bool,
+    /// On a streamed answer (a `response` guard): the endpoint is asked every this many
+    /// characters of held-back text, and at the end (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_window: Option<u32>,
 }
 
 /// Central prompt policy: messages prepended (as system instructions) and appended to every
@@ -437,6 +445,11 @@ pub struct Timeout {
     /// Deadline for one attempt to an upstream to return response headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_request_timeout: Option<Dur>,
+    /// Longest an upstream's response body may go without a byte (an upstream that hangs or
+    /// trickles mid-answer); past it the answer ends with an error (an error event on LLM
+    /// streams, 504 `upstream_timeout` before any byte was sent). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

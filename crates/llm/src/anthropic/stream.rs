@@ -162,6 +162,22 @@ impl AnthropicToOpenAi {
         self.finished = true;
     }
 
+    /// The provider's stream ended. Without its `message_stop` the answer was cut short: the
+    /// client gets an error event, not a `[DONE]` that would make a truncated answer look
+    /// complete.
+    pub fn end_of_stream(&mut self, observed: &Observed, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        self.ensure_started(observed, out);
+        crate::openai::errors::write_stream_error(
+            None,
+            "the provider's stream ended before its message_stop event; the answer is incomplete",
+            out,
+        );
+        self.finished = true;
+    }
+
     fn ensure_started(&mut self, observed: &Observed, out: &mut Vec<u8>) {
         if self.started {
             return;
@@ -282,7 +298,7 @@ impl SseEvents for AnthropicEvents {
 
     fn finish(&mut self, observed: &mut Observed, out: &mut Vec<u8>) {
         if let Some(s) = &mut self.to_openai {
-            s.finish(observed, out);
+            s.end_of_stream(observed, out);
         }
     }
 }

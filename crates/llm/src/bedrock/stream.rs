@@ -343,7 +343,11 @@ fn observe(kind: &str, event: &Value, observed: &mut Observed) {
                 .unwrap_or_default();
             if !text.is_empty() {
                 observed.first_token = true;
-                observed.completion[0].push_str(text);
+                crate::push_capped(
+                    &mut observed.completion[0],
+                    text,
+                    crate::recorded_text_cap(),
+                );
             }
         }
         _ => {}

@@ -29,7 +29,7 @@ impl Observed {
     pub(crate) fn push_text(&mut self, text: &str) {
         self.first_token = true;
         if let Some(c) = self.completion_mut(0) {
-            c.push_str(text);
+            crate::push_capped(c, text, crate::recorded_text_cap());
         }
     }
 }

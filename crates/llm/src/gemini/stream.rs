@@ -287,7 +287,11 @@ fn observe(event: &Value, observed: &mut Observed) {
                 continue;
             }
             observed.first_token = true;
-            observed.completion[i].push_str(text);
+            crate::push_capped(
+                &mut observed.completion[i],
+                text,
+                crate::recorded_text_cap(),
+            );
         }
     }
 }

@@ -66,7 +66,7 @@ impl Observed {
             if !text.is_empty() {
                 self.first_token = true;
                 if let Some(c) = self.completion_mut(choice.index) {
-                    c.push_str(text);
+                    crate::push_capped(c, text, crate::recorded_text_cap());
                 }
             }
         }

@@ -81,6 +81,17 @@ impl Pod {
         self.lock().metrics.clone()
     }
 
+    /// Stores `m` as the pod's latest scraped metrics, exactly as the scrape loop does (rates
+    /// derived against the previous scrape). For benchmarks and tests that drive a pool
+    /// without scraping.
+    pub fn set_metrics(&self, mut m: PodMetrics) {
+        let mut h = self.lock();
+        if let Some(prev) = &h.metrics {
+            m.derive_rates(prev);
+        }
+        h.metrics = Some(m);
+    }
+
     /// False while ejected after a refused connection.
     pub fn healthy(&self, now: Instant) -> bool {
         self.lock().ejected_until.is_none_or(|t| t <= now)

@@ -137,14 +137,8 @@ async fn scrape(
 
 fn apply_scrape(pool: &Pool, pod: &Pod, result: Result<PodMetrics, ScrapeError>) {
     match result {
-        Ok(mut m) => {
-            {
-                let mut h = pod.lock();
-                if let Some(prev) = &h.metrics {
-                    m.derive_rates(prev);
-                }
-                h.metrics = Some(m);
-            }
+        Ok(m) => {
+            pod.set_metrics(m);
             pool.succeeded(pod);
         }
         Err(ScrapeError::Refused(e)) => {

@@ -258,7 +258,8 @@ impl AiTarget {
         self.provider.operation_path(&self.path_prefix, op)
     }
 
-    fn model_models(&self) -> Vec<String> {
+    /// The model names this backend's config names (override, aliases and their targets).
+    pub fn model_models(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let mut add = |m: &str| {
             if !m.contains('*') && !out.iter().any(|x| x == m) {

@@ -222,9 +222,13 @@ fn start_record(
         operation,
         request_model: p.request_model.take(),
         streaming: p.stream,
+        // Kept for telemetry until the call ends: each text capped (`maxRecordedTextBytes`).
         prompt: std::mem::take(&mut p.prompt)
             .into_iter()
-            .map(|m| (m.role, m.content))
+            .map(|mut m| {
+                llm::cap_text(&mut m.content, llm::recorded_text_cap());
+                (m.role, m.content)
+            })
             .collect(),
         params: std::mem::take(&mut p.params),
         ..Default::default()

@@ -111,6 +111,9 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
         body::ReadError::TooLarge => ProxyError::upstream_error(format!(
             "the provider's response exceeds the {limit}-byte limit"
         )),
+        body::ReadError::Body(e) if e.is::<body::UpstreamIdleTimeout>() => {
+            ProxyError::upstream_timeout()
+        }
         body::ReadError::Body(e) => {
             ProxyError::upstream_error(format!("reading the provider's response failed: {e}"))
         }
@@ -126,6 +129,9 @@ fn record(slot: &LlmSlot, upstream_model: Option<&str>, info: ResponseInfo) {
         r.cached_input_tokens = info.usage.cached_input_tokens;
         r.reasoning_tokens = info.usage.reasoning_tokens;
         r.completion = info.completion;
+        for text in &mut r.completion {
+            llm::cap_text(text, llm::recorded_text_cap());
+        }
     });
 }
 

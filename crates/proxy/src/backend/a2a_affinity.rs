@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use ::a2a::classify::HeadClass;
-use ::a2a::tasks::{params_id_is_task, SseSealer, TaskSealer};
+use ::a2a::tasks::{params_id_is_task, place_context, OpenedRequest, SseSealer, TaskSealer};
 use ::a2a::{jsonrpc, Binding, ErrorDialect, Operation, ProtocolVersion};
 
 use super::{Affinity, Failure};
@@ -54,14 +54,21 @@ pub(super) fn route(
         HeadClass::Known(call) if call.binding == Binding::HttpJson => {
             let dialect = ErrorDialect::HttpJson { version };
             let owner = match (&call.task_id, body) {
-                (Some(id), _) => aff.sealer.open(id).map(|o| Some(o.backend)).ok_or(()),
+                (Some(id), _) => aff
+                    .sealer
+                    .open(id)
+                    .map(|o| OpenedRequest {
+                        owner: Some(o.backend),
+                        client_context: None,
+                    })
+                    .ok_or(()),
                 (None, Some(b)) if names_tasks_in_body(call.operation) => {
                     match serde_json::from_slice::<Value>(b) {
-                        Ok(mut v) => aff.sealer.open_request(&mut v, false).map_err(|_| ()),
-                        Err(_) => Ok(None),
+                        Ok(mut v) => aff.sealer.open_request_ids(&mut v, false).map_err(|_| ()),
+                        Err(_) => Ok(OpenedRequest::default()),
                     }
                 }
-                _ => Ok(None),
+                _ => Ok(OpenedRequest::default()),
             };
             (dialect, owner)
         }
@@ -77,17 +84,23 @@ pub(super) fn route(
             let owner = match serde_json::from_slice::<Value>(raw) {
                 Ok(mut v) => {
                     let by_id = params_id_is_task(req.operation, v.get("params"));
-                    aff.sealer.open_request(&mut v, by_id).map_err(|_| ())
+                    aff.sealer.open_request_ids(&mut v, by_id).map_err(|_| ())
                 }
-                Err(_) => Ok(None),
+                Err(_) => Ok(OpenedRequest::default()),
             };
             (dialect, owner)
         }
         _ => return Affinity::Any,
     };
+    let owner = owner.map(|o| (o.owner, o.client_context));
     match owner {
-        Ok(None) => Affinity::Any,
-        Ok(Some(name)) => match aff.backends.iter().position(|b| **b == *name) {
+        // A context the client named itself: placed by its id, the same on every replica.
+        Ok((None, Some(context))) => match place_context(&context, &aff.backends) {
+            Some(i) => Affinity::Backend(i),
+            None => Affinity::Any,
+        },
+        Ok((None, None)) => Affinity::Any,
+        Ok((Some(name), _)) => match aff.backends.iter().position(|b| **b == *name) {
             Some(i) => Affinity::Backend(i),
             // The route no longer has that backend: its tasks are gone with it.
             None => refuse(&dialect),
@@ -109,27 +122,43 @@ pub(super) fn names_tasks_in_body(op: Operation) -> bool {
     )
 }
 
-/// The request as the agent must see it: its own task ids in the body (`raw`, when the
-/// pipeline read it) and in the path (`path_task`, a sealed id the path names). Returns the
-/// new body, if it changed, and the agent's id for the path's task.
+/// The request as the agent must see it (see [`open_request`]).
+pub(super) struct OpenedForAgent {
+    /// The new body, if it changed.
+    pub body: Option<Bytes>,
+    /// The agent's id for the task the path names.
+    pub path_task: Option<String>,
+    /// The context id the client chose itself: left unsealed in the answer.
+    pub client_context: Option<String>,
+}
+
+/// The request as the agent must see it: its own task and context ids in the body (`raw`,
+/// when the pipeline read it) and in the path (`path_task`, a sealed id the path names).
 pub(super) fn open_request(
     aff: &TaskAffinity,
     raw: Option<&Bytes>,
     json_rpc_op: Option<Operation>,
     path_task: Option<&str>,
-) -> (Option<Bytes>, Option<String>) {
+) -> OpenedForAgent {
     let path_raw = path_task
         .and_then(|id| aff.sealer.open(id))
         .map(|o| o.task_id);
+    let mut client_context = None;
     let body = raw.and_then(|raw| {
         let mut v: Value = serde_json::from_slice(raw).ok()?;
         let by_id = json_rpc_op.is_some_and(|op| params_id_is_task(op, v.get("params")));
-        match aff.sealer.open_request(&mut v, by_id) {
-            Ok(Some(_)) => serde_json::to_vec(&v).ok().map(Bytes::from),
-            _ => None,
+        let opened = aff.sealer.open_request_ids(&mut v, by_id).ok()?;
+        client_context = opened.client_context;
+        match opened.owner {
+            Some(_) => serde_json::to_vec(&v).ok().map(Bytes::from),
+            None => None,
         }
     });
-    (body, path_raw)
+    OpenedForAgent {
+        body,
+        path_task: path_raw,
+        client_context,
+    }
 }
 
 /// Puts the agent's task id in place of the sealed one in the upstream request's path.
@@ -183,6 +212,7 @@ pub(super) fn set_length(headers: &mut HeaderMap, len: usize) {
 pub(super) async fn seal_response(
     resp: Response<Body>,
     aff: &TaskAffinity,
+    keep_context: Option<String>,
 ) -> Result<Response<Body>, Failure> {
     let content_type = resp
         .headers()
@@ -194,7 +224,9 @@ pub(super) async fn seal_response(
         head.headers.remove(header::CONTENT_LENGTH);
         let sealed = SealedBody {
             inner,
-            mode: Mode::Sse(Box::new(SseSealer::new(MAX_SEALED_EVENT))),
+            mode: Mode::Sse(Box::new(
+                SseSealer::new(MAX_SEALED_EVENT).keeping(keep_context),
+            )),
             sealer: aff.sealer.clone(),
             own: aff.own.clone(),
             done: false,
@@ -221,7 +253,10 @@ pub(super) async fn seal_response(
             )))
         })?;
     let out = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(mut v) => match aff.sealer.seal_answer(&mut v, &aff.own) {
+        Ok(mut v) => match aff
+            .sealer
+            .seal_answer_keeping(&mut v, &aff.own, keep_context.as_deref())
+        {
             true => serde_json::to_vec(&v).map(Bytes::from).unwrap_or(bytes),
             false => bytes,
         },

@@ -6,6 +6,7 @@
 
 pub mod a2a;
 pub mod a2a_affinity;
+pub mod a2a_list;
 pub mod ai;
 pub mod host;
 pub mod mcp;
@@ -42,6 +43,12 @@ pub enum Affinity {
     /// None: the request names state no backend has; answer this (the error code for
     /// telemetry, the response).
     Refuse(&'static str, Response<Body>),
+}
+
+/// What [`Adapter::refusal`] reads besides the refusal.
+#[derive(Clone, Copy, Debug)]
+pub struct RefusalNeeds {
+    pub request_body: bool,
 }
 
 /// One attempt's request as the pipeline hands it to an adapter.
@@ -82,6 +89,32 @@ pub trait Adapter {
     /// one (an A2A binding's); `None`: the gateway's JSON (or the LLM caller's dialect).
     fn error_response(&self, _ctx: &RequestCtx<'_>, _e: &ProxyError) -> Option<Response<Body>> {
         None
+    }
+
+    /// Asked of the first backend in the order with the request head (`body` `None`), and
+    /// again with the whole body when the route's policies read it: what the protocol says
+    /// about the request, recorded before the route's policies run so they can decide on it
+    /// (the A2A operation for `authorization` rules) and so their refusals take its shape.
+    fn classify_early(&self, _ctx: &mut RequestCtx<'_>, _req: &Parts, _body: Option<&Bytes>) {}
+
+    /// Whether a route policy's early answer is passed through [`Adapter::refusal`], and
+    /// whether that needs the request body (a JSON-RPC refusal echoes the request id).
+    fn shapes_refusals(&self, _ctx: &RequestCtx<'_>) -> Option<RefusalNeeds> {
+        None
+    }
+
+    /// A route policy refused the request (401, 403, 429, a guard): the refusal in the
+    /// protocol's own shape. `answer`: the refusal's body as the policy wrote it; `request`:
+    /// the request body, when [`RefusalNeeds::request_body`] asked for it and it could be
+    /// read.
+    fn refusal(
+        &self,
+        _ctx: &RequestCtx<'_>,
+        resp: Response<Body>,
+        _answer: &Bytes,
+        _request: Option<&Bytes>,
+    ) -> Response<Body> {
+        resp
     }
 
     /// Asked of the first backend in the order once the request (and its body, when
@@ -139,6 +172,21 @@ impl Adapter for Backend {
     fn affinity(&self, req: &Parts, body: Option<&Bytes>) -> Affinity {
         each!(self, b => b.affinity(req, body))
     }
+    fn classify_early(&self, ctx: &mut RequestCtx<'_>, req: &Parts, body: Option<&Bytes>) {
+        each!(self, b => b.classify_early(ctx, req, body))
+    }
+    fn shapes_refusals(&self, ctx: &RequestCtx<'_>) -> Option<RefusalNeeds> {
+        each!(self, b => b.shapes_refusals(ctx))
+    }
+    fn refusal(
+        &self,
+        ctx: &RequestCtx<'_>,
+        resp: Response<Body>,
+        answer: &Bytes,
+        request: Option<&Bytes>,
+    ) -> Response<Body> {
+        each!(self, b => b.refusal(ctx, resp, answer, request))
+    }
     async fn send(
         &self,
         policies: &BackendPolicies,
@@ -164,12 +212,16 @@ pub(crate) async fn call_upstream(
         None => call.await,
     };
     match result {
-        Ok(resp) => Ok(resp.map(body::from_incoming)),
+        Ok(resp) => Ok(match policies.idle_timeout {
+            Some(idle) => resp.map(|b| body::from_upstream(b, idle)),
+            None => resp.map(body::from_incoming),
+        }),
         Err(e) if is_body_too_large(&e) => Err(Failure::Fatal(ProxyError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             BODY_TOO_LARGE,
             "request body too large",
         ))),
+        Err(e) if body::is_read_timeout(&e) => Err(Failure::Fatal(ProxyError::request_timeout())),
         Err(e) if is_connect_error(&e) => Err(Failure::Connect(format!(
             "upstream {} is unavailable: {}",
             upstream.address,

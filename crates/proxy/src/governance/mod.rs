@@ -98,6 +98,9 @@ pub struct PhaseEnv {
     pub llm_route: bool,
     /// Every backend of the route is `mcp`: guards apply to tool calls.
     pub mcp_route: bool,
+    /// Every backend of the route is `a2a`: the `a2a` variable (the operation, from the
+    /// JSON-RPC body or the REST path) is known once the body is read.
+    pub a2a_route: bool,
     /// The route's name, for store keys that must not collide across routes.
     pub route: Arc<str>,
 }

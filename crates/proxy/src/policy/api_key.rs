@@ -19,7 +19,7 @@ use crate::context::RequestCtx;
 use crate::error::ProxyError;
 use crate::governance::keys::{hash_key, key_map, KeyEntry, KeyHash, KeyMap, KeysFile};
 use crate::governance::{PhaseEnv, VirtualKeys};
-use crate::pipeline::{Flow, Phase};
+use crate::pipeline::{Flow, Listing, Phase};
 
 use super::jwt::Mode;
 
@@ -177,6 +177,21 @@ impl Phase for ApiKeyAuth {
             "model_not_allowed",
             format!("this API key may not use the model {model:?}"),
         ))
+    }
+
+    fn lists_model(&self, req: &Parts, model: &str) -> Listing {
+        let Some(presented) = self.presented(&req.headers) else {
+            return match self.mode {
+                Mode::Strict => Listing::Unauthenticated,
+                _ => Listing::Shown,
+            };
+        };
+        match self.lookup(&presented.hash) {
+            Some(entry) if entry.info.allows_model(model) => Listing::Shown,
+            Some(_) => Listing::Hidden,
+            None if self.mode == Mode::Permissive => Listing::Shown,
+            None => Listing::Unauthenticated,
+        }
     }
 
     fn upstream_request(&self, ctx: &RequestCtx<'_>, req: &mut Request<Body>) {

@@ -4,7 +4,8 @@
 //! cannot be evaluated (most often: it reads a header or field this request does not have) is
 //! not true, as in `mcpAuthorization`; so an allow-list fails closed, and a deny rule applies
 //! only to requests it can judge. Rules run on the request head, unless one reads `llm` on an
-//! LLM route: then they run once the model is read from the body.
+//! LLM route or `a2a` on an A2A route: then they run once the body is read (the model; the
+//! A2A operation, task and context of a JSON-RPC call).
 
 use bytes::Bytes;
 use cel::{Expression, Uses, Var};
@@ -22,8 +23,10 @@ pub struct Authorization {
     allow: Vec<Expression>,
     deny: Vec<Expression>,
     uses: Uses,
-    /// The rules wait for the body (they read the model on an LLM route).
+    /// The rules wait for the body (they read the model on an LLM route, the A2A call on an
+    /// A2A route).
     on_body: bool,
+    llm_route: bool,
 }
 
 impl Authorization {
@@ -46,7 +49,8 @@ impl Authorization {
             list.push(e);
         }
         Ok(Authorization {
-            on_body: env.llm_route && uses.var(Var::Llm),
+            on_body: (env.llm_route && uses.var(Var::Llm)) || (env.a2a_route && uses.var(Var::A2a)),
+            llm_route: env.llm_route,
             allow,
             deny,
             uses,
@@ -82,7 +86,9 @@ impl Phase for Authorization {
     }
 
     fn request_body(&self, ctx: &mut RequestCtx<'_>, req: &Parts, body: &mut Bytes) -> Flow {
-        super::read_model(ctx, req, body);
+        if self.llm_route {
+            super::read_model(ctx, req, body);
+        }
         self.decide(ctx, req)
     }
 }

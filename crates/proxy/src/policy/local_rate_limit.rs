@@ -35,6 +35,7 @@ pub struct LocalRateLimit {
     uses: Uses,
     /// Some limit counts tokens or reads the model: decided once the body is read.
     on_body: bool,
+    llm_route: bool,
 }
 
 struct Limit {
@@ -123,6 +124,7 @@ impl LocalRateLimit {
         let mut limits = Vec::new();
         let mut uses = Uses::default();
         let mut reads_llm = false;
+        let mut reads_a2a = false;
         let mut counts_tokens = false;
         for (i, l) in c.iter().enumerate() {
             let key = l
@@ -133,6 +135,7 @@ impl LocalRateLimit {
                 .map_err(|e| PolicyError::new(format!("localRateLimit[{i}].key: {e}")))?;
             if let Some(k) = &key {
                 reads_llm |= k.expr.uses().var(Var::Llm);
+                reads_a2a |= k.expr.uses().var(Var::A2a);
                 // Variables are bound only for keys that are not a plain field.
                 if k.needs_scope() {
                     uses = uses.union(k.expr.uses());
@@ -153,7 +156,10 @@ impl LocalRateLimit {
         Ok(LocalRateLimit {
             route: env.route.clone(),
             limits,
-            on_body: env.llm_route && (counts_tokens || reads_llm),
+            // A key on the A2A call (`a2a.method`) waits for a JSON-RPC body to name it.
+            on_body: (env.llm_route && (counts_tokens || reads_llm))
+                || (env.a2a_route && reads_a2a),
+            llm_route: env.llm_route,
             uses,
         })
     }
@@ -350,6 +356,9 @@ impl Phase for LocalRateLimit {
     }
 
     fn request_body(&self, ctx: &mut RequestCtx<'_>, req: &Parts, body: &mut Bytes) -> Flow {
+        if !self.llm_route {
+            return self.take(ctx, req, None);
+        }
         super::read_model(ctx, req, body);
         let tokens = estimate::cached(ctx, req, body, DEFAULT_MAX_TOKENS).map(|e| e.total());
         self.take(ctx, req, tokens)

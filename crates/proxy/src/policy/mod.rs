@@ -166,6 +166,8 @@ pub struct BackendPolicies {
     pub response_headers: Option<HeaderModifier>,
     /// Deadline for one attempt's response headers.
     pub backend_timeout: Option<Duration>,
+    /// Longest the response body may go without a frame (`timeout.idleTimeout`).
+    pub idle_timeout: Option<Duration>,
     pub backend_auth: Option<BackendAuth>,
 }
 
@@ -192,6 +194,7 @@ impl BackendPolicies {
                 .as_ref()
                 .and_then(|t| t.backend_request_timeout)
                 .map(|d| d.0),
+            idle_timeout: p.timeout.as_ref().and_then(|t| t.idle_timeout).map(|d| d.0),
             backend_auth: p
                 .backend_auth
                 .as_ref()

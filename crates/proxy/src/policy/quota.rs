@@ -558,10 +558,13 @@ impl Used {
         }
         let interrupted = rec.llm.as_ref().is_some_and(|l| l.interrupted);
         if rec.aborted || interrupted {
-            // The text that reached the client when the gateway saw it, else its bytes / 4.
+            // The text that reached the client when the gateway saw it, else (none, or more
+            // than `maxRecordedTextBytes` of it, which was not all kept) its bytes / 4.
+            let cap = llm::recorded_text_cap();
             let streamed = rec
                 .llm
                 .as_ref()
+                .filter(|l| l.completion.iter().all(|t| t.len() < cap))
                 .map(|l| {
                     l.completion
                         .iter()

@@ -8,7 +8,8 @@ use http::request::Parts;
 use crate::context::RequestCtx;
 
 /// `request` (`method`, `path`, `host`, `scheme`, `headers`), `source`, `jwt`, `apiKey`,
-/// `basicAuth` and `llm.requestModel` (when the model is known), as `uses` asks.
+/// `basicAuth`, `llm.requestModel` (when the model is known) and `a2a` (when the `a2a`
+/// adapter classified the call), as `uses` asks.
 pub fn bindings(ctx: &RequestCtx<'_>, req: &Parts, uses: Uses) -> Bindings {
     let mut b = Bindings::default();
     if uses.var(Var::Request) {
@@ -48,6 +49,13 @@ pub fn bindings(ctx: &RequestCtx<'_>, req: &Parts, uses: Uses) -> Bindings {
             let mut m = MapBuilder::with_capacity(1);
             m.insert("user", &**u);
             b.set(Var::BasicAuth, m.build());
+        }
+    }
+    if uses.var(Var::A2a) {
+        if let Some(slot) = &ctx.trail.a2a {
+            if let Some(rec) = slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                b.set(Var::A2a, rec.value());
+            }
         }
     }
     if uses.var(Var::Llm) {

@@ -1,7 +1,8 @@
 //! Runs a fleet of simulated vLLM pods (see `sim::vllm`) in the foreground:
 //!
 //! ```text
-//! vllm-fleet --pods 8 [--base-port 8000] [--model sim-llama] [--num-blocks 2048] ...
+//! vllm-fleet --pods 8 [--base-port 8000] [--model sim-llama] [--num-blocks 2048]
+//!            [--cost-model a100-llama8b|legacy] [--step-base-us 13200] ...
 //! ```
 //!
 //! Prints one `pod-<i> <addr>` line per pod once all listen, then serves until SIGTERM or
@@ -51,15 +52,33 @@ struct Args {
     /// Most waiting requests per pod before answering 429.
     #[arg(long, default_value_t = EngineConfig::default().max_waiting)]
     max_waiting: usize,
+    /// Timing constants: `a100-llama8b` (calibrated to Llama-3.1-8B on an A100 40GB; see
+    /// bench/routing/README.md) or `legacy` (the earlier model: 2 ms per step, 60 µs per
+    /// prefilled token, 250 µs per decoding sequence, no attention, KV-read or API-server
+    /// cost). The flags below override single constants.
+    #[arg(long, default_value = "a100-llama8b", value_parser = ["a100-llama8b", "legacy"])]
+    cost_model: String,
     /// Fixed cost of each engine step, in microseconds.
-    #[arg(long, default_value_t = 2000.0)]
-    step_base_us: f64,
+    #[arg(long)]
+    step_base_us: Option<f64>,
     /// Prefill cost per uncached prompt token, in microseconds.
-    #[arg(long, default_value_t = 60.0)]
-    prefill_us_per_token: f64,
+    #[arg(long)]
+    prefill_us_per_token: Option<f64>,
     /// Decode cost per running sequence per step, in microseconds.
-    #[arg(long, default_value_t = 250.0)]
-    decode_us_per_seq: f64,
+    #[arg(long)]
+    decode_us_per_seq: Option<f64>,
+    /// Attention cost per (new token, context token) pair in prefill, in nanoseconds.
+    #[arg(long)]
+    attention_ns_per_pair: Option<f64>,
+    /// Cost of reading one context token's KV per sequence per step, in nanoseconds.
+    #[arg(long)]
+    kv_read_ns_per_token: Option<f64>,
+    /// The API server's fixed cost per request, in microseconds.
+    #[arg(long)]
+    request_us: Option<f64>,
+    /// The API server's cost per prompt token (tokenization), in microseconds.
+    #[arg(long)]
+    tokenize_us_per_token: Option<f64>,
     /// Shortest completion drawn for requests without max_tokens.
     #[arg(long, default_value_t = 16)]
     output_len_min: u32,
@@ -72,7 +91,7 @@ struct Args {
 }
 
 fn micros(us: f64) -> Duration {
-    Duration::from_secs_f64(us.max(0.0) / 1e6)
+    Duration::try_from_secs_f64(us.max(0.0) / 1e6).unwrap_or(Duration::ZERO)
 }
 
 async fn shutdown_signal() {
@@ -100,6 +119,12 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    let costs = if args.cost_model == "legacy" {
+        EngineConfig::default()
+    } else {
+        EngineConfig::a100_llama8b()
+    };
+    let us = |flag: Option<f64>, preset: Duration| flag.map(micros).unwrap_or(preset);
     let base = VllmOptions {
         name: String::new(),
         model: args.model.clone(),
@@ -112,9 +137,19 @@ async fn main() -> ExitCode {
             num_blocks: args.num_blocks,
             max_model_len: args.max_model_len,
             max_waiting: args.max_waiting,
-            step_base: micros(args.step_base_us),
-            prefill_per_token: micros(args.prefill_us_per_token),
-            decode_per_seq: micros(args.decode_us_per_seq),
+            step_base: us(args.step_base_us, costs.step_base),
+            prefill_per_token: us(args.prefill_us_per_token, costs.prefill_per_token),
+            decode_per_seq: us(args.decode_us_per_seq, costs.decode_per_seq),
+            attention_ns_per_pair: args
+                .attention_ns_per_pair
+                .unwrap_or(costs.attention_ns_per_pair)
+                .max(0.0),
+            kv_read_ns_per_token: args
+                .kv_read_ns_per_token
+                .unwrap_or(costs.kv_read_ns_per_token)
+                .max(0.0),
+            request_base: us(args.request_us, costs.request_base),
+            tokenize_per_token: us(args.tokenize_us_per_token, costs.tokenize_per_token),
             output_len: args.output_len_min..args.output_len_max,
             enable_prefix_caching: !args.no_prefix_caching,
         },

@@ -8,7 +8,11 @@
 //! Timing model ([`engine`], a pure state machine on a virtual clock): continuous batching with
 //! `max_num_seqs` running sequences and a `max_num_batched_tokens` budget per step (chunked
 //! prefill); each step lasts `step_base + prefill_per_token × prefilled tokens + decode_per_seq
-//! × decoding sequences` (defaults 2 ms, 60 µs, 250 µs); a paged KV cache of `num_blocks` blocks
+//! × decoding sequences` (defaults 2 ms, 60 µs, 250 µs), plus attention over each prefill
+//! chunk's context and the KV reads of every sequence's context, and each request first spends
+//! a fixed + per-prompt-token cost in a FIFO API server (both off by default;
+//! [`EngineConfig::a100_llama8b`] is calibrated to a published vLLM measurement, and is what
+//! `vllm-fleet` runs by default); a paged KV cache of `num_blocks` blocks
 //! of `block_size` tokens with automatic prefix caching (hash-chained full blocks, LRU eviction
 //! of freed blocks, preemption when full). So TTFT is queueing plus prefill of the uncached
 //! prompt tokens, and inter-token latency is the step time of the batch the request shares.

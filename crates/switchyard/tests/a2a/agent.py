@@ -8,9 +8,13 @@ must remove the stale signature.
 What it does with the text of a message:
 - "slow N": a task; N artifact chunks 0.4 s apart, then completed (streams visibly);
 - "wait": a task that works until canceled;
+- "count": completed with the artifact "count: N", N the messages this agent process has
+  seen in the message's context (so a test sees which agent holds a conversation);
 - anything else: a task completed at once with the artifact "echo: <text>".
 
-Usage: agent.py PORT
+Usage: agent.py PORT [--v1-only]
+  --v1-only: serves v1.0 alone (no v0.3 compat routes, no v0.3 interfaces in its card), for
+             the gateway's version translation.
 """
 
 import asyncio
@@ -28,7 +32,14 @@ from a2a.server.routes import (
     create_jsonrpc_routes,
     create_rest_routes,
 )
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+import httpx
+
+from a2a.server.tasks import (
+    BasePushNotificationSender,
+    InMemoryPushNotificationConfigStore,
+    InMemoryTaskStore,
+    TaskUpdater,
+)
 from a2a.types.a2a_pb2 import (
     AgentCapabilities,
     AgentCard,
@@ -43,9 +54,14 @@ from a2a.utils.signing import create_agent_card_signer
 CARD_KEY = "test-card-key-for-the-gateway-tests-0123456789"
 
 
+CONTEXT_COUNTS: dict[str, int] = {}
+
+
 class EchoExecutor(AgentExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         text = context.get_user_input().strip()
+        if text == "count":
+            CONTEXT_COUNTS[context.context_id] = CONTEXT_COUNTS.get(context.context_id, 0) + 1
         task = context.current_task
         if task is None:
             task = Task(
@@ -67,6 +83,10 @@ class EchoExecutor(AgentExecutor):
                     last_chunk=i == n - 1,
                 )
             await updater.complete()
+        elif text == "count":
+            n = CONTEXT_COUNTS[context.context_id]
+            await updater.add_artifact([new_text_part(f"count: {n}")], name="count")
+            await updater.complete()
         elif text == "wait":
             await asyncio.sleep(60)
             await updater.complete()
@@ -79,9 +99,12 @@ class EchoExecutor(AgentExecutor):
         await updater.cancel()
 
 
+V1_ONLY = "--v1-only" in sys.argv
+
+
 def card(port: int) -> AgentCard:
     base = f"http://127.0.0.1:{port}"
-    return AgentCard(
+    c = AgentCard(
         name="Echo Agent",
         description="Echoes what it is told",
         version="1.0.0",
@@ -97,6 +120,11 @@ def card(port: int) -> AgentCard:
         default_output_modes=["text/plain"],
         skills=[AgentSkill(id="echo", name="Echo", description="Echoes text", tags=["echo"])],
     )
+    if V1_ONLY:
+        keep = [i for i in c.supported_interfaces if i.protocol_version == "1.0"]
+        del c.supported_interfaces[:]
+        c.supported_interfaces.extend(keep)
+    return c
 
 
 def main() -> None:
@@ -105,16 +133,19 @@ def main() -> None:
     public = signer(card(port))
     extended = card(port)
     extended.skills.append(AgentSkill(id="secret", name="Secret", description="Only for callers who authenticated", tags=["x"]))
+    push_store = InMemoryPushNotificationConfigStore()
     handler = DefaultRequestHandler(
         agent_executor=EchoExecutor(),
         task_store=InMemoryTaskStore(),
+        push_config_store=push_store,
+        push_sender=BasePushNotificationSender(httpx.AsyncClient(timeout=10), push_store),
         agent_card=public,
         extended_agent_card=extended,
     )
     routes = []
     routes += create_agent_card_routes(public)
-    routes += create_jsonrpc_routes(handler, rpc_url="/jsonrpc", enable_v0_3_compat=True)
-    routes += create_rest_routes(handler, enable_v0_3_compat=True, path_prefix="/rest")
+    routes += create_jsonrpc_routes(handler, rpc_url="/jsonrpc", enable_v0_3_compat=not V1_ONLY)
+    routes += create_rest_routes(handler, enable_v0_3_compat=not V1_ONLY, path_prefix="/rest")
     app = Starlette(routes=routes)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

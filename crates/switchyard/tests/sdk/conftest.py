@@ -33,6 +33,13 @@ def gw():
         "gov_anthropic": _base("GW_GOV_ANTHROPIC"),  # Anthropic client -> Anthropic provider
         # Routes chosen by model, with failover (sdk.rs's models_bind).
         "models": _base("GW_MODELS"),
+        # Behind response guardrails (sdk.rs's GUARDRAILS), native and translated.
+        "guard_openai": _base("GW_GUARD_OPENAI"),  # OpenAI client -> OpenAI provider
+        "guard_o2g": _base("GW_GUARD_O2G"),  # OpenAI client -> Gemini API (translated)
+        "guard_o2b": _base("GW_GUARD_O2B"),  # OpenAI client -> Bedrock Converse (translated)
+        "guard_anthropic": _base("GW_GUARD_ANTHROPIC"),  # Anthropic client -> Anthropic provider
+        "guard_a2o": _base("GW_GUARD_A2O"),  # Anthropic client -> OpenAI provider (translated)
+        "guard_a2b": _base("GW_GUARD_A2B"),  # Anthropic client -> Bedrock Converse (translated)
     }
 
 

@@ -2,8 +2,9 @@
 
 The gateway's `GW_MODELS` bind routes by the request's `model` (sdk.rs's models_bind):
 `gpt-4o`'s first deployment always answers 429, so the request fails over to its standby, the
-Anthropic simulator (translated back to OpenAI's shape); `claude-sim-1` goes to Anthropic,
-`gemini-sim-flash` to Gemini.
+Anthropic simulator (translated back to OpenAI's shape); `gpt-4o-mini`'s first deployment
+always answers 500 and `o3-mini`'s has nothing listening, both with the OpenAI simulator as
+standby; `claude-sim-1` goes to Anthropic, `gemini-sim-flash` to Gemini.
 """
 
 import time
@@ -53,6 +54,40 @@ def test_unknown_models_are_404_and_the_model_list_is_the_config(gw):
         raise AssertionError("an unknown model was served")
     except openai.NotFoundError as e:
         assert e.code == "model_not_found"
-    assert [m.id for m in client.models.list()] == ["gpt-4o", "claude-sim-1", "gemini-sim-flash"]
+    served = ["gpt-4o", "gpt-4o-mini", "o3-mini", "claude-sim-1", "gemini-sim-flash"]
+    assert [m.id for m in client.models.list()] == served
     with_anthropic = anthropic.Anthropic(base_url=gw["models"], api_key="client-key", max_retries=0)
-    assert [m.id for m in with_anthropic.models.list()] == ["gpt-4o", "claude-sim-1", "gemini-sim-flash"]
+    assert [m.id for m in with_anthropic.models.list()] == served
+
+
+def test_a_500_and_a_refused_connection_fail_over_to_the_standby(gw):
+    client = _openai(gw)
+    for model in ["gpt-4o-mini", "o3-mini"]:
+        r = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": f"Hello {model}"}], max_tokens=30
+        )
+        assert f"Hello {model}" in r.choices[0].message.content, model
+        assert r.object == "chat.completion"
+
+
+def test_a_stream_fails_over_before_its_first_byte_and_is_translated(gw):
+    # gpt-4o's first deployment answers 429 before any byte: the stream comes from the
+    # Anthropic standby, as OpenAI chunks the SDK reads like any other.
+    client = _openai(gw)
+    stream = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Stream me after failover"}],
+        max_tokens=30,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, finish, usage = "", None, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            finish = c.finish_reason or finish
+    assert "Stream me after failover" in text
+    assert finish in ("stop", "length")
+    assert usage is not None and usage.completion_tokens > 0

@@ -175,6 +175,26 @@ impl Tracer {
                     write_field(&mut span, k, &v.field());
                 }
             }
+            for step in &rec.failover {
+                let name = match step.skipped() {
+                    true => "switchyard.backend.skipped",
+                    false => "switchyard.attempt.failed",
+                };
+                span.event(
+                    (start + step.at).as_nanos() as u64,
+                    name,
+                    &[
+                        (
+                            "switchyard.backend",
+                            otlp::Scalar::Str(step.backend.as_bytes()),
+                        ),
+                        (
+                            "switchyard.failover.reason",
+                            otlp::Scalar::Str(step.cause.as_bytes()),
+                        ),
+                    ],
+                );
+            }
             let (code, message) = if error {
                 (otlp::STATUS_ERROR, rec.error.unwrap_or("error"))
             } else {

@@ -230,7 +230,16 @@ fn max_len(pattern: &str) -> Option<usize> {
 /// The detectors of one side (`request` or `response`), every guard's, in guard order.
 pub struct Scanner {
     pub detectors: Vec<Detector>,
+    /// Lazy DFA caches of finished streams, handed to new ones: the states a DFA built for one
+    /// answer serve the next (building them again per answer cost more than the scan).
+    pool: std::sync::Mutex<Vec<Vec<Option<Cache>>>>,
+    /// Every detector's pattern in one set: one pass says whether any detector matches at all
+    /// past a position (most text streams by matching none), instead of one search each.
+    any: Option<regex::RegexSet>,
 }
+
+/// Cache sets the pool keeps at most (one per answer streaming at once is plenty).
+const POOLED_CACHES: usize = 64;
 
 /// Where a detector's search stands (see [`Scanner::next_match`]).
 #[derive(Debug, Clone, Copy)]
@@ -293,7 +302,18 @@ impl Scanner {
                 });
             }
         }
-        Ok(Scanner { detectors })
+        // Without the set (too large to build), each detector searches on its own: the same
+        // answers, slower.
+        let any = regex::RegexSetBuilder::new(detectors.iter().map(|d| d.regex.as_str()))
+            .size_limit(256 << 20)
+            .dfa_size_limit(8 << 20)
+            .build()
+            .ok();
+        Ok(Scanner {
+            detectors,
+            pool: std::sync::Mutex::new(Vec::new()),
+            any,
+        })
     }
 
     /// The first match starting at or after `from` (see the module docs for which one).
@@ -301,6 +321,16 @@ impl Scanner {
     /// this with growing `from` and the same `next`, so each detector reads the text once.
     pub fn next_match(&self, text: &str, from: usize, next: &mut Vec<Next>) -> Option<Match> {
         next.resize(self.detectors.len(), Next::From(0));
+        // No detector matches anywhere past `from`, and none has a match found already there.
+        if let Some(set) = &self.any {
+            let found = next
+                .iter()
+                .any(|n| matches!(n, Next::At(m) if m.start >= from));
+            if !found && from <= text.len() && !set.is_match_at(text, from) {
+                next.iter_mut().for_each(|n| *n = Next::Never);
+                return None;
+            }
+        }
         let mut best: Option<Match> = None;
         for (di, d) in self.detectors.iter().enumerate() {
             loop {
@@ -354,6 +384,11 @@ impl Scanner {
     fn settled(&self, text: &str, from: usize, caches: &mut Vec<Option<Cache>>) -> usize {
         let len = text.len();
         let mut settled = len;
+        if caches.is_empty() {
+            if let Some(pooled) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+                *caches = pooled;
+            }
+        }
         caches.resize_with(self.detectors.len(), || None);
         for (d, cache) in self.detectors.iter().zip(caches.iter_mut()) {
             let window = len.saturating_sub(d.max_len + LOOKAHEAD);
@@ -365,7 +400,11 @@ impl Scanner {
                     let search = window.max(from);
                     let first = text
                         .get(search..)
-                        .and_then(|t| t.find(lit))
+                        .and_then(|t| match lit.as_bytes() {
+                            // One ASCII byte: a `char` search (memchr).
+                            [b] if b.is_ascii() => t.find(*b as char),
+                            _ => t.find(lit),
+                        })
                         .map(|i| (search + i).saturating_sub(pre));
                     match first {
                         Some(q) => q.min(unseen).max(window),
@@ -403,6 +442,19 @@ impl Scanner {
         out
     }
 
+    /// [`Scanner::apply`] on JSON text (tool-call arguments): placeholders are escaped.
+    pub fn apply_json(&self, text: &str) -> Outcome {
+        let mut s = Stream::json();
+        let mut out = self.feed(&mut s, text);
+        if out.rejected.is_none() {
+            let end = self.finish(&mut s);
+            out.text.push_str(&end.text);
+            out.hits.extend(end.hits);
+            out.rejected = end.rejected;
+        }
+        out
+    }
+
     /// More text of a stream: what can be sent now.
     pub fn feed(&self, s: &mut Stream, text: &str) -> Outcome {
         s.buf.push_str(text);
@@ -411,7 +463,14 @@ impl Scanner {
 
     /// The stream's end: what it held back.
     pub fn finish(&self, s: &mut Stream) -> Outcome {
-        self.step(s, true)
+        let out = self.step(s, true);
+        if !s.caches.is_empty() {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < POOLED_CACHES {
+                pool.push(std::mem::take(&mut s.caches));
+            }
+        }
+        out
     }
 
     fn step(&self, s: &mut Stream, last: bool) -> Outcome {
@@ -435,6 +494,12 @@ impl Scanner {
             }
             out.text.push_str(&s.buf[pos..m.start]);
             match d.action {
+                // Inside JSON text (tool-call arguments) a placeholder is written as JSON
+                // string content, so quotes or backslashes in it keep the arguments valid.
+                GuardAction::Mask if s.json => {
+                    let q = serde_json::to_string(&d.placeholder).unwrap_or_default();
+                    out.text.push_str(&q[1..q.len().saturating_sub(1).max(1)]);
+                }
                 GuardAction::Mask => out.text.push_str(&d.placeholder),
                 _ => out.text.push_str(&s.buf[m.start..m.end]),
             }
@@ -473,6 +538,18 @@ pub struct Stream {
     pos: usize,
     /// Each detector's lazy DFA cache, made on first use.
     caches: Vec<Option<Cache>>,
+    /// The text is JSON (tool-call arguments): placeholders are escaped as string content.
+    json: bool,
+}
+
+impl Stream {
+    /// A stream of JSON text (tool-call arguments, `partial_json`).
+    pub fn json() -> Self {
+        Stream {
+            json: true,
+            ..Default::default()
+        }
+    }
 }
 
 /// What a scan produced.

@@ -1,4 +1,4 @@
-//! `guardrails` (route phase: request body, response headers, response body): regex guards on
+//! `guardrails` (route phases: request body, upstream response, response body): guards on
 //! the prompt and the completion of an LLM route, each with an action (`reject`, `mask`,
 //! `audit`).
 //!
@@ -6,19 +6,24 @@
 //!   every role, tool results and tool-call arguments, Responses `input`, Anthropic `system`
 //!   and content blocks, whatever the dialect. A body that is not JSON is refused (a guard
 //!   never silently skips). A reject answers 400 in the caller's dialect.
-//! - **Response, whole JSON** (the `ai` adapter hands these over already read): masked or
-//!   rejected in the response-headers phase, so a reject changes the status to 400.
-//! - **Response, streamed**: OpenAI Chat chunks and Anthropic Messages events are rewritten as
-//!   they stream ([`stream`]); other streamed dialects are refused at the request
-//!   (`stream: true`) with `guardrail_unsupported`.
-//! - **Remote guards** ([`remote`]: a webhook, a moderation endpoint) run on the prompt after
-//!   the regex guards; then the route's prompt policy ([`prompt`]) adds its messages.
+//! - **Response, whole JSON** (the `ai` adapter hands these over already read): guarded (regex
+//!   guards, then remote ones) before the head leaves, so a refusal changes the status (400,
+//!   or 503 when a remote guard fails closed) and the recorded error code. An answer that is
+//!   neither JSON nor an event stream is refused (502 `guardrail_unsupported`).
+//! - **Response, streamed**: OpenAI Chat chunks, Anthropic Messages events and Responses
+//!   events, native or translated from Gemini and Bedrock, are rewritten as they stream in the
+//!   caller's format ([`stream`]); remote guards on a stream hold it back per window
+//!   ([`window`]).
+//! - **Remote guards** ([`remote`]: a webhook, a moderation endpoint) run after the regex
+//!   guards; on the prompt, then the route's prompt policy ([`prompt`]) adds its messages.
+//! - **JSON texts** ([`JSON_TEXT`], tool-call arguments) are masked so that they stay JSON.
 
 pub mod detectors;
 pub mod prompt;
 pub mod remote;
 pub mod stream;
 pub mod tools;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -26,7 +31,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
-use http_body_util::BodyExt;
 use llm::Format;
 use serde_json::Value;
 
@@ -63,7 +67,14 @@ pub const SKIP: &[&str] = &[
     "parameters",
     "input_schema",
     "schema",
+    // MCP resource contents: the address, the type and base64 bytes.
+    "uri",
+    "mimeType",
+    "blob",
 ];
+
+/// Keys whose string values are JSON text (tool-call arguments): masked so they stay JSON.
+pub const JSON_TEXT: &[&str] = &["arguments", "partial_json"];
 
 /// The stable code of a guard's refusal.
 pub const REJECTED: &str = "guardrail_rejected";
@@ -127,33 +138,62 @@ impl Side {
         }
     }
 
+    /// Masks one text in place (`json`: the text is JSON, e.g. tool-call arguments, and
+    /// stays valid JSON); `Err(detector)` on a reject.
+    fn text(&self, s: &mut String, json: bool, log: bool, changed: &mut bool) -> Result<(), usize> {
+        let out = match json {
+            true => self.scanner.apply_json(s),
+            false => self.scanner.apply(s),
+        };
+        if log {
+            self.log_hits(&out.hits);
+        }
+        if let Some(d) = out.rejected {
+            if log {
+                self.log_hits(&[d]);
+            }
+            return Err(d);
+        }
+        if out.text != *s {
+            *s = out.text;
+            *changed = true;
+        }
+        Ok(())
+    }
+
     /// Masks every text of a JSON value in place; `Err(detector)` on a reject.
     pub fn walk(&self, v: &mut Value, changed: &mut bool) -> Result<(), usize> {
+        self.walk_with(v, true, changed)
+    }
+
+    /// [`Side::walk`] without logging or counting hits (texts already counted).
+    pub fn walk_quiet(&self, v: &mut Value, changed: &mut bool) -> Result<(), usize> {
+        self.walk_with(v, false, changed)
+    }
+
+    fn walk_with(&self, v: &mut Value, log: bool, changed: &mut bool) -> Result<(), usize> {
         match v {
-            Value::String(s) => {
-                let out = self.scanner.apply(s);
-                self.log_hits(&out.hits);
-                if let Some(d) = out.rejected {
-                    self.log_hits(&[d]);
-                    return Err(d);
-                }
-                if out.text != *s {
-                    *s = out.text;
-                    *changed = true;
-                }
-                Ok(())
-            }
-            Value::Array(items) => items.iter_mut().try_for_each(|i| self.walk(i, changed)),
+            Value::String(s) => self.text(s, false, log, changed),
+            Value::Array(items) => items
+                .iter_mut()
+                .try_for_each(|i| self.walk_with(i, log, changed)),
             Value::Object(map) => map.iter_mut().try_for_each(|(k, i)| {
                 if self.which == "response" && k == "logprobs" && !i.is_null() {
-                    // Log-probabilities spell the text out token by token: dropped.
-                    *i = Value::Null;
+                    // Log-probabilities spell the text out token by token: dropped (an empty
+                    // list where the dialect has a list, Responses').
+                    *i = match i {
+                        Value::Array(_) => Value::Array(Vec::new()),
+                        _ => Value::Null,
+                    };
                     *changed = true;
                     return Ok(());
                 }
-                match SKIP.contains(&k.as_str()) {
-                    true => Ok(()),
-                    false => self.walk(i, changed),
+                match (SKIP.contains(&k.as_str()), i) {
+                    (true, _) => Ok(()),
+                    (false, Value::String(s)) if JSON_TEXT.contains(&k.as_str()) => {
+                        self.text(s, true, log, changed)
+                    }
+                    (false, i) => self.walk_with(i, log, changed),
                 }
             }),
             _ => Ok(()),
@@ -226,7 +266,10 @@ fn content_type(h: &http::HeaderMap) -> &str {
 
 /// Streamed dialects whose events the response guards rewrite.
 pub fn streams_covered(format: Format) -> bool {
-    matches!(format, Format::OpenAiChat | Format::AnthropicMessages)
+    matches!(
+        format,
+        Format::OpenAiChat | Format::AnthropicMessages | Format::OpenAiResponses
+    )
 }
 
 /// Marks a response whose JSON body the response-headers phase already guarded.
@@ -238,6 +281,8 @@ pub struct Guardrails {
     response: Option<Arc<Side>>,
     /// Webhook and moderation guards on the prompt, in config order.
     remote: Vec<remote::RemoteGuard>,
+    /// Webhook and moderation guards on the answer, in config order.
+    remote_response: Arc<[remote::RemoteGuard]>,
     prompt: Option<config::PromptPolicy>,
     /// The route's name, sent to webhooks.
     route: Arc<str>,
@@ -258,16 +303,22 @@ impl Guardrails {
                 .cloned()
                 .collect()
         };
-        let mut remote = Vec::new();
-        for guard in &g.request {
-            if let Some(r) = remote::RemoteGuard::compile(guard).map_err(PolicyError::new)? {
-                remote.push(r);
+        let remote_of = |guards: &[config::Guard]| -> Result<Vec<_>, PolicyError> {
+            let mut remote = Vec::new();
+            for guard in guards {
+                if let Some(r) = remote::RemoteGuard::compile(guard).map_err(PolicyError::new)? {
+                    remote.push(r);
+                }
             }
-        }
+            Ok(remote)
+        };
+        let remote = remote_of(&g.request)?;
+        let remote_response = remote_of(&g.response)?.into();
         Ok(Guardrails {
             request: Side::compile(&regex(&g.request), "request")?,
             response: Side::compile(&regex(&g.response), "response")?,
             remote,
+            remote_response,
             prompt: g.prompt.clone(),
             route: env.route.clone(),
         })
@@ -338,73 +389,45 @@ impl Guardrails {
         changed: &mut bool,
     ) -> Flow {
         let format = ctx.dialect.unwrap_or(Format::OpenAiChat);
-        for guard in &self.remote {
-            let texts = remote::texts(v);
-            if texts.is_empty() {
-                break;
-            }
-            let verdict = guard.check(&texts, &self.route, ctx.model.as_deref()).await;
-            let hit = |action: &'static str| {
-                telemetry::Metrics::global()
-                    .guardrail_hits
-                    .get_or_create(&telemetry::metrics::GuardrailLabels {
-                        guard: guard.name.clone(),
-                        detector: guard.kind(),
-                        action,
-                        side: "request",
-                    })
-                    .inc();
-            };
-            let audit = guard.action == config::GuardAction::Audit;
-            match verdict {
-                Err(e) if guard.fail_open => {
-                    tracing::warn!(guard = %guard.name, error = %e, "guard unavailable; passed (failOpen)");
-                }
-                Err(e) => {
-                    tracing::warn!(guard = %guard.name, error = %e, "guard unavailable; refused");
-                    ctx.error = Some(UNAVAILABLE);
-                    return Flow::Respond(error_response(
-                        format,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        UNAVAILABLE,
-                        &format!(
-                            "{UNAVAILABLE}: guardrail {:?} could not be asked",
-                            guard.name
-                        ),
-                    ));
-                }
-                Ok(remote::Verdict::Allow) => {}
-                Ok(remote::Verdict::Reject(reason)) => {
-                    tracing::info!(guard = %guard.name, detector = guard.kind(), reason = %reason, audit, "guardrail matched");
-                    if audit {
-                        hit("audit");
-                        continue;
-                    }
-                    hit("reject");
-                    ctx.error = Some(REJECTED);
-                    ctx.trail.rec.request_body = None;
-                    return Flow::Respond(error_response(
-                        format,
-                        StatusCode::BAD_REQUEST,
-                        REJECTED,
-                        &format!(
-                            "{REJECTED}: the request was refused by guardrail {:?}",
-                            guard.name
-                        ),
-                    ));
-                }
-                Ok(remote::Verdict::Mask(replacements)) => {
-                    if audit {
-                        hit("audit");
-                        continue;
-                    }
-                    hit("mask");
-                    remote::replace(v, &mut replacements.into_iter());
+        let mut texts = remote::texts(v);
+        let mut masked = false;
+        let decision = remote::ask_all(
+            &self.remote,
+            &mut texts,
+            &self.route,
+            ctx.model.as_deref(),
+            "request",
+            &mut masked,
+        )
+        .await;
+        match decision {
+            remote::Decision::Pass => {
+                if masked {
+                    remote::replace(v, &mut texts.into_iter().map(|(_, t)| t));
                     *changed = true;
                 }
+                Flow::Continue
+            }
+            remote::Decision::Unavailable(name) => {
+                ctx.error = Some(UNAVAILABLE);
+                Flow::Respond(error_response(
+                    format,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    UNAVAILABLE,
+                    &format!("{UNAVAILABLE}: guardrail {name:?} could not be asked"),
+                ))
+            }
+            remote::Decision::Reject(name) => {
+                ctx.error = Some(REJECTED);
+                ctx.trail.rec.request_body = None;
+                Flow::Respond(error_response(
+                    format,
+                    StatusCode::BAD_REQUEST,
+                    REJECTED,
+                    &format!("{REJECTED}: the request was refused by guardrail {name:?}"),
+                ))
             }
         }
-        Flow::Continue
     }
 
     /// The prompt policy, then the body as it will be sent.
@@ -427,27 +450,62 @@ impl Guardrails {
 enum Refusal {
     /// A `reject` guard's detector matched.
     Rejected(usize),
+    /// A remote guard refused (its name).
+    Remote(String),
+    /// A remote guard could not be asked and fails closed (its name).
+    Unavailable(String),
+    /// Larger than the guards may buffer.
+    TooLarge,
     /// Labelled JSON but not JSON: the guards cannot read it.
     Unreadable,
 }
 
 impl Refusal {
     /// Status, code and message of the error sent instead.
-    fn error(&self, side: &Side) -> (StatusCode, &'static str, String) {
+    fn error(&self, side: Option<&Side>) -> (StatusCode, &'static str, String) {
         match self {
-            Refusal::Rejected(d) => (StatusCode::BAD_REQUEST, REJECTED, side.rejection(*d)),
+            Refusal::Rejected(d) => (
+                StatusCode::BAD_REQUEST,
+                REJECTED,
+                side.map(|s| s.rejection(*d)).unwrap_or_default(),
+            ),
+            Refusal::Remote(name) => (
+                StatusCode::BAD_REQUEST,
+                REJECTED,
+                format!("{REJECTED}: the response was refused by guardrail {name:?}"),
+            ),
+            Refusal::Unavailable(name) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                format!("{UNAVAILABLE}: guardrail {name:?} could not be asked"),
+            ),
+            Refusal::TooLarge => (
+                StatusCode::BAD_GATEWAY,
+                UNSUPPORTED,
+                "guardrail_unsupported: the response is larger than the guards may buffer \
+                 (config.limits.maxBufferedBodyBytes)"
+                    .to_string(),
+            ),
             Refusal::Unreadable => (
                 StatusCode::BAD_GATEWAY,
                 UNSUPPORTED,
-                "guardrail_unsupported: the provider's answer is not the JSON it says it is"
+                "guardrail_unsupported: the provider's answer is neither JSON nor an event \
+                 stream, which the response guards cannot read"
                     .to_string(),
             ),
         }
     }
 }
 
-/// A whole JSON answer, guarded: the bytes to send (`None`: unchanged), or the refusal.
-fn guard_json(side: &Side, bytes: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
+/// A whole JSON answer, guarded by the regex guards then the remote ones: the bytes to send
+/// (`None`: unchanged), or the refusal.
+async fn guard_json(
+    side: Option<&Side>,
+    remote: &[remote::RemoteGuard],
+    ask: (&str, Option<&str>),
+    slot: Option<&Arc<LlmSlot>>,
+    bytes: &[u8],
+) -> Result<Option<Vec<u8>>, Refusal> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -455,7 +513,36 @@ fn guard_json(side: &Side, bytes: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
         return Err(Refusal::Unreadable);
     };
     let mut changed = false;
-    side.walk(&mut v, &mut changed).map_err(Refusal::Rejected)?;
+    if let Some(side) = side {
+        side.walk(&mut v, &mut changed).map_err(Refusal::Rejected)?;
+        if changed {
+            side.mask_record(slot, false);
+        }
+    }
+    if !remote.is_empty() {
+        let mut texts = remote::texts(&v);
+        let mut masked = false;
+        match remote::ask_all(remote, &mut texts, ask.0, ask.1, "response", &mut masked).await {
+            remote::Decision::Pass => {}
+            remote::Decision::Reject(name) => return Err(Refusal::Remote(name)),
+            remote::Decision::Unavailable(name) => return Err(Refusal::Unavailable(name)),
+        }
+        if masked {
+            let before = remote::texts(&v);
+            remote::replace(&mut v, &mut texts.iter().map(|(_, t)| t.clone()));
+            changed = true;
+            // The record keeps the completion as the caller gets it.
+            if let Some(slot) = slot {
+                slot.update(|r| {
+                    for c in &mut r.completion {
+                        if let Some(i) = before.iter().position(|(_, t)| t == c) {
+                            *c = texts[i].1.clone();
+                        }
+                    }
+                });
+            }
+        }
+    }
     Ok(changed.then(|| serde_json::to_vec(&v).unwrap_or_else(|_| bytes.to_vec())))
 }
 
@@ -499,43 +586,93 @@ impl Phase for Guardrails {
         })
     }
 
-    fn response_headers(&self, ctx: &RequestCtx<'_>, resp: &mut Response<Body>) {
-        let (Some(side), Some(format)) = (&self.response, ctx.dialect) else {
-            return;
-        };
-        if !resp.status().is_success()
-            || !content_type(resp.headers()).starts_with("application/json")
-        {
-            return;
-        }
-        // The `ai` adapter reads JSON answers whole: take the body now if it is all there, so
-        // a refusal can still change the status.
-        let inner = std::mem::replace(resp.body_mut(), body::empty());
-        let bytes = match take_now(inner) {
-            Ok(b) => b,
-            Err(rest) => {
-                *resp.body_mut() = rest;
+    fn awaits_response(&self) -> bool {
+        self.response.is_some() || !self.remote_response.is_empty()
+    }
+
+    /// A whole JSON answer is read (the `ai` adapter hands it over read already) and guarded
+    /// before its head leaves, so a refusal changes the status and the recorded error code.
+    /// A stream with remote guards gets its window ([`window`]); with regex guards only, it is
+    /// rewritten by the response-body filter.
+    fn upstream_response<'a>(
+        &'a self,
+        ctx: &'a mut RequestCtx<'_>,
+        resp: &'a mut Response<Body>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(format) = ctx.dialect else {
+                return;
+            };
+            if !resp.status().is_success() {
                 return;
             }
-        };
-        let slot = ctx.trail.llm.as_ref();
-        let out = match guard_json(side, &bytes) {
-            Ok(None) => bytes,
-            Ok(Some(masked)) => {
-                side.mask_record(slot, false);
-                Bytes::from(masked)
+            let ct = content_type(resp.headers());
+            if ct.starts_with("text/event-stream") {
+                if self.remote_response.is_empty() {
+                    return;
+                }
+                let inner = std::mem::replace(resp.body_mut(), body::empty());
+                let regex = self
+                    .response
+                    .as_ref()
+                    .map(|side| stream::SseGuard::new(side.clone(), format, ctx.trail.llm.clone()));
+                let w = window::Window::new(
+                    inner,
+                    regex,
+                    self.remote_response.clone(),
+                    format,
+                    self.route.clone(),
+                    ctx.model.clone().map(|m| m.to_string()),
+                    ctx.trail.llm.clone(),
+                );
+                *resp.body_mut() = w.into_body();
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
+                resp.extensions_mut().insert(Guarded);
+                return;
             }
-            Err(refusal) => {
-                side.mask_record(slot, true);
-                let (status, code, message) = refusal.error(side);
-                *resp.status_mut() = status;
-                Bytes::from(error_json(format, status.as_u16(), code, &message))
-            }
-        };
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        *resp.body_mut() = body::full(out);
-        resp.extensions_mut().insert(Guarded);
+            let json = ct.starts_with("application/json");
+            let inner = std::mem::replace(resp.body_mut(), body::empty());
+            let limit = ctx.snapshot.limits.max_buffered_body_bytes;
+            let slot = ctx.trail.llm.clone();
+            let result = match body::read_limited(inner, limit).await {
+                // An answer the guards cannot read is not sent unread (an empty one is fine).
+                Ok(bytes) if !json && !bytes.iter().all(u8::is_ascii_whitespace) => {
+                    Err(Refusal::Unreadable)
+                }
+                Ok(bytes) => guard_json(
+                    self.response.as_deref(),
+                    &self.remote_response,
+                    (&self.route, ctx.model.as_deref()),
+                    slot.as_ref(),
+                    &bytes,
+                )
+                .await
+                .map(|masked| masked.map(Bytes::from).unwrap_or(bytes)),
+                Err(body::ReadError::TooLarge) => Err(Refusal::TooLarge),
+                Err(body::ReadError::Body(e)) => {
+                    tracing::debug!(error = %e, "reading the answer to guard it failed");
+                    Err(Refusal::Unreadable)
+                }
+            };
+            let out = match result {
+                Ok(bytes) => bytes,
+                Err(refusal) => {
+                    if let Some(side) = &self.response {
+                        side.mask_record(slot.as_ref(), true);
+                    } else if let Some(slot) = &slot {
+                        slot.update(|r| r.completion.clear());
+                    }
+                    let (status, code, message) = refusal.error(self.response.as_deref());
+                    *resp.status_mut() = status;
+                    ctx.error = Some(code);
+                    Bytes::from(error_json(format, status.as_u16(), code, &message))
+                }
+            };
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            *resp.body_mut() = body::full(out);
+            resp.extensions_mut().insert(Guarded);
+        })
     }
 
     fn filters_response_body(&self) -> bool {
@@ -557,99 +694,7 @@ impl Phase for Guardrails {
         if ct.starts_with("text/event-stream") {
             return Some(Box::new(stream::SseGuard::new(side.clone(), format, slot)));
         }
-        if ct.starts_with("application/json") {
-            return Some(Box::new(WholeJson {
-                side: side.clone(),
-                format,
-                limit: ctx.snapshot.limits.max_buffered_body_bytes,
-                buf: Vec::new(),
-                over: false,
-                slot,
-            }));
-        }
         None
-    }
-}
-
-/// The body's bytes if every frame is ready now; else the body, unchanged in content.
-fn take_now(mut b: Body) -> Result<Bytes, Body> {
-    use futures_util::FutureExt;
-    let mut got = bytes::BytesMut::new();
-    loop {
-        match b.frame().now_or_never() {
-            Some(None) => return Ok(got.freeze()),
-            Some(Some(Ok(frame))) => {
-                if let Ok(d) = frame.into_data() {
-                    got.extend_from_slice(&d);
-                }
-            }
-            Some(Some(Err(e))) => {
-                let head =
-                    futures_util::stream::iter([Ok(http_body::Frame::data(got.freeze())), Err(e)]);
-                return Err(http_body_util::StreamBody::new(head).boxed_unsync());
-            }
-            None if got.is_empty() => return Err(b),
-            None => {
-                let head = futures_util::stream::once(async move {
-                    Ok::<_, body::BoxError>(http_body::Frame::data(got.freeze()))
-                });
-                let rest = futures_util::StreamExt::map(b.into_data_stream(), |r| {
-                    r.map(http_body::Frame::data)
-                });
-                let chained = futures_util::StreamExt::chain(head, rest);
-                return Err(http_body_util::StreamBody::new(chained).boxed_unsync());
-            }
-        }
-    }
-}
-
-/// A JSON answer that was not whole when its headers left: read to its end (up to the buffer
-/// limit), then guarded. The status is already sent: a refusal (or an answer past the limit)
-/// becomes the error body under the original status.
-struct WholeJson {
-    side: Arc<Side>,
-    format: Format,
-    limit: usize,
-    buf: Vec<u8>,
-    over: bool,
-    slot: Option<Arc<LlmSlot>>,
-}
-
-impl ChunkFilter for WholeJson {
-    fn chunk(&mut self, data: Bytes) -> Bytes {
-        if !self.over {
-            self.buf.extend_from_slice(&data);
-            if self.buf.len() > self.limit {
-                self.over = true;
-                self.buf = Vec::new();
-            }
-        }
-        Bytes::new()
-    }
-
-    fn finish(&mut self) -> Bytes {
-        if self.over {
-            self.side.mask_record(self.slot.as_ref(), true);
-            return Bytes::from(error_json(
-                self.format,
-                502,
-                UNSUPPORTED,
-                "guardrail_unsupported: the response is larger than the guards may buffer (config.limits.maxBufferedBodyBytes)",
-            ));
-        }
-        let buf = std::mem::take(&mut self.buf);
-        match guard_json(&self.side, &buf) {
-            Ok(None) => Bytes::from(buf),
-            Ok(Some(masked)) => {
-                self.side.mask_record(self.slot.as_ref(), false);
-                Bytes::from(masked)
-            }
-            Err(refusal) => {
-                self.side.mask_record(self.slot.as_ref(), true);
-                let (status, code, message) = refusal.error(&self.side);
-                Bytes::from(error_json(self.format, status.as_u16(), code, &message))
-            }
-        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! Guards that ask a service: a `webhook` (the gateway's own JSON contract) or a `moderation`
-//! endpoint (the OpenAI `/v1/moderations` shape). They run on the prompt after the regex
-//! guards, all of a request's remote guards at once, within each guard's timeout.
+//! endpoint (the OpenAI `/v1/moderations` shape). They run after the regex guards, one after
+//! the other, each within its timeout: on the prompt (`request`), and on the answer
+//! (`response`): a whole answer at once, a streamed one per window ([`super::window`]).
 //!
 //! Webhook contract. The gateway POSTs
-//! `{"guard": NAME, "side": "request", "route": ROUTE, "model": MODEL|null,
+//! `{"guard": NAME, "side": "request"|"response", "route": ROUTE, "model": MODEL|null,
 //!   "texts": [{"role": "system"|"user"|"assistant"|"tool"|..., "text": "..."}]}`
 //! and reads one of `{"action": "allow"}`, `{"action": "reject", "reason": "..."}` (the reason
 //! is logged, never sent to the caller) or `{"action": "mask", "texts": [...]}` (one
@@ -34,7 +35,12 @@ pub struct RemoteGuard {
     auth: Option<HeaderValue>,
     timeout: Duration,
     pub fail_open: bool,
+    /// On streams: characters between two checks.
+    pub window: usize,
 }
+
+/// The default `streamWindow`.
+pub const DEFAULT_WINDOW: usize = 500;
 
 enum Kind {
     Webhook,
@@ -57,8 +63,15 @@ pub enum Verdict {
 impl RemoteGuard {
     pub fn compile(g: &config::Guard) -> Result<Option<RemoteGuard>, String> {
         let limits = config::Limits::default();
-        let (kind, url, key, timeout, fail_open) = match (&g.webhook, &g.moderation) {
-            (Some(w), _) => (Kind::Webhook, w.url.clone(), &w.key, w.timeout, w.fail_open),
+        let (kind, url, key, timeout, fail_open, window) = match (&g.webhook, &g.moderation) {
+            (Some(w), _) => (
+                Kind::Webhook,
+                w.url.clone(),
+                &w.key,
+                w.timeout,
+                w.fail_open,
+                w.stream_window,
+            ),
             (_, Some(m)) => (
                 Kind::Moderation {
                     model: m
@@ -71,6 +84,7 @@ impl RemoteGuard {
                 &m.key,
                 m.timeout,
                 m.fail_open,
+                m.stream_window,
             ),
             _ => return Ok(None),
         };
@@ -94,6 +108,7 @@ impl RemoteGuard {
             auth,
             timeout: timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
             fail_open,
+            window: window.map_or(DEFAULT_WINDOW, |n| n.max(1) as usize),
         }))
     }
 
@@ -111,11 +126,12 @@ impl RemoteGuard {
         texts: &[(String, String)],
         route: &str,
         model: Option<&str>,
+        side: &str,
     ) -> Result<Verdict, String> {
         let payload = match &self.kind {
             Kind::Webhook => json!({
                 "guard": self.name,
-                "side": "request",
+                "side": side,
                 "route": route,
                 "model": model,
                 "texts": texts.iter().map(|(r, t)| json!({"role": r, "text": t})).collect::<Vec<_>>(),
@@ -165,6 +181,82 @@ impl RemoteGuard {
             Kind::Moderation { thresholds, .. } => moderation_verdict(&bytes, thresholds),
         }
     }
+}
+
+/// What the remote guards of one side decided about some texts.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    /// Passed; masks (if any) are already in the texts.
+    Pass,
+    /// This guard refused.
+    Reject(String),
+    /// This guard could not be asked and fails closed.
+    Unavailable(String),
+}
+
+/// Asks each guard in turn about `texts` (role, text); a mask answer replaces the texts the
+/// next guard sees. Every hit is logged and counted (guard, kind, action, side; never the
+/// text); `changed` says whether a mask replaced anything.
+pub async fn ask_all(
+    guards: &[RemoteGuard],
+    texts: &mut [(String, String)],
+    route: &str,
+    model: Option<&str>,
+    side: &'static str,
+    changed: &mut bool,
+) -> Decision {
+    for guard in guards {
+        if texts.is_empty() {
+            break;
+        }
+        let verdict = guard.check(texts, route, model, side).await;
+        let hit = |action: &'static str| {
+            telemetry::Metrics::global()
+                .guardrail_hits
+                .get_or_create(&telemetry::metrics::GuardrailLabels {
+                    guard: guard.name.clone(),
+                    detector: guard.kind(),
+                    action,
+                    side,
+                })
+                .inc();
+        };
+        let audit = guard.action == config::GuardAction::Audit;
+        match verdict {
+            Err(e) if guard.fail_open => {
+                tracing::warn!(guard = %guard.name, side, error = %e, "guard unavailable; passed (failOpen)");
+            }
+            Err(e) => {
+                tracing::warn!(guard = %guard.name, side, error = %e, "guard unavailable; refused");
+                return Decision::Unavailable(guard.name.clone());
+            }
+            Ok(Verdict::Allow) => {}
+            Ok(Verdict::Reject(reason)) => {
+                tracing::info!(guard = %guard.name, detector = guard.kind(), side, reason = %reason, audit, "guardrail matched");
+                if audit {
+                    hit("audit");
+                    continue;
+                }
+                hit("reject");
+                return Decision::Reject(guard.name.clone());
+            }
+            Ok(Verdict::Mask(replacements)) => {
+                tracing::info!(guard = %guard.name, detector = guard.kind(), side, audit, "guardrail matched");
+                if audit {
+                    hit("audit");
+                    continue;
+                }
+                hit("mask");
+                for ((_, t), r) in texts.iter_mut().zip(replacements) {
+                    if *t != r {
+                        *t = r;
+                        *changed = true;
+                    }
+                }
+            }
+        }
+    }
+    Decision::Pass
 }
 
 #[derive(Deserialize)]

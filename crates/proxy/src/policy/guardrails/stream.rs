@@ -26,12 +26,51 @@ enum Field {
     Text(&'static str),
     /// `tool_calls[index].function.arguments`.
     ToolArgs(u64),
+    /// A Responses delta event (its type) at a content (or summary) index of an output item.
+    Resp(&'static str, u64),
+}
+
+impl Field {
+    /// Tool-call arguments are JSON: masked so that they stay JSON.
+    fn json(&self) -> bool {
+        matches!(
+            self,
+            Field::ToolArgs(_)
+                | Field::Text("partial_json")
+                | Field::Resp("response.function_call_arguments.delta", _)
+        )
+    }
+}
+
+/// Responses delta events whose `delta` is answer text, and the `.done` event that ends each.
+pub(super) const RESPONSES_DELTAS: &[(&str, &str)] = &[
+    ("response.output_text.delta", "response.output_text.done"),
+    ("response.refusal.delta", "response.refusal.done"),
+    (
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+    ),
+    (
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+    ),
+    (
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+    ),
+];
+
+/// The key of a Responses delta event's stream: (output index, (type, content index)).
+fn responses_key(v: &Value, kind: &'static str) -> (u64, Field) {
+    let at = |k: &str| v.get(k).and_then(Value::as_u64);
+    let sub = at("content_index").or(at("summary_index")).unwrap_or(0);
+    (at("output_index").unwrap_or(0), Field::Resp(kind, sub))
 }
 
 /// An event larger than this (no blank line yet) ends the stream rather than grow the buffer.
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
-const OPENAI_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
+pub(super) const OPENAI_FIELDS: &[&str] = &["content", "refusal", "reasoning_content", "reasoning"];
 
 pub struct SseGuard {
     side: Arc<Side>,
@@ -45,6 +84,10 @@ pub struct SseGuard {
     envelope: Option<Value>,
     /// Rejected (or not a covered dialect): nothing more is sent.
     closed: bool,
+    /// Responses: the last delta event of each stream (the template of a flushed one), and
+    /// the next `sequence_number` (events are renumbered, as flushes add some).
+    templates: BTreeMap<(u64, Field), Value>,
+    seq: u64,
 }
 
 impl SseGuard {
@@ -57,19 +100,21 @@ impl SseGuard {
             streams: BTreeMap::new(),
             envelope: None,
             closed: false,
+            templates: BTreeMap::new(),
+            seq: 0,
         }
+    }
+
+    /// Whether the filter ended the stream (a reject, an unreadable event).
+    pub fn closed(&self) -> bool {
+        self.closed
     }
 
     fn error_event(&mut self, code: &str, message: &str, out: &mut Vec<u8>) {
         self.closed = true;
-        let body =
-            String::from_utf8_lossy(&error_json(self.format, 400, code, message)).into_owned();
-        match self.format {
-            Format::AnthropicMessages => {
-                out.extend_from_slice(format!("event: error\ndata: {body}\n\n").as_bytes())
-            }
-            _ => out.extend_from_slice(format!("data: {body}\n\ndata: [DONE]\n\n").as_bytes()),
-        }
+        let seq = self.seq;
+        self.seq += 1;
+        out.extend_from_slice(&error_event(self.format, 400, code, message, seq));
     }
 
     fn reject(&mut self, detector: usize, out: &mut Vec<u8>) {
@@ -81,7 +126,11 @@ impl SseGuard {
 
     /// Runs text through its stream: the text to send now, or `Err` on a reject.
     fn feed(&mut self, key: (u64, Field), text: &str) -> Result<String, usize> {
-        let s = self.streams.entry(key).or_default();
+        let json = key.1.json();
+        let s = self.streams.entry(key).or_insert_with(|| match json {
+            true => Stream::json(),
+            false => Stream::default(),
+        });
         let out = self.side.scanner.feed(s, text);
         self.side.log_hits(&out.hits);
         match out.rejected {
@@ -143,10 +192,10 @@ impl SseGuard {
         }
         for (index, field, text) in held {
             let delta = match field {
-                Field::Text(name) => json!({ name: text }),
                 Field::ToolArgs(t) => {
                     json!({"tool_calls": [{"index": t, "function": {"arguments": text}}]})
                 }
+                Field::Text(name) | Field::Resp(name, _) => json!({ name: text }),
             };
             base["choices"] =
                 json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}]);
@@ -168,12 +217,44 @@ impl SseGuard {
         }
     }
 
+    /// Responses delta events carrying held text, each in the shape of its stream's last one.
+    fn responses_flush_events(&mut self, held: Vec<(u64, Field, String)>, out: &mut Vec<u8>) {
+        for (index, field, text) in held {
+            let Some(mut ev) = self.templates.remove(&(index, field.clone())) else {
+                continue;
+            };
+            ev["delta"] = Value::String(text);
+            if let Some(l) = ev.get_mut("logprobs") {
+                *l = json!([]);
+            }
+            self.responses_emit("", &mut ev, out);
+        }
+    }
+
+    /// One Responses event, numbered in order, under its `event:` line.
+    fn responses_emit(&mut self, head: &str, v: &mut Value, out: &mut Vec<u8>) {
+        if v.get("sequence_number").is_some() {
+            v["sequence_number"] = json!(self.seq);
+        }
+        self.seq += 1;
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("message");
+        if !head.lines().any(|l| l.starts_with("event:")) {
+            out.extend_from_slice(format!("event: {kind}\n").as_bytes());
+        }
+        out.extend_from_slice(head.as_bytes());
+        write_data(v, out);
+    }
+
     /// One complete event (its raw bytes, blank line included) -> what to send.
     fn event(&mut self, raw: &[u8], out: &mut Vec<u8>) {
-        let text = String::from_utf8_lossy(raw);
+        // UTF-8 checked once (the lossy copy only for the rare event that is not).
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
         // `event:`, `id:`, `retry:` and comment lines, sent again as they came.
         let mut head = String::new();
-        let mut data = String::new();
+        let mut data = String::with_capacity(raw.len());
         let mut has_data = false;
         for line in text.lines() {
             if line.is_empty() {
@@ -214,6 +295,13 @@ impl SseGuard {
         let result = match self.format {
             Format::OpenAiChat => self.openai(&mut v, out),
             Format::AnthropicMessages => self.anthropic(&mut v, out),
+            Format::OpenAiResponses => match self.responses(&mut v, out) {
+                Ok(()) => {
+                    self.responses_emit(&head, &mut v, out);
+                    return;
+                }
+                Err(d) => Err(d),
+            },
             _ => {
                 self.error_event(
                     UNSUPPORTED,
@@ -227,20 +315,26 @@ impl SseGuard {
             Err(d) => self.reject(d, out),
             Ok(()) => {
                 out.extend_from_slice(head.as_bytes());
-                out.extend_from_slice(format!("data: {v}\n\n").as_bytes());
+                write_data(&v, out);
             }
         }
     }
 
     fn openai(&mut self, v: &mut Value, out: &mut Vec<u8>) -> Result<(), usize> {
-        let Some(choices) = v.get("choices").and_then(Value::as_array).cloned() else {
-            return Ok(());
+        // The choices are taken out (and put back rewritten): no copy of the chunk per event.
+        let mut choices = match v.get_mut("choices") {
+            Some(Value::Array(c)) => std::mem::take(c),
+            _ => return Ok(()),
         };
-        let mut envelope = v.clone();
-        envelope["choices"] = json!([]);
-        self.envelope = Some(envelope.clone());
-        let mut new_choices = Vec::with_capacity(choices.len());
-        for mut choice in choices {
+        let any_last = choices
+            .iter()
+            .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()));
+        // The envelope of flushed chunks (id, model, created): kept once, and from the chunk
+        // that flushes.
+        if self.envelope.is_none() || any_last {
+            self.envelope = Some(v.clone());
+        }
+        for choice in &mut choices {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
             // The choice's last chunk: text it carries goes out with what was held before it.
             let last = choice.get("finish_reason").is_some_and(|f| !f.is_null());
@@ -250,19 +344,17 @@ impl SseGuard {
             }
             if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
                 for &f in OPENAI_FIELDS {
-                    if let Some(Value::String(s)) = delta.get(f) {
-                        let s = s.clone();
-                        let sent = self.feed_last((index, Field::Text(f)), &s, last)?;
-                        delta.insert(f.into(), Value::String(sent));
+                    if let Some(Value::String(s)) = delta.get_mut(f) {
+                        let text = std::mem::take(s);
+                        *s = self.feed_last((index, Field::Text(f)), &text, last)?;
                     }
                 }
                 if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
                     for call in calls {
                         let t = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        if let Some(Value::String(a)) = call.pointer("/function/arguments") {
-                            let a = a.clone();
-                            let sent = self.feed_last((index, Field::ToolArgs(t)), &a, last)?;
-                            call["function"]["arguments"] = Value::String(sent);
+                        if let Some(Value::String(a)) = call.pointer_mut("/function/arguments") {
+                            let text = std::mem::take(a);
+                            *a = self.feed_last((index, Field::ToolArgs(t)), &text, last)?;
                         }
                     }
                 }
@@ -270,12 +362,62 @@ impl SseGuard {
             if last {
                 // Texts this chunk does not carry: their held tails go out just before it.
                 let held = self.flush(Some(index))?;
-                self.openai_flush_events(Some(&envelope), held, out);
+                self.openai_flush_events(None, held, out);
             }
-            new_choices.push(choice);
         }
-        v["choices"] = Value::Array(new_choices);
+        v["choices"] = Value::Array(choices);
         Ok(())
+    }
+
+    /// Responses events: deltas run through their streams; the held tail goes out (as one
+    /// more delta) before the stream's `.done` event; every other event (`.done`, items,
+    /// parts, the final response) carries whole texts and is masked whole, which gives the
+    /// same text as the deltas (the scan of a stream equals the scan of its whole text).
+    fn responses(&mut self, v: &mut Value, out: &mut Vec<u8>) -> Result<(), usize> {
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+        if let Some((delta, _)) = RESPONSES_DELTAS.iter().find(|(d, _)| *d == kind) {
+            let key = responses_key(v, delta);
+            if let Some(Value::String(s)) = v.get("delta") {
+                let s = s.clone();
+                let sent = self.feed(key.clone(), &s)?;
+                v["delta"] = Value::String(sent);
+            }
+            if let Some(l) = v.get_mut("logprobs") {
+                *l = json!([]);
+            }
+            self.templates.insert(key, v.clone());
+            return Ok(());
+        }
+        if let Some((delta, _)) = RESPONSES_DELTAS.iter().find(|(_, d)| *d == kind) {
+            let key = responses_key(v, delta);
+            if let Some(mut st) = self.streams.remove(&key) {
+                let end = self.side.scanner.finish(&mut st);
+                self.side.log_hits(&end.hits);
+                if let Some(d) = end.rejected {
+                    return Err(d);
+                }
+                if !end.text.is_empty() {
+                    self.responses_flush_events(vec![(key.0, key.1.clone(), end.text)], out);
+                }
+            }
+            self.templates.remove(&key);
+        } else if matches!(
+            kind,
+            "response.output_item.done"
+                | "response.completed"
+                | "response.incomplete"
+                | "response.failed"
+        ) {
+            let index = match kind {
+                "response.output_item.done" => v.get("output_index").and_then(Value::as_u64),
+                _ => None,
+            };
+            let held = self.flush(index)?;
+            self.responses_flush_events(held, out);
+        }
+        // Whole texts: masked quietly (their hits were counted on the deltas).
+        let mut changed = false;
+        self.side.walk_quiet(v, &mut changed)
     }
 
     fn anthropic(&mut self, v: &mut Value, out: &mut Vec<u8>) -> Result<(), usize> {
@@ -313,8 +455,43 @@ impl SseGuard {
     }
 }
 
+/// `data: JSON` and the blank line, serialized straight into `out`.
+fn write_data(v: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"data: ");
+    // Writing a `Value` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// An error event in the caller's stream format (`seq`: the Responses `sequence_number`):
+/// OpenAI Chat's error chunk then `[DONE]`; Anthropic's `error` event; Responses' `error`
+/// event, which also carries the error object under `error` (as the OpenAI SDKs expect to
+/// raise it).
+pub fn error_event(format: Format, status: u16, code: &str, message: &str, seq: u64) -> Vec<u8> {
+    let body = error_json(format, status, code, message);
+    match format {
+        Format::AnthropicMessages => {
+            let body = String::from_utf8_lossy(&body);
+            format!("event: error\ndata: {body}\n\n").into_bytes()
+        }
+        Format::OpenAiResponses => {
+            let error = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|mut v| v.get_mut("error").map(Value::take))
+                .unwrap_or_else(|| json!({"code": code, "message": message}));
+            let ev = json!({"type": "error", "code": code, "message": message, "param": null,
+                            "sequence_number": seq, "error": error});
+            format!("event: error\ndata: {ev}\n\n").into_bytes()
+        }
+        _ => {
+            let body = String::from_utf8_lossy(&body);
+            format!("data: {body}\n\ndata: [DONE]\n\n").into_bytes()
+        }
+    }
+}
+
 /// The end of the first complete event in `buf` (after its blank line).
-fn event_end(buf: &[u8]) -> Option<usize> {
+pub(super) fn event_end(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
         let at = i + p + 1;
@@ -373,6 +550,7 @@ impl ChunkFilter for SseGuard {
             match self.flush(None) {
                 Ok(held) => match self.format {
                     Format::AnthropicMessages => Self::anthropic_flush_events(held, &mut out),
+                    Format::OpenAiResponses => self.responses_flush_events(held, &mut out),
                     _ => self.openai_flush_events(None, held, &mut out),
                 },
                 Err(d) => self.reject(d, &mut out),
@@ -689,5 +867,149 @@ mod tests {
         }
         assert_eq!(text, Scanner::apply(&side.scanner, ANSWER).text);
         assert_eq!(kinds[kinds.len() - 2], "content_block_stop");
+    }
+
+    /// A placeholder with quotes and a backslash, inside streamed tool-call arguments: the
+    /// arguments stay valid JSON whatever the cuts, and equal masking them whole.
+    #[test]
+    fn masked_tool_call_arguments_stay_json_at_every_split() {
+        let guards: Vec<config::Guard> = serde_json::from_value(json!([
+            {"name": "pii", "regex": {"builtins": ["email"]}, "action": "mask", "placeholder": "\"<MAIL>\" \\ x"},
+        ]))
+        .unwrap();
+        let side = Side::compile(&guards, "response").unwrap().unwrap();
+        let args = r#"{"to":"jane.doe@example.com","cc":["bob@example.org"],"note":"hi"}"#;
+        let mut s = Vec::new();
+        let env = |choices: Value| json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": choices});
+        let first = env(
+            json!([{"index": 0, "delta": {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "send", "arguments": ""}}]}, "finish_reason": null}]),
+        );
+        s.extend_from_slice(format!("data: {first}\n\n").as_bytes());
+        for piece in args.as_bytes().chunks(5) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            let c = env(
+                json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, "finish_reason": null}]),
+            );
+            s.extend_from_slice(format!("data: {c}\n\n").as_bytes());
+        }
+        let fin = env(json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]));
+        s.extend_from_slice(format!("data: {fin}\n\ndata: [DONE]\n\n").as_bytes());
+        let whole = side.scanner.apply_json(args).text;
+        let parsed: Value = serde_json::from_str(&whole).expect(&whole);
+        assert_eq!(parsed["to"], "\"<MAIL>\" \\ x");
+        for cut in (1..s.len()).step_by(3) {
+            let mut f = SseGuard::new(side.clone(), Format::OpenAiChat, None);
+            let mut out = Vec::new();
+            out.extend_from_slice(&f.chunk(Bytes::copy_from_slice(&s[..cut])));
+            out.extend_from_slice(&f.chunk(Bytes::copy_from_slice(&s[cut..])));
+            out.extend_from_slice(&f.finish());
+            let text = String::from_utf8(out).unwrap();
+            let mut got = String::new();
+            for ev in text.split("\n\n").filter(|e| !e.is_empty()) {
+                let data = ev.strip_prefix("data: ").unwrap();
+                if data == "[DONE]" {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(data).unwrap();
+                if let Some(a) = v
+                    .pointer("/choices/0/delta/tool_calls/0/function/arguments")
+                    .and_then(Value::as_str)
+                {
+                    got.push_str(a);
+                }
+            }
+            assert_eq!(got, whole, "cut at {cut}");
+        }
+        // Whole answers too.
+        let mut v = json!({"choices": [{"message": {"tool_calls": [{"function": {"name": "send", "arguments": args}}]}}]});
+        let mut changed = false;
+        side.walk(&mut v, &mut changed).unwrap();
+        let a = v
+            .pointer("/choices/0/message/tool_calls/0/function/arguments")
+            .unwrap()
+            .as_str()
+            .unwrap();
+        assert_eq!(a, whole);
+    }
+
+    /// A Responses stream of `text` (as the gateway's translation writes it).
+    fn responses_stream(text: &str) -> Vec<u8> {
+        let mut s = String::new();
+        let mut seq = 0;
+        let mut ev = |v: Value| {
+            let mut v = v;
+            v["sequence_number"] = json!(seq);
+            seq += 1;
+            s.push_str(&format!(
+                "event: {}\ndata: {v}\n\n",
+                v["type"].as_str().unwrap()
+            ));
+        };
+        ev(
+            json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress", "output": []}}),
+        );
+        ev(
+            json!({"type": "response.output_item.added", "output_index": 0, "item": {"id": "msg_1", "type": "message", "role": "assistant", "content": []}}),
+        );
+        for piece in text.split_inclusive(' ') {
+            ev(
+                json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}),
+            );
+        }
+        ev(
+            json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+        );
+        ev(
+            json!({"type": "response.output_item.done", "output_index": 0, "item": {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": text, "annotations": []}]}}),
+        );
+        ev(
+            json!({"type": "response.completed", "response": {"id": "resp_1", "status": "completed", "output": [{"id": "msg_1", "type": "message", "content": [{"type": "output_text", "text": text}]}], "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}}}),
+        );
+        s.into_bytes()
+    }
+
+    #[test]
+    fn responses_streams_mask_like_the_whole_text_at_every_split() {
+        let side = side("mask");
+        let whole = side.scanner.apply(ANSWER).text;
+        let stream = responses_stream(ANSWER);
+        for cut in 1..stream.len() {
+            if cut % 7 != 0 {
+                continue;
+            }
+            let mut f = SseGuard::new(side.clone(), Format::OpenAiResponses, None);
+            let mut out = Vec::new();
+            out.extend_from_slice(&f.chunk(Bytes::copy_from_slice(&stream[..cut])));
+            out.extend_from_slice(&f.chunk(Bytes::copy_from_slice(&stream[cut..])));
+            out.extend_from_slice(&f.finish());
+            let text = String::from_utf8(out).unwrap();
+            let mut deltas = String::new();
+            let mut kinds = Vec::new();
+            for (i, ev) in text.split("\n\n").filter(|e| !e.is_empty()).enumerate() {
+                let (name, data) = ev.split_once('\n').unwrap();
+                let v: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+                assert_eq!(name.strip_prefix("event: ").unwrap(), v["type"]);
+                assert_eq!(v["sequence_number"], i, "{text}");
+                if v["type"] == "response.output_text.delta" {
+                    deltas.push_str(v["delta"].as_str().unwrap());
+                    assert_eq!(v["item_id"], "msg_1");
+                }
+                if v["type"] == "response.output_text.done" {
+                    assert_eq!(v["text"], whole.as_str());
+                }
+                kinds.push(v["type"].as_str().unwrap().to_string());
+            }
+            assert_eq!(deltas, whole, "cut at {cut}");
+            assert!(
+                !text.contains("jane.doe") && !text.contains("4111"),
+                "{text}"
+            );
+            assert_eq!(kinds.last().unwrap(), "response.completed");
+            let done = kinds
+                .iter()
+                .position(|k| k == "response.output_text.done")
+                .unwrap();
+            assert_eq!(kinds[done - 1], "response.output_text.delta");
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! The same regex guards on MCP tool traffic: a `tools/call`'s arguments (the `request` guards)
-//! and its result (the `response` guards), masked or refused with a JSON-RPC error naming the
-//! guard. The MCP gateway calls them (`mcp::authz::ToolGuard`).
+//! The same regex guards on MCP traffic: the arguments of a `tools/call` or `prompts/get` (the
+//! `request` guards) and the result of a `tools/call`, `prompts/get` or `resources/read` (the
+//! `response` guards: tool output, prompt messages, resource contents), masked or refused with
+//! a JSON-RPC error naming the guard. The MCP gateway calls them (`mcp::authz::ToolGuard`).
 
 use std::sync::Arc;
 

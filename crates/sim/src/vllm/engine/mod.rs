@@ -7,9 +7,15 @@
 //!   waiting requests first-come-first-served while fewer than `max_num_seqs` run and the step's
 //!   token budget (`max_num_batched_tokens`) lasts. Long prompts are prefilled in chunks across
 //!   steps.
-//! * **Step cost.** A step takes `step_base + prefill_per_token × prefilled tokens +
-//!   decode_per_seq × decoding sequences`, so inter-token latency grows with the batch and
-//!   time-to-first-token is queueing plus prefill of the *uncached* prompt tokens.
+//! * **Step cost** ([`EngineConfig::step_cost`]). A step takes `step_base + prefill_per_token ×
+//!   prefilled tokens + decode_per_seq × decoding sequences`, plus attention over each
+//!   prefill chunk's context (`attention_ns_per_pair × n × (c + n/2)` for `n` new tokens after
+//!   `c` cached or computed ones) and the reading of every scheduled sequence's KV
+//!   (`kv_read_ns_per_token × context`). So inter-token latency grows with the batch and its
+//!   context lengths, and time-to-first-token is queueing plus prefill of the *uncached* prompt
+//!   tokens plus (cheaper) attention over the cached ones.
+//! * **API server.** Before the engine sees a request, a FIFO single server per pod spends
+//!   `request_base + tokenize_per_token × prompt tokens` on it, in parallel with the steps.
 //! * **Paged KV cache with automatic prefix caching.** Tokens live in blocks of `block_size`;
 //!   a full block is named by a hash chain (its parent's hash and its tokens). On admission the
 //!   longest run of cached full blocks is reused and skips prefill. Blocks are reference-counted
@@ -59,6 +65,20 @@ pub struct EngineConfig {
     pub prefill_per_token: Duration,
     /// Cost of each sequence decoding one token in a step.
     pub decode_per_seq: Duration,
+    /// Attention compute per (new token, context token) pair of a prefill chunk, in
+    /// nanoseconds: a chunk of `n` new tokens after `c` tokens already in the KV cache (computed
+    /// earlier or found in the prefix cache) costs `n × (c + n/2)` pairs, so cached tokens are
+    /// cheaper than uncached ones but not free, and long contexts prefill slower. 0 = off.
+    pub attention_ns_per_pair: f64,
+    /// Reading one context token's KV entries, per sequence per step (decode and prefill), in
+    /// nanoseconds: a decode step over long contexts is slower than over short ones. 0 = off.
+    pub kv_read_ns_per_token: f64,
+    /// Fixed cost of each request in the API server before the engine sees it (HTTP, request
+    /// parsing, chat template). The API server is a single FIFO server per pod that works in
+    /// parallel with the engine's steps; under load requests queue there too.
+    pub request_base: Duration,
+    /// The API server's cost per prompt token (tokenization).
+    pub tokenize_per_token: Duration,
     /// Completion length drawn (seeded) for requests without `max_tokens`.
     pub output_len: Range<u32>,
     /// Whether full blocks are reused across requests.
@@ -77,9 +97,63 @@ impl Default for EngineConfig {
             step_base: Duration::from_millis(2),
             prefill_per_token: Duration::from_micros(60),
             decode_per_seq: Duration::from_micros(250),
+            attention_ns_per_pair: 0.0,
+            kv_read_ns_per_token: 0.0,
+            request_base: Duration::ZERO,
+            tokenize_per_token: Duration::ZERO,
             output_len: 16..64,
             enable_prefix_caching: true,
         }
+    }
+}
+
+impl EngineConfig {
+    /// The cost model calibrated to Llama-3.1-8B-Instruct (BF16) served by vLLM on one
+    /// NVIDIA A100 40GB (bench/routing/README.md cites the measurement and the arithmetic):
+    /// 13.2 ms per step (reading the 16 GB of weights at the measured ~77% of the memory
+    /// roofline), 86 µs per prefilled token (2 × 8.03 GFLOP per token at ~60% of 312 TFLOP/s),
+    /// 3.4 ns per attention pair, 109 ns per context token read (128 KiB of KV per token at
+    /// 1.2 TB/s), 0.29 ms per decoding sequence, and an API server taking 2 ms + 1.5 µs per
+    /// prompt token per request. The other fields (batch limits, KV size) keep their defaults.
+    pub fn a100_llama8b() -> Self {
+        EngineConfig {
+            step_base: Duration::from_micros(13_200),
+            prefill_per_token: Duration::from_micros(86),
+            decode_per_seq: Duration::from_micros(290),
+            attention_ns_per_pair: 3.4,
+            kv_read_ns_per_token: 109.0,
+            request_base: Duration::from_millis(2),
+            tokenize_per_token: Duration::from_nanos(1_500),
+            ..EngineConfig::default()
+        }
+    }
+
+    /// How long one step takes: `step_base`, plus per prefilling sequence `prefill_per_token ×
+    /// n` and the attention over its context, plus per decoding sequence `decode_per_seq` and
+    /// the reading of its context's KV. `work` is `(context tokens before the step, tokens
+    /// computed in the step, decoding)` per scheduled sequence.
+    pub fn step_cost(&self, work: impl IntoIterator<Item = (usize, usize, bool)>) -> Duration {
+        let mut fixed = self.step_base;
+        let mut ns = 0.0f64;
+        for (context, new, decoding) in work {
+            if new == 0 {
+                continue;
+            }
+            if decoding {
+                fixed += self.decode_per_seq;
+            } else {
+                fixed += self.prefill_per_token * new as u32;
+            }
+            let (c, n) = (context as f64, new as f64);
+            ns += self.attention_ns_per_pair * n * (c + n / 2.0);
+            ns += self.kv_read_ns_per_token * (c + n);
+        }
+        fixed + Duration::from_nanos(ns.max(0.0).round() as u64)
+    }
+
+    /// The API server's time for one request with `prompt_tokens` tokens.
+    pub fn request_cost(&self, prompt_tokens: usize) -> Duration {
+        self.request_base + self.tokenize_per_token * prompt_tokens as u32
     }
 }
 
@@ -213,6 +287,9 @@ struct Seq {
     registered: usize,
     output_seed: u64,
     arrival: Duration,
+    /// When the API server hands the request to the engine (`arrival` + its wait and cost
+    /// there); not schedulable before.
+    ready_at: Duration,
     /// Prefix-cache hits at first admission (`None` until admitted).
     cached_tokens: Option<usize>,
     last_token_at: Option<Duration>,
@@ -247,6 +324,8 @@ pub struct Engine {
     live: HashSet<u64>,
     rng: fastrand::Rng,
     stats: Stats,
+    /// When the API server (a FIFO single server) finishes the requests it has accepted.
+    frontend_free_at: Duration,
 }
 
 impl Engine {
@@ -296,6 +375,7 @@ impl Engine {
             live: HashSet::new(),
             rng: fastrand::Rng::with_seed(seed),
             stats,
+            frontend_free_at: Duration::ZERO,
         }
     }
 
@@ -340,6 +420,16 @@ impl Engine {
         };
         self.live.insert(req.id);
         let output_seed = tokenizer::prompt_seed(&req.prompt_tokens);
+        let cost = self.cfg.request_cost(prompt_len);
+        let ready_at = if cost.is_zero() {
+            // No API-server cost: schedulable at once, even by a step whose start (the engine's
+            // clock) is a little behind the clock `now` was read from.
+            Duration::ZERO
+        } else {
+            let ready = now.max(self.frontend_free_at) + cost;
+            self.frontend_free_at = ready;
+            ready
+        };
         self.waiting.push_back(Seq {
             id: req.id,
             tokens: req.prompt_tokens,
@@ -353,6 +443,7 @@ impl Engine {
             registered: 0,
             output_seed,
             arrival: now,
+            ready_at,
             cached_tokens: None,
             last_token_at: None,
         });
@@ -453,6 +544,17 @@ impl Engine {
                 decode_seqs: 0,
             };
         }
+        // Nothing running and the next request still in the API server: idle until it is ready.
+        if self.running.is_empty() {
+            if let Some(front) = self.waiting.front().filter(|s| s.ready_at > now) {
+                return StepOutcome {
+                    duration: front.ready_at - now,
+                    events: Vec::new(),
+                    prefill_tokens: 0,
+                    decode_seqs: 0,
+                };
+            }
+        }
         self.stats.steps += 1;
         let bs = self.cfg.block_size;
         let mut budget = self.cfg.max_num_batched_tokens;
@@ -487,6 +589,9 @@ impl Engine {
             let Some(seq) = self.waiting.front_mut() else {
                 break;
             };
+            if seq.ready_at > now {
+                break; // still in the API server (the queue is in API-server order)
+            }
             let len = seq.tokens.len();
             seq.extend_hashes(bs, len);
             // At least one token is always computed, so a fully cached prompt recomputes its
@@ -542,9 +647,12 @@ impl Engine {
                 prefill_tokens += n;
             }
         }
-        let duration = self.cfg.step_base
-            + self.cfg.prefill_per_token * prefill_tokens as u32
-            + self.cfg.decode_per_seq * decode_seqs as u32;
+        let duration = self.cfg.step_cost(
+            self.running
+                .iter()
+                .zip(&scheduled)
+                .map(|(seq, n)| (seq.computed, *n, seq.is_decode())),
+        );
         let end = now + duration;
 
         // 4. Apply the step: computed KV, new full blocks, sampled tokens, finished requests.

@@ -366,3 +366,194 @@ fn generated_tokens_are_cached_for_the_next_turn() {
     // 79 computed tokens (the last sampled token never gets KV) = 4 full blocks.
     assert_eq!(e.probe_prefix(&next), 64);
 }
+
+// ---- cost model -----------------------------------------------------------------------------
+
+/// Inter-token latency of `batch` requests of `prompt` tokens decoding together: the mean
+/// duration of the steps in which all of them decode (and nothing prefills), under `cfg`.
+fn batch_itl(cfg: &EngineConfig, batch: usize, prompt: usize, out: u32) -> Duration {
+    let mut e = Engine::new(cfg.clone());
+    let mut now = Duration::ZERO;
+    for id in 0..batch as u64 {
+        e.add(
+            now,
+            req(id, toks(id as u32 * 100_000 + 1, prompt), Some(out)),
+        )
+        .unwrap();
+    }
+    let mut steps = Vec::new();
+    while e.has_work() {
+        let s = e.step(now);
+        now += s.duration;
+        if s.decode_seqs == batch && s.prefill_tokens == 0 {
+            steps.push(s.duration);
+        }
+    }
+    assert!(steps.len() >= 5, "too few full-batch decode steps");
+    steps.iter().sum::<Duration>() / steps.len() as u32
+}
+
+#[test]
+fn legacy_defaults_keep_the_old_step_cost() {
+    let cfg = EngineConfig::default();
+    // 2 ms + 60 µs × 100 prefilled + 250 µs × 3 decoding, whatever the contexts.
+    let cost = cfg.step_cost([
+        (0, 100, false),
+        (5000, 1, true),
+        (10, 1, true),
+        (1, 1, true),
+    ]);
+    assert_eq!(cost, Duration::from_micros(2000 + 6000 + 750));
+    assert_eq!(cfg.request_cost(10_000), Duration::ZERO);
+}
+
+#[test]
+fn a_longer_context_decodes_slower() {
+    let cfg = EngineConfig {
+        num_blocks: 4096,
+        max_model_len: 16_384,
+        ..EngineConfig::a100_llama8b()
+    };
+    let short = batch_itl(&cfg, 4, 200, 40);
+    let long = batch_itl(&cfg, 4, 6000, 40);
+    // 4 sequences × ~5,800 more context tokens × 109 ns ≈ 2.5 ms more per step.
+    let extra = long - short;
+    assert!(
+        extra > Duration::from_micros(2300) && extra < Duration::from_micros(2800),
+        "short {short:?}, long {long:?}"
+    );
+    // The legacy model ignores context length.
+    let legacy = EngineConfig {
+        num_blocks: 4096,
+        max_model_len: 16_384,
+        ..EngineConfig::default()
+    };
+    assert_eq!(
+        batch_itl(&legacy, 4, 200, 40),
+        batch_itl(&legacy, 4, 6000, 40)
+    );
+}
+
+#[test]
+fn a_cached_prefix_is_cheaper_than_an_uncached_one_but_not_free() {
+    let cfg = EngineConfig::a100_llama8b();
+    // The step cost alone: 24 new tokens after 4,000 cached ones.
+    let uncached = cfg.step_cost([(0, 4024, false)]);
+    let cached = cfg.step_cost([(4000, 24, false)]);
+    let no_prefix = cfg.step_cost([(0, 24, false)]);
+    assert!(cached * 10 < uncached, "{cached:?} vs {uncached:?}");
+    // 24 × 4,012 pairs × 3.4 ns + 4,000 KV reads × 109 ns ≈ 0.76 ms more than no prefix.
+    let extra = cached - no_prefix;
+    assert!(
+        extra > Duration::from_micros(700) && extra < Duration::from_micros(820),
+        "{extra:?}"
+    );
+
+    // And end to end: TTFT of a request whose 4,000-token prefix is cached grows with the
+    // prefix it reuses.
+    let ttft_after = |prefix: usize| {
+        let mut e = Engine::new(EngineConfig {
+            max_num_batched_tokens: 8192,
+            ..cfg.clone()
+        });
+        let mut now = Duration::ZERO;
+        let shared = toks(10_000, prefix);
+        let mut p1 = shared.clone();
+        p1.extend(toks(1, 24));
+        e.add(now, req(1, p1, Some(1))).unwrap();
+        let cold = first_token(&run(&mut e, &mut now), 1).0;
+        let start = now;
+        let mut p2 = shared;
+        p2.extend(toks(500, 24));
+        e.add(now, req(2, p2, Some(1))).unwrap();
+        let (t, hit) = first_token(&run(&mut e, &mut now), 2);
+        assert_eq!(hit, prefix / 16 * 16);
+        (cold, t - start)
+    };
+    let (cold_1k, warm_1k) = ttft_after(1008);
+    let (cold_4k, warm_4k) = ttft_after(4000);
+    assert!(warm_4k * 5 < cold_4k, "{warm_4k:?} vs cold {cold_4k:?}");
+    assert!(
+        warm_1k < warm_4k,
+        "a longer cached prefix costs more: {warm_1k:?} vs {warm_4k:?}"
+    );
+    assert!(cold_1k < cold_4k);
+}
+
+#[test]
+fn the_api_server_adds_a_queued_per_request_cost() {
+    let cfg = EngineConfig {
+        step_base: MS,
+        prefill_per_token: Duration::ZERO,
+        decode_per_seq: Duration::ZERO,
+        request_base: 10 * MS,
+        tokenize_per_token: Duration::from_micros(10),
+        ..EngineConfig::default()
+    };
+    assert_eq!(cfg.request_cost(100), 11 * MS);
+    let mut e = Engine::new(cfg);
+    let mut now = Duration::ZERO;
+    // Two requests arrive together: the API server takes them one after the other.
+    e.add(now, req(1, toks(1, 100), Some(1))).unwrap();
+    e.add(now, req(2, toks(1000, 100), Some(1))).unwrap();
+    let ev = run(&mut e, &mut now);
+    let (t1, _) = first_token(&ev, 1);
+    let (t2, _) = first_token(&ev, 2);
+    assert_eq!(t1, 11 * MS + MS, "API server, then one step");
+    assert_eq!(t2, 22 * MS + MS, "behind request 1 in the API server");
+    // A request arriving later while the API server is idle pays only its own cost.
+    let start = now + 100 * MS;
+    let mut now = start;
+    e.add(now, req(3, toks(5000, 100), Some(1))).unwrap();
+    let ev = run(&mut e, &mut now);
+    assert_eq!(first_token(&ev, 3).0 - start, 12 * MS);
+    assert_eq!(
+        e.stats().steps,
+        3,
+        "waiting for the API server is not a step"
+    );
+}
+
+#[test]
+fn the_calibrated_model_reproduces_the_cited_measurement() {
+    // Llama-3.1-8B-Instruct on an A100 40GB, 1024-token prompts, 128-token outputs
+    // (bench/routing/README.md): ~75 tokens/s for one request, and 8 concurrent requests
+    // give ~6.6x the throughput of one.
+    let cfg = EngineConfig::a100_llama8b();
+    let itl1 = batch_itl(&cfg, 1, 1024, 128);
+    let itl8 = batch_itl(&cfg, 8, 1024, 128);
+    let tps1 = 1.0 / itl1.as_secs_f64();
+    let gain8 = 8.0 * itl1.as_secs_f64() / itl8.as_secs_f64();
+    assert!(
+        (72.0..78.0).contains(&tps1),
+        "batch-1 decode {tps1:.1} tok/s"
+    );
+    assert!((6.3..6.9).contains(&gain8), "batch-8 gain {gain8:.2}x");
+    // Prefill of a cold 1024-token prompt: ~86 µs a token plus attention, ~11.6k tokens/s.
+    let cold = cfg.step_cost([(0, 1024, false)]) - cfg.step_base;
+    let prefill_tps = 1024.0 / cold.as_secs_f64();
+    assert!(
+        (11_000.0..12_000.0).contains(&prefill_tps),
+        "{prefill_tps:.0} tok/s"
+    );
+}
+
+#[test]
+fn without_api_server_cost_a_request_is_schedulable_at_once() {
+    // The server reads `now` for `add` from the wall clock and the engine steps on its own
+    // clock, which may be a little behind: with no API-server cost that must not delay it.
+    let mut e = Engine::new(EngineConfig::default());
+    e.add(10 * MS, req(1, toks(1, 100), Some(1))).unwrap();
+    let s = e.step(9 * MS);
+    assert_eq!(s.prefill_tokens, 100);
+    // With a cost, the first step only waits for the API server.
+    let mut e = Engine::new(EngineConfig {
+        request_base: 5 * MS,
+        ..EngineConfig::default()
+    });
+    e.add(Duration::ZERO, req(1, toks(1, 100), Some(1)))
+        .unwrap();
+    let s = e.step(Duration::ZERO);
+    assert_eq!((s.prefill_tokens, s.duration), (0, 5 * MS));
+    assert_eq!(e.step(5 * MS).prefill_tokens, 100);
+}

@@ -36,11 +36,9 @@ TARGET_CPU_NS=${TARGET_CPU_NS:-2000}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
-PIDS=()
-log() { printf '%s\n' "$*" >&2; }
-die() { log "guardrails bench: $*"; exit 1; }
-cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+NAME="guardrails bench"
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 
 for tool in wrk taskset python3 gcc; do
   command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install wrk util-linux gcc)"
@@ -94,7 +92,6 @@ for admin in "$A1" "$A2"; do
 done
 
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { local stat rest f; stat=$(</proc/"$1"/stat); rest=${stat##*) }; read -ra f <<<"$rest"; echo $((f[11] + f[12])); }
 url() { echo "http://127.0.0.1:$1/v1/chat/completions"; }
 
 # The guarded stream must actually be guarded (and neither may be an error).
@@ -120,13 +117,13 @@ log "cpu per chunk: $ROUNDS rounds of ${SECS}s, $CONNS connections each, $TOKENS
 RATIOS=()
 DIFFS=()
 for round in $(seq "$ROUNDS"); do
-  p0=$(cpu_ticks "$PLAIN_PID") g0=$(cpu_ticks "$GUARD_PID")
+  p0=$(ticks "$PLAIN_PID") g0=$(ticks "$GUARD_PID")
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" "$(url "$PLAIN")" -- chat-stream >"$OUT/wrk-plain-$round.txt" 2>&1 &
   w1=$!
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$BENCH/wrk.lua" "$(url "$GUARD")" -- chat-stream >"$OUT/wrk-guarded-$round.txt" 2>&1 &
   w2=$!
   wait "$w1" "$w2"
-  p1=$(cpu_ticks "$PLAIN_PID") g1=$(cpu_ticks "$GUARD_PID")
+  p1=$(ticks "$PLAIN_PID") g1=$(ticks "$GUARD_PID")
   read -r line < <(python3 - "$OUT/wrk-plain-$round.txt" "$OUT/wrk-guarded-$round.txt" $((p1 - p0)) $((g1 - g0)) "$CLK_TCK" "$TOKENS" <<'EOF'
 import json, sys
 def rec(path):

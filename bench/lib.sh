@@ -1,6 +1,6 @@
-# Shared by the side-by-side bench scripts (governance.sh, models.sh, scale.sh): logging, the
-# exit trap that stops what a script started, an nginx that answers one fixed body, and the
-# per-process CPU and wrk read-outs. Source it after setting OUT and NAME; start processes with
+# Shared by the side-by-side bench scripts (governance.sh, guardrails.sh, models.sh, scale.sh):
+# logging, the exit trap that stops what a script started, an nginx that answers one fixed body,
+# and the per-process CPU and wrk read-outs. Source it after setting OUT and NAME; start processes with
 # `&` and add their PIDs to PIDS.
 
 PIDS=()

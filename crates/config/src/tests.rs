@@ -366,12 +366,19 @@ fn guardrails_load_and_bad_ones_are_refused_at_their_line() {
 
     // A remote guard on the answer may pace itself over streams; on the prompt it may not.
     let hook = "          - name: hook\n            webhook: {url: 'http://127.0.0.1:1/x', streamWindow: 200}\n            action: reject\n";
-    let ok = GUARDED.replace("          response:\n", &format!("          response:\n{hook}"));
+    let ok = GUARDED.replace(
+        "          response:\n",
+        &format!("          response:\n{hook}"),
+    );
     parse(&ok).unwrap();
-    let e = parse(&GUARDED.replace("          response:\n", &format!("{hook}          response:\n")))
-        .unwrap_err();
+    let e = parse(&GUARDED.replace(
+        "          response:\n",
+        &format!("{hook}          response:\n"),
+    ))
+    .unwrap_err();
     assert_eq!(
-        e.key, "binds[0].listeners[0].routes[0].policies.guardrails.request[1].webhook.streamWindow",
+        e.key,
+        "binds[0].listeners[0].routes[0].policies.guardrails.request[1].webhook.streamWindow",
         "{e}"
     );
     assert_eq!(e.line, 12, "{e}");
@@ -385,9 +392,14 @@ fn guardrails_load_and_bad_ones_are_refused_at_their_line() {
             &format!("ai:\n          name: a\n          provider: {{openAI: {{}}}}\n          policies:\n            ai:\n              routes: {routes}\n"),
         )
     };
-    let e = parse(&table("{/v1/chat/completions: completions, '*': passthrough}")).unwrap_err();
+    let e = parse(&table(
+        "{/v1/chat/completions: completions, '*': passthrough}",
+    ))
+    .unwrap_err();
     assert_eq!(
-        e.key, "binds[0].listeners[0].routes[0].policies.guardrails.backends[0].ai.policies.ai.routes".replace(".policies.guardrails.backends", ".backends"),
+        e.key,
+        "binds[0].listeners[0].routes[0].policies.guardrails.backends[0].ai.policies.ai.routes"
+            .replace(".policies.guardrails.backends", ".backends"),
         "{e}"
     );
     assert!(e.message.contains("passthrough"), "{e}");
@@ -395,7 +407,10 @@ fn guardrails_load_and_bad_ones_are_refused_at_their_line() {
     let e = parse(&table("{/v1/chat/completions: completions}")).unwrap_err();
     assert!(e.message.contains("without `*`"), "{e}");
     assert_eq!(e.line, 21, "{e}");
-    parse(&table("{/v1/chat/completions: completions, '*': completions}")).unwrap();
+    parse(&table(
+        "{/v1/chat/completions: completions, '*': completions}",
+    ))
+    .unwrap();
 }
 
 #[test]

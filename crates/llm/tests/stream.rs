@@ -380,7 +380,10 @@ fn stream_without_done_is_closed_by_finish() {
         .unwrap()
         .contains("message_stop"));
     // What arrived before the cut was still delivered.
-    assert!(evs.iter().any(|(_, d)| d.contains("\"content\":\"x\"")), "{evs:?}");
+    assert!(
+        evs.iter().any(|(_, d)| d.contains("\"content\":\"x\"")),
+        "{evs:?}"
+    );
 }
 
 #[test]

@@ -62,7 +62,9 @@ fn forwarded_headers(h: &HeaderMap) -> HeaderMap {
                 // The client's names; a target knows its items by others.
                 | crate::modern::METHOD_HEADER
                 | crate::modern::NAME_HEADER
-        ) || k.as_str().starts_with("access-control-");
+        ) || k.as_str().starts_with("access-control-")
+            // The client's `Mcp-Param-*`: a modern target gets the gateway's own.
+            || k.as_str().starts_with(crate::params::PREFIX);
         if !drop {
             out.append(k.clone(), v.clone());
         }
@@ -431,6 +433,7 @@ impl Gateway {
             Ok(j) => j,
             Err(e) => return ok(&e.with_id(id)),
         };
+        let tasks = joined.tasks.clone();
         let mut result = InitializeResult::new(joined.caps)
             .with_server_info(Implementation::new("switchyard", env!("CARGO_PKG_VERSION")));
         if !joined.instructions.is_empty() {
@@ -438,6 +441,11 @@ impl Gateway {
         }
         let mut result = serde_json::to_value(result).unwrap_or_default();
         result["protocolVersion"] = Value::from(version);
+        // Tasks outlive the request that made them: not without sessions (statefulMode: false).
+        let tasks = tasks.filter(|_| self.stateful);
+        if let (Some(t), Some(Value::Object(caps))) = (tasks, result.get_mut("capabilities")) {
+            caps.insert("tasks".into(), t);
+        }
         let mut resp = ok(&jsonrpc::result(id, result));
         if self.stateful {
             let sealed = match self.sealer.seal(&joined.state) {
@@ -487,11 +495,13 @@ impl Gateway {
         .await;
         let mut joined = Vec::new();
         let mut caps = ServerCapabilities::default();
+        let mut tasks = None;
         let mut instructions = Vec::new();
         for (t, outcome) in self.targets.iter().zip(outcomes) {
             match outcome {
                 Ok((result, ts)) => {
                     merge_capabilities(&mut caps, result.get("capabilities"));
+                    crate::tasks::merge_capability(&mut tasks, result.get("capabilities"));
                     if let Some(i) = result.get("instructions").and_then(Value::as_str) {
                         instructions.push(if self.targets.len() > 1 {
                             format!("{}: {i}", t.name)
@@ -533,6 +543,7 @@ impl Gateway {
             state,
             local,
             caps,
+            tasks,
             instructions,
         })
     }
@@ -648,15 +659,17 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(own_tx);
         let prefixed = self.prefixed;
-        let record = move |log: &crate::replay::EventLog, name: &str, m: Value| {
-            let m = from_upstream(m, name, prefixed);
+        let (sealer, scope) = (self.sealer.clone(), opened.state.id.clone());
+        let record = Arc::new(move |log: &crate::replay::EventLog, name: &str, m: Value| {
+            let mut m = from_upstream(m, name, prefixed);
+            crate::tasks::seal_message(&sealer, &scope, name, &mut m);
             Event {
                 id: Some(log.record(stream, &m)),
                 msg: m,
             }
-        };
+        });
         {
-            let (tx, log) = (tx.clone(), log.clone());
+            let (tx, log, record) = (tx.clone(), log.clone(), record.clone());
             tasks.push(tokio::spawn(async move {
                 while let Some((name, m)) = own_rx.recv().await {
                     if tx.send(record(&log, &name, m)).await.is_err() {
@@ -668,6 +681,7 @@ impl Gateway {
         for (t, ts) in self.joined(&opened.state) {
             let (t, ts, tx, log) = (t.clone(), ts.clone(), tx.clone(), log.clone());
             let (fwd, local, init) = (fwd.clone(), opened.local.clone(), opened.state.init.clone());
+            let record = record.clone();
             tasks.push(tokio::spawn(async move {
                 let (raw_tx, mut raw_rx) = mpsc::channel::<Value>(64);
                 let name = t.name.clone();
@@ -745,6 +759,8 @@ pub(crate) struct Joined {
     pub state: SessionState,
     pub local: Arc<LocalSession>,
     pub caps: ServerCapabilities,
+    /// The targets' `tasks` capabilities, merged (rmcp's capabilities have no such field).
+    pub tasks: Option<Value>,
     pub instructions: Vec<String>,
 }
 

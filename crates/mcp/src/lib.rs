@@ -12,19 +12,23 @@
 //! own requests into multi-round-trip `input_required` results (`mrtr`).
 
 pub mod authz;
+mod cache;
 mod downstream;
 mod federate;
 pub mod jsonrpc;
 mod legacy;
+mod listen;
 pub mod local;
 mod modern;
 mod mrtr;
 pub mod names;
+mod params;
 mod pool;
 mod replay;
 mod route;
 pub mod session;
 mod stream;
+mod tasks;
 pub mod upstream;
 
 use bytes::Bytes;
@@ -136,6 +140,8 @@ pub struct Gateway {
     pool: Arc<pool::Pool>,
     /// Upstream exchanges waiting for a modern client's `inputResponses` (MRTR).
     parked: Arc<mrtr::Parked>,
+    /// Targets' list pages kept for their `ttlMs` (`listCache: true`).
+    list_cache: Option<cache::ListCache>,
 }
 
 impl Gateway {
@@ -152,7 +158,12 @@ impl Gateway {
             let transport = if let Some(h) = &t.mcp {
                 let url = parse_url(&h.host).map_err(|e| format!("{key}.mcp.host: {e}"))?;
                 let client = http_client(t, &url).map_err(|e| format!("{key}: {e}"))?;
-                upstream::Transport::Http(upstream::http::HttpTarget { url, client })
+                upstream::Transport::Http(upstream::http::HttpTarget {
+                    url,
+                    client,
+                    discovered: Default::default(),
+                    tool_headers: Default::default(),
+                })
             } else if let Some(s) = &t.stdio {
                 upstream::Transport::Stdio(upstream::stdio::StdioSpec {
                     cmd: s.cmd.clone(),
@@ -215,6 +226,7 @@ impl Gateway {
             sessions,
             legacy: Default::default(),
             parked: mrtr::Parked::new(),
+            list_cache: (cfg.list_cache == Some(true)).then(Default::default),
         })
     }
 

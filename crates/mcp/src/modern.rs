@@ -39,9 +39,10 @@ const META_PROTOCOL_PREFIX: &str = "io.modelcontextprotocol/";
 
 /// Client requests of the revision this shim serves. Everything else (`ping`,
 /// `logging/setLevel`, `resources/subscribe` were removed) is 404 / -32601, as the revision
-/// has it; `subscriptions/listen` is not served yet (see the README).
-const METHODS: [&str; 9] = [
+/// has it.
+const METHODS: [&str; 13] = [
     "server/discover",
+    "subscriptions/listen",
     "tools/list",
     "tools/call",
     "prompts/list",
@@ -50,6 +51,10 @@ const METHODS: [&str; 9] = [
     "resources/templates/list",
     "resources/read",
     "completion/complete",
+    // The tasks extension (io.modelcontextprotocol/tasks), for tasks of legacy targets.
+    "tasks/get",
+    "tasks/update",
+    "tasks/cancel",
 ];
 
 /// Log levels, least severe first (RFC 5424 order, as MCP has them).
@@ -120,6 +125,8 @@ pub(crate) struct Modern {
     pub gone: AtomicBool,
     /// Answers to questions asked in an earlier round, for an exchange run again here.
     pub pre: Vec<crate::mrtr::PreAnswer>,
+    /// Whether a target runs tool calls as tasks (the tasks extension is offered).
+    pub tasks_offered: bool,
 }
 
 /// Whether a message from a target is relayed to a modern client while its request runs:
@@ -145,7 +152,12 @@ fn level_index(l: &str) -> Option<usize> {
 
 /// The identity a modern client's upstream sessions and request states belong to.
 fn principal(down: &Downstream<'_>) -> String {
-    if let Some(name) = down.api_key.as_ref().and_then(|k| {
+    principal_of(down.api_key.as_ref(), down.jwt)
+}
+
+/// The identity of a caller known by its API key (`apiKey` CEL value) or JWT claims.
+pub(crate) fn principal_of(api_key: Option<&cel::Value>, jwt: Option<&Value>) -> String {
+    if let Some(name) = api_key.and_then(|k| {
         cel::value_to_json(k)
             .get("name")
             .and_then(Value::as_str)
@@ -153,9 +165,8 @@ fn principal(down: &Downstream<'_>) -> String {
     }) {
         return format!("apiKey:{name}");
     }
-    if let Some(sub) = down.jwt.and_then(|j| j.get("sub")).and_then(Value::as_str) {
-        let iss = down
-            .jwt
+    if let Some(sub) = jwt.and_then(|j| j.get("sub")).and_then(Value::as_str) {
+        let iss = jwt
             .and_then(|j| j.get("iss"))
             .and_then(Value::as_str)
             .unwrap_or("");
@@ -224,6 +235,8 @@ pub(crate) fn check_headers(headers: &HeaderMap, msg: &Value, version: &str) -> 
     let field = match jsonrpc::method(msg) {
         "tools/call" | "prompts/get" => "name",
         "resources/read" => "uri",
+        // The tasks extension routes by task: `Mcp-Name` carries the task id.
+        "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
         _ => return Ok(()),
     };
     let body = jsonrpc::params(msg)
@@ -248,6 +261,9 @@ fn strip(msg: &mut Value) {
     let params = jsonrpc::params_mut(msg);
     params.remove("inputResponses");
     params.remove("requestState");
+    // Whether a call runs as a task is the server's decision under the tasks extension: the
+    // gateway asks a legacy target for one itself ([`crate::tasks`]).
+    params.remove("task");
     let empty = match params.get_mut("_meta") {
         Some(Value::Object(meta)) => {
             meta.retain(|k, _| !k.starts_with(META_PROTOCOL_PREFIX));
@@ -305,30 +321,27 @@ fn decorate(r: &mut Map<String, Value>, method: &str) {
     }
 }
 
-/// `server/discover`, from what the targets offered when the pooled sessions opened. List
-/// changes and resource subscriptions are left out: they reach a modern client only through
-/// `subscriptions/listen`, which is not served yet. Extensions and experimental capabilities
-/// of legacy targets are left out too: the shim does not carry them.
-fn discover(caps: &ServerCapabilities, instructions: &[String]) -> Value {
+/// `server/discover`, from what the targets offered when the pooled sessions opened (list
+/// changes and resource subscriptions reach a modern client through `subscriptions/listen`,
+/// [`crate::listen`]). Extensions and experimental capabilities of legacy targets are left
+/// out: the shim does not carry them.
+fn discover(caps: &ServerCapabilities, instructions: &[String], tasks: Option<&Value>) -> Value {
     let mut caps = caps.clone();
-    if let Some(t) = caps.tools.as_mut() {
-        t.list_changed = None;
-    }
-    if let Some(p) = caps.prompts.as_mut() {
-        p.list_changed = None;
-    }
-    if let Some(r) = caps.resources.as_mut() {
-        r.list_changed = None;
-        r.subscribe = None;
-    }
     caps.experimental = None;
     caps.extensions = None;
     let mut result = Map::new();
     result.insert("supportedVersions".into(), json!(crate::served_versions()));
-    result.insert(
-        "capabilities".into(),
-        serde_json::to_value(caps).unwrap_or_else(|_| json!({})),
-    );
+    let mut caps = serde_json::to_value(caps).unwrap_or_else(|_| json!({}));
+    // The tasks extension, when a target runs tool calls as tasks (2025-11-25 `tasks`).
+    let tool_tasks = tasks
+        .and_then(|t| t.get("requests"))
+        .and_then(|r| r.get("tools"))
+        .and_then(|t| t.get("call"))
+        .is_some();
+    if let (true, Some(c)) = (tool_tasks, caps.as_object_mut()) {
+        c.insert("extensions".into(), json!({crate::tasks::EXTENSION: {}}));
+    }
+    result.insert("capabilities".into(), caps);
     if !instructions.is_empty() {
         result.insert("instructions".into(), json!(instructions.join("\n\n")));
     }
@@ -409,6 +422,7 @@ impl Gateway {
             digest: crate::mrtr::digest(&params),
             gone: AtomicBool::new(false),
             pre: Vec::new(),
+            tasks_offered: false,
         };
         let init = json!({
             "capabilities": capabilities,
@@ -443,15 +457,53 @@ impl Gateway {
                 Err(e) => return ok(&complete(e.with_id(id), &method)),
             };
             down.observed.session_id = Some(pooled.state.id.clone());
+            m.tasks_offered = pooled.tasks.is_some();
             if method == "server/discover" {
-                let result = discover(&pooled.caps, &pooled.instructions);
+                let result = discover(&pooled.caps, &pooled.instructions, pooled.tasks.as_ref());
                 return ok(&jsonrpc::result(id, result));
+            }
+            if method == "subscriptions/listen" {
+                return self.listen(&pooled, id, &params, sse).await;
+            }
+            if method.starts_with("tasks/") {
+                let answer = match crate::tasks::declared(capabilities) {
+                    false => crate::tasks::missing_extension(
+                        id,
+                        "tasks/* needs the io.modelcontextprotocol/tasks extension",
+                    ),
+                    true => {
+                        self.modern_task(
+                            &pooled,
+                            &m.principal,
+                            &method,
+                            &params,
+                            id,
+                            fwd,
+                            down.tool_guard.clone(),
+                            down.observed,
+                        )
+                        .await
+                    }
+                };
+                return ok(&answer);
             }
             let ctx = CallCtx {
                 headers: fwd,
                 local: &pooled.local,
                 init: &pooled.state.init,
             };
+            // Arguments mirrored in `Mcp-Param-*` headers must be what the body says (a route
+            // or an intermediary may have acted on the headers).
+            if method == "tools/call" && crate::params::any(headers) {
+                let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+                if let Some(schema) = self.tool_schema(&ctx, &pooled.state, name).await {
+                    let b = crate::params::bindings(&schema);
+                    let args = params.get("arguments").cloned().unwrap_or_default();
+                    if let Err(why) = crate::params::check(headers, &b, &args) {
+                        return bad_request(id, HEADER_MISMATCH, why);
+                    }
+                }
+            }
             let resp = self
                 .request(
                     &ctx,
@@ -475,6 +527,55 @@ impl Gateway {
             Code::INTERNAL_ERROR,
             "the MCP targets keep forgetting their sessions",
         ))
+    }
+}
+
+impl Gateway {
+    /// The `inputSchema` of the tool a (prefixed) name addresses, from its target's list.
+    async fn tool_schema(
+        &self,
+        ctx: &CallCtx<'_>,
+        state: &crate::session::SessionState,
+        name: &str,
+    ) -> Option<Value> {
+        let (target, original) = match self.prefixed {
+            true => {
+                let (t, n) = crate::names::split_name(name)?;
+                (Some(t), n)
+            }
+            false => (None, name),
+        };
+        for (t, ts) in self.joined(state) {
+            if target.is_some_and(|x| *t.name != *x) {
+                continue;
+            }
+            let mut cursor: Option<String> = None;
+            for _ in 0..20 {
+                let Ok(page) = self
+                    .list_one(ctx, t, ts, "tools/list", cursor.as_deref(), None)
+                    .await
+                else {
+                    break;
+                };
+                let found = page
+                    .get("tools")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|x| x.get("name").and_then(Value::as_str) == Some(original));
+                if let Some(tool) = found {
+                    return tool.get("inputSchema").cloned();
+                }
+                cursor = page
+                    .get("nextCursor")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                if cursor.is_none() {
+                    break;
+                }
+            }
+        }
+        None
     }
 }
 

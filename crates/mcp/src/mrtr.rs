@@ -276,7 +276,7 @@ impl Rounds {
             };
             match jsonrpc::kind(&m) {
                 // The answer (even with questions open: the target gave up on them).
-                Kind::Response => return ex.finish(m, id),
+                Kind::Response => return self.created(&ex, ex.finish(m, id)),
                 Kind::Request => {
                     let method = jsonrpc::method(&m).to_string();
                     let upstream_id = jsonrpc::id(&m);
@@ -333,6 +333,46 @@ impl Rounds {
         }
         ex.asks = asks;
         self.park(ex, id).await
+    }
+
+    /// A legacy `CreateTaskResult` (the gateway asked the target to run the call as a task,
+    /// [`crate::tasks`]) as the tasks extension has it: `resultType: "task"` and the task
+    /// inline, under a handle sealed for the caller, the target and the upstream session.
+    fn created(&self, ex: &Exchange, mut m: Value) -> Value {
+        if ex.method != "tools/call" {
+            return m;
+        }
+        let Some(task) = m
+            .get("result")
+            .and_then(|r| r.get("task"))
+            .and_then(Value::as_object)
+        else {
+            return m;
+        };
+        let Some(k) = task.get("taskId").and_then(Value::as_str) else {
+            return m;
+        };
+        let h = crate::tasks::ModernHandle {
+            p: ex.principal.clone(),
+            t: ex.target.name.to_string(),
+            k: k.to_string(),
+            s: ex.ts.session_id.clone(),
+            v: ex.ts.version.clone(),
+        };
+        let Some(handle) = crate::tasks::seal_modern(&self.sealer, &h) else {
+            return jsonrpc::error(
+                jsonrpc::id(&m),
+                Code::INTERNAL_ERROR,
+                "the task's handle could not be sealed",
+            );
+        };
+        let mut r = crate::tasks::modern_task(task, &handle, "task");
+        r.insert(
+            "_meta".into(),
+            json!({"io.modelcontextprotocol/serverInfo": crate::modern::server_info()}),
+        );
+        m["result"] = Value::Object(r);
+        m
     }
 
     /// Seals a state for the exchange's open questions, parks it, and says `input_required`.

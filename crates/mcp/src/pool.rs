@@ -36,9 +36,95 @@ pub(crate) struct Pooled {
     pub local: Arc<LocalSession>,
     pub caps: ServerCapabilities,
     pub instructions: Vec<String>,
+    /// The targets' `tasks` capabilities (2025-11-25), merged: what the tasks extension
+    /// is offered on.
+    pub tasks: Option<Value>,
     targets: Vec<(Arc<Target>, TargetSession)>,
     /// Headers of the request that opened the sessions: they close them too.
     headers: HeaderMap,
+    /// The sessions' own messages (server streams), for `subscriptions/listen`: started by
+    /// the first listener, shared by the next ones.
+    feed: Mutex<Option<Feed>>,
+}
+
+/// What the targets send on their own, by target name, and the tasks reading it.
+type Feed = (
+    tokio::sync::broadcast::Sender<(Arc<str>, Value)>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some((_, tasks)) = lock(&self.feed).take() {
+            for t in tasks {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl Pooled {
+    /// The targets' own messages on these sessions from now on: their server streams (HTTP
+    /// targets' GET streams; stdio and SSE targets' messages outside any request), opened
+    /// when nobody listens yet.
+    pub fn feed(&self) -> tokio::sync::broadcast::Receiver<(Arc<str>, Value)> {
+        let mut feed = lock(&self.feed);
+        if let Some((tx, tasks)) = &*feed {
+            if !tasks.iter().all(|t| t.is_finished()) {
+                return tx.subscribe();
+            }
+        }
+        let (tx, rx) = tokio::sync::broadcast::channel(256);
+        let mut tasks = Vec::new();
+        let (own_tx, mut own_rx) = tokio::sync::mpsc::channel::<(Arc<str>, Value)>(256);
+        *lock(&self.local.server_stream) = Some(own_tx);
+        {
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(m) = own_rx.recv().await {
+                    let _ = tx.send(m);
+                }
+            }));
+        }
+        for (t, ts) in &self.targets {
+            let (t, ts, tx) = (t.clone(), ts.clone(), tx.clone());
+            let (headers, local, init) = (
+                self.headers.clone(),
+                self.local.clone(),
+                self.state.init.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Value>(64);
+                let name = t.name.clone();
+                let relay = async {
+                    while let Some(m) = raw_rx.recv().await {
+                        let _ = tx.send((name.clone(), m));
+                    }
+                };
+                let ctx = CallCtx {
+                    headers: &headers,
+                    local: &local,
+                    init: &init,
+                };
+                let (r, ()) = tokio::join!(t.listen(&ctx, &ts, raw_tx), relay);
+                if let Err(e) = r {
+                    tracing::debug!(mcp_target = %t.name, error = %e, "pooled server stream ended");
+                }
+            }));
+        }
+        *feed = Some((tx, tasks));
+        rx
+    }
+
+    /// The upstream sessions, by target.
+    pub fn targets(&self) -> &[(Arc<Target>, TargetSession)] {
+        &self.targets
+    }
+
+    /// The headers the sessions were opened with.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
 }
 
 struct Slot {
@@ -182,8 +268,10 @@ impl Pool {
             local: joined.local,
             caps: joined.caps,
             instructions: joined.instructions,
+            tasks: joined.tasks,
             targets,
             headers: fwd.clone(),
+            feed: Mutex::new(None),
         });
         tracing::debug!(session = %p.state.id, principal = %key.principal, "opened pooled upstream MCP sessions");
         *lock(&slot.ready) = Some(p.clone());

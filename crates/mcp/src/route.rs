@@ -61,6 +61,7 @@ impl Gateway {
             return;
         };
         msg["id"] = original;
+        crate::tasks::open_answer(&self.sealer, &state.id, &t.name, &mut msg);
         if let Err(e) = t.send(ctx, ts, &msg).await {
             tracing::debug!(mcp_target = %t.name, error = %e, "answer to a server request not delivered");
         }
@@ -104,6 +105,49 @@ impl Gateway {
             });
             join_all(calls).await;
             return ok(&jsonrpc::result(id, json!({})));
+        }
+        // Tasks (2025-11-25) of sessions: a handle names its target ([`crate::tasks`]).
+        if modern.is_none() {
+            if method == "tasks/list" {
+                return ok(&match self.list_tasks(ctx, state, &msg).await {
+                    Ok(v) => jsonrpc::result(id, v),
+                    Err(e) => e.with_id(id),
+                });
+            }
+            if matches!(
+                method.as_str(),
+                "tasks/get" | "tasks/result" | "tasks/cancel"
+            ) {
+                let handle = jsonrpc::params(&msg)
+                    .and_then(|p| p.get("taskId"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let found = crate::tasks::open(&self.sealer, &state.id, handle).and_then(
+                    |(target, task)| {
+                        let (t, ts) = self.joined(state).find(|(t, _)| *t.name == *target)?;
+                        Some((t, ts, task))
+                    },
+                );
+                let Some((t, ts, task)) = found else {
+                    return ok(&jsonrpc::error(
+                        id,
+                        Code::INVALID_PARAMS,
+                        format!("{method}: unknown task"),
+                    ));
+                };
+                observed.target = Some(t.name.to_string());
+                jsonrpc::params_mut(&mut msg).insert("taskId".into(), Value::from(task));
+                let reply = Reply {
+                    id,
+                    sse,
+                    guard: match method.as_str() {
+                        "tasks/result" => caller.tool_guard.cloned(),
+                        _ => None,
+                    },
+                    tasks: Some(state.id.clone()),
+                };
+                return self.forward(ctx, t, ts, msg, reply, None).await;
+            }
         }
         // Everything else goes to one target: find it from the name or URI it addresses.
         let routing = match method.as_str() {
@@ -158,19 +202,54 @@ impl Gateway {
                     }
                 }
             }
+            // The tasks extension (2026-07-28): a modern client that declares it gets a task
+            // when the tool runs as one on its (legacy) target; the gateway asks for it.
+            // A tool that runs only as a task is refused (-32021) to a client without it.
+            if let Some(m) = modern.filter(|m| m.tasks_offered && method == "tools/call") {
+                // A modern target decides for itself under the extension: the call goes out
+                // declaring it (the upgrade shim), and may or may not become a task.
+                let support = match crate::upstream::modern::is_modern(&ts.version) {
+                    true => Some("optional".to_string()),
+                    false => self.task_support(ctx, t, ts, &original).await,
+                };
+                match (support.as_deref(), crate::tasks::declared(&m.capabilities)) {
+                    (Some("optional" | "required"), true) => {
+                        jsonrpc::params_mut(&mut msg).insert("task".into(), json!({}));
+                    }
+                    (Some("required"), false) => {
+                        return ok(&crate::tasks::missing_extension(
+                            id,
+                            &format!("tool {addressed} runs only as a task"),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
             jsonrpc::params_mut(&mut msg).insert(field.into(), Value::from(original));
-            if method == "tools/call" {
+            // Tool calls, prompts and resources: the arguments (a tool's, a prompt's) through
+            // the request guards, the result through the response guards.
+            let what = match method.as_str() {
+                "tools/call" => Some("tool call"),
+                "prompts/get" => Some("prompt request"),
+                "resources/read" => Some("resource request"),
+                _ => None,
+            };
+            if let Some(asked) = what {
                 if let Some(g) = caller.tool_guard {
                     let params = jsonrpc::params_mut(&mut msg);
                     if let Some(args) = params.get_mut("arguments") {
                         if let Err(guard) = g.arguments(args) {
-                            return ok(&guard_refusal(id, &guard, "call"));
+                            return ok(&guard_refusal(id, &guard, asked));
                         }
                     }
+                    // A task-augmented call answers with the task, not the tool's result:
+                    // the result guards apply to `tasks/result`.
+                    let augmented = method == "tools/call" && params_have_task(&msg);
                     let reply = Reply {
                         id,
                         sse,
-                        guard: Some(g.clone()),
+                        guard: (!augmented).then(|| g.clone()),
+                        tasks: Some(state.id.clone()),
                     };
                     return self.forward(ctx, t, ts, msg, reply, modern).await;
                 }
@@ -219,6 +298,7 @@ impl Gateway {
             id,
             sse,
             guard: None,
+            tasks: Some(state.id.clone()),
         };
         self.forward(ctx, target, ts, msg, reply, modern).await
     }
@@ -249,7 +329,7 @@ impl Gateway {
         // Unprefixed names over several targets: the first target that lists it owns it.
         let (key, _) = names::list_key(list)?;
         for (t, ts) in self.joined(state) {
-            let page = self.list_one(ctx, t, ts, list, None).await.ok()?;
+            let page = self.list_one(ctx, t, ts, list, None, None).await.ok()?;
             let found = page
                 .get(key)
                 .and_then(Value::as_array)
@@ -265,14 +345,61 @@ impl Gateway {
         None
     }
 
-    async fn list_one(
+    /// A tool's `execution.taskSupport` as its target lists it (none: not as a task).
+    async fn task_support(
+        &self,
+        ctx: &CallCtx<'_>,
+        t: &Target,
+        ts: &TargetSession,
+        tool: &str,
+    ) -> Option<String> {
+        let mut cursor: Option<String> = None;
+        for _ in 0..20 {
+            let page = self
+                .list_one(ctx, t, ts, "tools/list", cursor.as_deref(), None)
+                .await
+                .ok()?;
+            let found = page
+                .get("tools")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|x| x.get("name").and_then(Value::as_str) == Some(tool));
+            if let Some(x) = found {
+                return x
+                    .get("execution")
+                    .and_then(|e| e.get("taskSupport"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+            }
+            cursor = page
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            cursor.as_ref()?;
+        }
+        None
+    }
+
+    pub(crate) async fn list_one(
         &self,
         ctx: &CallCtx<'_>,
         t: &Target,
         ts: &TargetSession,
         method: &str,
         cursor: Option<&str>,
+        caller: Option<&str>,
     ) -> Result<Value, ListError> {
+        let cached = match (&self.list_cache, caller) {
+            (Some(cache), Some(who)) => {
+                let caps = crate::mrtr::canonical(ctx.init.get("capabilities").unwrap_or_default());
+                if let Some(page) = cache.get(&t.name, method, cursor, &caps, who) {
+                    return Ok(page);
+                }
+                Some((cache, caps, who))
+            }
+            _ => None,
+        };
         let mut params = Map::new();
         if let Some(c) = cursor {
             params.insert("cursor".into(), Value::from(c));
@@ -290,7 +417,11 @@ impl Gateway {
             }
             return Err(ListError::Upstream(UpstreamError::Failed(error_text(&a))));
         }
-        Ok(a.get("result").cloned().unwrap_or_default())
+        let page = a.get("result").cloned().unwrap_or_default();
+        if let Some((cache, caps, who)) = cached {
+            cache.put(&t.name, method, cursor, &caps, who, &page);
+        }
+        Ok(page)
     }
 
     /// A `*/list` across the session's targets: items renamed, tools the caller may not call
@@ -322,14 +453,22 @@ impl Gateway {
                 Some(p) => p.get(&*t.name).map(|c| (t, ts, Some(c.as_str()))),
             })
             .collect();
+        let who = self
+            .list_cache
+            .as_ref()
+            .map(|_| crate::cache::caller_key(caller));
         let results = join_all(
             queries
                 .iter()
-                .map(|(t, ts, c)| boxed(self.list_one(ctx, t, ts, method, *c))),
+                .map(|(t, ts, c)| boxed(self.list_one(ctx, t, ts, method, *c, who.as_deref()))),
         )
         .await;
         let mut items = Vec::new();
         let mut next = BTreeMap::new();
+        // The merged answer's caching hints: the shortest lifetime, public only if every page
+        // is and no per-caller authorization filtered it.
+        let mut ttl: Option<std::time::Duration> = None;
+        let mut public = self.authz.is_none();
         for ((t, _, _), r) in queries.iter().zip(results) {
             if let (Some(m), Err(ListError::Upstream(UpstreamError::SessionGone))) = (modern, &r) {
                 m.gone.store(true, std::sync::atomic::Ordering::Release);
@@ -359,6 +498,9 @@ impl Gateway {
                     ));
                 }
             };
+            let (page_ttl, page_public) = crate::cache::hints(&page);
+            ttl = Some(ttl.map_or(page_ttl, |t| t.min(page_ttl)));
+            public &= page_public;
             if let Some(c) = page.get("nextCursor").and_then(Value::as_str) {
                 next.insert(t.name.to_string(), c.to_string());
             }
@@ -386,6 +528,77 @@ impl Gateway {
         if !next.is_empty() {
             result.insert("nextCursor".into(), Value::from(encode_cursor(&next)));
         }
+        if modern.is_some() {
+            let ms = ttl.unwrap_or_default().as_millis() as u64;
+            result.insert("ttlMs".into(), Value::from(ms));
+            let scope = if public { "public" } else { "private" };
+            result.insert("cacheScope".into(), Value::from(scope));
+        }
+        Ok(Value::Object(result))
+    }
+
+    /// `tasks/list` across the session's targets: their tasks under handles, one cursor
+    /// carrying every target's next page. Targets without tasks are left out.
+    async fn list_tasks(
+        &self,
+        ctx: &CallCtx<'_>,
+        state: &SessionState,
+        msg: &Value,
+    ) -> Result<Value, RpcError> {
+        let pages: Option<BTreeMap<String, String>> = match jsonrpc::params(msg)
+            .and_then(|p| p.get("cursor"))
+            .and_then(Value::as_str)
+        {
+            None => None,
+            Some(c) => Some(
+                decode_cursor(c)
+                    .ok_or_else(|| RpcError::new(Code::INVALID_PARAMS, "invalid cursor"))?,
+            ),
+        };
+        let queries: Vec<_> = self
+            .joined(state)
+            .filter_map(|(t, ts)| match &pages {
+                None => Some((t, ts, None)),
+                Some(p) => p.get(&*t.name).map(|c| (t, ts, Some(c.as_str()))),
+            })
+            .collect();
+        let results = join_all(
+            queries
+                .iter()
+                .map(|(t, ts, c)| boxed(self.list_one(ctx, t, ts, "tasks/list", *c, None))),
+        )
+        .await;
+        let mut tasks = Vec::new();
+        let mut next = BTreeMap::new();
+        for ((t, _, _), r) in queries.iter().zip(results) {
+            let page = match r {
+                Ok(p) => p,
+                Err(ListError::Unsupported) => continue,
+                Err(ListError::Upstream(e)) if self.failure == FailureMode::FailOpen => {
+                    tracing::warn!(mcp_target = %t.name, error = %e, "MCP target left out of tasks/list (failOpen)");
+                    continue;
+                }
+                Err(ListError::Upstream(e)) => {
+                    return Err(RpcError::new(
+                        Code::INTERNAL_ERROR,
+                        format!("MCP target {} failed: {e}", t.name),
+                    ));
+                }
+            };
+            if let Some(c) = page.get("nextCursor").and_then(Value::as_str) {
+                next.insert(t.name.to_string(), c.to_string());
+            }
+            let mut page = json!({"jsonrpc": "2.0", "id": 0, "result": page});
+            crate::tasks::seal_message(&self.sealer, &state.id, &t.name, &mut page);
+            if let Some(Value::Array(list)) = page["result"].get_mut("tasks").map(Value::take) {
+                tasks.extend(list);
+            }
+        }
+        let mut result = Map::new();
+        result.insert("tasks".into(), Value::Array(tasks));
+        if !next.is_empty() {
+            result.insert("nextCursor".into(), Value::from(encode_cursor(&next)));
+        }
         Ok(Value::Object(result))
     }
 
@@ -403,7 +616,19 @@ impl Gateway {
         if let Some(m) = modern {
             return self.forward_modern(ctx, t, ts, msg, reply, m).await;
         }
-        let Reply { id, sse, guard } = reply;
+        let Reply {
+            id,
+            sse,
+            guard,
+            tasks,
+        } = reply;
+        let sealer = self.sealer.clone();
+        let seal = move |mut m: Value, target: &str| {
+            if let Some(scope) = &tasks {
+                crate::tasks::seal_message(&sealer, scope, target, &mut m);
+            }
+            m
+        };
         let mut rx = match t.request(ctx, ts, msg).await {
             Ok(rx) => rx,
             Err(UpstreamError::SessionGone) => {
@@ -434,12 +659,44 @@ impl Gateway {
             }
         };
         if jsonrpc::kind(&first) == Kind::Response {
-            return ok(&from_upstream(guarded(first, &guard), &name, prefixed));
+            return ok(&seal(
+                from_upstream(guarded(first, &guard), &name, prefixed),
+                &name,
+            ));
         }
         if !sse {
-            let a = answer(rx, |_| {}).await;
+            // A client that takes only JSON cannot be asked anything: a target's question is
+            // refused at once rather than left waiting for an answer that cannot come.
+            let mut next = Some(first);
+            let a = loop {
+                let m = match next.take() {
+                    Some(m) => m,
+                    None => match rx.recv().await {
+                        Some(m) => m,
+                        None => {
+                            break Err(UpstreamError::Failed(
+                                "it closed the call without answering".into(),
+                            ))
+                        }
+                    },
+                };
+                match jsonrpc::kind(&m) {
+                    Kind::Response => break Ok(m),
+                    Kind::Request => {
+                        let refusal = jsonrpc::error(
+                            jsonrpc::id(&m),
+                            Code::METHOD_NOT_FOUND,
+                            "the client takes no event stream, so it cannot be asked",
+                        );
+                        if let Err(e) = t.send(ctx, ts, &refusal).await {
+                            tracing::debug!(mcp_target = %t.name, error = %e, "refusal not delivered");
+                        }
+                    }
+                    _ => {}
+                }
+            };
             return ok(&match a {
-                Ok(m) => from_upstream(guarded(m, &guard), &name, prefixed),
+                Ok(m) => seal(from_upstream(guarded(m, &guard), &name, prefixed), &name),
                 Err(e) => target_failed(id, &name, &e),
             });
         }
@@ -468,7 +725,7 @@ impl Gateway {
                     true => guarded(m, &guard),
                     false => m,
                 };
-                let m = from_upstream(m, &name, prefixed);
+                let m = seal(from_upstream(m, &name, prefixed), &name);
                 let event = Event {
                     id: Some(log.record(stream, &m)),
                     msg: m,
@@ -531,16 +788,23 @@ impl Gateway {
     }
 }
 
+/// Whether a request asks for task-augmented execution (`params.task`).
+fn params_have_task(msg: &Value) -> bool {
+    jsonrpc::params(msg).is_some_and(|p| p.get("task").is_some_and(Value::is_object))
+}
+
 /// How a forwarded request is answered: its id, whether as an SSE stream, and the guards on a
 /// tool call's result.
 struct Reply {
     id: Value,
     sse: bool,
     guard: Option<Arc<dyn ToolGuard>>,
+    /// The session whose task handles the target's task ids become ([`crate::tasks`]).
+    tasks: Option<String>,
 }
 
-/// A tool call's answer after the route's guards: its `result` masked, or replaced by an
-/// error naming the guard.
+/// A guarded answer (a tool call's, a prompt's, a resource's) after the route's guards: its
+/// `result` masked, or replaced by an error naming the guard.
 pub(crate) fn guarded(mut m: Value, guard: &Option<Arc<dyn ToolGuard>>) -> Value {
     let Some(g) = guard else {
         return m;
@@ -559,7 +823,7 @@ fn guard_refusal(id: Value, guard: &str, what: &str) -> Value {
     jsonrpc::error_with(
         id,
         Code::INVALID_PARAMS,
-        format!("guardrail_rejected: the tool {what} was refused by guardrail {guard:?}"),
+        format!("guardrail_rejected: the {what} was refused by guardrail {guard:?}"),
         Some(json!({"code": "guardrail_rejected", "guard": guard})),
     )
 }
@@ -573,7 +837,7 @@ pub(crate) fn target_failed(id: Value, target: &str, e: &UpstreamError) -> Value
     )
 }
 
-enum ListError {
+pub(crate) enum ListError {
     Unsupported,
     Upstream(UpstreamError),
 }

@@ -70,6 +70,9 @@ fn random_key(
 
 pub struct Sealer {
     key: LessSafeKey,
+    /// Derives the nonce of a deterministic seal from what is sealed (see
+    /// [`Sealer::seal_fixed`]).
+    siv: ring::hmac::Key,
 }
 
 impl Sealer {
@@ -89,8 +92,12 @@ impl Sealer {
         };
         // 32 bytes is always a valid AES-256 key.
         let unbound = UnboundKey::new(&AES_256_GCM, &bytes).expect("AES-256 key length");
+        let mut siv = ring::digest::Context::new(&ring::digest::SHA256);
+        siv.update(b"switchyard mcp synthetic nonce\0");
+        siv.update(&bytes);
         Ok(Sealer {
             key: LessSafeKey::new(unbound),
+            siv: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, siv.finish().as_ref()),
         })
     }
 
@@ -120,6 +127,32 @@ impl Sealer {
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
             .map_err(|_| "the OS randomness source failed; nothing can be sealed")?;
         // Sealing in place only fails on absurd lengths.
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut data,
+            )
+            .map_err(|_| "the state is too large to seal")?;
+        let mut out = Vec::with_capacity(NONCE_LEN + data.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&data);
+        Ok(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Seals `data` like [`Sealer::seal_bytes`], but the same `aad` and `data` always give
+    /// the same token: the nonce is an HMAC of both under a key of its own (a synthetic IV), so
+    /// two different plaintexts never share a nonce, and equal ones reveal only that they are
+    /// equal. For handles a client compares (task ids seen again in lists and notifications);
+    /// [`Sealer::open_bytes`] opens them.
+    pub fn seal_fixed(&self, aad: &[u8], mut data: Vec<u8>) -> Result<String, &'static str> {
+        let mut mac = ring::hmac::Context::with_key(&self.siv);
+        mac.update(&(aad.len() as u64).to_be_bytes());
+        mac.update(aad);
+        mac.update(&data);
+        let tag = mac.sign();
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&tag.as_ref()[..NONCE_LEN]);
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),

@@ -24,7 +24,11 @@ mod logs;
 mod modern;
 #[path = "mcp_suite/sessions.rs"]
 mod sessions;
+#[path = "mcp_suite/tasks.rs"]
+mod tasks;
 #[path = "mcp_suite/transports.rs"]
 mod transports;
+#[path = "mcp_suite/upgrade.rs"]
+mod upgrade;
 #[path = "mcp_suite/wire.rs"]
 mod wire;

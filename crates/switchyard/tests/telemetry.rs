@@ -734,7 +734,9 @@ binds:
     let json = [("content-type", "application/json")];
     let (status, answer) = http_with(gw, "POST", "/v1/chat/completions", &json, body).unwrap();
     assert_eq!(status, 400, "{answer}");
-    let line = next_line(&lines, "the refusal", |l| l.contains("/v1/chat/completions"));
+    let line = next_line(&lines, "the refusal", |l| {
+        l.contains("/v1/chat/completions")
+    });
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["status"], 400, "{line}");
     assert_eq!(v["error"], "guardrail_rejected", "{line}");

@@ -23,6 +23,11 @@ const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
 pub struct HttpTarget {
     pub url: Uri,
     pub client: Arc<dyn HttpClient>,
+    /// The target's `server/discover` result while its `ttlMs` lasts, when it is `public`:
+    /// sessions opened meanwhile skip the era probe ([`super::modern`]).
+    pub discovered: super::modern::Discovered,
+    /// Modern targets' tools' `x-mcp-header` bindings, for the `Mcp-Param-*` headers.
+    pub tool_headers: super::modern::ToolHeaders,
 }
 
 pub struct Posted {

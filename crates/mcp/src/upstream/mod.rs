@@ -3,6 +3,7 @@
 //! listen (the server's own stream) and close.
 
 pub mod http;
+pub mod modern;
 pub mod mux;
 pub mod openapi;
 pub mod sse;
@@ -94,8 +95,25 @@ impl Target {
         let msg = initialize_msg(ctx.init, version);
         let (answer_msg, session_id) = match &self.transport {
             Transport::Http(h) => {
-                let posted = h.post(ctx.headers, None, None, &msg).await?;
-                (answer(posted.messages, |_| {}).await?, posted.session_id)
+                if let Some(found) = h.discovered.fresh() {
+                    return Ok((modern::as_initialize(&found), self.modern_session()));
+                }
+                let legacy = match h.post(ctx.headers, None, None, &msg).await {
+                    Ok(posted) => answer(posted.messages, |_| {})
+                        .await
+                        .map(|a| (a, posted.session_id)),
+                    Err(e) => Err(e),
+                };
+                match legacy {
+                    Ok((a, sid)) if a.get("error").is_none() => (a, sid),
+                    // Refused: a target of the modern revision only says so on discover.
+                    refused => match modern::discover(h, ctx).await {
+                        Some(found) => {
+                            return Ok((modern::as_initialize(&found), self.modern_session()))
+                        }
+                        None => refused?,
+                    },
+                }
             }
             Transport::Stdio(_) | Transport::Sse(_) => {
                 let conn = self.conn(ctx, None).await?;
@@ -133,6 +151,15 @@ impl Target {
         ))
     }
 
+    /// The "session" with a modern target: no id, the modern version.
+    fn modern_session(&self) -> TargetSession {
+        TargetSession {
+            target: self.name.to_string(),
+            session_id: None,
+            version: modern::VERSION.to_string(),
+        }
+    }
+
     /// Sends a request; returns the stream of messages that ends with its answer.
     pub async fn request(
         &self,
@@ -141,6 +168,9 @@ impl Target {
         msg: Value,
     ) -> Result<mpsc::Receiver<Value>, UpstreamError> {
         match &self.transport {
+            Transport::Http(h) if modern::is_modern(&ts.version) => {
+                modern::request(h, &self.name, ctx, msg).await
+            }
             Transport::Http(h) => Ok(h
                 .post(
                     ctx.headers,
@@ -170,6 +200,15 @@ impl Target {
         msg: &Value,
     ) -> Result<(), UpstreamError> {
         match &self.transport {
+            // A modern target takes no notifications; answers go to the round that asked.
+            Transport::Http(_) if modern::is_modern(&ts.version) => {
+                if crate::jsonrpc::kind(msg) == crate::jsonrpc::Kind::Response
+                    && !modern::deliver(&self.name, msg)
+                {
+                    tracing::debug!(mcp_target = %self.name, "answer to a question no call here waits for");
+                }
+                Ok(())
+            }
             Transport::Http(h) => {
                 h.post(
                     ctx.headers,
@@ -203,6 +242,8 @@ impl Target {
         sink: Sink,
     ) -> Result<(), UpstreamError> {
         match &self.transport {
+            // The revision has no server stream.
+            Transport::Http(_) if modern::is_modern(&ts.version) => Ok(()),
             Transport::Http(h) => {
                 h.listen(
                     ctx.headers,

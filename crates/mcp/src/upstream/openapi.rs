@@ -27,6 +27,8 @@ enum In {
 struct Param {
     name: String,
     location: In,
+    /// Query parameters: arrays and objects spread over several keys (the default).
+    explode: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -187,20 +189,32 @@ impl OpenApiTarget {
         let mut query = Vec::new();
         let mut headers = Vec::new();
         for p in &op.params {
-            let Some(v) = args.get(&p.name) else {
+            // An absent argument and a JSON null (what an optional parameter of a 3.1
+            // document, `anyOf: [..., {type: null}]`, is left as) both mean "not sent".
+            let Some(v) = args.get(&p.name).filter(|v| !v.is_null()) else {
                 if p.location == In::Path {
                     return Err(format!("missing path parameter {}", p.name));
                 }
                 continue;
             };
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
             match p.location {
-                In::Path => path = path.replace(&format!("{{{}}}", p.name), &encode(&text)),
-                In::Query => query.push(format!("{}={}", encode(&p.name), encode(&text))),
-                In::Header => headers.push((p.name.clone(), text)),
+                In::Path => path = path.replace(&format!("{{{}}}", p.name), &encode(&simple(v))),
+                // Form style: an array is the key repeated (`tag=a&tag=b`) unless
+                // `explode: false` (`tag=a,b`); an exploded object is its own keys.
+                In::Query => match v {
+                    Value::Array(a) if p.explode => query.extend(
+                        a.iter()
+                            .filter(|x| !x.is_null())
+                            .map(|x| format!("{}={}", encode(&p.name), encode(&scalar(x)))),
+                    ),
+                    Value::Object(m) if p.explode => query.extend(
+                        m.iter()
+                            .filter(|(_, x)| !x.is_null())
+                            .map(|(k, x)| format!("{}={}", encode(k), encode(&scalar(x)))),
+                    ),
+                    _ => query.push(format!("{}={}", encode(&p.name), encode(&simple(v)))),
+                },
+                In::Header => headers.push((p.name.clone(), simple(v))),
             }
         }
         let base_path = self.base.path().trim_end_matches('/');
@@ -257,6 +271,28 @@ impl OpenApiTarget {
             result["structuredContent"] = v;
         }
         Ok(result)
+    }
+}
+
+/// A scalar as it goes in a URL or header: strings bare, everything else as JSON text.
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The `simple` style (paths, headers, unexploded query values): an array's items joined by
+/// commas, an object's keys and values likewise.
+fn simple(v: &Value) -> String {
+    match v {
+        Value::Array(a) => a.iter().map(scalar).collect::<Vec<_>>().join(","),
+        Value::Object(m) => m
+            .iter()
+            .flat_map(|(k, x)| [k.clone(), scalar(x)])
+            .collect::<Vec<_>>()
+            .join(","),
+        other => scalar(other),
     }
 }
 
@@ -376,9 +412,13 @@ fn operations(doc: &Value) -> Result<Vec<Operation>, String> {
                     required.push(Value::from(pname));
                 }
                 params.retain(|x: &Param| x.name != pname);
+                let explode = p.get("explode").and_then(Value::as_bool).unwrap_or(
+                    !matches!(p.get("style").and_then(Value::as_str), Some(s) if s != "form"),
+                );
                 params.push(Param {
                     name: pname.to_string(),
                     location,
+                    explode,
                 });
             }
             let body_schema = op
@@ -475,5 +515,22 @@ components:
         let doc = json!({"a": {"$ref": "#/a"}});
         assert_eq!(resolve(&doc, &json!({"$ref": "#/a"}), 0), json!({}));
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn parameter_styles() {
+        assert_eq!(simple(&json!(["a", 1, true])), "a,1,true");
+        assert_eq!(simple(&json!({"x": 1, "y": "z"})), "x,1,y,z");
+        assert_eq!(simple(&json!("plain")), "plain");
+        let doc = parse_document(
+            r#"{"openapi": "3.1.0", "paths": {"/s": {"get": {"parameters": [
+                {"name": "tag", "in": "query", "schema": {"type": "array"}},
+                {"name": "ids", "in": "query", "explode": false, "schema": {"type": "array"}},
+                {"name": "p", "in": "query", "style": "pipeDelimited"}]}}}}"#,
+        )
+        .unwrap();
+        let ops = operations(&doc).unwrap();
+        let explode: Vec<bool> = ops[0].params.iter().map(|p| p.explode).collect();
+        assert_eq!(explode, [true, false, false]);
     }
 }

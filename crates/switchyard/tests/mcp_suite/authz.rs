@@ -124,6 +124,8 @@ binds:
           - {{name: no-tickets, regex: {{patterns: ['TICKET-[0-9]+']}}, action: reject}}
           response:
           - {{name: no-cards, regex: {{builtins: [creditCard]}}, action: mask}}
+          - {{name: no-sim, regex: {{patterns: ['simulated MCP']}}, action: mask, placeholder: '[sim]'}}
+          - {{name: no-mallory, regex: {{patterns: ['hello to Mallory']}}, action: reject}}
       backends:
       - mcp:
           targets:
@@ -168,4 +170,47 @@ binds:
     assert_eq!(v["id"], 7);
     assert_eq!(v["error"]["data"]["guard"], "no-tickets", "{v}");
     assert!(!v.to_string().contains("TICKET-1234"), "{v}");
+
+    // Prompts and resources: the same guards, the same answers.
+    let rpc = |method: &str, params: Value| {
+        let msg =
+            serde_json::json!({"jsonrpc": "2.0", "id": 8, "method": method, "params": params});
+        let (_, _, body) = exchange(
+            port,
+            "POST",
+            &[JSON, ACCEPT, ("mcp-session-id", &sid)],
+            &msg.to_string(),
+        );
+        let json = body
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap_or(&body)
+            .to_string();
+        serde_json::from_str::<Value>(&json).unwrap()
+    };
+    let get = |who: &str| {
+        rpc(
+            "prompts/get",
+            serde_json::json!({"name": "greeting", "arguments": {"who": who}}),
+        )
+    };
+    // The prompt's arguments through the request guards, its messages through the response's.
+    let v = get("jane@example.com");
+    assert_eq!(
+        v["result"]["messages"][0]["content"]["text"], "Say hello to <EMAIL>.",
+        "{v}"
+    );
+    let v = get("Mallory");
+    assert_eq!(v["error"]["data"]["code"], "guardrail_rejected", "{v}");
+    assert_eq!(v["error"]["data"]["guard"], "no-mallory", "{v}");
+    assert!(!v.to_string().contains("Mallory"), "{v}");
+    let v = get("TICKET-77");
+    assert_eq!(v["error"]["data"]["guard"], "no-tickets", "{v}");
+    // A resource's contents are masked; its address and type are not text.
+    let v = rpc("resources/read", serde_json::json!({"uri": "sim://readme"}));
+    assert_eq!(
+        v["result"]["contents"][0],
+        serde_json::json!({"uri": "sim://readme", "mimeType": "text/plain", "text": "Switchyard's [sim] server."}),
+        "{v}"
+    );
 }

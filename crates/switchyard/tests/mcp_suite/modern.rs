@@ -161,6 +161,8 @@ impl Client {
         let name = match body["method"].as_str().unwrap() {
             "tools/call" | "prompts/get" => body["params"]["name"].as_str(),
             "resources/read" => body["params"]["uri"].as_str(),
+            // The tasks extension: `Mcp-Name` carries the task id.
+            "tasks/get" | "tasks/update" | "tasks/cancel" => body["params"]["taskId"].as_str(),
             _ => None,
         };
         if let Some(n) = name {
@@ -297,9 +299,9 @@ async fn modern_client_discovers_lists_and_calls_legacy_targets() {
     );
     assert!(r["capabilities"]["tools"].is_object(), "{r}");
     assert!(r["capabilities"]["prompts"].is_object(), "{r}");
-    assert!(
-        r["capabilities"]["tools"].get("listChanged").is_none(),
-        "no list changes without subscriptions/listen: {r}"
+    assert_eq!(
+        r["capabilities"]["tools"]["listChanged"], true,
+        "list changes as the targets offer them (through subscriptions/listen): {r}"
     );
     assert_eq!(
         r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
@@ -832,4 +834,607 @@ async fn concurrent_rounds_on_one_pooled_session_never_cross() {
     for (i, text) in outcomes {
         assert!(text.contains(&format!("answer {i}\"")), "{i}: {text}");
     }
+}
+
+/// Both shims at once: a modern client, the gateway, a target of the modern revision only.
+/// The target's rounds reach the client as the gateway's own `input_required` rounds (sealed
+/// `requestState`), including a retry that lands on a second replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_client_reaches_a_modern_target_round_by_round() {
+    let legacy = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let modern = sim::mcp_modern::spawn(sim::mcp_modern::Options::default())
+        .await
+        .unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let config = |port| crate::upgrade::two_era_config(port, &legacy.url, &modern.url, "");
+    let _a = start(dir_a.path(), port_a, &config(port_a));
+    let _b = start(dir_b.path(), port_b, &config(port_b));
+    let caps = json!({"sampling": {}, "elicitation": {"form": {}}});
+    let mut c = Client::new(port_a, caps.clone());
+
+    let d = c.call("server/discover", json!({}));
+    assert!(d.result()["capabilities"]["tools"].is_object(), "{}", d.msg);
+    let tools = c.call("tools/list", json!({})).result()["tools"].to_string();
+    assert!(
+        tools.contains("modern_two_step") && tools.contains("sim_echo"),
+        "{tools}"
+    );
+    let a = c.call(
+        "tools/call",
+        json!({"name": "modern_echo", "arguments": {"text": "hi"}}),
+    );
+    assert_eq!(a.text(), "hi");
+    assert_eq!(a.result()["resultType"], "complete");
+
+    // Two questions in two rounds of the target: two rounds for the client too.
+    let rounds = c.call_tool_answering("modern_two_step", json!({}), |r| {
+        match r["method"].as_str() {
+            Some("elicitation/create") => elicited(r),
+            _ => sampled(r),
+        }
+    });
+    assert_eq!(rounds.len(), 3, "{}", rounds[rounds.len() - 1].msg);
+    assert_eq!(
+        rounds[2].text(),
+        "Ada Lovelace: sampled by the schema client"
+    );
+    let state = rounds[0].result()["requestState"].as_str().unwrap();
+    assert!(
+        !state.contains("two_step"),
+        "the client sees the gateway's sealed state, not the target's"
+    );
+
+    // A retry on replica B runs the call again there, with the client's answer ready.
+    let mut params = json!({"name": "modern_ask_color", "arguments": {}});
+    let first = c.call("tools/call", params.clone());
+    let r = first.result();
+    assert_eq!(r["resultType"], "input_required", "{r}");
+    let (key, request) = r["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(request["params"]["message"], "color?");
+    params["inputResponses"] = json!({key: {"action": "accept", "content": {"color": "red"}}});
+    params["requestState"] = r["requestState"].clone();
+    let mut on_b = Client::new(port_b, caps.clone());
+    let done = on_b.call("tools/call", params.clone());
+    assert_eq!(done.text(), "color: red", "{}", done.msg);
+    let mut forged = params.clone();
+    forged["requestState"] = json!(format!("{}x", params["requestState"].as_str().unwrap()));
+    assert_eq!(on_b.call("tools/call", forged).error_code(), -32602);
+
+    // Mcp-Param-*: checked against the body (the tool's schema marks region x-mcp-header),
+    // and mirrored to the target (which refuses a call without it).
+    let route = json!({"name": "modern_route", "arguments": {"region": "eu-west"}});
+    let body = c.body("tools/call", route.clone());
+    let mut headers = c.headers(&body);
+    headers.push(("mcp-param-region".into(), "us-east".into()));
+    let a = c.send(&body, &headers);
+    assert_eq!((a.status, a.error_code()), (400, -32020), "{}", a.msg);
+    assert!(a.msg["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Mcp-Param-Region"));
+    let body = c.body("tools/call", route.clone());
+    let mut headers = c.headers(&body);
+    headers.push(("mcp-param-region".into(), "eu-west".into()));
+    assert_eq!(c.send(&body, &headers).text(), "routed to eu-west");
+    assert_eq!(c.call("tools/call", route).text(), "routed to eu-west");
+
+    // What the target saw: the modern client's own capabilities, and the target's questions
+    // were only ever asked because the client declared them.
+    for r in modern
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "tools/call")
+    {
+        assert_eq!(
+            r["meta"]["io.modelcontextprotocol/clientCapabilities"], caps,
+            "{r}"
+        );
+        assert!(r["headers"]["mcp-session-id"].is_null());
+    }
+    // A client that declared no elicitation is not asked: the target says it cannot.
+    let plain = Client::new(port_a, json!({})).call(
+        "tools/call",
+        json!({"name": "modern_ask_color", "arguments": {}}),
+    );
+    assert_eq!(plain.result()["isError"], true, "{}", plain.msg);
+}
+
+/// An open `subscriptions/listen` stream, read message by message (chunked SSE decoded).
+struct Listener {
+    s: std::io::BufReader<TcpStream>,
+    /// Decoded body bytes not yet split into lines.
+    pending: String,
+}
+
+impl Listener {
+    fn open(c: &mut Client, notifications: Value) -> (Listener, Value) {
+        let body = c.body(
+            "subscriptions/listen",
+            json!({"notifications": notifications}),
+        );
+        let mut s = TcpStream::connect(("127.0.0.1", c.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let extra: String = c
+            .headers(&body)
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let text = body.to_string();
+        write!(
+            s,
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Length: {}\r\n\r\n{text}",
+            text.len()
+        )
+        .unwrap();
+        let mut s = std::io::BufReader::new(s);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut s, &mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked")),
+            "{head}"
+        );
+        (
+            Listener {
+                s,
+                pending: String::new(),
+            },
+            body["id"].clone(),
+        )
+    }
+
+    /// The next JSON-RPC message on the stream.
+    fn next(&mut self) -> Value {
+        use std::io::BufRead;
+        loop {
+            if let Some(i) = self.pending.find('\n') {
+                let line: String = self.pending.drain(..=i).collect();
+                if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                    return serde_json::from_str(data).unwrap();
+                }
+                continue;
+            }
+            let mut size = String::new();
+            self.s.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            assert!(n > 0, "the stream ended");
+            let mut chunk = vec![0; n + 2];
+            self.s.read_exact(&mut chunk).unwrap();
+            self.pending
+                .push_str(std::str::from_utf8(&chunk[..n]).unwrap());
+        }
+    }
+
+    /// Messages until one `pick` takes (every message read is returned, in order).
+    fn until(&mut self, pick: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let m = self.next();
+            let done = pick(&m);
+            seen.push(m);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+/// `subscriptions/listen` onto legacy targets: the pooled sessions' server stream, read once
+/// for every listener, `resources/subscribe` on the target a URI belongs to, and each
+/// listener given only what it opted in to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_streams_resource_updates_to_the_listeners_that_asked() {
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _gw = start(dir.path(), port, &config(port, &sim.url, ""));
+    let mut c = Client::new(port, json!({}));
+    let d = c.call("server/discover", json!({}));
+    assert_eq!(
+        d.result()["capabilities"]["resources"]["subscribe"],
+        true,
+        "subscriptions are offered now that listen is served: {}",
+        d.msg
+    );
+    let list = c.call("resources/list", json!({}));
+    let uris: Vec<String> = list.result()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["uri"].as_str())
+        .filter(|u| u.starts_with("everything+"))
+        .take(2)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(uris.len(), 2, "{}", list.msg);
+
+    let (mut a, a_id) = Listener::open(&mut c, json!({"resourceSubscriptions": [uris[0]]}));
+    let ack = a.next();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"resourceSubscriptions": [uris[0]]}),
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        a_id
+    );
+    let (mut b, b_id) = Listener::open(
+        &mut c,
+        json!({"resourceSubscriptions": [uris[1], "nosuchtarget+x://y"]}),
+    );
+    let ack = b.next();
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"resourceSubscriptions": [uris[1]]}),
+        "a URI no target takes is not acknowledged: {ack}"
+    );
+
+    // The reference server sends updates for the session's subscriptions once it is told to.
+    let t = c.call(
+        "tools/call",
+        json!({"name": "everything_toggle-subscriber-updates", "arguments": {}}),
+    );
+    assert!(t.msg.get("result").is_some(), "{}", t.msg);
+    let updated = |u: &str| {
+        let u = u.to_string();
+        move |m: &Value| m["method"] == "notifications/resources/updated" && m["params"]["uri"] == u
+    };
+    let (ua, ub) = (uris[0].clone(), uris[1].clone());
+    let (seen_a, seen_b) =
+        tokio::task::spawn_blocking(move || (a.until(updated(&ua)), b.until(updated(&ub))))
+            .await
+            .unwrap();
+    for (seen, own, other, id) in [
+        (&seen_a, &uris[0], &uris[1], &a_id),
+        (&seen_b, &uris[1], &uris[0], &b_id),
+    ] {
+        let last = seen.last().unwrap();
+        assert_eq!(&last["params"]["uri"], own);
+        assert_eq!(
+            &last["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+            id
+        );
+        assert!(
+            !seen.iter().any(|m| &m["params"]["uri"] == other),
+            "another listener's subscription leaked: {seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .all(|m| m["method"] == "notifications/resources/updated"),
+            "only what was opted in to (no log messages): {seen:?}"
+        );
+    }
+    c.call(
+        "tools/call",
+        json!({"name": "everything_toggle-subscriber-updates", "arguments": {}}),
+    );
+}
+
+/// The tasks extension (`io.modelcontextprotocol/tasks`, 2026-07-28) for a modern client of
+/// a legacy target that runs a tool as a 2025-11-25 task (the reference server's
+/// `simulate-research-query`, `taskSupport: required`): discovery, a call answered with
+/// `resultType: "task"` under a sealed handle, polling to the inlined result, cancel, forged
+/// and foreign handles, a client that did not declare the extension, and polling from a
+/// second replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_client_gets_sealed_tasks_of_a_legacy_target() {
+    let (_web, web_port) = everything_http();
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = start(
+        dir_a.path(),
+        port_a,
+        &config_with(port_a, &sim.url, "", &web_target(web_port)),
+    );
+    let _b = start(
+        dir_b.path(),
+        port_b,
+        &config_with(port_b, &sim.url, "", &web_target(web_port)),
+    );
+    let ext = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    let mut c = Client::new(port_a, ext.clone());
+    let mut on_b = Client::new(port_b, ext);
+
+    // The extension is offered: a target runs tool calls as tasks.
+    let d = c.call("server/discover", json!({}));
+    assert!(
+        d.result()["capabilities"]["extensions"]["io.modelcontextprotocol/tasks"].is_object(),
+        "{}",
+        d.msg
+    );
+    assert!(
+        d.result()["capabilities"].get("tasks").is_none(),
+        "{}",
+        d.msg
+    );
+
+    // A call answered with a task, under a sealed handle.
+    let created = c.call(
+        "tools/call",
+        json!({"name": "web_simulate-research-query", "arguments": {"topic": "gateways"}}),
+    );
+    let r = created.result().clone();
+    assert_eq!(r["resultType"], "task", "{r}");
+    assert_eq!(r["status"], "working", "{r}");
+    assert_eq!(r["ttlMs"], 300000, "{r}");
+    assert_eq!(r["pollIntervalMs"], 1000, "{r}");
+    assert!(r.get("task").is_none() && r.get("ttl").is_none(), "{r}");
+    let handle = r["taskId"].as_str().unwrap().to_string();
+    assert!(
+        handle.len() > 80,
+        "a sealed handle, not the target's own id: {handle}"
+    );
+
+    // Polled to completion; the result inlined in the completed task.
+    let poll = |c: &mut Client, h: &str| -> (Vec<String>, Value) {
+        let mut statuses = Vec::new();
+        for _ in 0..60 {
+            let g = c.call("tasks/get", json!({"taskId": h}));
+            let t = g.result().clone();
+            assert_eq!(t["resultType"], "complete", "{t}");
+            assert_eq!(t["taskId"], h, "tasks/get answers under the handle: {t}");
+            let s = t["status"].as_str().unwrap().to_string();
+            statuses.push(s.clone());
+            if ["completed", "failed", "cancelled"].contains(&s.as_str()) {
+                return (statuses, t);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("task never finished: {statuses:?}");
+    };
+    let (statuses, done) = tokio::task::block_in_place(|| poll(&mut c, &handle));
+    assert!(statuses.contains(&"working".to_string()), "{statuses:?}");
+    assert_eq!(done["status"], "completed", "{done}");
+    let text = done["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("Research Report: gateways"), "{done}");
+    assert!(
+        done["result"]["_meta"]["io.modelcontextprotocol/related-task"].is_null(),
+        "the target's own task id stays at the gateway: {done}"
+    );
+
+    // Created on replica A, polled on replica B (same session key): the handle names the
+    // target and the upstream session the task lives in.
+    let other = c.call(
+        "tools/call",
+        json!({"name": "web_simulate-research-query", "arguments": {"topic": "replicas"}}),
+    );
+    let oh = other.result()["taskId"].as_str().unwrap().to_string();
+    let (_, done_b) = tokio::task::block_in_place(|| poll(&mut on_b, &oh));
+    assert_eq!(done_b["status"], "completed", "{done_b}");
+    assert!(
+        done_b["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Research Report: replicas"),
+        "{done_b}"
+    );
+
+    // Cancel: acknowledged, and the task is cancelled.
+    let third = c.call(
+        "tools/call",
+        json!({"name": "web_simulate-research-query", "arguments": {"topic": "cancel me"}}),
+    );
+    let th = third.result()["taskId"].as_str().unwrap().to_string();
+    let ack = c.call("tasks/cancel", json!({"taskId": th}));
+    assert_eq!(ack.result()["resultType"], "complete", "{}", ack.msg);
+    let after = c.call("tasks/get", json!({"taskId": th}));
+    assert_eq!(after.result()["status"], "cancelled", "{}", after.msg);
+    // tasks/update: acknowledged (no input is outstanding for it).
+    let upd = c.call(
+        "tasks/update",
+        json!({"taskId": th, "inputResponses": {"k": {"action": "accept"}}}),
+    );
+    assert_eq!(upd.result()["resultType"], "complete", "{}", upd.msg);
+
+    // Forged and tampered handles, and a legacy session's handle, are refused.
+    let mut tampered = handle.clone().into_bytes();
+    let i = tampered.len() / 2;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for forged in ["786512e2-9e0d-44bd-8f29-789f320fe840", tampered.as_str()] {
+        for method in ["tasks/get", "tasks/cancel"] {
+            let f = c.call(method, json!({"taskId": forged}));
+            assert_eq!(f.error_code(), -32602, "{method} {forged}: {}", f.msg);
+            assert!(
+                f.msg["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unknown task"),
+                "{}",
+                f.msg
+            );
+        }
+    }
+
+    // Mcp-Name must carry the task id.
+    let body = c.body("tasks/get", json!({"taskId": handle}));
+    let mut h = c.headers(&body);
+    h.retain(|(k, _)| k != "mcp-name");
+    h.push(("mcp-name".into(), "another-task".into()));
+    let mismatch = c.send(&body, &h);
+    assert_eq!(mismatch.status, 400);
+    assert_eq!(mismatch.error_code(), -32020, "{}", mismatch.msg);
+
+    // A client that did not declare the extension: no tasks/*, and no task for its call.
+    let mut plain = Client::new(port_a, json!({}));
+    let g = plain.call("tasks/get", json!({"taskId": handle}));
+    assert_eq!(g.error_code(), -32021, "{}", g.msg);
+    assert!(
+        g.msg["error"]["data"]["requiredCapabilities"]["extensions"]
+            ["io.modelcontextprotocol/tasks"]
+            .is_object(),
+        "{}",
+        g.msg
+    );
+    let call = plain.call(
+        "tools/call",
+        json!({"name": "web_simulate-research-query", "arguments": {"topic": "no tasks"}}),
+    );
+    assert_eq!(
+        call.error_code(),
+        -32021,
+        "a tool that runs only as a task: {}",
+        call.msg
+    );
+    // Asking for a task itself (the 2025-11-25 field) changes nothing: the server decides.
+    let asked = plain.call(
+        "tools/call",
+        json!({"name": "web_simulate-research-query", "arguments": {"topic": "x"}, "task": {"ttl": 1000}}),
+    );
+    assert_eq!(asked.error_code(), -32021, "{}", asked.msg);
+    let echo = c.call(
+        "tools/call",
+        json!({"name": "web_echo", "arguments": {"message": "hi"}, "task": {}}),
+    );
+    assert_eq!(echo.result()["resultType"], "complete", "{}", echo.msg);
+    assert_eq!(
+        echo.text(),
+        "Echo: hi",
+        "a tool that is not a task runs as a call"
+    );
+}
+
+/// A modern client's task handle is bound to its caller: another API key's client cannot
+/// read or cancel it (here with the reference server as a stdio target, whose task lives in
+/// the caller's pooled upstream session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_handle_is_good_only_for_its_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        r#"config:
+  adminAddr: 127.0.0.1:{admin}
+  statsAddr: 127.0.0.1:{stats}
+binds:
+- port: {port}
+  address: 127.0.0.1
+  listeners:
+  - routes:
+    - policies:
+        apiKeyAuth:
+          keys:
+          - {{name: alice, key: sk-alice}}
+          - {{name: bob, key: sk-bob}}
+      backends:
+      - mcp:
+          sessionKey: test-session-key
+          targets:
+          - name: everything
+            stdio:
+              cmd: node
+              args: ["{script}", "stdio"]
+"#,
+        admin = free_port(),
+        stats = free_port(),
+        script = everything().display(),
+    );
+    let _gw = start(dir.path(), port, &yaml);
+    let ext = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    let mut alice = Client::new(port, ext.clone()).with_key("sk-alice");
+    let mut bob = Client::new(port, ext).with_key("sk-bob");
+    let created = alice.call(
+        "tools/call",
+        json!({"name": "simulate-research-query", "arguments": {"topic": "mine"}}),
+    );
+    assert_eq!(created.result()["resultType"], "task", "{}", created.msg);
+    let h = created.result()["taskId"].as_str().unwrap().to_string();
+    for method in ["tasks/get", "tasks/cancel"] {
+        let stolen = bob.call(method, json!({"taskId": h}));
+        assert_eq!(stolen.error_code(), -32602, "{method}: {}", stolen.msg);
+    }
+    let mine = alice.call("tasks/get", json!({"taskId": h}));
+    assert_eq!(mine.result()["taskId"], h.as_str());
+    assert_eq!(
+        mine.result()["status"],
+        "working",
+        "bob's cancel did not reach it: {}",
+        mine.msg
+    );
+}
+
+/// A modern client's task on a modern target, through both shims: the target decides (its
+/// `slow_job` runs as a task of the extension), the client gets a sealed handle, and polls it
+/// to the inlined result from either replica; cancel reaches the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_clients_task_on_a_modern_target_goes_through_both_shims() {
+    let legacy = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let modern = sim::mcp_modern::spawn(sim::mcp_modern::Options::default())
+        .await
+        .unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let config = |port| crate::upgrade::two_era_config(port, &legacy.url, &modern.url, "");
+    let _a = start(dir_a.path(), port_a, &config(port_a));
+    let _b = start(dir_b.path(), port_b, &config(port_b));
+    let ext = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    let mut c = Client::new(port_a, ext.clone());
+    let mut on_b = Client::new(port_b, ext);
+    let d = c.call("server/discover", json!({}));
+    assert!(
+        d.result()["capabilities"]["extensions"]["io.modelcontextprotocol/tasks"].is_object(),
+        "{}",
+        d.msg
+    );
+    let created = c.call(
+        "tools/call",
+        json!({"name": "modern_slow_job", "arguments": {"ms": 400, "text": "both"}}),
+    );
+    let r = created.result().clone();
+    assert_eq!(r["resultType"], "task", "{r}");
+    assert_eq!(
+        (r["ttlMs"].as_u64(), r["pollIntervalMs"].as_u64()),
+        (Some(60000), Some(100))
+    );
+    let h = r["taskId"].as_str().unwrap().to_string();
+    assert!(h.len() > 80 && !h.starts_with("job-"), "{h}");
+    let mut last = Value::Null;
+    for _ in 0..40 {
+        last = on_b
+            .call("tasks/get", json!({"taskId": h}))
+            .result()
+            .clone();
+        assert_eq!(last["taskId"], h.as_str(), "{last}");
+        if last["status"] != "working" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["result"]["content"][0]["text"], "done: both", "{last}");
+
+    let long = c.call(
+        "tools/call",
+        json!({"name": "modern_slow_job", "arguments": {"ms": 60000}}),
+    );
+    let lh = long.result()["taskId"].as_str().unwrap().to_string();
+    let ack = c.call("tasks/cancel", json!({"taskId": lh}));
+    assert_eq!(ack.result()["resultType"], "complete", "{}", ack.msg);
+    let after = c.call("tasks/get", json!({"taskId": lh}));
+    assert_eq!(after.result()["status"], "cancelled", "{}", after.msg);
+    assert_eq!(modern.count("tasks/cancel"), 1);
+    // Without the extension, the target's own refusal.
+    let mut plain = Client::new(port_a, json!({}));
+    let refused = plain.call(
+        "tools/call",
+        json!({"name": "modern_slow_job", "arguments": {}}),
+    );
+    assert_eq!(refused.error_code(), -32021, "{}", refused.msg);
 }

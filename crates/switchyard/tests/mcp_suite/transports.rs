@@ -196,6 +196,135 @@ components:
     );
 }
 
+/// An OpenAPI target against a real OpenAPI-described service: a FastAPI app
+/// (`tests/mcp/openapi_service.py`) whose generated 3.1 document the gateway fetches from
+/// `/openapi.json`, driven by the official `mcp` SDK client through the gateway. The service
+/// records what it received, so the HTTP requests the gateway made are checked too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_target_against_a_fastapi_service() {
+    let svc_port = free_port();
+    let _svc = Proc(
+        Command::new(crate::common::python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/mcp/openapi_service.py"
+            ))
+            .arg(svc_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let svc: SocketAddr = format!("127.0.0.1:{svc_port}").parse().unwrap();
+    wait_until("FastAPI service up", Duration::from_secs(30), || {
+        crate::common::http(svc, "GET", "/openapi.json", "").is_some_and(|(s, _)| s == 200)
+    });
+    let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let targets = format!("          - name: inv\n            openapi:\n              schema: http://{svc}/openapi.json\n              host: http://{svc}\n");
+    let _gw = start(dir.path(), port, &config_with(port, &sim.url, "", &targets));
+    let v = run_client("openapi", port).await;
+
+    assert_eq!(
+        v["tools"],
+        serde_json::json!([
+            "inv_createItem",
+            "inv_deleteItem",
+            "inv_getItem",
+            "inv_search_items_items_get"
+        ]),
+        "every operation of the generated document, and nothing left out of it: {v}"
+    );
+    assert_eq!(v["descriptions"]["inv_getItem"], "Read one item");
+    let get = &v["schemas"]["inv_getItem"];
+    assert_eq!(get["required"], serde_json::json!(["item_id"]), "{get}");
+    assert_eq!(get["properties"]["item_id"]["type"], "integer");
+    let create = &v["schemas"]["inv_createItem"];
+    assert_eq!(
+        create["properties"]["body"]["properties"]["price"]["type"], "number",
+        "the body's $ref to components/schemas/NewItem was resolved: {create}"
+    );
+    assert_eq!(create["required"], serde_json::json!(["body"]));
+
+    // The service's answers reach the client as the tool results.
+    assert_eq!(v["get"]["isError"], false, "{v}");
+    assert_eq!(
+        v["get"]["structured"],
+        serde_json::json!({"name": "lamp", "price": 12.5})
+    );
+    assert_eq!(
+        v["get_null"]["structured"]["tags"],
+        serde_json::json!(["home"])
+    );
+    let search = &v["search"]["structured"];
+    assert_eq!(search["tags"], serde_json::json!(["home", "garden"]), "{v}");
+    assert_eq!(search["limit"], 3);
+    assert_eq!(search["token"], "t0k");
+    assert_eq!(search["items"][0]["name"], "lamp");
+    assert_eq!(v["create"]["isError"], false);
+    assert_eq!(v["create"]["structured"]["id"], 2);
+    assert_eq!(v["create"]["structured"]["name"], "rake");
+    // Error statuses are isError results carrying the service's own answer.
+    assert_eq!(v["missing"]["isError"], true, "{v}");
+    assert_eq!(v["missing"]["structured"]["detail"], "no item 99");
+    assert_eq!(v["invalid"]["isError"], true, "422 from FastAPI: {v}");
+    assert!(v["invalid"]["text"].as_str().unwrap().contains("price"));
+    assert_eq!(v["delete"]["isError"], false, "{v}");
+    assert_eq!(v["delete"]["text"], "", "204: no content");
+    assert_eq!(
+        v["after_delete"]["isError"], true,
+        "the delete really happened"
+    );
+
+    // What the service received.
+    let (status, seen) = crate::common::http(svc, "GET", "/_seen", "").unwrap();
+    assert_eq!(status, 200);
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    let reqs: Vec<(String, String, String)> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] != "/openapi.json")
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+                r["query"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = |m: &str, p: &str, q: &str| (m.to_string(), p.to_string(), q.to_string());
+    assert_eq!(
+        reqs,
+        vec![
+            want("GET", "/items/1", "fields=name%2Cprice"),
+            want("GET", "/items/1", ""),
+            want("GET", "/items", "tag=home&tag=garden&limit=3"),
+            want("POST", "/items", ""),
+            want("GET", "/items/99", ""),
+            want("POST", "/items", ""),
+            want("DELETE", "/items/2", ""),
+            want("GET", "/items/2", ""),
+        ],
+        "{seen}"
+    );
+    let all = seen.as_array().unwrap();
+    let search = all.iter().find(|r| r["path"] == "/items").unwrap();
+    assert_eq!(search["token"], "t0k", "the header parameter");
+    let post = all.iter().find(|r| r["method"] == "POST").unwrap();
+    assert_eq!(post["content_type"], "application/json");
+    assert_eq!(
+        serde_json::from_str::<Value>(post["body"].as_str().unwrap()).unwrap(),
+        serde_json::json!({"name": "rake", "price": 9.5, "tags": ["garden"]})
+    );
+    let fetched = all.iter().filter(|r| r["path"] == "/openapi.json").count();
+    assert!(
+        (1..reqs.len()).contains(&fetched),
+        "the document is fetched and kept, not fetched per call: {fetched}"
+    );
+}
+
 /// Live (not zombie) processes whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();

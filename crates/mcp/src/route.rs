@@ -33,6 +33,21 @@ impl Gateway {
             .filter_map(|ts| self.target(&ts.target).map(|t| (t, ts)))
     }
 
+    /// The targets a merged list asks, each with its own cursor: every joined target for a
+    /// first page, else those the client's cursor still has pages of.
+    fn paged_targets<'s>(
+        &'s self,
+        state: &'s SessionState,
+        pages: Option<&'s BTreeMap<String, String>>,
+    ) -> Vec<(&'s Arc<Target>, &'s TargetSession, Option<&'s str>)> {
+        self.joined(state)
+            .filter_map(|(t, ts)| match pages {
+                None => Some((t, ts, None)),
+                Some(p) => p.get(&*t.name).map(|c| (t, ts, Some(c.as_str()))),
+            })
+            .collect()
+    }
+
     pub(crate) async fn notify_all(&self, ctx: &CallCtx<'_>, state: &SessionState, msg: &Value) {
         let sends = self.joined(state).map(|(t, ts)| {
             boxed(async move {
@@ -436,23 +451,8 @@ impl Gateway {
     ) -> Result<Value, RpcError> {
         let method = jsonrpc::method(msg);
         let (key, field) = names::list_key(method).unwrap_or(("items", "name"));
-        let pages: Option<BTreeMap<String, String>> = match jsonrpc::params(msg)
-            .and_then(|p| p.get("cursor"))
-            .and_then(Value::as_str)
-        {
-            None => None,
-            Some(c) => Some(
-                decode_cursor(c)
-                    .ok_or_else(|| RpcError::new(Code::INVALID_PARAMS, "invalid cursor"))?,
-            ),
-        };
-        let queries: Vec<_> = self
-            .joined(state)
-            .filter_map(|(t, ts)| match &pages {
-                None => Some((t, ts, None)),
-                Some(p) => p.get(&*t.name).map(|c| (t, ts, Some(c.as_str()))),
-            })
-            .collect();
+        let pages = cursor_pages(msg)?;
+        let queries = self.paged_targets(state, pages.as_ref());
         let who = self
             .list_cache
             .as_ref()
@@ -545,23 +545,8 @@ impl Gateway {
         state: &SessionState,
         msg: &Value,
     ) -> Result<Value, RpcError> {
-        let pages: Option<BTreeMap<String, String>> = match jsonrpc::params(msg)
-            .and_then(|p| p.get("cursor"))
-            .and_then(Value::as_str)
-        {
-            None => None,
-            Some(c) => Some(
-                decode_cursor(c)
-                    .ok_or_else(|| RpcError::new(Code::INVALID_PARAMS, "invalid cursor"))?,
-            ),
-        };
-        let queries: Vec<_> = self
-            .joined(state)
-            .filter_map(|(t, ts)| match &pages {
-                None => Some((t, ts, None)),
-                Some(p) => p.get(&*t.name).map(|c| (t, ts, Some(c.as_str()))),
-            })
-            .collect();
+        let pages = cursor_pages(msg)?;
+        let queries = self.paged_targets(state, pages.as_ref());
         let results = join_all(
             queries
                 .iter()
@@ -840,4 +825,18 @@ pub(crate) fn target_failed(id: Value, target: &str, e: &UpstreamError) -> Value
 pub(crate) enum ListError {
     Unsupported,
     Upstream(UpstreamError),
+}
+
+/// The per-target cursors a merged list's `cursor` carries (`None`: the first page); a
+/// cursor the gateway did not make is -32602.
+fn cursor_pages(msg: &Value) -> Result<Option<BTreeMap<String, String>>, RpcError> {
+    match jsonrpc::params(msg)
+        .and_then(|p| p.get("cursor"))
+        .and_then(Value::as_str)
+    {
+        None => Ok(None),
+        Some(c) => decode_cursor(c)
+            .map(Some)
+            .ok_or_else(|| RpcError::new(Code::INVALID_PARAMS, "invalid cursor")),
+    }
 }

@@ -262,8 +262,10 @@ async fn list_pagination_spans_targets() {
 async fn server_requests_to_many_sessions_at_once_are_never_lost_or_crossed() {
     let sim = sim::mcp::spawn(sim::mcp::Options::default()).await.unwrap();
     let ref_port = free_port();
+    // Spawned directly, not under `python_cmd`'s `timeout`: killing the wrapper would leave
+    // the server running after the test.
     let _reference = crate::common::Proc(
-        python_cmd()
+        std::process::Command::new(crate::common::python())
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/mcp/ref_server.py"

@@ -1223,14 +1223,20 @@ fn list_tasks_merges_every_agent_newest_first_across_replicas() {
                 .to_string(),
         );
     }
-    let served: std::collections::HashSet<String> = g1
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l["a2a.method"] == "SendMessage")
-        .filter_map(|l| l["backend"].as_str().map(str::to_string))
-        .collect();
+    // Access-log lines are written after each answer has gone: wait for all eleven.
+    let sends = || {
+        g1.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l["a2a.method"] == "SendMessage")
+            .filter_map(|l| l["backend"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    wait_until("the eleven sends logged", Duration::from_secs(10), || {
+        sends().len() >= 11
+    });
+    let served: std::collections::HashSet<String> = sends().into_iter().collect();
     assert_eq!(served.len(), 2, "both agents hold tasks: {served:?}");
 
     // JSON-RPC, pages of 3 through replica 2, each page token followed.

@@ -8,22 +8,41 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
-/// A free loopback port, never one this test process was handed before: the port is
-/// released before the caller binds it, and the OS may otherwise give it out again to the
-/// next call (two binds of one config then collide).
+/// A free loopback port for a server the test starts later, never one this test process
+/// was handed before.
+///
+/// The port is released before the server binds it, so it is taken from below the kernel's
+/// ephemeral range (`ip_local_port_range`): ports there are never handed out by another
+/// socket's `bind(…:0)` or outbound `connect` in the meantime (which made a gateway lose its
+/// port to a parallel test's upstream), and polling one before its server is up cannot
+/// self-connect. Each test process starts at its own offset, so parallel test binaries
+/// rarely probe the same ports.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
+    static NEXT: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    let (low, high) = fixed_port_range();
+    let span = high - low;
+    let mut next = NEXT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut at = next.unwrap_or_else(|| std::process::id().wrapping_mul(7919) % span);
+    for _ in 0..span {
+        let port = (low + at % span) as u16;
+        at = (at + 1) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            *next = Some(at);
             return port;
         }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// The ports below the ephemeral range (10000 up to its start), or 20000..30000 when the
+/// range cannot be read or leaves too little room below it.
+fn fixed_port_range() -> (u32, u32) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok());
+    match ephemeral_low {
+        Some(low) if low >= 12000 => (10000, low),
+        _ => (20000, 30000),
     }
 }
 
@@ -111,12 +130,23 @@ pub fn spawn_ready_with_stdout(
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let proc = Proc(child);
+    let mut proc = Proc(child);
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     wait_until("readiness", Duration::from_secs(20), || {
+        proc.assert_running();
         http(admin, "GET", "/healthz/ready", "").is_some_and(|(s, _)| s == 200)
     });
     proc
+}
+
+impl Proc {
+    /// Panics when the process has exited (say, it could not bind its port): whatever
+    /// answers on that port is then not the process under test.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.0.try_wait() {
+            panic!("the process under test exited early: {status}");
+        }
+    }
 }
 
 impl Drop for Proc {

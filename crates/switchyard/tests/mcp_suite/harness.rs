@@ -88,11 +88,14 @@ pub fn start(dir: &std::path::Path, port: u16, yaml: &str) -> Proc {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let mut proc = Proc(child);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_until("gateway up", Duration::from_secs(20), || {
+        proc.assert_running();
         TcpStream::connect(addr).is_ok()
     });
-    Proc(child)
+    proc.assert_running();
+    proc
 }
 
 /// A raw HTTP/1.1 exchange: (status, head, body).

@@ -9,7 +9,9 @@
 # failed. New inputs go to fuzz/work/<target> (not committed; the committed seeds in
 # fuzz/corpus/<target> are read, never written); crashes to fuzz/artifacts/<target>/; logs to
 # bench/out/fuzz/<time>/<target>.log. Extra libFuzzer flags: FUZZ_ARGS="-jobs=2 ...";
-# FUZZ_BUILD=0 runs the binaries built last time without rebuilding.
+# FUZZ_BUILD=0 runs the binaries built last time without rebuilding. FUZZ_CPU=1 counts
+# SECONDS as the fuzzer's CPU time instead of wall time, so a run may be paused for a
+# benchmark (`pkill -STOP -f fuzz/target/`, later `-CONT`) and still fuzz its full budget.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
 
@@ -60,12 +62,32 @@ for t in "${targets[@]}"; do
   touch "$marker"
   log="$out/$t.log"
   echo "== $t (${secs}s) -> $log"
+  limit=(-max_total_time="$secs")
+  [ "${FUZZ_CPU:-0}" = 1 ] && limit=()
   # shellcheck disable=SC2086
   nice -n 10 "fuzz/target/$triple/release/$t" \
-    -max_total_time="$secs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+    "${limit[@]}" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
     -max_len=16384 -artifact_prefix="fuzz/artifacts/$t/" ${FUZZ_ARGS:-} \
-    "fuzz/work/$t" "fuzz/corpus/$t" >"$log" 2>&1
+    "fuzz/work/$t" "fuzz/corpus/$t" >"$log" 2>&1 &
+  pid=$!
+  interrupted=0
+  if [ "${FUZZ_CPU:-0}" = 1 ]; then
+    tick=$(getconf CLK_TCK)
+    while kill -0 "$pid" 2>/dev/null; do
+      # utime + stime of the fuzzer, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+      used=$(awk -v t="$tick" '{print int(($14 + $15) / t)}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+      if [ "${used:-0}" -ge "$secs" ]; then
+        interrupted=1
+        kill -INT "$pid"
+        break
+      fi
+      sleep 5
+    done
+  fi
+  wait "$pid"
   rc=$?
+  # libFuzzer ends an interrupted run with its -interrupted_exitcode (72), after its stats.
+  [ "$interrupted" = 1 ] && [ "$rc" = 72 ] && rc=0
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$log" | grep -E ' cov: ' | tail -1)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")

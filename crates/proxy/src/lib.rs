@@ -145,3 +145,13 @@ impl Gateway {
         tokio::time::timeout(deadline, drained).await.is_ok()
     }
 }
+
+/// Boxes the future `make` returns, built in its box rather than on the stack and copied in:
+/// the pipeline's futures are several KiB (their size is fixed by their largest state), and
+/// `Box::pin(fut)` copies all of it for every request even though a future not yet polled
+/// holds only its arguments.
+pub(crate) fn boxed_in_place<F: std::future::Future>(
+    make: impl FnOnce() -> F,
+) -> std::pin::Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
+}

@@ -658,9 +658,10 @@ async fn exchange<'a>(
     };
     let request_timeout = route.policies.request_timeout;
     let attempt_all = match &route.policies.failover {
-        Some(f) => futures_util::future::Either::Left(failover_attempts(
-            ctx, &order, &mut parts, &mut body, f,
-        )),
+        // Boxed: only failover routes pay for its larger future.
+        Some(f) => futures_util::future::Either::Left(crate::boxed_in_place(|| {
+            failover_attempts(ctx, &order, &mut parts, &mut body, f)
+        })),
         None => futures_util::future::Either::Right(attempts(ctx, &order, &mut parts, &mut body)),
     };
     let result = match request_timeout {

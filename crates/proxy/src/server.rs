@@ -250,7 +250,9 @@ async fn serve<I>(
     // Boxed: hyper keeps the service's future in a box it allocates once per connection and
     // holds while the connection lives, so an unboxed request future (several KiB) would stay
     // resident for every idle keep-alive connection. Boxed, it is freed when the request ends.
-    let svc = hyper::service::service_fn(move |req| Box::pin(pipeline::handle(ctx.clone(), req)));
+    let svc = hyper::service::service_fn(move |req| {
+        crate::boxed_in_place(|| pipeline::handle(ctx.clone(), req))
+    });
     let ended = match proto {
         Proto::H1 => {
             let conn = builders.h1.serve_connection(io, svc).with_upgrades();

@@ -193,7 +193,15 @@ impl Adapter for Backend {
         attempt: Attempt<'_>,
         ctx: &mut RequestCtx<'_>,
     ) -> Result<Response<Body>, Failure> {
-        each!(self, b => b.send(policies, attempt, ctx).await)
+        // The plain proxy's future inline; the others (2-4 KiB each) boxed, so that every
+        // request's future is not as large as the largest adapter's.
+        match self {
+            Backend::Host(b) => b.send(policies, attempt, ctx).await,
+            Backend::Ai(b) => crate::boxed_in_place(|| b.send(policies, attempt, ctx)).await,
+            Backend::Mcp(b) => crate::boxed_in_place(|| b.send(policies, attempt, ctx)).await,
+            Backend::A2a(b) => crate::boxed_in_place(|| b.send(policies, attempt, ctx)).await,
+            Backend::Pool(b) => crate::boxed_in_place(|| b.send(policies, attempt, ctx)).await,
+        }
     }
 }
 

@@ -38,22 +38,47 @@ impl Overload {
 
     /// Why new work is shed now, or `None` when the process is below every ceiling.
     pub fn pressure(&self, limits: &config::Limits) -> Option<String> {
+        self.shed_reason(limits).map(|(_, why)| why)
+    }
+
+    /// Sheds a request near a ceiling: counted in `switchyard_overload_shed_total`, and why
+    /// (for its 503); `None` when the process is below every ceiling.
+    pub fn shed_request(&self, limits: &config::Limits) -> Option<String> {
+        let (ceiling, why) = self.shed_reason(limits)?;
+        telemetry::Metrics::global()
+            .overload_shed
+            .get_or_create(&telemetry::metrics::ShedLabels {
+                kind: "request",
+                ceiling,
+            })
+            .inc();
+        Some(why)
+    }
+
+    /// The ceiling new work is shed at (`memory` or `connections`) and why, or `None`.
+    fn shed_reason(&self, limits: &config::Limits) -> Option<(&'static str, String)> {
         let o = limits.overload.as_ref()?;
         if let Some(max) = o.max_memory_bytes {
             let rss = self.rss.load(Ordering::Relaxed);
             if rss as f64 >= max as f64 * o.shed_at {
-                return Some(format!(
-                    "the gateway is overloaded (resident memory {} MiB of its {} MiB ceiling); retry later",
-                    rss >> 20,
-                    max >> 20
+                return Some((
+                    "memory",
+                    format!(
+                        "the gateway is overloaded (resident memory {} MiB of its {} MiB ceiling); retry later",
+                        rss >> 20,
+                        max >> 20
+                    ),
                 ));
             }
         }
         if let Some(max) = o.max_connections {
             let open = self.connections();
             if open as f64 >= max as f64 * o.shed_at {
-                return Some(format!(
-                    "the gateway is overloaded ({open} connections open of its {max} ceiling); retry later"
+                return Some((
+                    "connections",
+                    format!(
+                        "the gateway is overloaded ({open} connections open of its {max} ceiling); retry later"
+                    ),
                 ));
             }
         }

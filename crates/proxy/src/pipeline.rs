@@ -572,7 +572,7 @@ async fn exchange<'a>(
         first.adapter.classify_early(ctx, &parts, None);
     }
     // Near a `config.limits.overload` ceiling new work is shed, in the route's dialect.
-    if let Some(why) = ctx.conn.shared.overload.pressure(&ctx.snapshot.limits) {
+    if let Some(why) = ctx.conn.shared.overload.shed_request(&ctx.snapshot.limits) {
         let retry = ctx
             .snapshot
             .limits

@@ -777,6 +777,18 @@ fn near_an_overload_ceiling_new_requests_are_shed_with_503_and_retry_after() {
     let _ = extra.write_all(b"GET /direct HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let (got, closed) = read_until_close(&mut extra, Duration::from_secs(5));
     assert!(closed && got.is_empty(), "{got}");
+    // Both kinds of shedding are counted, by the ceiling that was near.
+    let shed = |labels: &str| {
+        gw.metric(&format!(
+            "switchyard_overload_shed_total{{kind=\"{labels}\",ceiling=\"connections\"}}"
+        ))
+    };
+    assert_eq!(
+        shed("request"),
+        2.0,
+        "the chat and the model list were shed"
+    );
+    assert_eq!(shed("connection"), 1.0);
     // Pressure gone: served again, ready again.
     drop((idle, more));
     wait_until("connections closed", Duration::from_secs(5), || {
@@ -802,6 +814,10 @@ fn near_an_overload_ceiling_new_requests_are_shed_with_503_and_retry_after() {
     assert!(
         got.to_ascii_lowercase().contains("retry-after: 12\r\n"),
         "{got}"
+    );
+    assert_eq!(
+        gw.metric("switchyard_overload_shed_total{kind=\"request\",ceiling=\"memory\"}"),
+        1.0
     );
     gw.set_limits("{overload: {maxMemoryBytes: 68719476736}}", &routes);
     wait_until("memory pressure gone", Duration::from_secs(10), || {

@@ -136,6 +136,14 @@ pub struct SpendLabels {
     pub gen_ai_request_model: String,
 }
 
+/// Work shed by the overload manager: `request` (answered 503) or `connection` (closed unserved),
+/// and the ceiling that was near: `memory` or `connections`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    pub kind: &'static str,
+    pub ceiling: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
@@ -161,6 +169,7 @@ pub struct Metrics {
     pub guardrail_hits: Family<GuardrailLabels, Counter>,
     pub limit_decisions: Family<LimitLabels, Counter>,
     pub failovers: Family<FailoverLabels, Counter>,
+    pub overload_shed: Family<ShedLabels, Counter>,
     pub spend: Family<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub limits_store_errors: Counter,
     pub spans_exported: Counter,
@@ -229,6 +238,7 @@ impl Metrics {
         let guardrail_hits = Family::<GuardrailLabels, Counter>::default();
         let limit_decisions = Family::<LimitLabels, Counter>::default();
         let failovers = Family::<FailoverLabels, Counter>::default();
+        let overload_shed = Family::<ShedLabels, Counter>::default();
         let spend = Family::<SpendLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
         let limits_store_errors = Counter::default();
         let spans_exported = Counter::default();
@@ -312,6 +322,11 @@ impl Metrics {
             "failovers",
             "Backends a request left or skipped under failover, by route, backend and reason",
             failovers.clone(),
+        );
+        sy.register(
+            "overload_shed",
+            "Requests (answered 503) and connections (closed unserved) shed near an overload ceiling, by kind and ceiling",
+            overload_shed.clone(),
         );
         sy.register_with_unit(
             "llm_spend",
@@ -401,6 +416,7 @@ impl Metrics {
             guardrail_hits,
             limit_decisions,
             failovers,
+            overload_shed,
             spend,
             limits_store_errors,
             spans_exported,

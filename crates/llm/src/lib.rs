@@ -248,14 +248,19 @@ const REPLY_PRIMING_TOKENS: u64 = 3;
 /// (including none), everything else matches literally, and the whole of
 /// `text` must match.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    if !pattern.contains('*') {
+        return pattern == text;
+    }
+    // Byte by byte, which for UTF-8 is the same as char by char: a literal run of the pattern
+    // starts with a leading byte, so it can only line up with the text at a char boundary.
+    // (Nothing is allocated: every request's model is matched against the aliases.)
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0usize, 0usize);
     // Position of the last `*` seen and the text position it was tried at,
     // for linear-time backtracking.
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && p[pi] == '*' {
+        if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
         } else if pi < p.len() && p[pi] == t[ti] {
@@ -269,7 +274,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -289,6 +294,12 @@ mod tests {
         assert!(glob_match("*mini*", "gpt-4o-mini-2024"));
         assert!(glob_match("", ""));
         assert!(!glob_match("", "x"));
+        // Non-ASCII on either side: `*` takes whole characters, literals match whole ones.
+        assert!(glob_match("modèle-*", "modèle-rapide"));
+        assert!(glob_match("*é", "café"));
+        assert!(!glob_match("caf*e", "café"));
+        assert!(glob_match("日本*語", "日本の語"));
+        assert!(!glob_match("日*", "本日"));
     }
 
     #[test]

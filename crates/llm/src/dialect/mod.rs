@@ -405,17 +405,20 @@ pub fn apply_request_options(
             req.insert(k.clone(), v.clone());
         }
     }
-    let effective = req.get("model").and_then(Value::as_str).map(str::to_owned);
+    let effective = req.get("model").and_then(Value::as_str);
     let upstream_model = match opts.model_override {
-        Some(m) => Some(m.to_owned()),
+        Some(m) => Some(m),
         None => effective.map(|m| {
             opts.model_aliases
                 .iter()
-                .find(|(pattern, _)| crate::glob_match(pattern, &m))
-                .map_or(m.clone(), |(_, target)| target.clone())
+                .find(|(pattern, _)| crate::glob_match(pattern, m))
+                .map_or(m, |(_, target)| target.as_str())
         }),
     };
-    if let Some(m) = &upstream_model {
+    // Written into the object only when it changes what is there (or a non-string was).
+    let changed = upstream_model.is_some() && upstream_model != effective;
+    let upstream_model = upstream_model.map(str::to_owned);
+    if let (true, Some(m)) = (changed, &upstream_model) {
         req.insert("model".into(), Value::String(m.clone()));
     }
     (request_model, upstream_model)

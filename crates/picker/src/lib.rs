@@ -78,6 +78,9 @@ pub struct PodMetrics {
     /// Raw `vllm:generation_tokens_total` counter.
     pub generation_tokens_total: Option<f64>,
     pub scraped_at: Instant,
+    /// Requests this gateway had in flight to the pod when the scrape was stored: those it
+    /// has sent since (not in `running`/`waiting` yet) are [`PodState::sent_since_scrape`].
+    pub in_flight_at_scrape: u32,
 }
 
 impl PodMetrics {
@@ -94,6 +97,7 @@ impl PodMetrics {
             generation_tokens_per_second: None,
             generation_tokens_total: None,
             scraped_at,
+            in_flight_at_scrape: 0,
         }
     }
 
@@ -140,6 +144,15 @@ impl PodState {
             metrics: None,
             healthy: true,
         }
+    }
+
+    /// Requests this gateway sent to the pod since its metrics were scraped and still has in
+    /// flight: load the engine's own counts do not show yet. Strategies that read a scrape
+    /// add it, or every pick until the next scrape goes to the pod that looked best at it.
+    pub fn sent_since_scrape(&self) -> u32 {
+        self.metrics
+            .as_ref()
+            .map_or(0, |m| self.in_flight.saturating_sub(m.in_flight_at_scrape))
     }
 }
 

@@ -158,6 +158,7 @@ pub fn parse_vllm_metrics(text: &str, now: Instant) -> Result<PodMetrics, String
         generation_tokens_per_second: None,
         generation_tokens_total: get(Field::GenTokens).total(),
         scraped_at: now,
+        in_flight_at_scrape: 0,
     })
 }
 

@@ -103,14 +103,16 @@ impl Picker for LeastKvCache {
     }
 }
 
-/// Lowest estimated latency: `(waiting + running) × avg_tpot + avg_ttft`,
-/// min-max normalised. If any healthy pod lacks the metrics needed, all pods
+/// Lowest estimated latency: `(waiting + running + sent since the scrape) × avg_tpot +
+/// avg_ttft`, min-max normalised. If any healthy pod lacks the metrics needed, all pods
 /// are scored by least-request instead (seconds and counts do not mix).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LeastLatency;
 
-fn latency_estimate(m: &PodMetrics) -> Option<f64> {
-    Some((m.waiting + m.running) * m.avg_tpot_seconds? + m.avg_ttft_seconds?)
+fn latency_estimate(p: &PodState) -> Option<f64> {
+    let m = p.metrics.as_ref()?;
+    let queue = m.waiting + m.running + p.sent_since_scrape() as f64;
+    Some(queue * m.avg_tpot_seconds? + m.avg_ttft_seconds?)
 }
 
 impl Picker for LeastLatency {
@@ -118,7 +120,7 @@ impl Picker for LeastLatency {
         "least-latency"
     }
     fn score(&self, _req: &PickRequest, pods: &[PodState]) -> Vec<Option<f64>> {
-        let est = |p: &PodState| p.metrics.as_ref().and_then(latency_estimate);
+        let est = latency_estimate;
         let all_known = pods
             .iter()
             .filter(|p| p.healthy)
@@ -132,7 +134,10 @@ impl Picker for LeastLatency {
 }
 
 /// Lowest generation throughput (the least busy pod, as AIBrix does),
-/// min-max normalised; falls back to least-request like [`LeastLatency`].
+/// min-max normalised; falls back to least-request like [`LeastLatency`]. The scraped rate
+/// is raised by what each request sent since the scrape will add (the pool's mean rate per
+/// running request), so that picks between two scrapes spread instead of all going to the
+/// pod that was least busy at the last one.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Throughput;
 
@@ -150,11 +155,23 @@ impl Picker for Throughput {
             .iter()
             .filter(|p| p.healthy)
             .all(|p| tps(p).is_some_and(f64::is_finite));
-        if all_known {
-            min_max_lower_better(pods, tps)
-        } else {
-            least_request_scores(pods)
+        if !all_known {
+            return least_request_scores(pods);
         }
+        // Tokens per second one running request adds, over the pods that have some running
+        // (1 when none has: every pod is then idle and the counts alone decide).
+        let (rate, busy) = pods
+            .iter()
+            .filter(|p| p.healthy)
+            .filter_map(|p| Some((tps(p)?, p.metrics.as_ref()?.running)))
+            .filter(|(t, running)| *running >= 1.0 && t.is_finite())
+            .fold((0.0, 0.0), |(sum, n), (t, running)| {
+                (sum + t / running, n + 1.0)
+            });
+        let per_request = if busy > 0.0 { rate / busy } else { 1.0 };
+        min_max_lower_better(pods, |p| {
+            Some(tps(p)? + p.sent_since_scrape() as f64 * per_request)
+        })
     }
 }
 
@@ -404,6 +421,8 @@ mod tests {
         for (p, tps) in ps.iter_mut().zip([900.0, 100.0, 500.0]) {
             let mut m = metrics(1.0, 0.0, 0.1);
             m.generation_tokens_per_second = Some(tps);
+            // In flight already when scraped: in the rates.
+            m.in_flight_at_scrape = p.in_flight;
             p.metrics = Some(m);
         }
         assert_eq!(
@@ -412,6 +431,81 @@ mod tests {
         );
         ps[2].metrics = None;
         assert_eq!(pick(&Throughput, &req, &ps).unwrap(), id(0));
+    }
+
+    /// Picks one scrape apart, each counted in flight as the pool does: how many of `n` went
+    /// to each pod.
+    fn picks_between_scrapes(strategy: &dyn Picker, ps: &mut [PodState], n: usize) -> Vec<usize> {
+        let req = PickRequest::default();
+        let mut counts = vec![0; ps.len()];
+        for _ in 0..n {
+            let at = pick(strategy, &req, ps).unwrap();
+            let i = ps.iter().position(|p| p.id == at).unwrap();
+            ps[i].in_flight += 1;
+            counts[i] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn least_latency_does_not_herd_between_scrapes() {
+        // pod0 looks a little faster at the scrape; 40 requests before the next one.
+        let mut ps = pods(&[0, 0, 0]);
+        for (p, ttft) in ps.iter_mut().zip([0.20, 0.25, 0.30]) {
+            let mut m = metrics(4.0, 0.0, 0.1);
+            m.avg_tpot_seconds = Some(0.02);
+            m.avg_ttft_seconds = Some(ttft);
+            p.metrics = Some(m);
+        }
+        let counts = picks_between_scrapes(&LeastLatency, &mut ps, 40);
+        // Each request sent adds 20 ms to its pod's estimate, so the 50 ms head start is
+        // worth a few requests, not all of them.
+        assert!(counts.iter().all(|&c| c >= 8), "{counts:?}");
+        assert!(
+            counts[0] > counts[2],
+            "the faster pod still gets more: {counts:?}"
+        );
+    }
+
+    #[test]
+    fn throughput_does_not_herd_between_scrapes() {
+        let mut ps = pods(&[0, 0, 0]);
+        for (p, (running, tps)) in ps.iter_mut().zip([(2.0, 100.0), (4.0, 200.0), (0.0, 0.0)]) {
+            let mut m = metrics(running, 0.0, 0.1);
+            m.generation_tokens_per_second = Some(tps);
+            p.metrics = Some(m);
+        }
+        let counts = picks_between_scrapes(&Throughput, &mut ps, 30);
+        // The idle pod first, but each request adds the pool's 50 tokens/s per request.
+        assert!(counts.iter().all(|&c| c >= 5), "{counts:?}");
+        assert!(counts[2] > counts[1], "{counts:?}");
+        // Every pod idle: no rate to go by, the counts spread the picks evenly.
+        let mut ps = pods(&[0, 0]);
+        for p in &mut ps {
+            let mut m = metrics(0.0, 0.0, 0.0);
+            m.generation_tokens_per_second = Some(0.0);
+            p.metrics = Some(m);
+        }
+        assert_eq!(picks_between_scrapes(&Throughput, &mut ps, 10), vec![5, 5]);
+    }
+
+    #[test]
+    fn requests_in_flight_at_the_scrape_are_not_counted_twice() {
+        let mut p = PodState::new("10.0.0.1:8000");
+        p.in_flight = 5;
+        assert_eq!(p.sent_since_scrape(), 0, "no metrics, nothing to add to");
+        let mut m = metrics(5.0, 0.0, 0.1);
+        m.in_flight_at_scrape = 5;
+        p.metrics = Some(m);
+        assert_eq!(p.sent_since_scrape(), 0);
+        p.in_flight = 7;
+        assert_eq!(p.sent_since_scrape(), 2);
+        p.in_flight = 3;
+        assert_eq!(
+            p.sent_since_scrape(),
+            0,
+            "finished since: already in the scrape"
+        );
     }
 
     #[test]

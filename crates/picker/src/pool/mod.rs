@@ -85,6 +85,7 @@ impl Pod {
     /// derived against the previous scrape). For benchmarks and tests that drive a pool
     /// without scraping.
     pub fn set_metrics(&self, mut m: PodMetrics) {
+        m.in_flight_at_scrape = self.in_flight();
         let mut h = self.lock();
         if let Some(prev) = &h.metrics {
             m.derive_rates(prev);

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::{PickRequest, Picker, PodId, PodMetrics, PodState};
+use crate::{PickRequest, Picker, PodId, PodState};
 
 /// Min-max normalisation of a lower-is-better value over healthy pods that
 /// have one: best → 1, worst → 0, all equal → 1. Other pods → `None`.
@@ -319,7 +319,7 @@ impl Picker for Weighted {
 mod tests {
     use super::*;
     use crate::tests::pods;
-    use crate::{pick, rank};
+    use crate::{pick, rank, PodMetrics};
     use std::time::Instant;
 
     fn metrics(running: f64, waiting: f64, kv: f64) -> PodMetrics {

@@ -7,14 +7,17 @@
 //! stream with an error event in the caller's shape (then `data: [DONE]` for OpenAI); what was
 //! sent before stays sent.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use llm::Format;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::detectors::Stream;
+use super::detectors::{Outcome, Stream};
 use super::{error_json, Side, REJECTED, UNSUPPORTED};
 use crate::observe::LlmSlot;
 use crate::pipeline::ChunkFilter;
@@ -84,10 +87,32 @@ pub struct SseGuard {
     envelope: Option<Value>,
     /// Rejected (or not a covered dialect): nothing more is sent.
     closed: bool,
-    /// Responses: the last delta event of each stream (the template of a flushed one), and
-    /// the next `sequence_number` (events are renumbered, as flushes add some).
-    templates: BTreeMap<(u64, Field), Value>,
+    /// Responses: the last delta event of each stream (its JSON: the template of a flushed
+    /// one), and the next `sequence_number` (events are renumbered, as flushes add some).
+    templates: BTreeMap<(u64, Field), String>,
     seq: u64,
+    /// The event being rewritten in place: what its streams sent (one buffer for all its
+    /// texts), and the values it replaces, by their byte range in the event's data.
+    sent: Outcome,
+    splices: Vec<(usize, usize, Splice)>,
+}
+
+/// What replaces a value of an event read in place.
+#[derive(Debug, Clone, Copy)]
+enum Splice {
+    /// A JSON string of `sent.text[.0...1]`.
+    Text(usize, usize),
+    /// A Responses `sequence_number`.
+    Number(u64),
+    /// Responses `logprobs`: an empty list.
+    EmptyList,
+}
+
+/// Why an event read in place ends the stream.
+enum Stop {
+    Rejected(usize),
+    /// A text that cannot be decoded (the parse into a `Value` refuses it too).
+    Unreadable,
 }
 
 impl SseGuard {
@@ -102,6 +127,8 @@ impl SseGuard {
             closed: false,
             templates: BTreeMap::new(),
             seq: 0,
+            sent: Outcome::default(),
+            splices: Vec::new(),
         }
     }
 
@@ -220,7 +247,11 @@ impl SseGuard {
     /// Responses delta events carrying held text, each in the shape of its stream's last one.
     fn responses_flush_events(&mut self, held: Vec<(u64, Field, String)>, out: &mut Vec<u8>) {
         for (index, field, text) in held {
-            let Some(mut ev) = self.templates.remove(&(index, field.clone())) else {
+            let Some(mut ev) = self
+                .templates
+                .remove(&(index, field.clone()))
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            else {
                 continue;
             };
             ev["delta"] = Value::String(text);
@@ -247,6 +278,9 @@ impl SseGuard {
 
     /// One complete event (its raw bytes, blank line included) -> what to send.
     fn event(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        if self.in_place(raw, out) {
+            return;
+        }
         // UTF-8 checked once (the lossy copy only for the rare event that is not).
         let text = match std::str::from_utf8(raw) {
             Ok(t) => std::borrow::Cow::Borrowed(t),
@@ -385,7 +419,7 @@ impl SseGuard {
             if let Some(l) = v.get_mut("logprobs") {
                 *l = json!([]);
             }
-            self.templates.insert(key, v.clone());
+            self.templates.insert(key, v.to_string());
             return Ok(());
         }
         if let Some((delta, _)) = RESPONSES_DELTAS.iter().find(|(_, d)| *d == kind) {
@@ -455,6 +489,460 @@ impl SseGuard {
     }
 }
 
+/// Deltas read in place. Most events of a stream carry one piece of text and need nothing
+/// else changed: they are read into borrowed structs (the texts as raw JSON, located in the
+/// event's bytes), their texts run through their streams, and the event goes out as it came
+/// but for the strings whose text changed (masked, held back, or held text released), which
+/// are written over their old bytes. Every other event (a chunk that finishes a choice or
+/// carries log-probabilities, the first chunk, starts, stops, `[DONE]`, events in a layout
+/// other than head lines then one `data: ` line) takes the parse into a `Value`.
+impl SseGuard {
+    /// Handles `raw` in place; `false`: not such an event, nothing done.
+    fn in_place(&mut self, raw: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some((at, data)) = single_data_line(raw) else {
+            return false;
+        };
+        if !data.starts_with('{') || value_may_differ(data.as_bytes()) {
+            return false;
+        }
+        self.sent.text.clear();
+        self.splices.clear();
+        let read = match self.format {
+            Format::OpenAiChat => self.openai_in_place(data),
+            Format::AnthropicMessages => self.anthropic_in_place(data),
+            Format::OpenAiResponses if has_event_line(&raw[..at]) => self.responses_in_place(data),
+            _ => return false,
+        };
+        match read {
+            None => false,
+            Some(Err(Stop::Rejected(d))) => {
+                self.reject(d, out);
+                true
+            }
+            Some(Err(Stop::Unreadable)) => {
+                self.error_event(
+                    UNSUPPORTED,
+                    "guardrail_unsupported: the provider's stream has an event the guards cannot read",
+                    out,
+                );
+                true
+            }
+            Some(Ok(())) => {
+                self.write_spliced(raw, at, out);
+                true
+            }
+        }
+    }
+
+    /// `raw` with the splices (offsets in its data, which starts at `at`) written in.
+    fn write_spliced(&mut self, raw: &[u8], at: usize, out: &mut Vec<u8>) {
+        self.splices.sort_unstable_by_key(|s| s.0);
+        let mut from = 0;
+        for &(start, end, with) in &self.splices {
+            out.extend_from_slice(&raw[from..at + start]);
+            match with {
+                // Escaped as the `Value` path writes strings.
+                Splice::Text(a, b) => {
+                    let _ = serde_json::to_writer(&mut *out, &self.sent.text[a..b]);
+                }
+                Splice::Number(n) => {
+                    use std::io::Write;
+                    let _ = write!(out, "{n}");
+                }
+                Splice::EmptyList => out.extend_from_slice(b"[]"),
+            }
+            from = at + end;
+        }
+        out.extend_from_slice(&raw[from..]);
+    }
+
+    /// One text value of the event (`None`, or not a string: nothing to do) through its stream;
+    /// a splice when what goes out differs from what came.
+    fn feed_raw(
+        &mut self,
+        key: (u64, Field),
+        value: Option<&RawValue>,
+        data: &str,
+    ) -> Result<(), Stop> {
+        let Some(value) = value else {
+            return Ok(());
+        };
+        let text = match json_text(value) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(()),
+            Err(()) => return Err(Stop::Unreadable),
+        };
+        let json = key.1.json();
+        let stream = self.streams.entry(key).or_insert_with(|| match json {
+            true => Stream::json(),
+            false => Stream::default(),
+        });
+        let from = self.sent.text.len();
+        self.side.scanner.feed_to(stream, &text, &mut self.sent);
+        self.side.log_hits(&self.sent.hits);
+        self.sent.hits.clear();
+        if let Some(d) = self.sent.rejected.take() {
+            return Err(Stop::Rejected(d));
+        }
+        if self.sent.text[from..] == *text {
+            self.sent.text.truncate(from);
+        } else {
+            let start = value.get().as_ptr() as usize - data.as_ptr() as usize;
+            let end = start + value.get().len();
+            let to = self.sent.text.len();
+            self.splices.push((start, end, Splice::Text(from, to)));
+        }
+        Ok(())
+    }
+
+    /// An OpenAI chunk that neither finishes a choice nor carries log-probabilities (both
+    /// rewrite the chunk), after the first (the envelope of flushed chunks).
+    fn openai_in_place(&mut self, data: &str) -> Option<Result<(), Stop>> {
+        self.envelope.as_ref()?;
+        let chunk: ChatChunk = serde_json::from_str(data).ok()?;
+        let Some(choices) = chunk.choices else {
+            return Some(Ok(()));
+        };
+        let rewritten = |c: &ChatChoice| {
+            c.finish_reason.is_some() || c.logprobs.is_some_and(|l| l.get() != "null")
+        };
+        if choices.iter().any(rewritten) {
+            return None;
+        }
+        let run = |this: &mut Self| {
+            for c in choices.iter() {
+                let index = c.index.unwrap_or(0);
+                let Some(delta) = &c.delta else {
+                    continue;
+                };
+                let texts = [
+                    delta.content,
+                    delta.refusal,
+                    delta.reasoning_content,
+                    delta.reasoning,
+                ];
+                for (&f, value) in OPENAI_FIELDS.iter().zip(texts) {
+                    this.feed_raw((index, Field::Text(f)), value, data)?;
+                }
+                for call in delta.tool_calls.iter().flat_map(Few::iter) {
+                    let args = call.function.as_ref().and_then(|f| f.arguments);
+                    let key = (index, Field::ToolArgs(call.index.unwrap_or(0)));
+                    this.feed_raw(key, args, data)?;
+                }
+            }
+            Ok(())
+        };
+        Some(run(self))
+    }
+
+    /// An Anthropic `content_block_delta`.
+    fn anthropic_in_place(&mut self, data: &str) -> Option<Result<(), Stop>> {
+        let ev: AnthropicEvent = serde_json::from_str(data).ok()?;
+        if ev.kind?.get() != "\"content_block_delta\"" {
+            return None;
+        }
+        let index = ev.index.unwrap_or(0);
+        let Some(d) = ev.delta else {
+            return Some(Ok(()));
+        };
+        let run = |this: &mut Self| {
+            for (f, value) in [
+                ("text", d.text),
+                ("thinking", d.thinking),
+                ("partial_json", d.partial_json),
+            ] {
+                this.feed_raw((index, Field::Text(f)), value, data)?;
+            }
+            Ok(())
+        };
+        Some(run(self))
+    }
+
+    /// A Responses delta event: renumbered, `logprobs` emptied, kept as its stream's template.
+    fn responses_in_place(&mut self, data: &str) -> Option<Result<(), Stop>> {
+        let ev: ResponsesEvent = serde_json::from_str(data).ok()?;
+        let kind = ev.kind?.get();
+        let kind = kind.strip_prefix('"')?.strip_suffix('"')?;
+        let &(delta, _) = RESPONSES_DELTAS.iter().find(|(d, _)| *d == kind)?;
+        let sub = ev.content_index.or(ev.summary_index).unwrap_or(0);
+        let key = (ev.output_index.unwrap_or(0), Field::Resp(delta, sub));
+        if let Err(stop) = self.feed_raw(key.clone(), ev.delta, data) {
+            return Some(Err(stop));
+        }
+        let at = |v: &RawValue| v.get().as_ptr() as usize - data.as_ptr() as usize;
+        if let Some(l) = ev.logprobs.filter(|l| l.get() != "[]") {
+            self.splices
+                .push((at(l), at(l) + l.get().len(), Splice::EmptyList));
+        }
+        if let Some(n) = ev.sequence_number {
+            // JSON has no leading zeros: the same number is the same text.
+            if n.get().parse::<u64>().ok() != Some(self.seq) {
+                self.splices
+                    .push((at(n), at(n) + n.get().len(), Splice::Number(self.seq)));
+            }
+        }
+        self.seq += 1;
+        let template = self.templates.entry(key).or_default();
+        template.clear();
+        template.push_str(data);
+        Some(Ok(()))
+    }
+}
+
+/// An event of head lines (`event:`, `id:`, comments) then one `data: ` line, every line
+/// ended by `\n` and valid UTF-8: where its data starts, and the data. Other layouts (`\r\n`,
+/// several data lines, `data:` without its space) take the `Value` path.
+fn single_data_line(raw: &[u8]) -> Option<(usize, &str)> {
+    let body = raw.strip_suffix(b"\n\n")?;
+    if body.contains(&b'\r') {
+        return None;
+    }
+    // Most events are that one line (OpenAI's): no head to look through.
+    let start = match body.starts_with(b"data: ") && !body.contains(&b'\n') {
+        true => 0,
+        false => body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1),
+    };
+    let head = &body[..start];
+    let mut lines = head.split(|&b| b == b'\n');
+    // `head` ends with its last line's `\n`: the split's last piece is empty.
+    lines.next_back();
+    if lines.any(|l| l.is_empty() || l.starts_with(b"data:")) {
+        return None;
+    }
+    let data = body[start..].strip_prefix(b"data: ")?;
+    std::str::from_utf8(head).ok()?;
+    let data = std::str::from_utf8(data).ok()?;
+    Some((start + b"data: ".len(), data))
+}
+
+fn has_event_line(head: &[u8]) -> bool {
+    head.split(|&b| b == b'\n')
+        .any(|l| l.starts_with(b"event:"))
+}
+
+/// Whether a parse into `serde_json::Value` may refuse data that the borrowed structs read
+/// (they skip unknown values by their syntax): a number past f64 (an exponent, 300 digits),
+/// nesting near the parser's depth limit, an escaped surrogate (a lone one is refused), a
+/// control byte in a string. Such events take the `Value` path, so both paths answer alike.
+fn value_may_differ(data: &[u8]) -> bool {
+    let mut opens = 0;
+    let mut digits = 0;
+    let mut i = 0;
+    while i < data.len() {
+        let b = data[i];
+        i += 1;
+        match b {
+            b'"' => {
+                // To the string's end.
+                loop {
+                    i = plain_run(data, i);
+                    let Some(&c) = data.get(i) else {
+                        return true;
+                    };
+                    i += 1;
+                    match c {
+                        b'"' => break,
+                        b'\\' => {
+                            if data.get(i) == Some(&b'u')
+                                && matches!(data.get(i + 1), Some(b'd' | b'D'))
+                            {
+                                return true;
+                            }
+                            i += 1;
+                        }
+                        0..=0x1f => return true,
+                        _ => {}
+                    }
+                }
+                digits = 0;
+            }
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 300 {
+                    return true;
+                }
+            }
+            b'e' | b'E' if digits > 0 => return true,
+            b'{' | b'[' => {
+                opens += 1;
+                if opens > 100 {
+                    return true;
+                }
+                digits = 0;
+            }
+            _ => digits = 0,
+        }
+    }
+    false
+}
+
+/// The first byte at or after `i` that ends a run of plain string content (a quote, a
+/// backslash, a control byte), or `data.len()`: eight bytes at a time.
+fn plain_run(data: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // High bit of each byte of `x` that is zero (exact for the lowest one, which is all
+    // that is read: a borrow only flags bytes above a true zero).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    while let Some(word) = data.get(i..i + 8) {
+        let v = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let quote = zero(v ^ (ONES * u64::from(b'"')));
+        let backslash = zero(v ^ (ONES * u64::from(b'\\')));
+        let control = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
+        let hit = quote | backslash | control;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while data
+        .get(i)
+        .is_some_and(|&c| c >= 0x20 && c != b'"' && c != b'\\')
+    {
+        i += 1;
+    }
+    i
+}
+
+/// A JSON string's text: `Ok(None)` for another kind of value, `Err` when it cannot be
+/// decoded.
+fn json_text(value: &RawValue) -> Result<Option<Cow<'_, str>>, ()> {
+    let raw = value.get();
+    let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+        return Ok(None);
+    };
+    if !inner.contains('\\') {
+        return Ok(Some(Cow::Borrowed(inner)));
+    }
+    serde_json::from_str::<String>(raw)
+        .map(|s| Some(Cow::Owned(s)))
+        .map_err(|_| ())
+}
+
+/// A field that is there, `null` included (an `Option<&RawValue>` reads `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// A JSON array, its first element held without an allocation (one choice, one tool call
+/// per chunk is the rule).
+struct Few<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Few<T> {
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(&self.rest)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Few<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Elements<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Elements<T> {
+            type Value = Few<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Few<T>, A::Error> {
+                let first = seq.next_element()?;
+                let mut rest = Vec::new();
+                if first.is_some() {
+                    while let Some(x) = seq.next_element()? {
+                        rest.push(x);
+                    }
+                }
+                Ok(Few { first, rest })
+            }
+        }
+        d.deserialize_seq(Elements(std::marker::PhantomData))
+    }
+}
+
+/// The parts of an OpenAI chat chunk the guards read (a value of another type, or a key twice,
+/// fails the parse: the `Value` path then).
+#[derive(Deserialize)]
+struct ChatChunk<'a> {
+    #[serde(borrow)]
+    choices: Option<Few<ChatChoice<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ChatChoice<'a> {
+    index: Option<u64>,
+    #[serde(borrow)]
+    delta: Option<ChatDelta<'a>>,
+    #[serde(borrow)]
+    finish_reason: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    logprobs: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChatDelta<'a> {
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    refusal: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning_content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_calls: Option<Few<ChatToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ChatToolCall<'a> {
+    index: Option<u64>,
+    #[serde(borrow)]
+    function: Option<ChatFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ChatFunction<'a> {
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    index: Option<u64>,
+    #[serde(borrow)]
+    delta: Option<AnthropicDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicDelta<'a> {
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow)]
+    thinking: Option<&'a RawValue>,
+    #[serde(borrow)]
+    partial_json: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ResponsesEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    output_index: Option<u64>,
+    content_index: Option<u64>,
+    summary_index: Option<u64>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    sequence_number: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delta: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    logprobs: Option<&'a RawValue>,
+}
+
 /// `data: JSON` and the blank line, serialized straight into `out`.
 fn write_data(v: &Value, out: &mut Vec<u8>) {
     out.extend_from_slice(b"data: ");
@@ -513,9 +1001,8 @@ impl ChunkFilter for SseGuard {
         if self.closed {
             return Bytes::new();
         }
-        self.pending.extend_from_slice(&data);
-        let mut out = Vec::new();
-        if self.pending.len() > MAX_EVENT_BYTES {
+        let mut out = Vec::with_capacity(data.len() + 64);
+        if self.pending.len() + data.len() > MAX_EVENT_BYTES {
             self.pending = Vec::new();
             self.error_event(
                 UNSUPPORTED,
@@ -524,14 +1011,27 @@ impl ChunkFilter for SseGuard {
             );
             return Bytes::from(out);
         }
-        while let Some(end) = event_end(&self.pending) {
-            let raw: Vec<u8> = self.pending.drain(..end).collect();
-            self.event(&raw, &mut out);
+        // Events whole in `data` are read where they are; only an unfinished one is copied.
+        let mut buf = std::mem::take(&mut self.pending);
+        let joined = !buf.is_empty();
+        if joined {
+            buf.extend_from_slice(&data);
+        }
+        let src: &[u8] = if joined { &buf } else { &data };
+        let mut at = 0;
+        while let Some(end) = event_end(&src[at..]) {
+            self.event(&src[at..at + end], &mut out);
+            at += end;
             if self.closed {
-                self.pending.clear();
-                break;
+                return Bytes::from(out);
             }
         }
+        if joined {
+            buf.drain(..at);
+        } else {
+            buf.extend_from_slice(&data[at..]);
+        }
+        self.pending = buf;
         Bytes::from(out)
     }
 
@@ -1010,6 +1510,218 @@ mod tests {
                 .position(|k| k == "response.output_text.done")
                 .unwrap();
             assert_eq!(kinds[done - 1], "response.output_text.delta");
+        }
+    }
+
+    /// Every event of `out` (a guard's output): its head lines and its data.
+    fn events(out: &[u8]) -> Vec<(String, String)> {
+        String::from_utf8(out.to_vec())
+            .unwrap()
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (head, data) = e.rsplit_once("data: ").unwrap();
+                (head.to_string(), data.to_string())
+            })
+            .collect()
+    }
+
+    /// Texts with quotes, backslashes, escaped and raw non-ASCII, around an e-mail cut in two:
+    /// the masked text goes out correctly escaped, and the rest of each event as it came.
+    #[test]
+    fn masked_text_is_written_into_the_event_with_its_escapes() {
+        let side = side("mask");
+        let pieces = [
+            "Say \"hi\" to ",
+            "\u{e9}t\u{e9} \\ jane.doe@exa",
+            "mple.com\n\ttab ✓ 😀 ",
+            "end",
+        ];
+        let whole = side.scanner.apply(&pieces.concat()).text;
+        assert!(whole.contains("<EMAIL>"), "{whole}");
+        // Unusual but valid layout: spaces, keys out of order, an escaped `é` in the model.
+        let chunk = |piece: &str| {
+            let text = serde_json::to_string(piece).unwrap();
+            format!("data: {{ \"model\" : \"m\\u00e9\", \"choices\": [ {{\"delta\": {{\"content\": {text}}}, \"index\": 0, \"finish_reason\": null, \"logprobs\": null}} ], \"id\": \"c1\" }}\n\n")
+        };
+        let mut stream = String::from("data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}\n\n");
+        for p in pieces {
+            stream.push_str(&chunk(p));
+        }
+        stream.push_str("data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
+        let mut f = SseGuard::new(side.clone(), Format::OpenAiChat, None);
+        let mut out = f.chunk(Bytes::from(stream)).to_vec();
+        out.extend_from_slice(&f.finish());
+        let evs = events(&out);
+        let mut content = String::new();
+        for (i, (_, data)) in evs.iter().enumerate().skip(1).take(pieces.len()) {
+            let v: Value = serde_json::from_str(data).expect(data);
+            let sent = v["choices"][0]["delta"]["content"].as_str().unwrap();
+            content.push_str(sent);
+            // The event is the one that came, its content replaced.
+            let came = chunk(pieces[i - 1]);
+            let text = serde_json::to_string(sent).unwrap();
+            let expect = came.replace(&serde_json::to_string(pieces[i - 1]).unwrap(), &text);
+            assert_eq!(format!("data: {data}\n\n"), expect);
+        }
+        for (_, data) in &evs[pieces.len() + 1..] {
+            if let Some(t) = serde_json::from_str::<Value>(data)
+                .ok()
+                .and_then(|v| v.pointer("/choices/0/delta/content").cloned())
+            {
+                content.push_str(t.as_str().unwrap());
+            }
+        }
+        assert_eq!(content, whole);
+    }
+
+    /// A piece sent whole (nothing held, nothing masked) leaves its event byte for byte as it
+    /// came, in every dialect.
+    #[test]
+    fn an_event_whose_text_is_unchanged_passes_byte_identical() {
+        let side = side("mask");
+        let openai = [
+            "data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\" : \"c1\", \"x\": 1.5, \"nested\": {\"a\": [1, true, null]}, \"choices\": [{\"index\": 0, \"delta\": {\"content\": \"Hello, \\u0041 \\\"world\\\". \"}, \"finish_reason\": null}]}\n\n",
+            ": a comment\nid: 7\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Fine. \"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        ];
+        let mut f = SseGuard::new(side.clone(), Format::OpenAiChat, None);
+        f.chunk(Bytes::from_static(openai[0].as_bytes()));
+        for ev in &openai[1..] {
+            assert_eq!(f.chunk(Bytes::from_static(ev.as_bytes())), ev.as_bytes());
+        }
+        let anthropic = [
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"Hello, \\\"world\\\". \"}}\n\n",
+        ];
+        let mut f = SseGuard::new(side.clone(), Format::AnthropicMessages, None);
+        f.chunk(Bytes::from_static(anthropic[0].as_bytes()));
+        let ev = anthropic[1].as_bytes();
+        assert_eq!(f.chunk(Bytes::from_static(ev)), ev);
+        // Responses: already in order, no log-probabilities to empty.
+        let ev = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":0,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hello, world. \",\"logprobs\":[]}\n\n";
+        let mut f = SseGuard::new(side, Format::OpenAiResponses, None);
+        assert_eq!(f.chunk(Bytes::from_static(ev.as_bytes())), ev.as_bytes());
+    }
+
+    /// Responses deltas read in place are renumbered and their log-probabilities emptied as the
+    /// `Value` path does; the held text's flush event is built from the last one.
+    #[test]
+    fn responses_deltas_in_place_are_renumbered_and_lose_their_logprobs() {
+        let side = side("mask");
+        let delta = |seq: u64, text: &str| {
+            let v = json!({"type": "response.output_text.delta", "sequence_number": seq, "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": text, "logprobs": [{"token": "x", "logprob": -0.1}]});
+            format!("event: response.output_text.delta\ndata: {v}\n\n")
+        };
+        // Numbers off by 5 (an upstream that counts from elsewhere).
+        let mut s = String::new();
+        for (i, p) in ["mail jane@exa", "mple.com now ", "ok"].iter().enumerate() {
+            s.push_str(&delta(i as u64 + 5, p));
+        }
+        let done = json!({"type": "response.output_text.done", "sequence_number": 8, "item_id": "msg_1", "output_index": 0, "content_index": 0, "text": "mail jane@example.com now ok"});
+        s.push_str(&format!(
+            "event: response.output_text.done\ndata: {done}\n\n"
+        ));
+        let mut f = SseGuard::new(side, Format::OpenAiResponses, None);
+        let mut out = f.chunk(Bytes::from(s)).to_vec();
+        out.extend_from_slice(&f.finish());
+        let mut text = String::new();
+        for (i, (head, data)) in events(&out).iter().enumerate() {
+            let v: Value = serde_json::from_str(data).expect(data);
+            assert_eq!(v["sequence_number"], i, "{data}");
+            assert_eq!(
+                head.trim_end(),
+                format!("event: {}", v["type"].as_str().unwrap())
+            );
+            if v["type"] == "response.output_text.delta" {
+                assert_eq!(v["logprobs"], json!([]));
+                assert_eq!(v["item_id"], "msg_1");
+                text.push_str(v["delta"].as_str().unwrap());
+            } else {
+                assert_eq!(v["text"], "mail <EMAIL> now ok");
+            }
+        }
+        assert_eq!(text, "mail <EMAIL> now ok");
+    }
+
+    /// Tool-call arguments with escapes and non-ASCII, cut mid-escape-free points: every event
+    /// stays JSON, and the arguments put together are valid JSON equal to masking them whole.
+    #[test]
+    fn spliced_tool_call_arguments_stay_valid_json() {
+        let side = side("mask");
+        let args = r#"{"to":"jane@example.com","body":"say \"hé\" \\ ok","n":[1,2]}"#;
+        let env = |args: &str| {
+            let c = json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args}}]}, "finish_reason": null}]});
+            format!("data: {c}\n\n")
+        };
+        let bounds: Vec<usize> = (0..=args.len())
+            .filter(|i| args.is_char_boundary(*i))
+            .collect();
+        let whole = side.scanner.apply_json(args).text;
+        assert!(whole.contains("<EMAIL>"));
+        for w in bounds.windows(2).step_by(2) {
+            let cut = w[0];
+            let mut s = String::from("data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}\n\n");
+            s.push_str(&env(&args[..cut]));
+            s.push_str(&env(&args[cut..]));
+            s.push_str("data: {\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n");
+            let mut f = SseGuard::new(side.clone(), Format::OpenAiChat, None);
+            let mut out = f.chunk(Bytes::from(s)).to_vec();
+            out.extend_from_slice(&f.finish());
+            let mut got = String::new();
+            for (_, data) in events(&out) {
+                if data == "[DONE]" {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&data).expect(&data);
+                if let Some(a) = v
+                    .pointer("/choices/0/delta/tool_calls/0/function/arguments")
+                    .and_then(Value::as_str)
+                {
+                    got.push_str(a);
+                }
+            }
+            assert_eq!(got, whole, "cut at {cut}");
+            let parsed: Value = serde_json::from_str(&got).expect(&got);
+            assert_eq!(parsed["body"], "say \"hé\" \\ ok");
+        }
+    }
+
+    /// Data a `Value` refuses (a number past f64, a lone surrogate outside the texts) is
+    /// refused the same when the chunk would otherwise be read in place.
+    #[test]
+    fn data_a_value_refuses_is_refused_in_place_too() {
+        for odd in ["1e999", "\"\\ud800\""] {
+            let side = side("mask");
+            let mut f = SseGuard::new(side, Format::OpenAiChat, None);
+            f.chunk(Bytes::from_static(b"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}\n\n"));
+            let ev = format!("data: {{\"id\":\"c1\",\"x\":{odd},\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"hi \"}},\"finish_reason\":null}}]}}\n\n");
+            let out = f.chunk(Bytes::from(ev));
+            assert!(f.ended(), "{odd}");
+            assert!(String::from_utf8_lossy(&out).contains(UNSUPPORTED), "{odd}");
+        }
+    }
+
+    /// The eight-bytes-at-a-time skip stops where a byte-by-byte one does, at every offset.
+    #[test]
+    fn plain_run_stops_at_the_first_quote_backslash_or_control_byte() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let bytes = [
+            b'a', b' ', b'"', b'\\', 0x1f, 0x20, 0x7f, 0x80, 0xe9, b'0', 0x00, 0xff,
+        ];
+        for _ in 0..2000 {
+            let data: Vec<u8> = (0..rng.usize(0..40))
+                .map(|_| match rng.u8(..4) {
+                    0 => bytes[rng.usize(..bytes.len())],
+                    _ => rng.u8(0x20..0x7f).max(b'#'),
+                })
+                .collect();
+            for i in 0..=data.len() {
+                let naive = (i..data.len())
+                    .find(|&j| data[j] < 0x20 || data[j] == b'"' || data[j] == b'\\')
+                    .unwrap_or(data.len());
+                assert_eq!(plain_run(&data, i), naive, "{data:?} from {i}");
+            }
         }
     }
 }

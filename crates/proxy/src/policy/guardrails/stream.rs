@@ -95,6 +95,8 @@ pub struct SseGuard {
     /// texts), and the values it replaces, by their byte range in the event's data.
     sent: Outcome,
     splices: Vec<(usize, usize, Splice)>,
+    /// What the chunk being read sends (kept for its allocation).
+    out: Vec<u8>,
 }
 
 /// What replaces a value of an event read in place.
@@ -129,6 +131,7 @@ impl SseGuard {
             seq: 0,
             sent: Outcome::default(),
             splices: Vec::new(),
+            out: Vec::new(),
         }
     }
 
@@ -499,6 +502,9 @@ impl SseGuard {
 impl SseGuard {
     /// Handles `raw` in place; `false`: not such an event, nothing done.
     fn in_place(&mut self, raw: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.quick(raw, out) {
+            return true;
+        }
         let Some((at, data)) = single_data_line(raw) else {
             return false;
         };
@@ -515,22 +521,47 @@ impl SseGuard {
         };
         match read {
             None => false,
-            Some(Err(Stop::Rejected(d))) => {
-                self.reject(d, out);
+            Some(read) => {
+                self.end_in_place(read, raw, at, out);
                 true
             }
-            Some(Err(Stop::Unreadable)) => {
-                self.error_event(
-                    UNSUPPORTED,
-                    "guardrail_unsupported: the provider's stream has an event the guards cannot read",
-                    out,
-                );
-                true
+        }
+    }
+
+    /// The usual OpenAI chunk, read in one strict pass instead of the layout check, the scan
+    /// for what a `Value` may refuse and the serde read; `false`: not such a chunk (or not
+    /// one event), nothing done.
+    fn quick(&mut self, raw: &[u8], out: &mut Vec<u8>) -> bool {
+        if !matches!(self.format, Format::OpenAiChat) || self.envelope.is_none() {
+            return false;
+        }
+        let Some((data, chunk)) = quick_event(raw).and_then(|d| Some((d, quick_chat(d)?))) else {
+            return false;
+        };
+        self.sent.text.clear();
+        self.splices.clear();
+        let index = chunk.index.unwrap_or(0);
+        let run = |this: &mut Self| {
+            for (&f, value) in OPENAI_FIELDS.iter().zip(chunk.texts) {
+                this.feed_raw((index, Field::Text(f)), value, data)?;
             }
-            Some(Ok(())) => {
-                self.write_spliced(raw, at, out);
-                true
-            }
+            Ok(())
+        };
+        let read = run(self);
+        self.end_in_place(read, raw, QUICK_DATA_AT, out);
+        true
+    }
+
+    /// What an event read in place sends: itself with its splices, or the stop.
+    fn end_in_place(&mut self, read: Result<(), Stop>, raw: &[u8], at: usize, out: &mut Vec<u8>) {
+        match read {
+            Err(Stop::Rejected(d)) => self.reject(d, out),
+            Err(Stop::Unreadable) => self.error_event(
+                UNSUPPORTED,
+                "guardrail_unsupported: the provider's stream has an event the guards cannot read",
+                out,
+            ),
+            Ok(()) => self.write_spliced(raw, at, out),
         }
     }
 
@@ -558,12 +589,7 @@ impl SseGuard {
 
     /// One text value of the event (`None`, or not a string: nothing to do) through its stream;
     /// a splice when what goes out differs from what came.
-    fn feed_raw(
-        &mut self,
-        key: (u64, Field),
-        value: Option<&RawValue>,
-        data: &str,
-    ) -> Result<(), Stop> {
+    fn feed_raw(&mut self, key: (u64, Field), value: Option<&str>, data: &str) -> Result<(), Stop> {
         let Some(value) = value else {
             return Ok(());
         };
@@ -587,8 +613,8 @@ impl SseGuard {
         if self.sent.text[from..] == *text {
             self.sent.text.truncate(from);
         } else {
-            let start = value.get().as_ptr() as usize - data.as_ptr() as usize;
-            let end = start + value.get().len();
+            let start = value.as_ptr() as usize - data.as_ptr() as usize;
+            let end = start + value.len();
             let to = self.sent.text.len();
             self.splices.push((start, end, Splice::Text(from, to)));
         }
@@ -622,10 +648,11 @@ impl SseGuard {
                     delta.reasoning,
                 ];
                 for (&f, value) in OPENAI_FIELDS.iter().zip(texts) {
-                    this.feed_raw((index, Field::Text(f)), value, data)?;
+                    this.feed_raw((index, Field::Text(f)), value.map(RawValue::get), data)?;
                 }
                 for call in delta.tool_calls.iter().flat_map(Few::iter) {
                     let args = call.function.as_ref().and_then(|f| f.arguments);
+                    let args = args.map(RawValue::get);
                     let key = (index, Field::ToolArgs(call.index.unwrap_or(0)));
                     this.feed_raw(key, args, data)?;
                 }
@@ -651,7 +678,7 @@ impl SseGuard {
                 ("thinking", d.thinking),
                 ("partial_json", d.partial_json),
             ] {
-                this.feed_raw((index, Field::Text(f)), value, data)?;
+                this.feed_raw((index, Field::Text(f)), value.map(RawValue::get), data)?;
             }
             Ok(())
         };
@@ -666,7 +693,7 @@ impl SseGuard {
         let &(delta, _) = RESPONSES_DELTAS.iter().find(|(d, _)| *d == kind)?;
         let sub = ev.content_index.or(ev.summary_index).unwrap_or(0);
         let key = (ev.output_index.unwrap_or(0), Field::Resp(delta, sub));
-        if let Err(stop) = self.feed_raw(key.clone(), ev.delta, data) {
+        if let Err(stop) = self.feed_raw(key.clone(), ev.delta.map(RawValue::get), data) {
             return Some(Err(stop));
         }
         let at = |v: &RawValue| v.get().as_ptr() as usize - data.as_ptr() as usize;
@@ -804,10 +831,212 @@ fn plain_run(data: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Where the data of an event [`quick_event`] takes starts.
+const QUICK_DATA_AT: usize = b"data: ".len();
+
+/// An event that is one `data: {...}` line and nothing else: its data (the strict read in
+/// [`quick_chat`] refuses any `\r` or `\n` in it, so it is that one line).
+fn quick_event(raw: &[u8]) -> Option<&str> {
+    let data = raw.strip_prefix(b"data: {")?.strip_suffix(b"\n\n")?;
+    std::str::from_utf8(&raw[QUICK_DATA_AT..QUICK_DATA_AT + 1 + data.len()]).ok()
+}
+
+/// The texts of an OpenAI chunk read by [`quick_chat`].
+struct QuickChunk<'a> {
+    index: Option<u64>,
+    /// Per [`OPENAI_FIELDS`]: the field's JSON string (quotes included), if not absent or null.
+    texts: [Option<&'a str>; 4],
+}
+
+/// An OpenAI chunk in the layout almost every one has (one choice, its delta only of
+/// `role` and the text fields, strings or null; `finish_reason` and `logprobs` absent or
+/// null; every other value a string, a number of plain digits, `true`, `false` or `null`),
+/// read in one pass that also checks what [`value_may_differ`] and [`single_data_line`] do:
+/// any other layout, key with an escape, key twice, control byte or escaped surrogate in a
+/// string, whitespace other than spaces and tabs gives `None`, and the event takes the full
+/// read. What it accepts the serde read of [`ChatChunk`] reads the same.
+fn quick_chat(data: &str) -> Option<QuickChunk<'_>> {
+    let mut r = Quick { data, at: 0 };
+    let mut chunk = None;
+    r.object(|r, key| match key {
+        "choices" if chunk.is_none() => {
+            r.eat(b'[')?;
+            chunk = Some(r.choice()?);
+            r.eat(b']')
+        }
+        "choices" => None,
+        _ => r.scalar(),
+    })?;
+    r.space();
+    (r.at == data.len()).then_some(())?;
+    chunk
+}
+
+/// A cursor of [`quick_chat`]: each read fails (`None`) on anything it does not take.
+struct Quick<'a> {
+    data: &'a str,
+    at: usize,
+}
+
+impl<'a> Quick<'a> {
+    fn space(&mut self) {
+        let b = self.data.as_bytes();
+        while matches!(b.get(self.at), Some(b' ' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.space();
+        self.data.as_bytes().get(self.at).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.at += 1)
+    }
+
+    fn word(&mut self, w: &str) -> Option<()> {
+        self.space();
+        self.data[self.at..]
+            .starts_with(w)
+            .then(|| self.at += w.len())
+    }
+
+    /// A string whose escapes are valid and not of a surrogate, without control bytes: its
+    /// JSON text, quotes included.
+    fn string(&mut self) -> Option<&'a str> {
+        self.space();
+        let b = self.data.as_bytes();
+        let start = self.at;
+        (b.get(start) == Some(&b'"')).then_some(())?;
+        let mut i = start + 1;
+        loop {
+            i = plain_run(b, i);
+            match *b.get(i)? {
+                b'"' => break,
+                b'\\' => match *b.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                    b'u' => {
+                        let hex = b.get(i + 2..i + 6)?;
+                        let plain =
+                            hex.iter().all(u8::is_ascii_hexdigit) && !matches!(hex[0], b'd' | b'D');
+                        plain.then_some(())?;
+                        i += 6;
+                    }
+                    _ => return None,
+                },
+                _ => return None,
+            }
+        }
+        self.at = i + 1;
+        Some(&self.data[start..self.at])
+    }
+
+    /// Digits only, no leading zero, within a `u64`.
+    fn number(&mut self) -> Option<u64> {
+        self.space();
+        let b = self.data.as_bytes();
+        let start = self.at;
+        while b.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        let digits = &self.data[start..self.at];
+        if digits.len() > 1 && digits.starts_with('0') {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    fn scalar(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'0'..=b'9' => self.number().map(drop),
+            b't' => self.word("true"),
+            b'f' => self.word("false"),
+            _ => self.word("null"),
+        }
+    }
+
+    /// A string (`Some`) or `null` (`None`).
+    fn text(&mut self) -> Option<Option<&'a str>> {
+        match self.peek()? {
+            b'n' => self.word("null").map(|()| None),
+            _ => self.string().map(Some),
+        }
+    }
+
+    /// An object, `field` reading each value after its key (keys with escapes refused).
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            let key = &key[1..key.len() - 1];
+            (!key.contains('\\')).then_some(())?;
+            self.eat(b':')?;
+            field(self, key)?;
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The one choice: its index and texts.
+    fn choice(&mut self) -> Option<QuickChunk<'a>> {
+        let mut chunk = QuickChunk {
+            index: None,
+            texts: [None; 4],
+        };
+        // Keys read so far (a key twice fails the serde read too).
+        let mut seen = 0u8;
+        let mut once = |bit: u8| first_time(&mut seen, bit);
+        self.object(|r, key| match key {
+            "index" => {
+                once(1)?;
+                chunk.index = Some(r.number()?);
+                Some(())
+            }
+            // A finish or log-probabilities rewrite the chunk: the full read.
+            "finish_reason" => once(2).and_then(|()| r.word("null")),
+            "logprobs" => once(4).and_then(|()| r.word("null")),
+            "delta" => {
+                once(8)?;
+                let texts = &mut chunk.texts;
+                let mut got = 0u8;
+                r.object(|r, key| {
+                    if key == "role" {
+                        return r.text().map(drop);
+                    }
+                    let f = OPENAI_FIELDS.iter().position(|&f| f == key)?;
+                    first_time(&mut got, 1 << f)?;
+                    texts[f] = r.text()?;
+                    Some(())
+                })
+            }
+            _ => None,
+        })?;
+        Some(chunk)
+    }
+}
+
+/// Sets `bit` in `seen`: `None` when it was set already.
+fn first_time(seen: &mut u8, bit: u8) -> Option<()> {
+    let new = *seen & bit == 0;
+    *seen |= bit;
+    new.then_some(())
+}
+
 /// A JSON string's text: `Ok(None)` for another kind of value, `Err` when it cannot be
 /// decoded.
-fn json_text(value: &RawValue) -> Result<Option<Cow<'_, str>>, ()> {
-    let raw = value.get();
+fn json_text(raw: &str) -> Result<Option<Cow<'_, str>>, ()> {
     let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
         return Ok(None);
     };
@@ -992,6 +1221,50 @@ pub(super) fn event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+impl SseGuard {
+    /// [`ChunkFilter::chunk`] into `out`.
+    fn chunk_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        if self.pending.len() + data.len() > MAX_EVENT_BYTES {
+            self.pending = Vec::new();
+            self.error_event(
+                UNSUPPORTED,
+                "guardrail_unsupported: a stream event is larger than the guards read",
+                out,
+            );
+            return;
+        }
+        // A chunk that is one usual event (the quick read refuses a line break inside it):
+        // no search for where events end.
+        if self.pending.is_empty() && self.quick(data, out) {
+            return;
+        }
+        // Events whole in `data` are read where they are; only an unfinished one is copied.
+        let mut buf = std::mem::take(&mut self.pending);
+        let joined = !buf.is_empty();
+        if joined {
+            buf.extend_from_slice(data);
+        }
+        let src: &[u8] = if joined { &buf } else { data };
+        let mut at = 0;
+        while let Some(end) = event_end(&src[at..]) {
+            self.event(&src[at..at + end], out);
+            at += end;
+            if self.closed {
+                return;
+            }
+        }
+        if joined {
+            buf.drain(..at);
+        } else {
+            buf.extend_from_slice(&data[at..]);
+        }
+        self.pending = buf;
+    }
+}
+
+/// A reply buffer larger than this is not kept for the next chunk.
+const KEPT_OUT_BYTES: usize = 64 * 1024;
+
 impl ChunkFilter for SseGuard {
     fn ended(&self) -> bool {
         self.closed
@@ -1001,38 +1274,18 @@ impl ChunkFilter for SseGuard {
         if self.closed {
             return Bytes::new();
         }
-        let mut out = Vec::with_capacity(data.len() + 64);
-        if self.pending.len() + data.len() > MAX_EVENT_BYTES {
-            self.pending = Vec::new();
-            self.error_event(
-                UNSUPPORTED,
-                "guardrail_unsupported: a stream event is larger than the guards read",
-                &mut out,
-            );
-            return Bytes::from(out);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        self.chunk_into(&data, &mut out);
+        // What goes out as it came is the buffer that came: no allocation, no copy.
+        let sent = match out[..] == data[..] {
+            true => data,
+            false => Bytes::copy_from_slice(&out),
+        };
+        if out.capacity() <= KEPT_OUT_BYTES {
+            self.out = out;
         }
-        // Events whole in `data` are read where they are; only an unfinished one is copied.
-        let mut buf = std::mem::take(&mut self.pending);
-        let joined = !buf.is_empty();
-        if joined {
-            buf.extend_from_slice(&data);
-        }
-        let src: &[u8] = if joined { &buf } else { &data };
-        let mut at = 0;
-        while let Some(end) = event_end(&src[at..]) {
-            self.event(&src[at..at + end], &mut out);
-            at += end;
-            if self.closed {
-                return Bytes::from(out);
-            }
-        }
-        if joined {
-            buf.drain(..at);
-        } else {
-            buf.extend_from_slice(&data[at..]);
-        }
-        self.pending = buf;
-        Bytes::from(out)
+        sent
     }
 
     fn finish(&mut self) -> Bytes {
@@ -1700,6 +1953,236 @@ mod tests {
             assert!(f.ended(), "{odd}");
             assert!(String::from_utf8_lossy(&out).contains(UNSUPPORTED), "{odd}");
         }
+    }
+
+    /// The envelope of the usual chunk (as bench/tokstream.c and OpenAI send it).
+    const QUICK_HEAD: &str = "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1735689600,\"model\":\"m\",\"system_fingerprint\":\"fp_1\",\"choices\":[{\"index\":0,";
+
+    fn quick_data(delta: &str, tail: &str) -> String {
+        format!("{QUICK_HEAD}\"delta\":{delta},\"logprobs\":null,\"finish_reason\":null}}]{tail}}}")
+    }
+
+    /// What the quick read takes it reads as the serde read of the in-place path does (same
+    /// index and texts, and neither the layout check nor the `Value` check would decline it);
+    /// every other layout it declines, so the full read handles it.
+    #[test]
+    fn quick_read_takes_the_usual_chunk_and_declines_every_other_layout() {
+        let taken = [
+            quick_data("{\"content\":\"Hello\"}", ""),
+            quick_data("{\"content\":\" a \\\"b\\\" \\\\ \\u00e9 \\n é ✓\"}", ",\"usage\":null"),
+            quick_data("{\"role\":\"assistant\",\"content\":null,\"refusal\":\"no\"}", ""),
+            quick_data("{\"reasoning_content\":\"r\",\"reasoning\":\"s\",\"content\":\"c\"}", ""),
+            quick_data("{}", ",\"ok\":true,\"no\":false"),
+            "{ \"choices\" :\t[ { \"delta\" : { \"content\" : \"x\" } , \"index\" : 3 } ] , \"id\" : \"c\" }".into(),
+            "{\"choices\":[{\"index\":0}]}".into(),
+        ];
+        for data in &taken {
+            let raw = format!("data: {data}\n\n");
+            let got = quick_event(raw.as_bytes()).and_then(quick_chat);
+            let got = got.unwrap_or_else(|| panic!("declined {data}"));
+            assert_eq!(single_data_line(raw.as_bytes()), Some((6, data.as_str())));
+            assert!(!value_may_differ(data.as_bytes()), "{data}");
+            let chunk: ChatChunk = serde_json::from_str(data).expect(data);
+            let choices: Vec<_> = chunk.choices.as_ref().unwrap().iter().collect();
+            assert_eq!(choices.len(), 1, "{data}");
+            let c = choices[0];
+            assert!(c.finish_reason.is_none() && c.logprobs.is_none_or(|l| l.get() == "null"));
+            assert_eq!(got.index, c.index, "{data}");
+            let d = c.delta.as_ref();
+            let texts = [
+                d.and_then(|d| d.content),
+                d.and_then(|d| d.refusal),
+                d.and_then(|d| d.reasoning_content),
+                d.and_then(|d| d.reasoning),
+            ];
+            assert_eq!(got.texts, texts.map(|t| t.map(RawValue::get)), "{data}");
+        }
+        let declined = [
+            // A finish, log-probabilities, tool calls, an unknown delta or choice key.
+            quick_data("{\"content\":\"a\"}", "").replace("\"finish_reason\":null", "\"finish_reason\":\"stop\""),
+            quick_data("{\"content\":\"a\"}", "").replace("\"logprobs\":null", "\"logprobs\":{\"content\":[]}"),
+            quick_data("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}", ""),
+            quick_data("{\"content\":\"a\",\"audio\":null}", ""),
+            quick_data("{\"content\":\"a\"}", "").replace("\"index\":0,", "\"index\":0,\"x\":1,"),
+            // Not one choice; a nested envelope value.
+            "{\"choices\":[]}".into(),
+            "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}},{\"index\":1,\"delta\":{\"content\":\"b\"}}]}".into(),
+            "{\"choices\":null}".into(),
+            "{\"id\":\"c\"}".into(),
+            quick_data("{\"content\":\"a\"}", ",\"usage\":{\"total_tokens\":3}"),
+            quick_data("{\"content\":\"a\"}", ",\"tags\":[]"),
+            // Numbers other than plain digits, an index that is not one.
+            quick_data("{\"content\":\"a\"}", ",\"x\":1.5"),
+            quick_data("{\"content\":\"a\"}", ",\"x\":1e999"),
+            quick_data("{\"content\":\"a\"}", ",\"x\":-1"),
+            quick_data("{\"content\":\"a\"}", ",\"x\":01"),
+            quick_data("{\"content\":\"a\"}", ",\"x\":99999999999999999999"),
+            quick_data("{\"content\":\"a\"}", "").replace("\"index\":0", "\"index\":null"),
+            // Keys with escapes or twice.
+            quick_data("{\"content\":\"a\"}", "").replace("\"choices\"", "\"ch\\u006fices\""),
+            quick_data("{\"c\\u006fntent\":\"a\"}", ""),
+            quick_data("{\"content\":\"a\",\"content\":\"b\"}", ""),
+            quick_data("{\"content\":\"a\"}", "").replace("\"index\":0,", "\"index\":0,\"index\":0,"),
+            quick_data("{\"content\":\"a\"}", ",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}]"),
+            // Strings a `Value` refuses or that are not JSON; a text that is not a string.
+            quick_data("{\"content\":\"\\ud83d\\ude00\"}", ""),
+            quick_data("{\"content\":\"a\\qb\"}", ""),
+            quick_data("{\"content\":\"a\\u00zz\"}", ""),
+            quick_data("{\"content\":\"a\tb\"}", ""),
+            quick_data("{\"content\":7}", ""),
+            quick_data("{\"content\":\"a\"}", ",\"id\":\"x\u{1}\""),
+            // Line breaks (another SSE layout) and anything after the object.
+            quick_data("{\"content\":\"a\"}", ",\n\"id\":\"c\""),
+            quick_data("{\"content\":\"a\"}", ",\r\"id\":\"c\""),
+            format!("{}x", quick_data("{\"content\":\"a\"}", "")),
+            format!("{}}}", quick_data("{\"content\":\"a\"}", "")),
+            quick_data("{\"content\":\"a\"}", "").replace("null}]", "nul}]"),
+        ];
+        for data in &declined {
+            let raw = format!("data: {data}\n\n");
+            assert!(
+                quick_event(raw.as_bytes()).and_then(quick_chat).is_none(),
+                "took {data}"
+            );
+        }
+        // Only a lone `data: {` line ended by a blank line.
+        let ok = quick_data("{\"content\":\"a\"}", "");
+        for raw in [
+            format!("id: 1\ndata: {ok}\n\n"),
+            format!("data:{ok}\n\n"),
+            format!("data: {ok}\r\n\r\n"),
+            format!("data: {ok}\ndata: {ok}\n\n"),
+            format!("data: {ok}\n"),
+        ] {
+            assert!(
+                quick_event(raw.as_bytes()).and_then(quick_chat).is_none(),
+                "{raw:?}"
+            );
+        }
+    }
+
+    /// Through the quick read: an e-mail cut over three chunks is held, masked and sent in the
+    /// event that completes it, the rest of every event byte for byte; the held end of the
+    /// answer goes out before the finish; events it declines (a surrogate pair, a tool call)
+    /// are still masked by the full read.
+    #[test]
+    fn quick_read_masks_held_text_and_hands_other_layouts_to_the_full_read() {
+        let side = side("mask");
+        let pieces = [
+            "Write to ",
+            "jane",
+            ".doe@exa",
+            "mple.com \"now\" \\ é ",
+            "or bob@example.org 😀 ",
+            "then +1 415 555 2671",
+        ];
+        let chunk = |delta: &str| format!("data: {}\n\n", quick_data(delta, ",\"usage\":null"));
+        let text_chunk = |p: &str| {
+            chunk(&format!(
+                "{{\"content\":{}}}",
+                serde_json::to_string(p).unwrap()
+            ))
+        };
+        let mut f = SseGuard::new(side.clone(), Format::OpenAiChat, None);
+        f.chunk(Bytes::from(chunk(
+            "{\"role\":\"assistant\",\"content\":\"\"}",
+        )));
+        let mut sent = String::new();
+        let mut outs = Vec::new();
+        let mut unchanged = 0;
+        for (i, p) in pieces.iter().enumerate() {
+            // The fourth piece as a surrogate pair: declined, read in full.
+            let ev = match i {
+                4 => chunk("{\"content\":\"or bob@example.org \\ud83d\\ude00 \"}"),
+                _ => text_chunk(p),
+            };
+            let quick = quick_event(ev.as_bytes()).and_then(quick_chat).is_some();
+            assert_eq!(quick, i != 4, "{ev}");
+            let came = Bytes::from(ev.clone());
+            let out = f.chunk(came.clone());
+            // An event sent as it came is the very buffer that came.
+            if out == came {
+                assert_eq!(out.as_ptr(), came.as_ptr());
+                unchanged += 1;
+            }
+            let out = String::from_utf8(out.to_vec()).unwrap();
+            let v: Value =
+                serde_json::from_str(out.strip_prefix("data: ").unwrap().trim_end()).expect(&out);
+            let got = v["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            if i != 4 {
+                // The event as it came, its text replaced.
+                let came = serde_json::to_string(p).unwrap();
+                let now = serde_json::to_string(&got).unwrap();
+                assert_eq!(out, ev.replace(&came, &now));
+            }
+            sent.push_str(&got);
+            outs.push(got);
+        }
+        // "jane" and ".doe@exa" held; the masked address goes out with the piece ending it.
+        assert_eq!(outs[1], "");
+        assert_eq!(outs[2], "");
+        assert!(outs[3].starts_with("<EMAIL>"), "{:?}", outs[3]);
+        assert_eq!(outs[0], pieces[0]);
+        assert!(unchanged >= 1);
+        let fin = chunk("{}").replace("\"finish_reason\":null", "\"finish_reason\":\"stop\"");
+        let out = f.chunk(Bytes::from(fin)).to_vec();
+        let evs = events(&out);
+        assert_eq!(evs.len(), 2, "held text, then the finish: {evs:?}");
+        let held: Value = serde_json::from_str(&evs[0].1).unwrap();
+        sent.push_str(held["choices"][0]["delta"]["content"].as_str().unwrap());
+        let last: Value = serde_json::from_str(&evs[1].1).unwrap();
+        assert_eq!(last["choices"][0]["finish_reason"], "stop");
+        assert_eq!(sent, side.scanner.apply(&pieces.concat()).text);
+        assert_eq!(sent.matches("<EMAIL>").count(), 2, "{sent}");
+        assert!(sent.ends_with("<PHONE>"), "{sent}");
+
+        // Tool-call arguments (declined) are masked as JSON by the full read.
+        let mut f = SseGuard::new(side.clone(), Format::OpenAiChat, None);
+        f.chunk(Bytes::from(chunk("{\"role\":\"assistant\"}")));
+        let args = serde_json::to_string("{\"to\":\"jane.doe@example.com\"}").unwrap();
+        let ev = chunk(&format!(
+            "{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":{args}}}}}]}}"
+        ));
+        assert!(quick_event(ev.as_bytes()).and_then(quick_chat).is_none());
+        let mut out = f.chunk(Bytes::from(ev)).to_vec();
+        out.extend_from_slice(&f.finish());
+        assert!(!String::from_utf8_lossy(&out).contains("jane.doe"));
+    }
+
+    /// Usual chunks that come together in one buffer (the quick read of the whole buffer
+    /// declines it) go out as they do one by one.
+    #[test]
+    fn usual_chunks_in_one_buffer_go_out_as_one_by_one() {
+        let side = side("mask");
+        let ev = |p: &str| {
+            let text = serde_json::to_string(p).unwrap();
+            format!(
+                "data: {}\n\n",
+                quick_data(&format!("{{\"content\":{text}}}"), "")
+            )
+        };
+        let first = ev("");
+        let evs = ["mail jane", ".doe@example.com ", "now ", "or ", "x@y.io"].map(ev);
+        let mut one = SseGuard::new(side.clone(), Format::OpenAiChat, None);
+        let mut apart = one.chunk(Bytes::from(first.clone())).to_vec();
+        for e in &evs {
+            apart.extend_from_slice(&one.chunk(Bytes::from(e.clone())));
+        }
+        apart.extend_from_slice(&one.finish());
+        let mut all = SseGuard::new(side.clone(), Format::OpenAiChat, None);
+        let mut together = all.chunk(Bytes::from(first)).to_vec();
+        together.extend_from_slice(&all.chunk(Bytes::from(evs[..3].concat())));
+        together.extend_from_slice(&all.chunk(Bytes::from(evs[3..].concat())));
+        together.extend_from_slice(&all.finish());
+        assert_eq!(
+            String::from_utf8(together).unwrap(),
+            String::from_utf8(apart.clone()).unwrap()
+        );
+        let apart = String::from_utf8(apart).unwrap();
+        assert!(!apart.contains("jane") && !apart.contains("x@y"), "{apart}");
     }
 
     /// The eight-bytes-at-a-time skip stops where a byte-by-byte one does, at every offset.

@@ -862,17 +862,19 @@ mod tests {
             .text
     }
 
+    const EVERY_BUILTIN: [Builtin; 7] = [
+        Builtin::Email,
+        Builtin::Phone,
+        Builtin::CreditCard,
+        Builtin::Ssn,
+        Builtin::Iban,
+        Builtin::Ip,
+        Builtin::Secrets,
+    ];
+
     #[test]
     fn every_builtin_is_bounded() {
-        for b in [
-            Builtin::Email,
-            Builtin::Phone,
-            Builtin::CreditCard,
-            Builtin::Ssn,
-            Builtin::Iban,
-            Builtin::Ip,
-            Builtin::Secrets,
-        ] {
+        for b in EVERY_BUILTIN {
             for s in specs(b) {
                 assert!(max_len(s.pattern).is_some(), "{}", s.pattern);
             }
@@ -1143,15 +1145,7 @@ mod tests {
     #[test]
     fn a_start_ruled_out_by_its_first_byte_is_closed_for_the_dfa_too() {
         let s = Scanner::compile(&[guard(
-            &[
-                Builtin::Email,
-                Builtin::Phone,
-                Builtin::CreditCard,
-                Builtin::Ssn,
-                Builtin::Iban,
-                Builtin::Ip,
-                Builtin::Secrets,
-            ],
+            &EVERY_BUILTIN,
             &["ACME-[0-9]+", r"(?m)^x[0-9]", r"\Bq_"],
             GuardAction::Mask,
         )])

@@ -253,11 +253,18 @@ async fn pool_backends_pick_per_request_and_survive_refused_pods() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(addrs.contains(&r.header("target-pod").unwrap().to_string()));
     assert_eq!(r.body["object"], "chat.completion");
-    let (_, metrics) = http(gw.stats, "GET", "/metrics", "").unwrap();
-    assert!(
-        metrics.contains(r#"gen_ai_client_token_usage_token_count{gen_ai_token_type="output""#),
-        "{metrics}"
-    );
+    // A request's metrics are recorded by a task spawned once its answer has gone, so the
+    // client may read /metrics first: wait (bounded) for the usage of the last call.
+    let usage = r#"gen_ai_client_token_usage_token_count{gen_ai_token_type="output""#;
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http(gw.stats, "GET", "/metrics", "").unwrap().1;
+        if metrics.contains(usage) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics.contains(usage), "{metrics}");
     assert!(
         metrics.contains(r#"switchyard_pool_picks_total{pool="fleet",strategy="prefix-cache",outcome="picked"} 4"#),
         "{metrics}"

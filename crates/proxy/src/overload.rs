@@ -22,11 +22,13 @@ pub struct Overload {
 
 impl Overload {
     /// Counts a new downstream connection, or refuses it (`None`) at the connection ceiling.
+    /// A refusal is counted in `switchyard_overload_shed_total` like a shed request.
     pub fn connection(self: &Arc<Self>, limits: &config::Limits) -> Option<ConnectionGuard> {
         let max = limits.overload.as_ref().and_then(|o| o.max_connections);
         let before = self.connections.fetch_add(1, Ordering::Relaxed);
         if max.is_some_and(|max| before >= max) {
             self.connections.fetch_sub(1, Ordering::Relaxed);
+            count_shed("connection", "connections");
             return None;
         }
         Some(ConnectionGuard(self.clone()))
@@ -45,13 +47,7 @@ impl Overload {
     /// (for its 503); `None` when the process is below every ceiling.
     pub fn shed_request(&self, limits: &config::Limits) -> Option<String> {
         let (ceiling, why) = self.shed_reason(limits)?;
-        telemetry::Metrics::global()
-            .overload_shed
-            .get_or_create(&telemetry::metrics::ShedLabels {
-                kind: "request",
-                ceiling,
-            })
-            .inc();
+        count_shed("request", ceiling);
         Some(why)
     }
 
@@ -97,6 +93,13 @@ impl Overload {
             self.rss.store(kb * 1024, Ordering::Relaxed);
         }
     }
+}
+
+fn count_shed(kind: &'static str, ceiling: &'static str) {
+    telemetry::Metrics::global()
+        .overload_shed
+        .get_or_create(&telemetry::metrics::ShedLabels { kind, ceiling })
+        .inc();
 }
 
 /// Samples memory while the gateway lives and a memory ceiling is configured.

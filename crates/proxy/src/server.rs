@@ -88,13 +88,6 @@ async fn run_bind(
                     }
                     let Some(process) = process else {
                         tracing::warn!(%peer, "connection refused: overload.maxConnections reached");
-                        telemetry::Metrics::global()
-                            .overload_shed
-                            .get_or_create(&telemetry::metrics::ShedLabels {
-                                kind: "connection",
-                                ceiling: "connections",
-                            })
-                            .inc();
                         drop(stream);
                         continue;
                     };

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{free_port, http, spawn_ready, Proc, BIN};
+use common::{free_port, http, spawn_ready, wait_until, Proc, BIN};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
@@ -257,14 +257,14 @@ async fn pool_backends_pick_per_request_and_survive_refused_pods() {
     // client may read /metrics first: wait (bounded) for the usage of the last call.
     let usage = r#"gen_ai_client_token_usage_token_count{gen_ai_token_type="output""#;
     let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = http(gw.stats, "GET", "/metrics", "").unwrap().1;
-        if metrics.contains(usage) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(metrics.contains(usage), "{metrics}");
+    wait_until(
+        "the call's token usage in /metrics",
+        Duration::from_secs(5),
+        || {
+            metrics = http(gw.stats, "GET", "/metrics", "").unwrap().1;
+            metrics.contains(usage)
+        },
+    );
     assert!(
         metrics.contains(r#"switchyard_pool_picks_total{pool="fleet",strategy="prefix-cache",outcome="picked"} 4"#),
         "{metrics}"

@@ -94,13 +94,13 @@ impl<E: SseEvents> ProviderStream for SseStream<E> {
         // Each event is handled as the parser completes it: nothing is collected first.
         let events = &mut self.events;
         self.parser
-            .feed(chunk, &mut |e| events.on_event(&e.data, observed, out));
+            .feed_ref(chunk, &mut |e| events.on_event(e.data, observed, out));
     }
 
     fn finish(&mut self, observed: &mut Observed, out: &mut Vec<u8>) {
         let events = &mut self.events;
         self.parser
-            .finish(&mut |e| events.on_event(&e.data, observed, out));
+            .finish_ref(&mut |e| events.on_event(e.data, observed, out));
         self.events.finish(observed, out);
     }
 

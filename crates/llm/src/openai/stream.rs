@@ -5,7 +5,12 @@
 use crate::anthropic::client_stream::OpenAiToAnthropic;
 use crate::dialect::stream::Observed;
 use crate::dialect::stream::{ProviderStream, SseEvents, SseStream};
-use crate::pivot::OaChunk;
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use crate::pivot::{OaChunk, OaUsage};
 use crate::Format;
 
 /// The Chat provider's stream for a client of `ingress`.
@@ -33,13 +38,18 @@ impl SseEvents for ChatEvents {
             return;
         }
         // Unparseable events are skipped: one bad event must not kill the stream.
+        let Some(s) = &mut self.to_anthropic else {
+            // The client gets the chunk's own bytes: only what is observed is read.
+            if let Ok(chunk) = serde_json::from_str::<ChunkSeen>(data) {
+                observed.observe_openai_seen(&chunk);
+            }
+            return;
+        };
         let Ok(chunk) = serde_json::from_str::<OaChunk>(data) else {
             return;
         };
         observed.observe_openai(&chunk);
-        if let Some(s) = &mut self.to_anthropic {
-            s.on_chunk(chunk, observed, out);
-        }
+        s.on_chunk(chunk, observed, out);
     }
 
     fn finish(&mut self, observed: &mut Observed, out: &mut Vec<u8>) {
@@ -49,23 +59,72 @@ impl SseEvents for ChatEvents {
     }
 }
 
+/// The fields of a chunk that [`Observed`] records, borrowed from the event where they need
+/// no unescaping; everything else is skipped unread.
+#[derive(Deserialize)]
+struct ChunkSeen<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    usage: Option<OaUsage>,
+    #[serde(borrow)]
+    choices: Option<Vec<ChoiceSeen<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceSeen<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow)]
+    delta: Option<DeltaSeen<'a>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaSeen<'a> {
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    tool_calls: Option<Vec<IgnoredAny>>,
+}
+
 impl Observed {
     pub(crate) fn observe_openai(&mut self, chunk: &OaChunk) {
+        let choices = chunk.choices.iter().flatten().filter_map(|c| {
+            let delta = c.delta.as_ref()?;
+            let tools = delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty());
+            Some((c.index, tools, delta.content.as_deref()))
+        });
+        self.observe_openai_parts(chunk.model.as_deref(), chunk.usage.as_ref(), choices);
+    }
+
+    fn observe_openai_seen(&mut self, chunk: &ChunkSeen) {
+        let choices = chunk.choices.iter().flatten().filter_map(|c| {
+            let delta = c.delta.as_ref()?;
+            let tools = delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty());
+            Some((c.index, tools, delta.content.as_deref()))
+        });
+        self.observe_openai_parts(chunk.model.as_deref(), chunk.usage.as_ref(), choices);
+    }
+
+    /// `choices`: per choice with a delta, its index, whether it has tool calls, its text.
+    fn observe_openai_parts<'t>(
+        &mut self,
+        model: Option<&str>,
+        usage: Option<&OaUsage>,
+        choices: impl Iterator<Item = (u64, bool, Option<&'t str>)>,
+    ) {
         if self.model.is_none() {
-            self.model = chunk.model.clone().filter(|m| !m.is_empty());
+            self.model = model.filter(|m| !m.is_empty()).map(str::to_owned);
         }
-        if let Some(u) = &chunk.usage {
+        if let Some(u) = usage {
             self.usage = u.to_usage();
         }
-        for choice in chunk.choices.iter().flatten() {
-            let Some(delta) = &choice.delta else { continue };
-            if delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
+        for (index, tool_calls, text) in choices {
+            if tool_calls {
                 self.first_token = true;
             }
-            let text = delta.content.as_deref().unwrap_or_default();
+            let text = text.unwrap_or_default();
             if !text.is_empty() {
                 self.first_token = true;
-                if let Some(c) = self.completion_mut(choice.index) {
+                if let Some(c) = self.completion_mut(index) {
                     crate::push_capped(c, text, crate::recorded_text_cap());
                 }
             }

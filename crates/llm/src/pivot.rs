@@ -53,11 +53,40 @@ impl OaUsage {
 
 /// Text content of an OpenAI message: a string, or (some compatible servers)
 /// an array of text parts.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub(crate) enum OaContent {
     Text(String),
     Parts(Vec<OaTextPart>),
+}
+
+/// Decided by the JSON type, as `#[serde(untagged)]` would, but without buffering the value
+/// into serde's intermediate tree and then parsing it again (it was most of a completion's
+/// usage read).
+impl<'de> Deserialize<'de> for OaContent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+        impl<'de> serde::de::Visitor<'de> for ContentVisitor {
+            type Value = OaContent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<OaContent, E> {
+                Ok(OaContent::Text(text.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<OaContent, E> {
+                Ok(OaContent::Text(text))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<OaContent, A::Error> {
+                let parts =
+                    Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(OaContent::Parts(parts))
+            }
+        }
+        deserializer.deserialize_any(ContentVisitor)
+    }
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -66,10 +95,10 @@ pub(crate) struct OaTextPart {
 }
 
 impl OaContent {
-    pub fn text(&self) -> String {
+    pub fn into_text(self) -> String {
         match self {
-            OaContent::Text(s) => s.clone(),
-            OaContent::Parts(p) => p.iter().filter_map(|p| p.text.as_deref()).collect(),
+            OaContent::Text(s) => s,
+            OaContent::Parts(p) => p.into_iter().filter_map(|p| p.text).collect(),
         }
     }
 }
@@ -697,5 +726,38 @@ pub(crate) fn parse_error(format: Format, body: &[u8]) -> Option<(Option<String>
         (Format::OpenAiChat, Some(Value::String(s))) => Some((None, s.clone())),
         (Format::OpenAiChat, None) => str_of(v.get("message")).map(|m| (None, m)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(json: &str) -> Result<Option<String>, serde_json::Error> {
+        let view: OaMessageView = serde_json::from_str(json)?;
+        Ok(view.content.map(OaContent::into_text))
+    }
+
+    #[test]
+    fn content_is_read_as_text_or_parts_and_nothing_else() {
+        assert_eq!(
+            content(r#"{"content":"a\"b\u00e9"}"#).unwrap().as_deref(),
+            Some("a\"bé")
+        );
+        assert_eq!(
+            content(r#"{"content":[{"type":"text","text":"x"},{"type":"image"},{"text":"y"}]}"#)
+                .unwrap()
+                .as_deref(),
+            Some("xy")
+        );
+        assert_eq!(content(r#"{"content":null}"#).unwrap(), None);
+        assert_eq!(content(r#"{}"#).unwrap(), None);
+        for bad in [
+            r#"{"content":5}"#,
+            r#"{"content":{"text":"x"}}"#,
+            r#"{"content":["x"]}"#,
+        ] {
+            assert!(content(bad).is_err(), "{bad} was accepted");
+        }
     }
 }

@@ -18,7 +18,7 @@ use crate::dialect::stream::ProviderStream;
 use crate::dialect::{Dialect, Route};
 use crate::pivot::{invalid_upstream, parse_object, serialise};
 use crate::pivot::{message_role, messages};
-use crate::pivot::{OaResponseView, OaUsage};
+use crate::pivot::{OaContent, OaResponseView, OaUsage};
 use crate::{Format, LlmError, PromptMessage, RequestOptions, ResponseInfo};
 
 /// Parameters surfaced in `PreparedRequest::params`.
@@ -69,13 +69,12 @@ impl Dialect for OpenAiChat {
                 .unwrap_or_default(),
             completion: view
                 .choices
-                .iter()
+                .into_iter()
                 .flatten()
                 .map(|c| {
                     c.message
-                        .as_ref()
-                        .and_then(|m| m.content.as_ref())
-                        .map(|c| c.text())
+                        .and_then(|m| m.content)
+                        .map(OaContent::into_text)
                         .unwrap_or_default()
                 })
                 .collect(),

@@ -10,7 +10,8 @@
 #         costs at most TARGET_CPU_NS (2000) ns more per chunk (median over rounds).
 #   ttft  time to the first content token, sequential requests, chunks TOKEN_GAP_US apart. A
 #         guard holds back only what could still start a match: the first word waits for the
-#         next chunk at most. Target: p50 added at most one chunk gap (TOKEN_GAP_US) + 10%.
+#         next chunk at most. Target: p50 added at most one chunk gap + 10%, the gap being the
+#         one the client sees between the first two tokens unguarded (at least TOKEN_GAP_US).
 #
 # Exits non-zero when a target is missed, an answer is an error, or a tool cannot run. Figures
 # taken while other work runs on the machine are noisy: the side-by-side ratio is the one to
@@ -152,52 +153,59 @@ MED_RATIO=$(printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{a[NR]=$1} END {print 
 
 # --- Time to first content token ---------------------------------------------------------------
 log "time to first content token: $TTFT_N sequential answers each, chunks ${TOKEN_GAP_US} µs apart"
-read -r TTFT_PLAIN TTFT_GUARD < <(taskset -c "$LOAD_CPU" python3 - "$PLAIN_SLOW" "$GUARD_SLOW" "$TTFT_N" <<'EOF'
+read -r TTFT_PLAIN TTFT_GUARD GAP_SEEN < <(taskset -c "$LOAD_CPU" python3 - "$PLAIN_SLOW" "$GUARD_SLOW" "$TTFT_N" <<'EOF'
 import http.client, json, sys, time
 body = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
-def first_token(port, n):
+def content_times(port, n):
+    """Median time to the first content token, and median gap between the first two."""
     conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
-    out = []
+    firsts, gaps = [], []
     for i in range(n + 10):
         t0 = time.perf_counter()
         conn.request("POST", "/v1/chat/completions", body=body, headers={"content-type": "application/json"})
         resp = conn.getresponse()
-        buf, t1 = b"", None
+        buf, seen, times = b"", 0, []
         while True:
             chunk = resp.read1(65536)
             if not chunk:
                 break
+            now = time.perf_counter()
             buf += chunk
-            if t1 is None:
-                for line in buf.split(b"\n"):
-                    if line.startswith(b"data: {") and line.endswith(b"}"):
+            if len(times) < 2:
+                lines = buf.split(b"\n")
+                for line in lines[seen:-1]:
+                    if line.startswith(b"data: {"):
                         for c in json.loads(line[6:]).get("choices", []):
                             if (c.get("delta") or {}).get("content"):
-                                t1 = time.perf_counter()
-                        if t1:
-                            break
-        if resp.status != 200 or t1 is None or b'"error"' in buf:
-            raise SystemExit(f"port {port}: status {resp.status}, no content token: {buf[:300]!r}")
+                                times.append(now)
+                seen = len(lines) - 1
+        if resp.status != 200 or len(times) < 2 or b'"error"' in buf:
+            raise SystemExit(f"port {port}: status {resp.status}, fewer than two content tokens: {buf[:300]!r}")
         if i >= 10:
-            out.append((t1 - t0) * 1e6)
-    out.sort()
-    return out[len(out) // 2]
+            firsts.append((times[0] - t0) * 1e6)
+            gaps.append((times[1] - times[0]) * 1e6)
+    firsts.sort(); gaps.sort()
+    return firsts[len(firsts) // 2], gaps[len(gaps) // 2]
 # Interleaved, so drift lands on both.
-a, b = [], []
+a, b, g = [], [], []
 for _ in range(4):
-    a.append(first_token(sys.argv[1], int(sys.argv[3]) // 4))
-    b.append(first_token(sys.argv[2], int(sys.argv[3]) // 4))
-a.sort(); b.sort()
-print(f"{(a[1] + a[2]) / 2:.0f} {(b[1] + b[2]) / 2:.0f}")
+    first, gap = content_times(sys.argv[1], int(sys.argv[3]) // 4)
+    a.append(first); g.append(gap)
+    b.append(content_times(sys.argv[2], int(sys.argv[3]) // 4)[0])
+a.sort(); b.sort(); g.sort()
+print(f"{(a[1] + a[2]) / 2:.0f} {(b[1] + b[2]) / 2:.0f} {(g[1] + g[2]) / 2:.0f}")
 EOF
 ) || die "time to first token failed"
 ADDED_TTFT=$((TTFT_GUARD - TTFT_PLAIN))
-TTFT_LIMIT=$((TOKEN_GAP_US * 11 / 10))
+# "One chunk's worth" is the gap the client sees between the first two tokens unguarded (the
+# upstream's timer and two loopback hops make it a little longer than TOKEN_GAP_US).
+CHUNK_GAP=$((GAP_SEEN > TOKEN_GAP_US ? GAP_SEEN : TOKEN_GAP_US))
+TTFT_LIMIT=$((CHUNK_GAP * 11 / 10))
 
 log ""
 log "guardrails (every built-in detector, mask), side by side in one run:"
 log "  gateway CPU per chunk: +${MED_DIFF} ns median (x${MED_RATIO}); target <= ${TARGET_CPU_NS} ns"
-log "  time to first token:   plain ${TTFT_PLAIN} µs, guarded ${TTFT_GUARD} µs: +${ADDED_TTFT} µs; target <= ${TTFT_LIMIT} µs (one ${TOKEN_GAP_US} µs chunk gap + 10%)"
+log "  time to first token:   plain ${TTFT_PLAIN} µs, guarded ${TTFT_GUARD} µs: +${ADDED_TTFT} µs; target <= ${TTFT_LIMIT} µs (one chunk gap + 10%; gap seen unguarded ${GAP_SEEN} µs, asked ${TOKEN_GAP_US} µs)"
 fail=0
 if (( MED_DIFF > TARGET_CPU_NS )); then log "MISSED: CPU per chunk"; fail=1; fi
 if (( ADDED_TTFT > TTFT_LIMIT )); then log "MISSED: time to first token"; fail=1; fi

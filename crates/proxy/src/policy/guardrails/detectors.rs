@@ -10,13 +10,16 @@
 //! still start there; the text before the first such position is final and sent at once. The
 //! hold-back never exceeds the detector's longest match (plus one character). Positions whose
 //! first byte already kills a detector's DFA are ruled out by a table, and positions found
-//! closed stay closed, so each piece costs about its own length.
+//! closed stay closed, so each piece costs about its own length. All the detectors also make
+//! one DFA, walked once per position instead of each detector's (those only where it cannot
+//! tell: non-ASCII text next to a `\b`); when its walks pass no match, the sent text needs no
+//! search either.
 
 use config::{Builtin, GuardAction};
 use regex::Regex;
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::hybrid::LazyStateID;
-use regex_automata::{Anchored, Input};
+use regex_automata::{Anchored, Input, MatchKind};
 
 /// What a stream holds back for a pattern whose matches have no length bound (`.+`, `\w*`): a
 /// longer match of such a pattern may be split and missed when it streams.
@@ -165,6 +168,60 @@ fn lazy_dfa(pattern: &str) -> Option<DFA> {
 /// DFA steps one hold-back decision may take per detector; past it the rest of the tail is
 /// held (never less safe, and the work per chunk stays linear).
 const DFA_BUDGET: usize = 1 << 18;
+
+/// Every detector's pattern as one lazy DFA that keeps all their threads (`MatchKind::All`:
+/// no thread is dropped for a match of another pattern), so it dies at a start exactly when
+/// every detector's DFA would (or later: never sooner).
+fn union_dfa(patterns: &[&str]) -> Option<DFA> {
+    let config = DFA::config()
+        .unicode_word_boundary(true)
+        .match_kind(MatchKind::All);
+    DFA::builder().configure(config).build_many(patterns).ok()
+}
+
+/// What a walk of a DFA from a start says.
+enum Walk {
+    /// No match can start there, whatever text follows.
+    Closed,
+    /// A match may still start there.
+    Open,
+    /// The DFA could not tell (a quit byte, an error, the budget spent).
+    Unsure,
+}
+
+/// [`open_at`], telling a start the DFA could not decide apart from an open one; `matched`
+/// is set when the walk passes a match (of any pattern, ending anywhere in `text`).
+fn walk_at(
+    dfa: &DFA,
+    cache: &mut Cache,
+    text: &str,
+    p: usize,
+    budget: &mut usize,
+    matched: &mut bool,
+) -> Walk {
+    let input = Input::new(text).range(p..).anchored(Anchored::Yes);
+    let Ok(mut sid) = dfa.start_state_forward(cache, &input) else {
+        return Walk::Unsure;
+    };
+    for &b in &text.as_bytes()[p..] {
+        if sid.is_dead() {
+            return Walk::Closed;
+        }
+        if sid.is_quit() || *budget == 0 {
+            return Walk::Unsure;
+        }
+        *budget -= 1;
+        match dfa.next_state(cache, sid, b) {
+            Ok(s) => sid = s,
+            Err(_) => return Walk::Unsure,
+        }
+        *matched |= sid.is_match();
+    }
+    match sid.is_dead() {
+        true => Walk::Closed,
+        false => Walk::Open,
+    }
+}
 
 /// Whether a match of `dfa` could start at `p` given more text than `text` has.
 fn open_at(dfa: &DFA, cache: &mut Cache, text: &str, p: usize, budget: &mut usize) -> bool {
@@ -348,6 +405,10 @@ pub struct Scanner {
     any: Option<regex::RegexSet>,
     /// The first bytes any detector's DFA allows (`None`: some DFA has no table).
     firsts: Option<Firsts>,
+    /// Every detector in one DFA (`None` when some detector has none, or it cannot be
+    /// built): a hold-back decision walks it once per start instead of each detector's; its
+    /// cache is the last of a stream's caches.
+    union: Option<DFA>,
 }
 
 /// Cache sets the pool keeps at most (one per answer streaming at once is plenty).
@@ -432,11 +493,21 @@ impl Scanner {
             .map(|d| d.firsts.as_ref())
             .collect::<Option<Vec<_>>>()
             .and_then(|all| Firsts::union(&all));
+        let union = match detectors.iter().all(|d| d.dfa.is_some()) && !detectors.is_empty() {
+            true => union_dfa(
+                &detectors
+                    .iter()
+                    .map(|d| d.regex.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+            false => None,
+        };
         Ok(Scanner {
             detectors,
             pool: std::sync::Mutex::new(Vec::new()),
             any,
             firsts,
+            union,
         })
     }
 
@@ -504,8 +575,10 @@ impl Scanner {
     }
 
     /// Bytes of `text` (from `from`) known to decide nothing more: every match starting before
-    /// the returned offset is final whatever text follows.
-    fn settled(&self, s: &mut Stream) -> usize {
+    /// the returned offset is final whatever text follows. `true` with it: no match starts
+    /// between `from` and that offset (the combined DFA walked every start there, and passed
+    /// no match), so there is none to look for.
+    fn settled(&self, s: &mut Stream) -> (usize, bool) {
         let Stream {
             buf,
             pos: from,
@@ -524,19 +597,55 @@ impl Scanner {
                 *caches = pooled;
             }
         }
-        caches.resize_with(self.detectors.len(), || None);
+        caches.resize_with(self.detectors.len() + 1, || None);
         closed.resize(self.detectors.len(), 0);
         // Starts no detector has closed yet that some detector's first byte allows: found once
         // for all detectors (in prose, the starts of some words).
-        let lo = (self.detectors.iter().zip(closed.iter()))
-            .filter(|(d, _)| d.dfa.is_some())
-            .map(|(_, c)| c.saturating_sub(drained))
-            .min()
-            .unwrap_or(len);
+        let lo = match self.union {
+            // Every detector has a DFA (and the detectors are not read).
+            Some(_) => closed.iter().min(),
+            None => (self.detectors.iter().zip(closed.iter()))
+                .filter(|(d, _)| d.dfa.is_some())
+                .map(|(_, c)| c)
+                .min(),
+        };
+        let lo = lo.map_or(len, |c| c.saturating_sub(drained));
         starts.clear();
         starts.extend((lo.max(from)..len).filter(|&p| {
             text.is_char_boundary(p) && self.firsts.as_ref().is_none_or(|f| f.may_start(bytes, p))
         }));
+        // The combined DFA: the first start it leaves open is the first start some detector's
+        // DFA leaves open (the length bounds and anchors only spare DFA steps: a DFA alive at
+        // a start is within them). A start it cannot decide (non-ASCII text next to a `\b`)
+        // takes the per-detector read below, whose bounds settle such starts.
+        let (caches, union_cache) = caches.split_at_mut(self.detectors.len());
+        if let (Some(dfa), Some(cache)) = (&self.union, union_cache.first_mut()) {
+            let cache = cache.get_or_insert_with(|| dfa.create_cache());
+            let mut budget = DFA_BUDGET;
+            let mut first_open = Some(len);
+            let mut matched = false;
+            for &p in starts.iter() {
+                // Only the closed starts before the first open one count: matches starting
+                // there or later are not acted on yet.
+                let mut here = false;
+                match walk_at(dfa, cache, text, p, &mut budget, &mut here) {
+                    Walk::Closed => {
+                        matched |= here;
+                        continue;
+                    }
+                    Walk::Open => first_open = Some(p),
+                    Walk::Unsure => first_open = None,
+                }
+                break;
+            }
+            if let Some(first_open) = first_open {
+                for c in closed.iter_mut() {
+                    *c = (*c).max(drained + first_open);
+                }
+                // Starts below `lo` were closed by an earlier decision, not walked here.
+                return (first_open, lo <= from && !matched);
+            }
+        }
         let iter = self.detectors.iter().zip(caches.iter_mut());
         for ((d, cache), closed) in iter.zip(closed.iter_mut()) {
             // Starts found closed on an earlier piece stay closed (the DFA died on text that
@@ -582,32 +691,25 @@ impl Scanner {
             };
             settled = settled.min(s);
         }
-        settled
+        (settled, false)
     }
 
     /// Masks a whole text: `(masked, hits)`. A hit of a `reject` guard stops the scan.
     pub fn apply(&self, text: &str) -> Outcome {
-        let mut s = Stream::default();
-        let mut out = self.feed(&mut s, text);
-        if out.rejected.is_none() {
-            let end = self.finish(&mut s);
-            out.text.push_str(&end.text);
-            out.hits.extend(end.hits);
-            out.rejected = end.rejected;
-        }
-        out
+        self.whole(Stream::default(), text)
     }
 
     /// [`Scanner::apply`] on JSON text (tool-call arguments): placeholders are escaped.
     pub fn apply_json(&self, text: &str) -> Outcome {
-        let mut s = Stream::json();
-        let mut out = self.feed(&mut s, text);
-        if out.rejected.is_none() {
-            let end = self.finish(&mut s);
-            out.text.push_str(&end.text);
-            out.hits.extend(end.hits);
-            out.rejected = end.rejected;
-        }
+        self.whole(Stream::json(), text)
+    }
+
+    /// A whole text is its stream's last piece: scanned to its end at once, with no decision
+    /// on what to hold back.
+    fn whole(&self, mut s: Stream, text: &str) -> Outcome {
+        let mut out = Outcome::default();
+        s.buf.push_str(text);
+        self.step(&mut s, true, &mut out);
         out
     }
 
@@ -644,14 +746,15 @@ impl Scanner {
     }
 
     fn step(&self, s: &mut Stream, last: bool, out: &mut Outcome) {
-        let limit = match last {
-            true => s.buf.len(),
+        // `quiet`: no match starts before `limit`, none to look for.
+        let (limit, quiet) = match last {
+            true => (s.buf.len(), false),
             false => {
-                let limit = self.settled(s);
+                let settled = self.settled(s);
                 // Back to the pool at once: the few sets in use at a time stay in the CPU's
                 // caches, where one set per open stream would not.
                 self.give_back(&mut s.caches);
-                limit
+                settled
             }
         };
         let mut pos = s.pos;
@@ -659,7 +762,7 @@ impl Scanner {
         // sent text there is none to look for.
         let mut next = std::mem::take(&mut s.next);
         next.clear();
-        while let Some(m) = (pos < limit)
+        while let Some(m) = (pos < limit && !quiet)
             .then(|| self.next_match(&s.buf, pos, &mut next))
             .flatten()
             .filter(|m| m.start < limit)
@@ -1136,6 +1239,67 @@ mod tests {
             outs[0].contains("<EMAIL>") && outs[1].contains("<SECRET>"),
             "{outs:?}"
         );
+    }
+
+    /// The combined DFA holds back what the per-detector read does: never less on any text
+    /// (a start some detector leaves open is open for it), and on ASCII prose and PII not
+    /// more either (its `MatchKind::All` keeps threads past a match that the per-detector
+    /// DFAs drop, which may hold a little more on random text). Non-ASCII text next to a
+    /// `\b` takes the per-detector read, so holds the same.
+    #[test]
+    fn the_combined_dfa_holds_back_what_the_detectors_do() {
+        let compile = || {
+            Scanner::compile(&[guard(&EVERY_BUILTIN, &["ACME-[0-9]+"], GuardAction::Mask)]).unwrap()
+        };
+        let combined = compile();
+        let mut each = compile();
+        assert!(combined.union.is_some(), "the built-ins make one DFA");
+        each.union = None;
+        let mut rng = fastrand::Rng::with_seed(11);
+        let alphabet = b"aAzZ09_-+.:@() \n\t/=ekxsgh,;";
+        let random: String = (0..2000)
+            .map(|_| alphabet[rng.usize(..alphabet.len())] as char)
+            .collect();
+        let exact = [
+            "Hello there, this is a token stream from the bench upstream. It sends one",
+            "mail jane.doe@example.com, call +1 415 555 2671 or (415) 555-2671, card 4111 1111 1111 1111",
+            "IBAN GB29 NWBK 6016 1331 9268 19, ssn 123-45-6789, host 10.0.0.1 and fe80::1, ::1",
+            "keys AKIAIOSFODNN7EXAMPLE ghp_x github_pat_y sk-proj-abc xoxb-1 -----BEGIN eyJhb.eyJ",
+            "café au lait, naïve résumé ✓ jane@exämple.com ACME-7 ü:ff done",
+        ];
+        let settled = |sc: &Scanner, text: &str, from: usize| {
+            let mut st = Stream {
+                buf: text.to_string(),
+                pos: from,
+                ..Stream::default()
+            };
+            sc.settled(&mut st).0
+        };
+        for (t, must_equal) in exact.iter().map(|t| (*t, true)).chain([(&*random, false)]) {
+            let mut more = 0;
+            for end in (0..=t.len()).filter(|i| t.is_char_boundary(*i)) {
+                let text = &t[..end];
+                let from = text.len().saturating_sub(40);
+                let from = (0..=from)
+                    .rev()
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap();
+                let (c, e) = (settled(&combined, text, from), settled(&each, text, from));
+                assert!(
+                    c <= e,
+                    "held less than the detectors at {end} of {t:?}: {c} > {e}"
+                );
+                if c < e {
+                    more += 1;
+                }
+                assert!(
+                    !must_equal || c == e,
+                    "held more at {end} of {t:?}: {c} < {e}"
+                );
+            }
+            // Random text: seldom more.
+            assert!(more * 20 <= t.len(), "{more} of {}", t.len());
+        }
     }
 
     /// The first-byte table only rules out starts where the DFA dies on the first byte: a

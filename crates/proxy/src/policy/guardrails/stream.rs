@@ -97,6 +97,8 @@ pub struct SseGuard {
     splices: Vec<(usize, usize, Splice)>,
     /// What the chunk being read sends (kept for its allocation).
     out: Vec<u8>,
+    /// The data of the last chunk [`quick_chat_from`] took, up to its `choices`.
+    quick_envelope: Vec<u8>,
 }
 
 /// What replaces a value of an event read in place.
@@ -132,6 +134,7 @@ impl SseGuard {
             sent: Outcome::default(),
             splices: Vec::new(),
             out: Vec::new(),
+            quick_envelope: Vec::new(),
         }
     }
 
@@ -535,9 +538,21 @@ impl SseGuard {
         if !matches!(self.format, Format::OpenAiChat) || self.envelope.is_none() {
             return false;
         }
-        let Some((data, chunk)) = quick_event(raw).and_then(|d| Some((d, quick_chat(d)?))) else {
+        let Some(data) = quick_event(raw) else {
             return false;
         };
+        // Most chunks of a stream repeat the last one's envelope byte for byte: read once.
+        let prefix = &self.quick_envelope;
+        let resume =
+            (!prefix.is_empty() && data.as_bytes().starts_with(prefix)).then_some(prefix.len());
+        let Some((chunk, choices_at)) = quick_chat_from(data, resume) else {
+            return false;
+        };
+        if resume.is_none() {
+            self.quick_envelope.clear();
+            self.quick_envelope
+                .extend_from_slice(&data.as_bytes()[..choices_at]);
+        }
         self.sent.text.clear();
         self.splices.clear();
         let index = chunk.index.unwrap_or(0);
@@ -855,21 +870,40 @@ struct QuickChunk<'a> {
 /// any other layout, key with an escape, key twice, control byte or escaped surrogate in a
 /// string, whitespace other than spaces and tabs gives `None`, and the event takes the full
 /// read. What it accepts the serde read of [`ChatChunk`] reads the same.
+#[cfg(test)]
 fn quick_chat(data: &str) -> Option<QuickChunk<'_>> {
+    quick_chat_from(data, None).map(|(chunk, _)| chunk)
+}
+
+/// [`quick_chat`], and where the value of `choices` starts (the bytes before it are the
+/// envelope: id, object, created, model, ...). `resume`: `data` starts with the envelope of a
+/// chunk this read took, that long: the read starts at `choices` (the read of those bytes
+/// decides the same whatever follows them).
+fn quick_chat_from<'a>(data: &'a str, resume: Option<usize>) -> Option<(QuickChunk<'a>, usize)> {
     let mut r = Quick { data, at: 0 };
     let mut chunk = None;
-    r.object(|r, key| match key {
+    let mut choices_at = 0;
+    let mut field = |r: &mut Quick<'a>, key: &str| match key {
         "choices" if chunk.is_none() => {
+            choices_at = r.at;
             r.eat(b'[')?;
             chunk = Some(r.choice()?);
             r.eat(b']')
         }
         "choices" => None,
         _ => r.scalar(),
-    })?;
+    };
+    match resume {
+        Some(at) => {
+            r.at = at;
+            field(&mut r, "choices")?;
+            r.after_value(&mut field)?;
+        }
+        None => r.object(&mut field)?,
+    }
     r.space();
     (r.at == data.len()).then_some(())?;
-    chunk
+    Some((chunk?, choices_at))
 }
 
 /// A cursor of [`quick_chat`]: each read fails (`None`) on anything it does not take.
@@ -972,20 +1006,46 @@ impl<'a> Quick<'a> {
             self.at += 1;
             return Some(());
         }
+        self.members(&mut field)
+    }
+
+    /// An object's members from a key on, and its end.
+    fn members(&mut self, field: &mut impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         loop {
             let key = self.string()?;
             let key = &key[1..key.len() - 1];
             (!key.contains('\\')).then_some(())?;
             self.eat(b':')?;
             field(self, key)?;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.end_of_member()? {
+                return Some(());
             }
+        }
+    }
+
+    /// After a member's value: the object's other members and its end.
+    fn after_value(
+        &mut self,
+        field: &mut impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        match self.end_of_member()? {
+            true => Some(()),
+            false => self.members(field),
+        }
+    }
+
+    /// A `,` (`false`: a member follows) or the object's `}` (`true`).
+    fn end_of_member(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                Some(false)
+            }
+            b'}' => {
+                self.at += 1;
+                Some(true)
+            }
+            _ => None,
         }
     }
 
@@ -2059,6 +2119,49 @@ mod tests {
                 "{raw:?}"
             );
         }
+    }
+
+    /// A chunk that starts with the envelope of one the quick read took is read from its
+    /// `choices` on, and decided as a read from its start decides it: taken with the same
+    /// texts, or declined (a second `choices`, a bad tail, another layout after it).
+    #[test]
+    fn a_read_resumed_after_a_known_envelope_decides_like_a_whole_read() {
+        let a = |t: &str| quick_data(&format!("{{\"content\":\"{t}\"}}"), "");
+        let chunks = [
+            a("Hello"),
+            a(" there"),
+            a("x").replace("\"created\":1", "\"created\":2"),
+            quick_data("{\"content\":\"a\"}", ",\"usage\":null"),
+            quick_data("{\"content\":\"a\"}", ",\"usage\":{\"total_tokens\":3}"),
+            quick_data("{\"content\":\"a\"}", ",\"choices\":[{\"index\":0}]"),
+            quick_data("{\"content\":\"a\",\"content\":\"b\"}", ""),
+            quick_data("{\"content\":\"\\ud83d\\ude00\"}", ""),
+            a("a").replace("\"finish_reason\":null", "\"finish_reason\":\"stop\""),
+            format!("{}x", a("a")),
+            format!("{} ", a("a")),
+            a("a").replace("}]}", "}] }"),
+            a("a").replace("[{", " [ {"),
+            "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}".into(),
+            "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}],\"id\":\"c\"}".into(),
+            "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}},{\"index\":1}]}".into(),
+        ];
+        let mut resumed = 0;
+        for known in &chunks {
+            let Some((_, at)) = quick_chat_from(known, None) else {
+                continue;
+            };
+            let envelope = &known[..at];
+            for data in chunks.iter().filter(|d| d.starts_with(envelope)) {
+                let whole = quick_chat_from(data, None);
+                let from = quick_chat_from(data, Some(at));
+                let seen = |r: Option<(QuickChunk<'_>, usize)>| {
+                    r.map(|(c, at)| (c.index, c.texts.map(|t| t.map(str::to_string)), at))
+                };
+                assert_eq!(seen(from), seen(whole), "{data} after {envelope}");
+                resumed += 1;
+            }
+        }
+        assert!(resumed > 20, "{resumed}");
     }
 
     /// Through the quick read: an e-mail cut over three chunks is held, masked and sent in the

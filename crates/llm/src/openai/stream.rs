@@ -63,7 +63,7 @@ impl SseEvents for ChatEvents {
 /// no unescaping; everything else is skipped unread.
 #[derive(Deserialize)]
 struct ChunkSeen<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     model: Option<Cow<'a, str>>,
     usage: Option<OaUsage>,
     #[serde(borrow)]
@@ -80,9 +80,20 @@ struct ChoiceSeen<'a> {
 
 #[derive(Deserialize)]
 struct DeltaSeen<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     content: Option<Cow<'a, str>>,
     tool_calls: Option<Vec<IgnoredAny>>,
+}
+
+/// An optional string borrowed from the event unless it has escapes. serde borrows a
+/// `Cow<str>` only when the field's type is exactly that; inside an `Option` it would
+/// allocate every time.
+fn borrowed_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text>::deserialize(deserializer)?.map(|t| t.0))
 }
 
 impl Observed {
@@ -129,5 +140,30 @@ impl Observed {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observed_chunk_texts_are_borrowed_unless_escaped() {
+        let chunk: ChunkSeen = serde_json::from_str(
+            r#"{"id":"x","model":"m-1","choices":[{"index":0,"delta":{"content":"plain"}},
+               {"index":1,"delta":{"content":"a\"b","tool_calls":[{}]}},{"index":2}]}"#,
+        )
+        .unwrap();
+        assert!(matches!(chunk.model, Some(Cow::Borrowed("m-1"))));
+        let choices = chunk.choices.unwrap();
+        let content = |i: usize| choices[i].delta.as_ref().and_then(|d| d.content.clone());
+        assert!(matches!(content(0), Some(Cow::Borrowed("plain"))));
+        assert_eq!(content(1).as_deref(), Some("a\"b"));
+        assert!(choices[1].delta.as_ref().unwrap().tool_calls.is_some());
+        assert!(choices[2].delta.is_none());
+        // Every field may be missing or null.
+        let empty: ChunkSeen =
+            serde_json::from_str(r#"{"model":null,"choices":[{"delta":{}}]}"#).unwrap();
+        assert!(empty.model.is_none() && empty.usage.is_none());
     }
 }

@@ -73,8 +73,8 @@ if [[ "$FULL" == 1 ]]; then
   REAL_RATES="$RATES"; REAL_STRATEGIES="$STRATEGIES"; REAL_VLLM_ROUTER_POLICIES="$VLLM_ROUTER_POLICIES"
 fi
 
-SWITCHYARD="$ROOT/target/release/switchyard"
-FLEET="$ROOT/target/release/vllm-fleet"
+SWITCHYARD="${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}"  # with NO_BUILD=1, any build
+FLEET="${FLEET_BIN:-$ROOT/target/release/vllm-fleet}"
 STAMP="$(date +%Y%m%d-%H%M%S)"
 OUT="${OUT:-$HERE/results/$STAMP}"
 mkdir -p "$OUT/logs"

@@ -72,16 +72,7 @@ impl SseParser {
     pub fn feed_ref(&mut self, chunk: &[u8], on_event: &mut dyn FnMut(SseEventRef<'_>)) {
         // The state carried between chunks lives in the buffers; within this call, fields are
         // first kept as slices of `chunk` and copied only if the event is still open at its end.
-        let mut data = if self.has_data {
-            Field::Buffered
-        } else {
-            Field::None
-        };
-        let mut event = if self.has_event {
-            Field::Buffered
-        } else {
-            Field::None
-        };
+        let (mut data, mut event) = self.open_fields();
         let mut rest = chunk;
         while let Some(pos) = memchr::memchr(b'\n', rest) {
             let (head, tail) = rest.split_at(pos);
@@ -121,21 +112,18 @@ impl SseParser {
 
     /// [`finish`](Self::finish), lending the last event.
     pub fn finish_ref(&mut self, on_event: &mut dyn FnMut(SseEventRef<'_>)) {
-        let mut data = if self.has_data {
-            Field::Buffered
-        } else {
-            Field::None
-        };
-        let mut event = if self.has_event {
-            Field::Buffered
-        } else {
-            Field::None
-        };
+        let (mut data, mut event) = self.open_fields();
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
             self.on_line(&line, None, &mut data, &mut event, on_event);
         }
         self.dispatch(data, event, on_event);
+    }
+
+    /// Where the open event's fields are when a call starts: in the buffers, or nowhere yet.
+    fn open_fields<'c>(&self) -> (Field<'c>, Field<'c>) {
+        let at = |has| if has { Field::Buffered } else { Field::None };
+        (at(self.has_data), at(self.has_event))
     }
 
     /// One line. `kept`: the same line in the chunk being fed, when it is there (not in the

@@ -53,40 +53,11 @@ impl OaUsage {
 
 /// Text content of an OpenAI message: a string, or (some compatible servers)
 /// an array of text parts.
-#[derive(Debug, Clone)]
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
 pub(crate) enum OaContent {
     Text(String),
     Parts(Vec<OaTextPart>),
-}
-
-/// Decided by the JSON type, as `#[serde(untagged)]` would, but without buffering the value
-/// into serde's intermediate tree and then parsing it again (it was most of a completion's
-/// usage read).
-impl<'de> Deserialize<'de> for OaContent {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ContentVisitor;
-        impl<'de> serde::de::Visitor<'de> for ContentVisitor {
-            type Value = OaContent;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string or an array of content parts")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<OaContent, E> {
-                Ok(OaContent::Text(text.to_owned()))
-            }
-            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<OaContent, E> {
-                Ok(OaContent::Text(text))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                seq: A,
-            ) -> Result<OaContent, A::Error> {
-                let parts =
-                    Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(OaContent::Parts(parts))
-            }
-        }
-        deserializer.deserialize_any(ContentVisitor)
-    }
 }
 
 #[derive(Deserialize, Debug, Clone)]

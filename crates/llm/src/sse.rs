@@ -21,7 +21,7 @@ pub struct SseEventRef<'a> {
 }
 
 impl SseEventRef<'_> {
-    pub fn to_owned(self) -> SseEvent {
+    pub fn into_owned(self) -> SseEvent {
         SseEvent {
             event: self.event.map(str::to_owned),
             data: self.data.to_owned(),
@@ -64,7 +64,7 @@ enum Field<'c> {
 impl SseParser {
     /// Feeds bytes, calling `on_event` for each complete event.
     pub fn feed(&mut self, chunk: &[u8], on_event: &mut dyn FnMut(SseEvent)) {
-        self.feed_ref(chunk, &mut |e| on_event(e.to_owned()));
+        self.feed_ref(chunk, &mut |e| on_event(e.into_owned()));
     }
 
     /// Feeds bytes, lending each complete event to `on_event`. An event whose lines all
@@ -107,7 +107,7 @@ impl SseParser {
     /// End of stream: a final event without its terminating blank line is
     /// still dispatched (lenient towards providers that close early).
     pub fn finish(&mut self, on_event: &mut dyn FnMut(SseEvent)) {
-        self.finish_ref(&mut |e| on_event(e.to_owned()));
+        self.finish_ref(&mut |e| on_event(e.into_owned()));
     }
 
     /// [`finish`](Self::finish), lending the last event.
@@ -387,11 +387,11 @@ mod tests {
                 range.contains(&e.event.unwrap().as_ptr()),
                 "event was copied"
             );
-            seen.push(e.to_owned());
+            seen.push(e.into_owned());
         });
         assert_eq!(seen.len(), 1);
         // The unfinished event outlives its chunk.
-        p.feed_ref(b"\n\n", &mut |e| seen.push(e.to_owned()));
+        p.feed_ref(b"\n\n", &mut |e| seen.push(e.into_owned()));
         assert_eq!(seen[1].data, "half");
         assert_eq!(seen[1].event, None);
     }

@@ -189,8 +189,9 @@ enum Walk {
     Unsure,
 }
 
-/// [`open_at`], telling a start the DFA could not decide apart from an open one; `matched`
-/// is set when the walk passes a match (of any pattern, ending anywhere in `text`).
+/// Walks `dfa` anchored at `p` over the rest of `text`: whether a match could still start
+/// there given more text. `matched` is set when the walk passes a match (of any pattern,
+/// ending anywhere in `text`).
 fn walk_at(
     dfa: &DFA,
     cache: &mut Cache,
@@ -217,32 +218,20 @@ fn walk_at(
         }
         *matched |= sid.is_match();
     }
-    match sid.is_dead() {
-        true => Walk::Closed,
-        false => Walk::Open,
+    if sid.is_dead() {
+        Walk::Closed
+    } else {
+        Walk::Open
     }
 }
 
-/// Whether a match of `dfa` could start at `p` given more text than `text` has.
+/// Whether a match of `dfa` could start at `p` given more text than `text` has (a start the
+/// DFA cannot decide counts as open).
 fn open_at(dfa: &DFA, cache: &mut Cache, text: &str, p: usize, budget: &mut usize) -> bool {
-    let input = Input::new(text).range(p..).anchored(Anchored::Yes);
-    let Ok(mut sid) = dfa.start_state_forward(cache, &input) else {
-        return true;
-    };
-    for &b in &text.as_bytes()[p..] {
-        if sid.is_dead() {
-            return false;
-        }
-        if sid.is_quit() || *budget == 0 {
-            return true;
-        }
-        *budget -= 1;
-        match dfa.next_state(cache, sid, b) {
-            Ok(s) => sid = s,
-            Err(_) => return true,
-        }
-    }
-    !sid.is_dead()
+    !matches!(
+        walk_at(dfa, cache, text, p, budget, &mut false),
+        Walk::Closed
+    )
 }
 
 /// A built-in detector's parts, before it joins a guard.

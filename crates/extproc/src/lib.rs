@@ -242,6 +242,11 @@ impl Exchange {
                 )
             }
             R::ResponseBody(b) => {
+                if !b.body.is_empty() {
+                    if let Some(g) = &mut self.in_flight {
+                        g.answered();
+                    }
+                }
                 self.response_tail.extend_from_slice(&b.body);
                 if self.response_tail.len() > RESPONSE_TAIL {
                     let cut = self.response_tail.len() - RESPONSE_TAIL;

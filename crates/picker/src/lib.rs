@@ -131,6 +131,8 @@ pub struct PodState {
     pub id: PodId,
     /// Requests the gateway currently has in flight to this pod.
     pub in_flight: u32,
+    /// Of those, the ones whose answer has not begun: on an LLM engine, queued or in prefill.
+    pub unanswered: u32,
     /// `None` = unknown or stale.
     pub metrics: Option<PodMetrics>,
     pub healthy: bool,
@@ -141,6 +143,7 @@ impl PodState {
         PodState {
             id: PodId::new(addr),
             in_flight: 0,
+            unanswered: 0,
             metrics: None,
             healthy: true,
         }

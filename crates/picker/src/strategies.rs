@@ -27,20 +27,29 @@ fn min_max_lower_better(
         .collect()
 }
 
-/// Least-request scores: `(min + 1) / (in_flight + 1)` over healthy pods, so the
-/// least-loaded pod scores 1 and the score falls with relative extra load.
+/// How many decoding requests one not yet answered (queued or in prefill) weighs as, on top
+/// of its own count. A new prompt sent behind a prefill waits for all of it, while each
+/// decoding request adds one sequence's share to a step. Measured on the routing bench
+/// (no-sharing, 8 simulated A100 pods @ 40 req/s): TTFT p90 382 ms with 0, 166 ms with 1,
+/// 137 ms with 4 (round robin's), 138 ms with 1000; 4 keeps decode load in the balance.
+const UNANSWERED_WEIGHT: f64 = 4.0;
+
+/// A pod's load as least-request sees it. The two counters are read apart, so a racing
+/// pick may see more unanswered than in flight.
+fn request_load(p: &PodState) -> f64 {
+    p.in_flight as f64 + UNANSWERED_WEIGHT * p.unanswered.min(p.in_flight) as f64
+}
+
+/// Least-request scores: `(min + 1) / (load + 1)` over healthy pods, so the least-loaded pod
+/// scores 1 and the score falls with relative extra load.
 pub(crate) fn least_request_scores(pods: &[PodState]) -> Vec<Option<f64>> {
     let min = pods
         .iter()
         .filter(|p| p.healthy)
-        .map(|p| p.in_flight)
-        .min()
-        .unwrap_or(0);
+        .map(request_load)
+        .fold(f64::INFINITY, f64::min);
     pods.iter()
-        .map(|p| {
-            p.healthy
-                .then(|| (min as f64 + 1.0) / (p.in_flight as f64 + 1.0))
-        })
+        .map(|p| p.healthy.then(|| (min + 1.0) / (request_load(p) + 1.0)))
         .collect()
 }
 
@@ -355,6 +364,26 @@ mod tests {
         let mut ps = pods(&[0, 4]);
         ps[0].healthy = false;
         assert_eq!(least_request_scores(&ps), vec![None, Some(1.0)]);
+    }
+
+    #[test]
+    fn least_request_weighs_unanswered_requests_more() {
+        // 5 decoding requests against 3 of which 2 are still in prefill: 5 vs 3 + 2 × 4.
+        let mut ps = pods(&[5, 3]);
+        ps[1].unanswered = 2;
+        let s = least_request_scores(&ps);
+        assert_eq!(s[0], Some(1.0));
+        assert!(s[1].unwrap() < 0.6, "{s:?}");
+        // When every request is unanswered (answers not streamed), the order is in-flight's.
+        let mut ps = pods(&[0, 1, 3]);
+        ps.iter_mut().for_each(|p| p.unanswered = p.in_flight);
+        let s = least_request_scores(&ps);
+        assert!(s[0] > s[1] && s[1] > s[2], "{s:?}");
+        // A count above in-flight (a racing read of the two counters) is capped.
+        let mut ps = pods(&[1, 1]);
+        ps[0].unanswered = 7;
+        ps[1].unanswered = 1;
+        assert_eq!(least_request_scores(&ps), vec![Some(1.0), Some(1.0)]);
     }
 
     #[test]

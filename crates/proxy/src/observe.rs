@@ -207,6 +207,11 @@ impl http_body::Body for ObservedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(state)) = (frame.data_ref(), this.state.as_mut()) {
                     state.trail.rec.bytes_out += data.len() as u64;
+                    if !data.is_empty() {
+                        if let Some(pod) = &mut state.trail.pod {
+                            pod.answered();
+                        }
+                    }
                     if state.capture {
                         let buf = state
                             .trail

@@ -478,3 +478,47 @@ async fn multi_model_pools_pick_by_the_model_in_the_body() {
         }
     }
 }
+
+/// Envoy streams the response body to the processor: once a pod's answer has sent its first
+/// byte the request is decoding, which least-request weighs less than one still waiting for
+/// its answer to begin (queued or in prefill).
+#[tokio::test]
+async fn least_request_prefers_the_pod_whose_answer_has_begun() {
+    let (srv, _dir) = start(
+        "  - name: fleet\n    endpoints: [\"127.0.0.1:18011\", \"127.0.0.1:18012\"]\n    \
+         strategy: least-request\n    metrics: {enabled: false}\n",
+        "fleet",
+    );
+    let response_body = |body: &[u8], end_of_stream| {
+        processing_request::Request::ResponseBody(HttpBody {
+            body: body.to_vec(),
+            end_of_stream,
+            ..Default::default()
+        })
+    };
+    // One request whose answer is streaming: headers, then a first chunk.
+    let mut decoding = Exchange::open(srv.grpc).await;
+    let busy = pick(&mut decoding, &[], &chat("s", "one")).await;
+    decoding
+        .send(processing_request::Request::ResponseHeaders(http_headers(
+            &[(":status", "200")],
+            false,
+        )))
+        .await;
+    decoding
+        .send(response_body(b"data: {\"choices\":[]}\n\n", false))
+        .await;
+    // The other pod is idle: the next request goes there, and its answer has not begun.
+    let mut waiting = Exchange::open(srv.grpc).await;
+    let other = pick(&mut waiting, &[], &chat("s", "two")).await;
+    assert_ne!(other, busy);
+    // One request in flight on each pod, but the unanswered one weighs more: every further
+    // request (each answered and ended before the next) goes to the decoding pod; a tie
+    // would miss it with a chance of 1 in 2^10.
+    for i in 0..10 {
+        let mut ex = Exchange::open(srv.grpc).await;
+        assert_eq!(pick(&mut ex, &[], &chat("s", &format!("q{i}"))).await, busy);
+        ex.send(response_body(b"{}", true)).await;
+    }
+    drop((decoding, waiting));
+}

@@ -387,3 +387,111 @@ async fn multi_model_pools_pick_only_pods_serving_the_model() {
         r.body
     );
 }
+
+/// What a [`held_upstream`] request does, by its `x-mode` header.
+type HeldBodies = std::sync::Arc<
+    std::sync::Mutex<
+        Vec<tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>>,
+    >,
+>;
+
+/// An upstream like an LLM engine: response headers at once, then `x-mode: answer` sends one
+/// body chunk and holds the rest (decoding), `x-mode: hold` sends no body byte (queued or in
+/// prefill), anything else a whole answer. Held bodies stay open while `held` keeps them.
+async fn held_upstream(name: &'static str, held: HeldBodies) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let held = held.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let held = held.clone();
+                        async move {
+                            let mode = req.headers().get("x-mode").cloned();
+                            let (tx, rx) = tokio::sync::mpsc::channel(4);
+                            match mode.as_ref().map(|m| m.as_bytes()) {
+                                Some(b"answer") => {
+                                    let first = hyper::body::Frame::data(Bytes::from_static(
+                                        b"data: {}\n\n",
+                                    ));
+                                    tx.send(Ok(first)).await.unwrap();
+                                    held.lock().unwrap().push(tx);
+                                }
+                                Some(b"hold") => held.lock().unwrap().push(tx),
+                                _ => {
+                                    let whole = hyper::body::Frame::data(Bytes::from_static(b"{}"));
+                                    tx.send(Ok(whole)).await.unwrap();
+                                }
+                            }
+                            let body = http_body_util::StreamBody::new(
+                                tokio_stream::wrappers::ReceiverStream::new(rx),
+                            );
+                            let mut resp = http::Response::new(body);
+                            resp.headers_mut()
+                                .insert("x-upstream", http::HeaderValue::from_static(name));
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Least-request weighs a request whose answer has not begun (queued or in prefill on an
+/// engine) more than one whose answer is streaming: a new prompt sent behind a prefill waits
+/// for it, one sent beside decoding requests hardly does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_avoids_pods_whose_answers_have_not_begun() {
+    let held = HeldBodies::default();
+    let a = held_upstream("a", held.clone()).await;
+    let b = held_upstream("b", held.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(
+        dir.path(),
+        &format!(
+            "pools:\n  - name: fleet\n    endpoints: [\"{a}\", \"{b}\"]\n    \
+             strategy: least-request\n    metrics: {{enabled: false}}\n"
+        ),
+    );
+    let c = client();
+    let send = |mode: &'static str| {
+        let req = http::Request::post(format!("http://{}/pool/v1/chat/completions", gw.addr))
+            .header("content-type", "application/json")
+            .header("x-mode", mode)
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        c.request(req)
+    };
+    let upstream = |r: &http::Response<hyper::body::Incoming>| {
+        r.headers()["x-upstream"].to_str().unwrap().to_string()
+    };
+    // One answer streaming on one pod; its first byte has reached the client.
+    let mut streaming = send("answer").await.unwrap();
+    let first = streaming.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(
+        first.data_ref().unwrap(),
+        &Bytes::from_static(b"data: {}\n\n")
+    );
+    let busy = upstream(&streaming);
+    // The other pod is idle, so the next request goes there and is not answered.
+    let waiting = send("hold").await.unwrap();
+    assert_ne!(upstream(&waiting), busy);
+    // Both pods have one request in flight, but the one not yet answered weighs more:
+    // every further pick goes to the pod that is only decoding (a tie would be 1 in 2^10).
+    for _ in 0..10 {
+        let r = send("whole").await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(upstream(&r), busy);
+        r.into_body().collect().await.unwrap();
+    }
+    drop((streaming, waiting));
+    held.lock().unwrap().clear();
+}

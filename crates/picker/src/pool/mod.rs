@@ -30,6 +30,9 @@ const MAX_CACHED_STRATEGIES: usize = 64;
 pub struct Pod {
     pub id: PodId,
     in_flight: AtomicU32,
+    /// Of those in flight, the requests whose answer has not sent a body byte yet: on an LLM
+    /// engine, still queued or in prefill (see [`InFlight::answered`]).
+    unanswered: AtomicU32,
     state: Mutex<PodHealth>,
     /// Requests whose response ended (completed or not).
     pub finished: AtomicU64,
@@ -53,6 +56,7 @@ impl Pod {
         Pod {
             id,
             in_flight: AtomicU32::new(0),
+            unanswered: AtomicU32::new(0),
             state: Mutex::new(PodHealth::default()),
             finished: AtomicU64::new(0),
             output_tokens: AtomicU64::new(0),
@@ -74,6 +78,11 @@ impl Pod {
 
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight whose answer has not begun (queued or in prefill).
+    pub fn unanswered(&self) -> u32 {
+        self.unanswered.load(Ordering::Relaxed)
     }
 
     /// Last scraped metrics, however old.
@@ -207,14 +216,27 @@ impl Choice {
     }
 }
 
-/// Held while a request is on a pod: counts it in flight until dropped.
+/// Held while a request is on a pod: counts it in flight until dropped, and unanswered until
+/// [`InFlight::answered`] or the drop.
 pub struct InFlight {
     pod: Arc<Pod>,
+    answered: bool,
 }
 
 impl InFlight {
     pub fn pod(&self) -> &Arc<Pod> {
         &self.pod
+    }
+
+    /// The answer's first body byte arrived. An LLM engine sends its response headers at once
+    /// but the first body byte only with the first token, so until then the request is queued
+    /// or in prefill, which is what delays another prompt sent to the same pod; decoding
+    /// requests delay it far less. Called once per request; later calls do nothing.
+    pub fn answered(&mut self) {
+        if !self.answered {
+            self.answered = true;
+            self.pod.unanswered.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Output tokens the response reported, for the pod's counters.
@@ -225,6 +247,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.answered();
         self.pod.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.pod.finished.fetch_add(1, Ordering::Relaxed);
     }
@@ -454,6 +477,7 @@ impl Pool {
                 PodState {
                     id: p.id.clone(),
                     in_flight: p.in_flight(),
+                    unanswered: p.unanswered(),
                     metrics: match stale_after {
                         Some(max) => h.metrics.clone().filter(|m| m.is_fresh(max, now)),
                         None => None,
@@ -494,7 +518,11 @@ impl Pool {
     pub fn begin(&self, strategy: &dyn Picker, req: &PickRequest, pod: &Arc<Pod>) -> InFlight {
         strategy.observe(req, &pod.id);
         pod.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight { pod: pod.clone() }
+        pod.unanswered.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            pod: pod.clone(),
+            answered: false,
+        }
     }
 
     /// The pod refused a connection: eject it for a backoff that doubles per failure.
@@ -547,6 +575,37 @@ mod tests {
         drop(g);
         assert_eq!(first.in_flight(), 0);
         assert_eq!(first.finished.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_request_still_unanswered_weighs_more_than_decoding_ones() {
+        let pool = Pool::new(spec(&["a:1", "b:1"])).unwrap();
+        let req = PickRequest::default();
+        let strategy = pool.pick(None, &req).unwrap().strategy;
+        let (a, b) = (pool.pods()[0].clone(), pool.pods()[1].clone());
+        // Two requests on `a` whose answers are streaming (decoding) ...
+        let mut decoding: Vec<InFlight> =
+            (0..2).map(|_| pool.begin(&*strategy, &req, &a)).collect();
+        decoding.iter_mut().for_each(InFlight::answered);
+        // ... and one on `b` that has not answered yet (queued or in prefill).
+        let mut prefill = pool.begin(&*strategy, &req, &b);
+        assert_eq!((a.in_flight(), a.unanswered()), (2, 0));
+        assert_eq!((b.in_flight(), b.unanswered()), (1, 1));
+        for _ in 0..20 {
+            assert_eq!(pool.pick(None, &req).unwrap().pods[0].id, a.id);
+        }
+        // Once `b`'s answer begins it is the lighter pod again; a second call counts nothing.
+        prefill.answered();
+        prefill.answered();
+        assert_eq!((b.in_flight(), b.unanswered()), (1, 0));
+        assert_eq!(pool.pick(None, &req).unwrap().pods[0].id, b.id);
+        // Guards release both counts whether or not the answer began.
+        let unanswered = pool.begin(&*strategy, &req, &a);
+        assert_eq!(a.unanswered(), 1);
+        drop((decoding, prefill, unanswered));
+        for p in [&a, &b] {
+            assert_eq!((p.in_flight(), p.unanswered()), (0, 0));
+        }
     }
 
     #[test]

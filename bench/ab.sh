@@ -10,6 +10,8 @@
 # median ratio with its spread. Exits non-zero when a case sees non-2xx answers or socket
 # errors, when a binary does not start, or when the median B/A ratio of a case exceeds
 # MAX_RATIO (default 1.05: B may cost at most 5% more than A).
+# PERF_B=1: B is profiled (perf, DWARF call graphs) through each case's first round; the
+# data files are named at the end (their rounds are skewed by perf, and are not counted).
 set -euo pipefail
 
 A_BIN=${1:?usage: bench/ab.sh A_BINARY B_BINARY}
@@ -171,7 +173,17 @@ for case in $CASES; do
     wa=$!
     AB_STREAM=$(stream_of "$case") taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$OUT/post.lua" "http://127.0.0.1:$B_PORT$path" >"$OUT/wrk-b-$case-$round.txt" &
     wb=$!
+    perf_pid=
+    if [ "${PERF_B:-0}" = 1 ] && [ "$round" = 1 ]; then
+      perf record -F 1999 --call-graph dwarf,16384 -p "$B_PID" -o "$OUT/perf-$case.data" -- sleep "$SECS" >/dev/null 2>&1 &
+      perf_pid=$!
+    fi
     wait "$wa" "$wb"
+    if [ -n "$perf_pid" ]; then
+      wait "$perf_pid" || true
+      echo "profile of B, $case: $OUT/perf-$case.data"
+      continue
+    fi
     a1=$(ticks "$A_PID") b1=$(ticks "$B_PID")
     ra=$(requests_of "$OUT/wrk-a-$case-$round.txt") rb=$(requests_of "$OUT/wrk-b-$case-$round.txt")
     ea=$(errors_of "$OUT/wrk-a-$case-$round.txt") eb=$(errors_of "$OUT/wrk-b-$case-$round.txt")

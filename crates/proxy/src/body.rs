@@ -20,7 +20,19 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-pub fn from_incoming(body: hyper::body::Incoming) -> Body {
+/// A body as hyper hands it over: a client's request body or an upstream's answer (see
+/// [`crate::upstream::UpstreamBody`]).
+pub trait HyperBody:
+    http_body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static
+{
+}
+
+impl<B> HyperBody for B where
+    B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static
+{
+}
+
+pub fn from_incoming(body: impl HyperBody) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
 }
 
@@ -43,7 +55,7 @@ pub fn from_client(body: hyper::body::Incoming, idle: std::time::Duration) -> Bo
 
 /// An upstream's response body that may go at most `idle` without a frame
 /// (`timeout.idleTimeout`); past it the body fails with [`UpstreamIdleTimeout`].
-pub fn from_upstream(body: hyper::body::Incoming, idle: std::time::Duration) -> Body {
+pub fn from_upstream(body: impl HyperBody, idle: std::time::Duration) -> Body {
     if body.is_end_stream() {
         return from_incoming(body);
     }
@@ -92,14 +104,14 @@ pub fn is_read_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-struct ReadTimeout {
-    inner: hyper::body::Incoming,
+struct ReadTimeout<B> {
+    inner: B,
     idle: std::time::Duration,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     error: fn() -> BoxError,
 }
 
-impl http_body::Body for ReadTimeout {
+impl<B: HyperBody> http_body::Body for ReadTimeout<B> {
     type Data = Bytes;
     type Error = BoxError;
 

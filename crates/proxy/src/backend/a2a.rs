@@ -1056,7 +1056,7 @@ impl A2aBackend {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         ctx.upstream = Some(upstream.address.clone());
         let sent = std::time::Instant::now();
-        let call = upstream.client.request(req);
+        let call = upstream.request(req);
         let answer = tokio::time::timeout(std::time::Duration::from_secs(10), call).await;
         ctx.upstream_time = Some(sent.elapsed());
         match answer {
@@ -1070,7 +1070,7 @@ impl A2aBackend {
                 "upstream_unavailable",
                 &format!(
                     "relaying the notification: {}",
-                    crate::upstream::root_message(&e)
+                    crate::upstream::root_message(&*e)
                 ),
             )),
             Err(_) => Ok(problem(

@@ -126,11 +126,11 @@ impl mcp::HttpClient for TargetClient {
         } else {
             Version::HTTP_11
         };
-        let client = self.upstream.client.clone();
+        let upstream = self.upstream.clone();
         let address = self.upstream.address.clone();
         let timeout = self.policies.backend_timeout;
         Box::pin(async move {
-            let call = client.request(req);
+            let call = upstream.request(req);
             let result = match timeout {
                 Some(t) => tokio::time::timeout(t, call)
                     .await
@@ -139,11 +139,11 @@ impl mcp::HttpClient for TargetClient {
             };
             match result {
                 Ok(resp) => Ok(resp.map(body::from_incoming)),
-                Err(e) if is_connect_error(&e) => Err(format!(
+                Err(e) if is_connect_error(&*e) => Err(format!(
                     "upstream {address} is unavailable: {}",
-                    root_message(&e)
+                    root_message(&*e)
                 )),
-                Err(e) => Err(format!("upstream {address} failed: {}", root_message(&e))),
+                Err(e) => Err(format!("upstream {address} failed: {}", root_message(&*e))),
             }
         })
     }

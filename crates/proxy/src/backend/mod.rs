@@ -211,7 +211,7 @@ pub(crate) async fn call_upstream(
     req: Request<Body>,
     policies: &BackendPolicies,
 ) -> Result<Response<Body>, Failure> {
-    let call = upstream.client.request(req);
+    let call = upstream.request(req);
     let result = match policies.backend_timeout {
         Some(t) => match tokio::time::timeout(t, call).await {
             Ok(r) => r,
@@ -224,21 +224,21 @@ pub(crate) async fn call_upstream(
             Some(idle) => resp.map(|b| body::from_upstream(b, idle)),
             None => resp.map(body::from_incoming),
         }),
-        Err(e) if is_body_too_large(&e) => Err(Failure::Fatal(ProxyError::new(
+        Err(e) if is_body_too_large(&*e) => Err(Failure::Fatal(ProxyError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             BODY_TOO_LARGE,
             "request body too large",
         ))),
-        Err(e) if body::is_read_timeout(&e) => Err(Failure::Fatal(ProxyError::request_timeout())),
-        Err(e) if is_connect_error(&e) => Err(Failure::Connect(format!(
+        Err(e) if body::is_read_timeout(&*e) => Err(Failure::Fatal(ProxyError::request_timeout())),
+        Err(e) if is_connect_error(&*e) => Err(Failure::Connect(format!(
             "upstream {} is unavailable: {}",
             upstream.address,
-            root_message(&e)
+            root_message(&*e)
         ))),
         Err(e) => Err(Failure::Fatal(ProxyError::upstream_error(format!(
             "upstream {} failed: {}",
             upstream.address,
-            root_message(&e)
+            root_message(&*e)
         )))),
     }
 }

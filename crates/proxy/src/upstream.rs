@@ -135,6 +135,13 @@ struct IdleConnection {
     since: std::time::Instant,
 }
 
+impl IdleConnection {
+    /// Still open, and idle for less than `timeout` at `now`.
+    fn usable(&self, now: std::time::Instant, timeout: Duration) -> bool {
+        !self.sender.is_closed() && now.duration_since(self.since) < timeout
+    }
+}
+
 impl H1Pool {
     fn idle(&self) -> std::sync::MutexGuard<'_, IdleSet> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
@@ -143,10 +150,9 @@ impl H1Pool {
     /// The most recently returned idle connection still open and not expired.
     fn checkout(&self) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.idle();
-        let mut now = None;
+        let now = std::time::Instant::now();
         while let Some(c) = idle.conns.pop() {
-            let now = *now.get_or_insert_with(std::time::Instant::now);
-            if !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout {
+            if c.usable(now, self.idle_timeout) {
                 return Some(c.sender);
             }
         }
@@ -186,9 +192,7 @@ impl H1Pool {
                 let Some(pool) = pool.upgrade() else { return };
                 let now = std::time::Instant::now();
                 let mut idle = pool.idle();
-                idle.conns.retain(|c| {
-                    !c.sender.is_closed() && now.duration_since(c.since) < pool.idle_timeout
-                });
+                idle.conns.retain(|c| c.usable(now, pool.idle_timeout));
                 if idle.conns.is_empty() {
                     idle.sweeping = false;
                     return;
@@ -666,12 +670,14 @@ mod tests {
         // connection.
         assert_eq!(read(&up, get(port, "/a")).await, "ok");
         assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
-        // Dropped half-way, the slow answer's connection cannot be reused; the idle one is.
+        // Dropped half-way, the slow answer's connection closes (hyper cannot reuse it
+        // mid-answer): only the idle one is reused, and it is all the pool holds.
         drop(slow);
         for _ in 0..3 {
             assert_eq!(read(&up, get(port, "/a")).await, "ok");
         }
         assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+        assert_eq!(up.h1.as_ref().unwrap().idle().conns.len(), 1);
         // Read to the end, it is reused.
         assert_eq!(read(&up, get(port, "/slow")).await, "part part ");
         assert_eq!(read(&up, get(port, "/a")).await, "ok");

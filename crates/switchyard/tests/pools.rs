@@ -388,7 +388,8 @@ async fn multi_model_pools_pick_only_pods_serving_the_model() {
     );
 }
 
-/// What a [`held_upstream`] request does, by its `x-mode` header.
+/// The senders of the answer bodies a [`held_upstream`] keeps open (dropping one ends its
+/// body).
 type HeldBodies = std::sync::Arc<
     std::sync::Mutex<
         Vec<tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>>,
